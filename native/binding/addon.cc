@@ -1,0 +1,139 @@
+// Module entry: registers the classes and the free functions of the raw native module
+// (lib/native.ts declares its exact shape).
+//   [sync] runtimeInfo()            -> { ortVersion, providers, ortLibraryDir, cudaMissing }
+//   [sync] capabilities()           -> { detected, active, features }
+//   [sync] setIsa(name)             -> the tier now in use
+//   [sync] readTensorFile(path)     -> { [name]: { shape, data: Float32Array } }
+//   [sync] linearForward(w, b, out, in, x, rows, isa) -> Float32Array (kernel checks)
+#include <napi.h>
+
+#include <thread>
+#include <vector>
+
+#include "binding/addon_data.h"
+#include "binding/encoder_wrap.h"
+#include "binding/js_values.h"
+#include "core/core_error.h"
+#include "core/ort_env.h"
+#include "core/tensor_file.h"
+#include "kernels/cpu_features.h"
+#include "kernels/linear_f32.h"
+
+namespace m3js {
+namespace {
+
+Napi::Array StringArray(Napi::Env env, const std::vector<std::string>& items) {
+  Napi::Array a = Napi::Array::New(env, items.size());
+  for (size_t i = 0; i < items.size(); ++i) a.Set(static_cast<uint32_t>(i), items[i]);
+  return a;
+}
+
+Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("ortVersion", m3::OrtVersion());
+  o.Set("providers", StringArray(env, m3::OrtAvailableProviders()));
+  o.Set("ortLibraryDir", m3::OrtLibraryDir());
+  o.Set("cudaMissing", StringArray(env, m3::MissingCudaProviderLibraries()));
+  o.Set("hardwareThreads", Napi::Number::New(env, std::thread::hardware_concurrency()));
+  return o;
+}
+
+Napi::Value Capabilities(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const m3::CpuFeatures& f = m3::DetectCpuFeatures();
+  Napi::Object features = Napi::Object::New(env);
+  features.Set("avx2", f.avx2);
+  features.Set("fma", f.fma);
+  features.Set("avxVnni", f.avx_vnni);
+  features.Set("avx512f", f.avx512f);
+  features.Set("avx512bw", f.avx512bw);
+  features.Set("avx512vl", f.avx512vl);
+  features.Set("avx512dq", f.avx512dq);
+  features.Set("avx512bf16", f.avx512_bf16);
+  features.Set("avx512vnni", f.avx512_vnni);
+  features.Set("avx512vp2intersect", f.avx512_vp2intersect);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("detected", m3::IsaTierName(m3::DetectedTier()));
+  o.Set("active", m3::IsaTierName(m3::ActiveTier()));
+  o.Set("features", features);
+  return o;
+}
+
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  m3::IsaTier tier;
+  if (info.Length() < 1 || !info[0].IsString() || !m3::ParseIsaTier(info[0].As<Napi::String>().Utf8Value(), &tier)) {
+    throw MakeError(info.Env(), "ERR_INPUT", "Expected 'serial', 'avx2' or 'avx512' for isa");
+  }
+  return Napi::String::New(info.Env(), m3::IsaTierName(m3::SetActiveTier(tier)));
+}
+
+Napi::Value ReadTensorFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw MakeError(env, "ERR_INPUT", "Expected a path for readTensorFile");
+  m3::StateDict dict;
+  try {
+    dict = m3::LoadTensorFile(info[0].As<Napi::String>().Utf8Value());
+  } catch (const m3::CoreError& e) {
+    throw MakeError(env, e.code(), e.what());
+  }
+  Napi::Object o = Napi::Object::New(env);
+  for (auto& kv : dict) {
+    Napi::Object t = Napi::Object::New(env);
+    Napi::Array shape = Napi::Array::New(env, kv.second.shape.size());
+    for (size_t i = 0; i < kv.second.shape.size(); ++i)
+      shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(kv.second.shape[i])));
+    t.Set("shape", shape);
+    t.Set("data", ToTypedArray(env, std::move(kv.second.data)));
+    o.Set(kv.first, t);
+  }
+  return o;
+}
+
+Napi::Value LinearForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto w = CopyTypedArray<float>(info[0], napi_float32_array, "w");
+  auto b = CopyTypedArray<float>(info[1], napi_float32_array, "b");
+  const int64_t out = info[2].As<Napi::Number>().Int64Value(), in = info[3].As<Napi::Number>().Int64Value();
+  auto x = CopyTypedArray<float>(info[4], napi_float32_array, "x");
+  const int64_t rows = info[5].As<Napi::Number>().Int64Value();
+  m3::IsaTier tier;
+  if (!m3::ParseIsaTier(info[6].As<Napi::String>().Utf8Value(), &tier)) throw MakeError(env, "ERR_INPUT", "bad isa");
+  if (out <= 0 || in <= 0 || rows < 0 || static_cast<int64_t>(w.size()) != out * in ||
+      static_cast<int64_t>(b.size()) != out || static_cast<int64_t>(x.size()) != rows * in) {
+    throw MakeError(env, "ERR_INPUT", "linearForward: sizes do not match");
+  }
+  const m3::PackedLinear layer = m3::PackLinear(w.data(), b.data(), out, in);
+  std::vector<float> y(static_cast<size_t>(rows * out));
+  m3::LinearForwardOn(tier, layer, x.data(), rows, in, y.data(), out);
+  return ToTypedArray(env, std::move(y));
+}
+
+void Cleanup(void* arg) {
+  // The environment is going away (process exit or worker termination): stop every model that
+  // was not disposed, so no thread outlives it.
+  auto* data = static_cast<AddonData*>(arg);
+  for (ModelState* state : data->live_models) state->Shutdown();
+  data->live_models.clear();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  data->encoder_constructor = Napi::Persistent(EncoderWrap::Define(env));
+  env.SetInstanceData<AddonData>(data);
+  napi_add_env_cleanup_hook(env, Cleanup, data);
+  exports.Set("Encoder", data->encoder_constructor.Value());
+  exports.Set("runtimeInfo", Napi::Function::New(env, RuntimeInfo, "runtimeInfo"));
+  exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
+  exports.Set("readTensorFile", Napi::Function::New(env, ReadTensorFile, "readTensorFile"));
+  exports.Set("linearForward", Napi::Function::New(env, LinearForward, "linearForward"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace m3js
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return m3js::Init(env, exports); }
+
+NODE_API_MODULE(bge_m3, InitModule)

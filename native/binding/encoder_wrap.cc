@@ -1,0 +1,225 @@
+#include "binding/encoder_wrap.h"
+
+#include <thread>
+
+#include "binding/addon_data.h"
+#include "binding/js_values.h"
+#include "binding/promise_worker.h"
+#include "core/core_error.h"
+
+namespace m3js {
+namespace {
+
+enum EncodeFlags : uint32_t { kDense = 1, kSparse = 2, kColbert = 4 };
+
+m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
+  m3::LoadSettings s;
+  auto num = [&](const char* key, double fallback) {
+    Napi::Value v = o.Get(key);
+    return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+  };
+  auto str = [&](const char* key, const std::string& fallback) {
+    Napi::Value v = o.Get(key);
+    return v.IsString() ? v.As<Napi::String>().Utf8Value() : fallback;
+  };
+  s.session.intra_op_threads = static_cast<int>(num("threads", 0));
+  s.session.inter_op_threads = static_cast<int>(num("interOpThreads", 1));
+  s.session.graph_optimization = str("graphOptimization", "all");
+  s.session.memory_arena = !o.Get("memoryArena").IsBoolean() || o.Get("memoryArena").As<Napi::Boolean>().Value();
+  s.session.device = str("device", "cpu");
+  s.session.device_id = static_cast<int>(num("deviceId", 0));
+  s.onnx_file = str("onnxFile", "");
+  s.vocab_size = static_cast<int64_t>(num("vocabSize", 0));
+  return s;
+}
+
+void ModelStateRegistry(Napi::Env env, ModelState* state, bool add) {
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (!data) return;
+  if (add) data->live_models.insert(state);
+  else data->live_models.erase(state);
+}
+
+}  // namespace
+
+void ModelState::Shutdown() {
+  std::lock_guard<std::mutex> shutdown_lock(shutdown_mu);
+  closed = true;
+  {
+    std::lock_guard<std::mutex> lock(tokens_mu);
+    for (auto& kv : tokens) kv.second->Cancel();
+  }
+  if (queue) queue->Close();
+  queue.reset();
+  encoder.reset();
+}
+
+Napi::Function EncoderWrap::Define(Napi::Env env) {
+  return DefineClass(env, "Encoder",
+                     {StaticMethod<&EncoderWrap::Load>("load"), InstanceMethod<&EncoderWrap::Info>("info"),
+                      InstanceMethod<&EncoderWrap::Encode>("encode"), InstanceMethod<&EncoderWrap::Cancel>("cancel"),
+                      InstanceMethod<&EncoderWrap::Close>("close")});
+}
+
+EncoderWrap::EncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EncoderWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw MakeError(info.Env(), "ERR_INPUT", "Encoder cannot be constructed directly; use BGEM3.load(dir).");
+  }
+  auto* loaded = info[0].As<Napi::External<std::shared_ptr<ModelState>>>().Data();
+  state_ = *loaded;
+  ModelStateRegistry(info.Env(), state_.get(), true);
+}
+
+EncoderWrap::~EncoderWrap() {
+  // Garbage-collected without dispose(): free the session off the JS thread, since a job may
+  // still be running and joining it here would block the event loop.
+  if (!state_) return;
+  ModelStateRegistry(Env(), state_.get(), false);
+  if (!state_->queue) return;
+  std::shared_ptr<ModelState> state = std::move(state_);
+  std::thread([state] { state->Shutdown(); }).detach();
+}
+
+Napi::Value EncoderWrap::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) {
+    throw MakeError(env, "ERR_INPUT", "Encoder.load(dir: string, options: object)");
+  }
+  const std::string dir = info[0].As<Napi::String>().Utf8Value();
+  const Napi::Object options = info[1].As<Napi::Object>();
+  const m3::LoadSettings settings = ReadLoadSettings(options);
+  const int workers = std::max(1, static_cast<int>(options.Get("concurrency").IsNumber()
+                                                       ? options.Get("concurrency").As<Napi::Number>().Int32Value()
+                                                       : 1));
+  return RunDetached(env, [dir, settings, workers]() -> Outcome {
+    auto state = std::make_shared<ModelState>();
+    state->encoder = m3::Encoder::Load(dir, settings);
+    state->queue = std::make_unique<m3::JobQueue>(workers);
+    return Outcome{[state](Napi::Env env) -> Napi::Value {
+      AddonData* data = env.GetInstanceData<AddonData>();
+      auto external = Napi::External<std::shared_ptr<ModelState>>::New(env, new std::shared_ptr<ModelState>(state),
+                                                                        [](Napi::Env, std::shared_ptr<ModelState>* p) { delete p; });
+      return data->encoder_constructor.New({external});
+    }, "", ""};
+  });
+}
+
+Napi::Value EncoderWrap::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!state_ || !state_->encoder || state_->closed) throw MakeError(env, "ERR_DISPOSED", "This model has been disposed.");
+  const m3::Encoder& e = *state_->encoder;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("layout", e.kind() == m3::GraphKind::kHiddenState ? "bge-m3-snapshot" : "heads-baked");
+  o.Set("dim", Napi::Number::New(env, static_cast<double>(e.dim())));
+  o.Set("hidden", Napi::Number::New(env, static_cast<double>(e.hidden())));
+  o.Set("onnx", e.files().onnx);
+  o.Set("colbertHead", e.files().colbert_head);
+  o.Set("sparseHead", e.files().sparse_head);
+  o.Set("hasDense", e.has_dense());
+  o.Set("hasSparse", e.has_sparse());
+  o.Set("hasColbert", e.has_colbert());
+  Napi::Array outputs = Napi::Array::New(env);
+  for (const auto& name : e.session().output_names()) outputs.Set(outputs.Length(), name);
+  o.Set("graphOutputs", outputs);
+  o.Set("workers", Napi::Number::New(env, state_->queue ? state_->queue->workers() : 0));
+  return o;
+}
+
+Napi::Value EncoderWrap::Encode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[4].IsNumber() || !info[5].IsNumber()) {
+    throw MakeError(env, "ERR_INPUT", "encode(ids, offsets, order, batchEnds, flags, jobId)");
+  }
+  auto request = std::make_shared<m3::EncodeRequest>();
+  request->ids = CopyTypedArray<int32_t>(info[0], napi_int32_array, "ids (Int32Array)");
+  request->offsets = CopyTypedArray<uint32_t>(info[1], napi_uint32_array, "offsets (Uint32Array)");
+  request->order = CopyTypedArray<uint32_t>(info[2], napi_uint32_array, "order (Uint32Array)");
+  request->batch_ends = CopyTypedArray<uint32_t>(info[3], napi_uint32_array, "batchEnds (Uint32Array)");
+  const uint32_t flags = info[4].As<Napi::Number>().Uint32Value();
+  request->dense = flags & kDense;
+  request->sparse = flags & kSparse;
+  request->colbert = flags & kColbert;
+  const double job_id = info[5].As<Napi::Number>().DoubleValue();
+
+  auto pending = std::make_shared<PendingPromise>(env);
+  Napi::Promise promise = pending->promise();
+  std::shared_ptr<ModelState> state = state_;
+  if (!state || state->closed || !state->queue) {
+    pending->Settle(Outcome{nullptr, "ERR_DISPOSED", "This model has been disposed; load it again."});
+    return promise;
+  }
+  auto token = std::make_shared<m3::CancelToken>();
+  {
+    std::lock_guard<std::mutex> lock(state->tokens_mu);
+    state->tokens[job_id] = token;
+  }
+  m3::Encoder* encoder = state->encoder.get();
+  ModelState* raw_state = state.get();
+  auto job = [raw_state, encoder, request, token, pending, job_id] {
+    Outcome outcome = Guard([&]() -> Outcome {
+      if (token->cancelled()) {
+        if (raw_state->closed) throw m3::CoreError("ERR_DISPOSED", "The model was disposed before this encode ran.");
+        throw m3::CoreError("ERR_ABORTED", "encode was aborted.");
+      }
+      auto result = std::make_shared<m3::EncodeResult>(encoder->Encode(*request, token.get()));
+      return Outcome{[result](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("count", Napi::Number::New(env, static_cast<double>(result->count)));
+        o.Set("dim", Napi::Number::New(env, static_cast<double>(result->dim)));
+        o.Set("dense", ToTypedArray(env, std::move(result->dense)));
+        o.Set("sparseOffsets", ToTypedArray(env, std::move(result->sparse_offsets)));
+        o.Set("sparseIds", ToTypedArray(env, std::move(result->sparse_ids)));
+        o.Set("sparseWeights", ToTypedArray(env, std::move(result->sparse_weights)));
+        o.Set("colbertOffsets", ToTypedArray(env, std::move(result->colbert_offsets)));
+        o.Set("colbert", ToTypedArray(env, std::move(result->colbert)));
+        return o;
+      }, "", ""};
+    });
+    if (outcome.error_code == "ERR_ABORTED" && raw_state->closed) {
+      outcome.error_code = "ERR_DISPOSED";
+      outcome.error_message = "The model was disposed while this encode was running.";
+    }
+    {
+      std::lock_guard<std::mutex> lock(raw_state->tokens_mu);
+      raw_state->tokens.erase(job_id);
+    }
+    pending->Settle(std::move(outcome));
+  };
+  if (!state->queue->Push(std::move(job))) {
+    std::lock_guard<std::mutex> lock(state->tokens_mu);
+    state->tokens.erase(job_id);
+    pending->Settle(Outcome{nullptr, "ERR_DISPOSED", "This model has been disposed; load it again."});
+  }
+  return promise;
+}
+
+Napi::Value EncoderWrap::Cancel(const Napi::CallbackInfo& info) {
+  if (!state_ || info.Length() < 1 || !info[0].IsNumber()) return Napi::Boolean::New(info.Env(), false);
+  std::shared_ptr<m3::CancelToken> token;
+  {
+    std::lock_guard<std::mutex> lock(state_->tokens_mu);
+    auto it = state_->tokens.find(info[0].As<Napi::Number>().DoubleValue());
+    if (it != state_->tokens.end()) token = it->second;
+  }
+  if (token) token->Cancel();
+  return Napi::Boolean::New(info.Env(), token != nullptr);
+}
+
+Napi::Value EncoderWrap::Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<ModelState> state = state_;
+  if (!state) return RunDetached(env, [] { return Outcome{[](Napi::Env env) { return env.Undefined(); }, "", ""}; });
+  ModelStateRegistry(env, state.get(), false);
+  state->closed = true;
+  {
+    // Queued jobs and the run in progress stop and reject with ERR_DISPOSED.
+    std::lock_guard<std::mutex> lock(state->tokens_mu);
+    for (auto& kv : state->tokens) kv.second->Cancel();
+  }
+  return RunDetached(env, [state] {
+    state->Shutdown();
+    return Outcome{[](Napi::Env env) { return env.Undefined(); }, "", ""};
+  });
+}
+
+}  // namespace m3js

@@ -1,0 +1,21 @@
+// Errors raised by the pure C++ core. The binding maps them to JS `M3Error`s with the same code.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace m3 {
+
+/// An error with a stable machine-readable code (the same strings the JS `M3Error.code` uses:
+/// ERR_MODEL_FILES, ERR_MODEL_LAYOUT, ERR_INPUT, ERR_ABORTED, ERR_DISPOSED, ERR_DEVICE, ERR_RUNTIME)
+/// and a message that names the file, argument or limit and what to do about it.
+class CoreError : public std::runtime_error {
+ public:
+  CoreError(std::string code, const std::string& message)
+      : std::runtime_error(message), code_(std::move(code)) {}
+  const std::string& code() const noexcept { return code_; }
+
+ private:
+  std::string code_;
+};
+
+}  // namespace m3

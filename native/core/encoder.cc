@@ -1,0 +1,297 @@
+#include "core/encoder.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/core_error.h"
+#include "core/pooling.h"
+
+namespace m3 {
+namespace {
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+std::vector<int64_t> ShapeOf(const Ort::Value& v) { return v.GetTensorTypeAndShapeInfo().GetShape(); }
+
+void RequireFloat(const Ort::Value& v, const std::string& name) {
+  if (v.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+    throw CoreError("ERR_MODEL_LAYOUT", "Output '" + name +
+                                            "' is not float32. Use an fp32 export, or convert the graph's "
+                                            "outputs to float32.");
+  }
+}
+
+void ValidateRequest(const EncodeRequest& r) {
+  if (r.offsets.empty() || r.offsets.front() != 0 || r.offsets.back() != r.ids.size())
+    throw CoreError("ERR_INPUT", "encode: token offsets must start at 0 and end at the id count.");
+  const size_t count = r.offsets.size() - 1;
+  for (size_t i = 0; i < count; ++i) {
+    if (r.offsets[i + 1] < r.offsets[i] + 2)
+      throw CoreError("ERR_INPUT", "encode: text " + std::to_string(i) + " has fewer than 2 tokens (<s> and </s>).");
+  }
+  if (r.order.size() != count) throw CoreError("ERR_INPUT", "encode: the batch order must list every text once.");
+  std::vector<char> seen(count, 0);
+  for (uint32_t i : r.order) {
+    if (i >= count || seen[i]) throw CoreError("ERR_INPUT", "encode: the batch order must be a permutation.");
+    seen[i] = 1;
+  }
+  uint32_t prev = 0;
+  for (uint32_t end : r.batch_ends) {
+    if (end <= prev || end > count) throw CoreError("ERR_INPUT", "encode: batch ends must increase up to the text count.");
+    prev = end;
+  }
+  if (count > 0 && prev != count) throw CoreError("ERR_INPUT", "encode: batch ends must cover every text.");
+}
+
+}  // namespace
+
+std::unique_ptr<Encoder> Encoder::Load(const std::string& dir, const LoadSettings& settings) {
+  std::unique_ptr<Encoder> enc(new Encoder());
+  enc->files_ = FindModelFiles(dir, settings.onnx_file);
+  enc->session_ = std::make_unique<EncoderSession>(enc->files_.onnx, settings.session);
+  if (enc->session_->kind() == GraphKind::kHiddenState) {
+    std::string missing;
+    if (enc->files_.colbert_head.empty()) missing += "colbert_linear.pt (or .safetensors)";
+    if (enc->files_.sparse_head.empty()) missing += std::string(missing.empty() ? "" : " and ") + "sparse_linear.pt (or .safetensors)";
+    if (!missing.empty()) {
+      throw CoreError("ERR_MODEL_FILES", "'" + enc->files_.onnx + "' outputs last_hidden_state, so the heads must sit in '" +
+                                             dir + "', but " + missing + " is missing. The BAAI/bge-m3 snapshot has both at its root; "
+                                             "the directory holds: " + DescribeDirectory(dir));
+    }
+  }
+  enc->Probe(settings.vocab_size);
+  return enc;
+}
+
+void Encoder::CheckBatchShapes(const std::vector<Ort::Value>& out, const std::vector<const char*>& names,
+                               int64_t batch, int64_t len) const {
+  // The probe checked the layout; this guards the copies below against a graph whose shapes
+  // depend on the input in unexpected ways.
+  for (size_t i = 0; i < out.size(); ++i) {
+    const auto s = ShapeOf(out[i]);
+    const std::string name = names[i];
+    bool ok = false;
+    if (name == session_->hidden_output()) ok = s == std::vector<int64_t>{batch, len, hidden_};
+    else if (name == session_->dense_output()) ok = s == std::vector<int64_t>{batch, dim_};
+    else if (name == session_->sparse_output())
+      ok = s == std::vector<int64_t>{batch, len, 1} || s == std::vector<int64_t>{batch, len};
+    else if (name == session_->colbert_output()) ok = s == std::vector<int64_t>{batch, len - 1, dim_};
+    if (!ok || out[i].GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+      throw CoreError("ERR_MODEL_LAYOUT", "Output '" + name + "' has shape " + ShapeString(s) + " for a [" +
+                                              std::to_string(batch) + ", " + std::to_string(len) +
+                                              "] batch, which does not fit the layout seen at load.");
+    }
+  }
+}
+
+std::vector<const char*> Encoder::OutputsFor(bool dense, bool sparse, bool colbert) const {
+  std::vector<const char*> names;
+  if (session_->kind() == GraphKind::kHiddenState) {
+    names.push_back(session_->hidden_output().c_str());
+    return names;
+  }
+  if (dense) names.push_back(session_->dense_output().c_str());
+  if (sparse) names.push_back(session_->sparse_output().c_str());
+  if (colbert) names.push_back(session_->colbert_output().c_str());
+  return names;
+}
+
+void Encoder::Probe(int64_t vocab_size) {
+  const int64_t top = std::max<int64_t>(vocab_size - 1, 2);
+  const int64_t ids[3] = {0, top, 2};
+  const int64_t mask[3] = {1, 1, 1};
+  has_dense_ = session_->kind() == GraphKind::kHiddenState || !session_->dense_output().empty();
+  has_sparse_ = session_->kind() == GraphKind::kHiddenState || !session_->sparse_output().empty();
+  has_colbert_ = session_->kind() == GraphKind::kHiddenState || !session_->colbert_output().empty();
+  const auto names = OutputsFor(has_dense_, has_sparse_, has_colbert_);
+  std::vector<Ort::Value> out;
+  try {
+    Ort::RunOptions options;
+    out = session_->Run(ids, mask, 1, 3, names, options);
+  } catch (const Ort::Exception& e) {
+    const int64_t small_ids[2] = {0, 2};
+    bool small_ok = false;
+    try {
+      Ort::RunOptions options;
+      session_->Run(small_ids, mask, 1, 2, names, options);
+      small_ok = true;
+    } catch (const Ort::Exception&) {
+    }
+    if (small_ok) {
+      throw CoreError("ERR_MODEL_LAYOUT", "The tokenizer and the model do not match: the tokenizer has " +
+                                              std::to_string(vocab_size) + " ids but '" + files_.onnx +
+                                              "' rejects id " + std::to_string(top) + " (" + e.what() +
+                                              "). Use the tokenizer.json that came with this model.");
+    }
+    throw CoreError("ERR_MODEL_LAYOUT", "'" + files_.onnx + "' failed on a 3-token probe input: " + e.what());
+  }
+  for (size_t i = 0; i < out.size(); ++i) RequireFloat(out[i], names[i]);
+  auto fail_shape = [&](const std::string& name, const Ort::Value& v, const std::string& want) {
+    throw CoreError("ERR_MODEL_LAYOUT", "Output '" + name + "' of '" + files_.onnx + "' has shape " +
+                                            ShapeString(ShapeOf(v)) + " for a [1, 3] input; expected " + want + ".");
+  };
+  if (session_->kind() == GraphKind::kHiddenState) {
+    const auto shape = ShapeOf(out[0]);
+    if (shape.size() != 3 || shape[0] != 1 || shape[1] != 3 || shape[2] <= 0)
+      fail_shape(names[0], out[0], "[1, 3, hidden]");
+    hidden_ = shape[2];
+    heads_ = std::make_unique<M3Heads>(LoadM3Heads(files_.colbert_head, files_.sparse_head, hidden_));
+    dim_ = hidden_;
+    if (heads_->colbert_dim != dim_) {
+      throw CoreError("ERR_MODEL_LAYOUT", "'" + files_.colbert_head + "' projects to " + std::to_string(heads_->colbert_dim) +
+                                              " dims but the dense vectors have " + std::to_string(dim_) +
+                                              "; BGE-M3 uses the same width for both.");
+    }
+    return;
+  }
+  size_t k = 0;
+  int64_t dense_dim = 0, colbert_dim = 0;
+  if (has_dense_) {
+    const auto s = ShapeOf(out[k]);
+    if (s.size() != 2 || s[0] != 1 || s[1] <= 0) fail_shape(names[k], out[k], "[1, dim]");
+    dense_dim = s[1];
+    ++k;
+  }
+  if (has_sparse_) {
+    const auto s = ShapeOf(out[k]);
+    const bool ok = (s.size() == 3 && s[0] == 1 && s[1] == 3 && s[2] == 1) || (s.size() == 2 && s[0] == 1 && s[1] == 3);
+    if (!ok) fail_shape(names[k], out[k], "[1, 3, 1] or [1, 3]");
+    ++k;
+  }
+  if (has_colbert_) {
+    const auto s = ShapeOf(out[k]);
+    if (s.size() != 3 || s[0] != 1 || s[1] != 2 || s[2] <= 0) fail_shape(names[k], out[k], "[1, 2, dim] (rows 1.. of the input)");
+    colbert_dim = s[2];
+  }
+  if (dense_dim && colbert_dim && dense_dim != colbert_dim) {
+    throw CoreError("ERR_MODEL_LAYOUT", "Dense vectors have " + std::to_string(dense_dim) + " dims but ColBERT vectors " +
+                                            std::to_string(colbert_dim) + "; BGE-M3 uses the same width for both.");
+  }
+  dim_ = dense_dim ? dense_dim : colbert_dim;
+  hidden_ = dim_;
+}
+
+EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) const {
+  ValidateRequest(request);
+  auto missing = [&](bool want, bool have, const char* what) {
+    if (want && !have)
+      throw CoreError("ERR_INPUT", std::string("This model has no ") + what + " output (graph outputs: " + [&] {
+        std::string s;
+        for (const auto& n : session_->output_names()) s += (s.empty() ? "" : ", ") + n;
+        return s;
+      }() + "); do not request it.");
+  };
+  missing(request.dense, has_dense_, "dense");
+  missing(request.sparse, has_sparse_, "sparse");
+  missing(request.colbert, has_colbert_, "colbert");
+
+  const size_t count = request.offsets.size() - 1;
+  EncodeResult result;
+  result.count = static_cast<int64_t>(count);
+  result.dim = dim_;
+  auto length = [&](size_t i) { return static_cast<int64_t>(request.offsets[i + 1] - request.offsets[i]); };
+  if (request.dense) result.dense.assign(count * dim_, 0.0f);
+  if (request.colbert) {
+    result.colbert_offsets.assign(count + 1, 0);
+    for (size_t i = 0; i < count; ++i) result.colbert_offsets[i + 1] = result.colbert_offsets[i] + static_cast<uint32_t>(length(i) - 1);
+    result.colbert.assign(static_cast<size_t>(result.colbert_offsets[count]) * dim_, 0.0f);
+  }
+  std::vector<std::vector<uint32_t>> sparse_ids(request.sparse ? count : 0);
+  std::vector<std::vector<float>> sparse_weights(request.sparse ? count : 0);
+  std::vector<std::pair<uint32_t, float>> scratch;
+  std::vector<float> token_weights;
+  const auto names = OutputsFor(request.dense, request.sparse, request.colbert);
+  const bool hidden_kind = session_->kind() == GraphKind::kHiddenState;
+
+  std::vector<int64_t> ids, mask;
+  uint32_t begin = 0;
+  for (uint32_t end : request.batch_ends) {
+    if (cancel && cancel->cancelled()) throw CoreError("ERR_ABORTED", "encode was aborted.");
+    const int64_t batch = end - begin;
+    int64_t len = 0;
+    for (uint32_t j = begin; j < end; ++j) len = std::max(len, length(request.order[j]));
+    ids.assign(static_cast<size_t>(batch * len), 1);  // <pad> = 1
+    mask.assign(static_cast<size_t>(batch * len), 0);
+    for (int64_t b = 0; b < batch; ++b) {
+      const uint32_t text = request.order[begin + b];
+      const int32_t* src = request.ids.data() + request.offsets[text];
+      for (int64_t t = 0; t < length(text); ++t) {
+        ids[b * len + t] = src[t];
+        mask[b * len + t] = 1;
+      }
+    }
+    std::vector<Ort::Value> out;
+    Ort::RunOptions options;
+    if (cancel) cancel->Attach(&options);
+    try {
+      out = session_->Run(ids.data(), mask.data(), batch, len, names, options);
+    } catch (const Ort::Exception& e) {
+      if (cancel) cancel->Detach();
+      if (cancel && cancel->cancelled()) throw CoreError("ERR_ABORTED", "encode was aborted.");
+      throw CoreError("ERR_RUNTIME", std::string("ONNX Runtime failed on a batch of ") + std::to_string(batch) +
+                                         " texts of up to " + std::to_string(len) + " tokens: " + e.what());
+    }
+    if (cancel) cancel->Detach();
+    CheckBatchShapes(out, names, batch, len);
+
+    size_t k = 0;
+    const float* hidden = nullptr;
+    const float* dense = nullptr;
+    const float* sparse = nullptr;
+    const float* colbert = nullptr;
+    if (hidden_kind) {
+      hidden = out[0].GetTensorData<float>();
+    } else {
+      if (request.dense) dense = out[k++].GetTensorData<float>();
+      if (request.sparse) sparse = out[k++].GetTensorData<float>();
+      if (request.colbert) colbert = out[k++].GetTensorData<float>();
+    }
+    for (int64_t b = 0; b < batch; ++b) {
+      const uint32_t text = request.order[begin + b];
+      const int64_t n = length(text);
+      const int32_t* text_ids = request.ids.data() + request.offsets[text];
+      const float* h = hidden ? hidden + b * len * hidden_ : nullptr;
+      if (request.dense) {
+        float* dst = result.dense.data() + text * dim_;
+        if (h) {
+          std::memcpy(dst, h, dim_ * sizeof(float));
+          NormalizeL2(dst, dim_);
+        } else {
+          std::memcpy(dst, dense + b * dim_, dim_ * sizeof(float));
+        }
+      }
+      if (request.sparse) {
+        const float* w = sparse ? sparse + b * len : nullptr;
+        if (h) {
+          token_weights.resize(n);
+          SparseTokenWeights(*heads_, h, n, hidden_, token_weights.data());
+          w = token_weights.data();
+        }
+        AggregateLexicalWeights(text_ids, w, n, 1, &sparse_ids[text], &sparse_weights[text], &scratch);
+      }
+      if (request.colbert) {
+        float* dst = result.colbert.data() + static_cast<size_t>(result.colbert_offsets[text]) * dim_;
+        if (h) ColbertRows(*heads_, h + hidden_, n - 1, hidden_, dst);
+        else std::memcpy(dst, colbert + b * (len - 1) * dim_, (n - 1) * dim_ * sizeof(float));
+      }
+    }
+    begin = end;
+  }
+  if (request.sparse) {
+    result.sparse_offsets.assign(count + 1, 0);
+    for (size_t i = 0; i < count; ++i) result.sparse_offsets[i + 1] = result.sparse_offsets[i] + static_cast<uint32_t>(sparse_ids[i].size());
+    result.sparse_ids.reserve(result.sparse_offsets[count]);
+    result.sparse_weights.reserve(result.sparse_offsets[count]);
+    for (size_t i = 0; i < count; ++i) {
+      result.sparse_ids.insert(result.sparse_ids.end(), sparse_ids[i].begin(), sparse_ids[i].end());
+      result.sparse_weights.insert(result.sparse_weights.end(), sparse_weights[i].begin(), sparse_weights[i].end());
+    }
+  }
+  return result;
+}
+
+}  // namespace m3

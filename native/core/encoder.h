@@ -1,0 +1,79 @@
+// A loaded BGE-M3 model: session + heads, and the batched encode that produces the three outputs
+// in the caller's order (M3-SEMANTICS.md).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/cancel_token.h"
+#include "core/encoder_session.h"
+#include "core/m3_heads.h"
+#include "core/model_files.h"
+
+namespace m3 {
+
+/// What `Encoder::Load` needs besides the session settings.
+struct LoadSettings {
+  SessionSettings session;
+  std::string onnx_file;   // optional, relative to the model directory
+  int64_t vocab_size = 0;  // the tokenizer's id count; checked against the embedding table
+};
+
+/// Tokenized texts and the batch plan (made by the TypeScript layer).
+struct EncodeRequest {
+  std::vector<int32_t> ids;        // all texts' token ids, <s> ... </s> each
+  std::vector<uint32_t> offsets;   // count + 1; text i is ids[offsets[i], offsets[i+1])
+  std::vector<uint32_t> order;     // text indices in processing order
+  std::vector<uint32_t> batch_ends;  // exclusive ends into `order`, one per batch
+  bool dense = true, sparse = true, colbert = false;
+};
+
+/// Outputs in the caller's order, laid out as the JS API returns them.
+struct EncodeResult {
+  int64_t count = 0, dim = 0;
+  std::vector<float> dense;                 // count * dim
+  std::vector<uint32_t> sparse_offsets;     // count + 1
+  std::vector<uint32_t> sparse_ids;         // ascending, unique per row
+  std::vector<float> sparse_weights;
+  std::vector<uint32_t> colbert_offsets;    // count + 1, in vectors
+  std::vector<float> colbert;               // vectors * dim
+};
+
+class Encoder {
+ public:
+  /// Finds the files, opens the session, loads the heads (BAAI layout) and runs a three-token
+  /// probe that checks the output shapes and that the tokenizer's largest id fits the model's
+  /// embedding table. Throws CoreError.
+  static std::unique_ptr<Encoder> Load(const std::string& dir, const LoadSettings& settings);
+
+  /// Encodes a request. Thread-safe (ONNX Runtime sessions run concurrently). Throws
+  /// CoreError(ERR_ABORTED) when `cancel` fires, ERR_INPUT for a malformed request.
+  EncodeResult Encode(const EncodeRequest& request, CancelToken* cancel) const;
+
+  GraphKind kind() const { return session_->kind(); }
+  /// Width of dense and ColBERT vectors.
+  int64_t dim() const { return dim_; }
+  /// The encoder's hidden size (BAAI layout) or the dense width (baked layout).
+  int64_t hidden() const { return hidden_; }
+  bool has_dense() const { return has_dense_; }
+  bool has_sparse() const { return has_sparse_; }
+  bool has_colbert() const { return has_colbert_; }
+  const ModelFiles& files() const { return files_; }
+  const EncoderSession& session() const { return *session_; }
+
+ private:
+  Encoder() = default;
+  void Probe(int64_t vocab_size);
+  std::vector<const char*> OutputsFor(bool dense, bool sparse, bool colbert) const;
+  void CheckBatchShapes(const std::vector<Ort::Value>& out, const std::vector<const char*>& names,
+                        int64_t batch, int64_t len) const;
+
+  ModelFiles files_;
+  std::unique_ptr<EncoderSession> session_;
+  std::unique_ptr<M3Heads> heads_;
+  int64_t dim_ = 0, hidden_ = 0;
+  bool has_dense_ = false, has_sparse_ = false, has_colbert_ = false;
+};
+
+}  // namespace m3

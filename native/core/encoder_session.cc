@@ -1,0 +1,144 @@
+#include "core/encoder_session.h"
+
+#include <algorithm>
+
+#include "core/core_error.h"
+#include "core/ort_env.h"
+
+namespace m3 {
+namespace {
+
+GraphOptimizationLevel ParseOptimization(const std::string& level) {
+  if (level == "disabled") return ORT_DISABLE_ALL;
+  if (level == "basic") return ORT_ENABLE_BASIC;
+  if (level == "extended") return ORT_ENABLE_EXTENDED;
+  if (level == "all") return ORT_ENABLE_ALL;
+  throw CoreError("ERR_INPUT", "graphOptimization must be 'disabled', 'basic', 'extended' or 'all', got '" +
+                                   level + "'.");
+}
+
+std::string Join(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s.empty() ? "none" : s;
+}
+
+std::string FindName(const std::vector<std::string>& names, std::initializer_list<const char*> wanted) {
+  for (const char* w : wanted)
+    if (std::find(names.begin(), names.end(), w) != names.end()) return w;
+  return "";
+}
+
+void AppendCuda(Ort::SessionOptions& options, int device_id) {
+  const auto missing = MissingCudaProviderLibraries();
+  const std::string dir = OrtLibraryDir();
+  if (!missing.empty()) {
+    throw CoreError("ERR_DEVICE",
+                    "device 'cuda' needs ONNX Runtime's CUDA provider, but " + Join(missing) +
+                        " is missing from " + dir +
+                        " (the folder of the loaded libonnxruntime). Install it with "
+                        "ONNXRUNTIME_NODE_INSTALL=cuda12 npm install onnxruntime-node, or rebuild with "
+                        "ORT_ROOT pointing at an ONNX Runtime GPU release; CUDA 12 and cuDNN 9 must be "
+                        "on the library path.");
+  }
+  const OrtApi& api = Ort::GetApi();
+  OrtCUDAProviderOptionsV2* cuda = nullptr;
+  Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
+  const std::string id = std::to_string(device_id);
+  const char* keys[] = {"device_id", "cudnn_conv_algo_search", "do_copy_in_default_stream"};
+  const char* values[] = {id.c_str(), "DEFAULT", "1"};
+  OrtStatus* status = api.UpdateCUDAProviderOptions(cuda, keys, values, 3);
+  if (!status) status = api.SessionOptionsAppendExecutionProvider_CUDA_V2(options, cuda);
+  api.ReleaseCUDAProviderOptions(cuda);
+  if (status) {
+    const std::string message = api.GetErrorMessage(status);
+    api.ReleaseStatus(status);
+    throw CoreError("ERR_DEVICE", "The CUDA execution provider could not be enabled (device " + id +
+                                      "): " + message + ". Check that the GPU driver, CUDA 12 and cuDNN 9 "
+                                      "libraries are installed and on the library path.");
+  }
+}
+
+}  // namespace
+
+EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettings& settings)
+    : cpu_memory_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)) {
+  Ort::SessionOptions options;
+  if (settings.intra_op_threads > 0) options.SetIntraOpNumThreads(settings.intra_op_threads);
+  options.SetInterOpNumThreads(std::max(1, settings.inter_op_threads));
+  options.SetGraphOptimizationLevel(ParseOptimization(settings.graph_optimization));
+  if (settings.memory_arena) options.EnableCpuMemArena();
+  else options.DisableCpuMemArena();
+  if (settings.device == "cuda") {
+    AppendCuda(options, settings.device_id);
+  } else if (settings.device != "cpu") {
+    throw CoreError("ERR_INPUT", "device must be 'cpu' or 'cuda', got '" + settings.device + "'.");
+  }
+  try {
+    session_ = Ort::Session(SharedOrtEnv(), onnx_path.c_str(), options);
+  } catch (const Ort::Exception& e) {
+    throw CoreError("ERR_MODEL_FILES", "ONNX Runtime could not load '" + onnx_path + "': " + e.what() +
+                                           ". If the graph keeps its weights in external data "
+                                           "(model.onnx_data), that file must sit next to it.");
+  }
+
+  Ort::AllocatorWithDefaultOptions allocator;
+  for (size_t i = 0; i < session_.GetInputCount(); ++i)
+    inputs_.push_back(session_.GetInputNameAllocated(i, allocator).get());
+  for (size_t i = 0; i < session_.GetOutputCount(); ++i)
+    outputs_.push_back(session_.GetOutputNameAllocated(i, allocator).get());
+
+  for (const char* required : {"input_ids", "attention_mask"}) {
+    if (std::find(inputs_.begin(), inputs_.end(), required) == inputs_.end()) {
+      throw CoreError("ERR_MODEL_LAYOUT", "'" + onnx_path + "' has no '" + required + "' input (inputs: " +
+                                              Join(inputs_) + "); a BGE-M3 graph takes input_ids and attention_mask.");
+    }
+  }
+  has_token_type_ids_ = std::find(inputs_.begin(), inputs_.end(), "token_type_ids") != inputs_.end();
+  for (const auto& name : inputs_) {
+    if (name != "input_ids" && name != "attention_mask" && name != "token_type_ids") {
+      throw CoreError("ERR_MODEL_LAYOUT", "'" + onnx_path + "' has an unexpected input '" + name +
+                                              "' (inputs: " + Join(inputs_) + ").");
+    }
+  }
+
+  hidden_ = FindName(outputs_, {"last_hidden_state"});
+  dense_ = FindName(outputs_, {"dense_vecs", "dense_embeddings"});
+  sparse_ = FindName(outputs_, {"sparse_vecs", "sparse_weights"});
+  colbert_ = FindName(outputs_, {"colbert_vecs", "colbert_vectors"});
+  if (!dense_.empty() || !sparse_.empty() || !colbert_.empty()) {
+    kind_ = GraphKind::kHeadsBaked;
+  } else if (!hidden_.empty()) {
+    kind_ = GraphKind::kHiddenState;
+  } else {
+    throw CoreError("ERR_MODEL_LAYOUT",
+                    "Unknown model layout: '" + onnx_path + "' has outputs [" + Join(outputs_) +
+                        "]. Expected last_hidden_state (the BAAI/bge-m3 snapshot, heads in "
+                        "colbert_linear.pt and sparse_linear.pt) or heads-baked outputs "
+                        "dense_vecs/sparse_vecs/colbert_vecs (or dense_embeddings/sparse_weights/colbert_vectors).");
+  }
+}
+
+std::vector<Ort::Value> EncoderSession::Run(const int64_t* ids, const int64_t* mask, int64_t batch,
+                                            int64_t len, const std::vector<const char*>& outputs,
+                                            Ort::RunOptions& options) {
+  const int64_t shape[2] = {batch, len};
+  const size_t count = static_cast<size_t>(batch * len);
+  std::vector<Ort::Value> values;
+  std::vector<const char*> names;
+  std::vector<int64_t> token_types;
+  for (const auto& name : inputs_) {
+    const int64_t* data = nullptr;
+    if (name == "input_ids") data = ids;
+    else if (name == "attention_mask") data = mask;
+    else {
+      token_types.assign(count, 0);
+      data = token_types.data();
+    }
+    values.push_back(Ort::Value::CreateTensor<int64_t>(cpu_memory_, const_cast<int64_t*>(data), count, shape, 2));
+    names.push_back(name.c_str());
+  }
+  return session_.Run(options, names.data(), values.data(), values.size(), outputs.data(), outputs.size());
+}
+
+}  // namespace m3

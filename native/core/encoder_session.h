@@ -1,0 +1,57 @@
+// One ONNX Runtime session over a BGE-M3 graph, and what its outputs mean.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <onnxruntime_cxx_api.h>
+
+#include "core/model_files.h"
+
+namespace m3 {
+
+/// Session settings (the JS `load` options).
+struct SessionSettings {
+  int intra_op_threads = 0;                 // 0: ONNX Runtime's default (one per physical core)
+  int inter_op_threads = 1;
+  std::string graph_optimization = "all";  // disabled | basic | extended | all
+  bool memory_arena = true;
+  std::string device = "cpu";               // cpu | cuda
+  int device_id = 0;
+};
+
+/// Which outputs the graph gives (DESIGN.md, "Model directory layouts").
+enum class GraphKind {
+  kHiddenState,  // last_hidden_state; heads applied natively (BAAI/bge-m3 snapshot)
+  kHeadsBaked,   // dense/sparse/colbert outputs computed in the graph
+};
+
+class EncoderSession {
+ public:
+  /// Opens the graph. Throws CoreError: ERR_MODEL_FILES (unreadable/invalid graph, missing
+  /// external data), ERR_MODEL_LAYOUT (unknown inputs/outputs), ERR_DEVICE (CUDA unavailable).
+  EncoderSession(const std::string& onnx_path, const SessionSettings& settings);
+
+  GraphKind kind() const { return kind_; }
+  /// Output names by role; empty when the graph lacks that output.
+  const std::string& hidden_output() const { return hidden_; }
+  const std::string& dense_output() const { return dense_; }
+  const std::string& sparse_output() const { return sparse_; }
+  const std::string& colbert_output() const { return colbert_; }
+  const std::vector<std::string>& output_names() const { return outputs_; }
+
+  /// Runs one padded batch: ids and mask are [batch, len] int64. Returns the named outputs in
+  /// order. Ort::Exception propagates (the caller maps it, knowing whether it cancelled).
+  std::vector<Ort::Value> Run(const int64_t* ids, const int64_t* mask, int64_t batch, int64_t len,
+                              const std::vector<const char*>& outputs, Ort::RunOptions& options);
+
+ private:
+  Ort::Session session_{nullptr};
+  Ort::MemoryInfo cpu_memory_;
+  GraphKind kind_ = GraphKind::kHiddenState;
+  std::vector<std::string> inputs_, outputs_;
+  bool has_token_type_ids_ = false;
+  std::string hidden_, dense_, sparse_, colbert_;
+};
+
+}  // namespace m3

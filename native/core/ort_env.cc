@@ -1,0 +1,39 @@
+#include "core/ort_env.h"
+
+#include <dlfcn.h>
+#include <sys/stat.h>
+
+namespace m3 {
+
+Ort::Env& SharedOrtEnv() {
+  static Ort::Env* env = new Ort::Env(ORT_LOGGING_LEVEL_ERROR, "bge-m3");
+  return *env;
+}
+
+std::string OrtVersion() { return Ort::GetVersionString(); }
+
+std::vector<std::string> OrtAvailableProviders() { return Ort::GetAvailableProviders(); }
+
+std::string OrtLibraryDir() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&OrtGetApiBase), &info) == 0 || !info.dli_fname) return "";
+  std::string path = info.dli_fname;
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
+}
+
+std::vector<std::string> CudaProviderLibraries() {
+  return {"libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"};
+}
+
+std::vector<std::string> MissingCudaProviderLibraries() {
+  std::vector<std::string> missing;
+  const std::string dir = OrtLibraryDir();
+  for (const auto& name : CudaProviderLibraries()) {
+    struct stat st {};
+    if (stat((dir + "/" + name).c_str(), &st) != 0) missing.push_back(name);
+  }
+  return missing;
+}
+
+}  // namespace m3

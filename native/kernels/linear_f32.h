@@ -1,0 +1,43 @@
+// Dense layer y = x · Wᵀ + b in fp32, used for BGE-M3's ColBERT head (1024 -> 1024) applied to
+// every token row. The weight is packed once at load (transposed, columns padded) so the
+// kernels stream it with aligned vector loads.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+
+namespace m3 {
+
+/// Column block width of the packed weight (two AVX-512 vectors).
+constexpr int64_t kLinearColumnBlock = 32;
+
+/// A Linear layer's weight packed for the kernels: wt is [in][out_padded] (row k holds W[:, k]),
+/// out_padded a multiple of kLinearColumnBlock, padding columns zero.
+struct PackedLinear {
+  int64_t in = 0, out = 0, out_padded = 0;
+  std::vector<float> wt;
+  std::vector<float> bias;  // out_padded entries
+};
+
+/// Packs a PyTorch Linear weight w [out][in] (row-major) and bias b [out] (may be null: zero).
+PackedLinear PackLinear(const float* w, const float* b, int64_t out, int64_t in);
+
+/// y[r][0..out) = x[r] · Wᵀ + b for r in [0, rows). x rows are x_stride floats apart, y rows
+/// y_stride apart (y_stride >= out). Dispatches on ActiveTier().
+void LinearForward(const PackedLinear& layer, const float* x, int64_t rows, int64_t x_stride,
+                   float* y, int64_t y_stride);
+
+/// The same on an explicit tier (tests compare tiers against the serial oracle).
+void LinearForwardOn(IsaTier tier, const PackedLinear& layer, const float* x, int64_t rows,
+                     int64_t x_stride, float* y, int64_t y_stride);
+
+// Per-tier entry points (linear_f32_<isa>.cc).
+void LinearForwardSerial(const PackedLinear& layer, const float* x, int64_t rows, int64_t x_stride,
+                         float* y, int64_t y_stride);
+void LinearForwardAvx2(const PackedLinear& layer, const float* x, int64_t rows, int64_t x_stride,
+                       float* y, int64_t y_stride);
+void LinearForwardAvx512(const PackedLinear& layer, const float* x, int64_t rows, int64_t x_stride,
+                         float* y, int64_t y_stride);
+
+}  // namespace m3

@@ -1,0 +1,63 @@
+// AVX2+FMA micro-kernel: 3 rows x 32 columns of y in 12 ymm accumulators plus 4 weight
+// registers (16 in all), one broadcast of x per row and k.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kernels/linear_f32.h"
+
+namespace m3 {
+namespace {
+
+constexpr int kRows = 3;
+constexpr int64_t kRowChunk = 96;
+
+template <int R>
+__attribute__((target("avx2,fma"))) void Tile(const PackedLinear& layer, const float* x,
+                                              int64_t x_stride, int64_t col, float* y,
+                                              int64_t y_stride) {
+  const int64_t n = layer.out_padded;
+  __m256 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = _mm256_setzero_ps();
+  const float* w = layer.wt.data() + col;
+  for (int64_t k = 0; k < layer.in; ++k) {
+    const float* wk = w + k * n;
+    const __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
+    const __m256 w2 = _mm256_loadu_ps(wk + 16), w3 = _mm256_loadu_ps(wk + 24);
+    for (int r = 0; r < R; ++r) {
+      const __m256 xv = _mm256_broadcast_ss(x + r * x_stride + k);
+      acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);
+      acc[r][2] = _mm256_fmadd_ps(xv, w2, acc[r][2]);
+      acc[r][3] = _mm256_fmadd_ps(xv, w3, acc[r][3]);
+    }
+  }
+  const int64_t valid = std::min<int64_t>(kLinearColumnBlock, layer.out - col);
+  alignas(32) float tmp[kLinearColumnBlock];
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < 4; ++j)
+      _mm256_store_ps(tmp + 8 * j, _mm256_add_ps(acc[r][j], _mm256_loadu_ps(layer.bias.data() + col + 8 * j)));
+    std::copy(tmp, tmp + valid, y + r * y_stride + col);
+  }
+}
+
+using TileFn = void (*)(const PackedLinear&, const float*, int64_t, int64_t, float*, int64_t);
+constexpr TileFn kTiles[kRows + 1] = {nullptr, Tile<1>, Tile<2>, Tile<3>};
+
+}  // namespace
+
+void LinearForwardAvx2(const PackedLinear& layer, const float* x, int64_t rows, int64_t x_stride,
+                       float* y, int64_t y_stride) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+    const int64_t r_end = std::min(rows, r0 + kRowChunk);
+    for (int64_t col = 0; col < layer.out; col += kLinearColumnBlock) {
+      for (int64_t r = r0; r < r_end; r += kRows) {
+        const int count = static_cast<int>(std::min<int64_t>(kRows, r_end - r));
+        kTiles[count](layer, x + r * x_stride, x_stride, col, y + r * y_stride, y_stride);
+      }
+    }
+  }
+}
+
+}  // namespace m3
