@@ -1,0 +1,13 @@
+/**
+ * bge-m3: a native BGE-M3 engine for Node.js. Dense, lexical (sparse) and ColBERT outputs from
+ * one forward pass through ONNX Runtime, with scoring helpers.
+ */
+export { BGEM3 } from './model';
+export type { LoadOptions, EncodeOptions, ComputeScoreOptions, ComputeScoreResult, ModelInfo } from './model';
+export { EncodeOutput } from './outputs';
+export type { SparseVectors, MultiVectors, SparseRow, EncodeRow } from './outputs';
+export { denseScore, lexicalScore, colbertScore } from './scores';
+export { M3Error } from './errors';
+export type { M3ErrorCode } from './errors';
+export { runtimeInfo, capabilities, DEMO_MODEL_DIR } from './runtime';
+export type { RuntimeInfo } from './runtime';

@@ -1,0 +1,351 @@
+/**
+ * BGEM3: a loaded BGE-M3 model. Encoding runs on threads owned by the native addon; this class
+ * validates arguments, tokenizes, plans batches and shapes the results.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { M3Error, fromNative, inputError } from './errors';
+import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from './native';
+import { planBatches } from './batching';
+import { EncodeOutput, type SparseRow } from './outputs';
+import { colbertScore, denseScore, lexicalScore } from './scores';
+import { M3Tokenizer, findTokenizerFile } from './tokenizer';
+
+/** Options of {@link BGEM3.load}. */
+export interface LoadOptions {
+  /** 'cpu' (default) or 'cuda' (needs ONNX Runtime's CUDA provider libraries). */
+  device?: 'cpu' | 'cuda';
+  /** CUDA device ordinal (default 0). */
+  deviceId?: number;
+  /** ONNX Runtime intra-op threads per run (default: one per physical core). */
+  threads?: number;
+  /** ONNX Runtime inter-op threads (default 1). */
+  interOpThreads?: number;
+  /** How many encode batches may run at once on this model (default 1). */
+  concurrency?: number;
+  /** Graph optimisation level (default 'all'). */
+  graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** ONNX Runtime's CPU memory arena (default true). */
+  memoryArena?: boolean;
+  /** Default truncation length for encode (default 8192, never more than the model's positions). */
+  maxLength?: number;
+  /** The graph file, relative to the model directory, when it is not onnx/model.onnx or model.onnx. */
+  onnxFile?: string;
+}
+
+/** Options of {@link BGEM3.encode}. */
+export interface EncodeOptions {
+  /** Compute the dense vector (default true). */
+  dense?: boolean;
+  /** Compute the lexical weights (default true). */
+  sparse?: boolean;
+  /** Compute the ColBERT vectors (default false). */
+  colbert?: boolean;
+  /** Truncate each text to this many tokens including <s> and </s> (default: the model's maxLength). */
+  maxLength?: number;
+  /** Most texts per batch (default 32). */
+  batchSize?: number;
+  /** Most padded tokens per batch (default 16384; a longer text gets a batch of its own). */
+  maxBatchTokens?: number;
+  /** Cancels queued work and the run in progress; the promise rejects with ERR_ABORTED. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link BGEM3.computeScore}. */
+export interface ComputeScoreOptions {
+  /** [w_dense, w_sparse, w_colbert] for the combined scores (default [1, 1, 1]). */
+  weights?: [number, number, number];
+  /** Query truncation (default 512). */
+  maxQueryLength?: number;
+  /** Passage truncation (default 8192, capped by the model). */
+  maxPassageLength?: number;
+  batchSize?: number;
+  maxBatchTokens?: number;
+  signal?: AbortSignal;
+}
+
+/** The five score lists of {@link BGEM3.computeScore}, FlagEmbedding's key names. */
+export interface ComputeScoreResult {
+  dense: Float32Array;
+  sparse: Float32Array;
+  colbert: Float32Array;
+  'sparse+dense': Float32Array;
+  'colbert+sparse+dense': Float32Array;
+}
+
+/** What {@link BGEM3.info} reports. */
+export interface ModelInfo extends NativeModelInfo {
+  dir: string;
+  tokenizer: string;
+  vocabSize: number;
+  /** Longest input the model's position table allows. */
+  modelMaxLength: number;
+  /** Default truncation of encode. */
+  maxLength: number;
+}
+
+const DEFAULT_MAX_LENGTH = 8192;
+const DEFAULT_BATCH_SIZE = 32;
+const DEFAULT_MAX_BATCH_TOKENS = 16384;
+
+function checkInteger(value: unknown, what: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw inputError(`an integer in [${min}, ${max}]`, what, value);
+  }
+  return value;
+}
+
+function checkBoolean(value: unknown, what: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw inputError('a boolean', what, value);
+  return value;
+}
+
+function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal === undefined) return undefined;
+  if (!(signal instanceof AbortSignal)) throw inputError('an AbortSignal', 'signal', signal);
+  return signal;
+}
+
+function abortedError(): M3Error {
+  return new M3Error('ERR_ABORTED', 'encode was aborted by its AbortSignal');
+}
+
+/** Usable positions from config.json: max_position_embeddings minus the padding offset. */
+function readModelMaxLength(dir: string): number {
+  const file = path.join(dir, 'config.json');
+  if (!fs.existsSync(file)) return DEFAULT_MAX_LENGTH;
+  let config: { max_position_embeddings?: unknown; pad_token_id?: unknown };
+  try {
+    config = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new M3Error('ERR_MODEL_FILES', `Could not parse '${file}': ${(err as Error).message}`, { cause: err });
+  }
+  const positions = config.max_position_embeddings;
+  if (positions === undefined) return DEFAULT_MAX_LENGTH;
+  const pad = typeof config.pad_token_id === 'number' ? config.pad_token_id : 1;
+  if (typeof positions !== 'number' || !Number.isInteger(positions) || positions - pad - 1 < 2) {
+    throw new M3Error('ERR_MODEL_LAYOUT', `'${file}': max_position_embeddings must be an integer > ${pad + 2}, got ${String(positions)}`);
+  }
+  // XLM-R positions start after the padding id: ids pad+1 .. positions-1 are usable.
+  return positions - pad - 1;
+}
+
+function normalizeTexts(texts: unknown): string[] {
+  if (typeof texts === 'string') return [texts];
+  if (!Array.isArray(texts)) throw inputError('a string or an array of strings', 'texts', texts);
+  for (let i = 0; i < texts.length; i++) {
+    if (typeof texts[i] !== 'string') throw inputError('a string', `texts[${i}]`, texts[i]);
+  }
+  return texts as string[];
+}
+
+/** A loaded BGE-M3 model. Create with {@link BGEM3.load}; release with {@link BGEM3.dispose}. */
+export class BGEM3 {
+  private disposed = false;
+  private closing?: Promise<void>;
+  private nextJob = 1;
+
+  private constructor(
+    private readonly encoder: NativeEncoder,
+    private readonly tokenizer: M3Tokenizer,
+    private readonly dir: string,
+    /** Longest input the model's position table allows. */
+    readonly modelMaxLength: number,
+    /** Default truncation length of encode. */
+    readonly maxLength: number,
+    private readonly nativeInfo: NativeModelInfo,
+  ) {}
+
+  /**
+   * Loads a model directory: the BAAI/bge-m3 snapshot (onnx/model.onnx + colbert_linear.pt +
+   * sparse_linear.pt + tokenizer.json) or an ONNX export with the heads baked in.
+   */
+  static async load(dir: string, options: LoadOptions = {}): Promise<BGEM3> {
+    const callerStack = new Error().stack;
+    if (typeof dir !== 'string' || dir.length === 0) throw inputError('a model directory path', 'dir', dir);
+    if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+    const abs = path.resolve(dir);
+    if (!fs.existsSync(abs) || !fs.statSync(abs).isDirectory()) {
+      throw new M3Error('ERR_MODEL_FILES', `Model directory '${abs}' does not exist. Download BAAI/bge-m3 ` +
+        '(e.g. huggingface-cli download BAAI/bge-m3 --local-dir DIR) and pass DIR.');
+    }
+    const device = options.device ?? 'cpu';
+    if (device !== 'cpu' && device !== 'cuda') throw inputError("'cpu' or 'cuda'", 'device', device);
+    if (options.threads !== undefined) checkInteger(options.threads, 'threads', 1, 1024);
+    if (options.interOpThreads !== undefined) checkInteger(options.interOpThreads, 'interOpThreads', 1, 1024);
+    if (options.concurrency !== undefined) checkInteger(options.concurrency, 'concurrency', 1, 64);
+    if (options.deviceId !== undefined) checkInteger(options.deviceId, 'deviceId', 0, 1024);
+    const levels = ['disabled', 'basic', 'extended', 'all'];
+    if (options.graphOptimization !== undefined && !levels.includes(options.graphOptimization)) {
+      throw inputError(levels.map((l) => `'${l}'`).join(', '), 'graphOptimization', options.graphOptimization);
+    }
+    if (options.onnxFile !== undefined && typeof options.onnxFile !== 'string') throw inputError('a path', 'onnxFile', options.onnxFile);
+    const memoryArena = checkBoolean(options.memoryArena, 'memoryArena', true);
+
+    const modelMaxLength = readModelMaxLength(abs);
+    const maxLength = options.maxLength === undefined
+      ? Math.min(DEFAULT_MAX_LENGTH, modelMaxLength)
+      : checkInteger(options.maxLength, 'maxLength', 2, modelMaxLength);
+    const tokenizer = await M3Tokenizer.load(findTokenizerFile(abs));
+    let encoder: NativeEncoder;
+    try {
+      encoder = await native().Encoder.load(abs, {
+        device, deviceId: options.deviceId, threads: options.threads, interOpThreads: options.interOpThreads,
+        graphOptimization: options.graphOptimization, memoryArena, onnxFile: options.onnxFile,
+        vocabSize: tokenizer.vocabSize, concurrency: options.concurrency,
+      });
+    } catch (err) {
+      throw fromNative(err, callerStack);
+    }
+    return new BGEM3(encoder, tokenizer, abs, modelMaxLength, maxLength, encoder.info());
+  }
+
+  /** Width of the dense and ColBERT vectors. */
+  get dim(): number {
+    return this.nativeInfo.dim;
+  }
+
+  /** Layout, dims, files and limits of this model. */
+  info(): ModelInfo {
+    return {
+      ...this.nativeInfo, dir: this.dir, tokenizer: this.tokenizer.file, vocabSize: this.tokenizer.vocabSize,
+      modelMaxLength: this.modelMaxLength, maxLength: this.maxLength,
+    };
+  }
+
+  /**
+   * Encodes texts into the requested representations. Results are in the caller's order and do
+   * not depend on batching. An empty array gives an empty result; an empty string is a text.
+   */
+  async encode(texts: string | readonly string[], options: EncodeOptions = {}): Promise<EncodeOutput> {
+    const callerStack = new Error().stack;
+    this.checkUsable();
+    if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+    const list = normalizeTexts(texts);
+    const dense = checkBoolean(options.dense, 'dense', true);
+    const sparse = checkBoolean(options.sparse, 'sparse', true);
+    const colbert = checkBoolean(options.colbert, 'colbert', false);
+    if (!dense && !sparse && !colbert) {
+      throw new M3Error('ERR_INPUT', 'encode: all of dense, sparse and colbert are false; request at least one output');
+    }
+    const maxLength = options.maxLength === undefined ? this.maxLength : checkInteger(options.maxLength, 'maxLength', 2, this.modelMaxLength);
+    const batchSize = options.batchSize === undefined ? DEFAULT_BATCH_SIZE : checkInteger(options.batchSize, 'batchSize', 1, 1 << 20);
+    const maxBatchTokens = options.maxBatchTokens === undefined
+      ? DEFAULT_MAX_BATCH_TOKENS : checkInteger(options.maxBatchTokens, 'maxBatchTokens', 2, 1 << 30);
+    const signal = checkSignal(options.signal);
+    if (signal?.aborted) throw abortedError();
+
+    const tokens = await this.tokenizer.encode(list, maxLength);
+    if (signal?.aborted) throw abortedError();
+    this.checkUsable();
+    const count = list.length;
+    if (count === 0) {
+      return new EncodeOutput(0, this.dim,
+        dense ? new Float32Array(0) : undefined,
+        sparse ? { offsets: new Uint32Array(1), ids: new Uint32Array(0), weights: new Float32Array(0) } : undefined,
+        colbert ? { offsets: new Uint32Array(1), data: new Float32Array(0) } : undefined);
+    }
+    const lengths = new Uint32Array(count);
+    for (let i = 0; i < count; i++) lengths[i] = tokens.offsets[i + 1] - tokens.offsets[i];
+    const plan = planBatches(lengths, batchSize, maxBatchTokens);
+    const flags = (dense ? ENCODE_DENSE : 0) | (sparse ? ENCODE_SPARSE : 0) | (colbert ? ENCODE_COLBERT : 0);
+    const jobId = this.nextJob++;
+    const onAbort = () => this.encoder.cancel(jobId);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const raw = await this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, flags, jobId);
+      if (signal?.aborted) throw abortedError();
+      return new EncodeOutput(raw.count, raw.dim,
+        dense ? raw.dense : undefined,
+        sparse ? { offsets: raw.sparseOffsets, ids: raw.sparseIds, weights: raw.sparseWeights } : undefined,
+        colbert ? { offsets: raw.colbertOffsets, data: raw.colbert } : undefined);
+    } catch (err) {
+      if ((err as { code?: string })?.code === 'ERR_ABORTED' && signal?.aborted) throw fromNative(abortedError(), callerStack);
+      throw fromNative(err, callerStack);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Scores query-passage pairs with all three representations, like FlagEmbedding's
+   * `compute_score`: queries and passages are encoded separately (with their own truncation).
+   */
+  async computeScore(pairs: ReadonlyArray<readonly [string, string]> | readonly [string, string],
+                     options: ComputeScoreOptions = {}): Promise<ComputeScoreResult> {
+    this.checkUsable();
+    if (!Array.isArray(pairs)) throw inputError('an array of [query, passage] pairs', 'pairs', pairs);
+    const list = (pairs.length === 2 && typeof pairs[0] === 'string' && typeof pairs[1] === 'string'
+      ? [pairs] : pairs) as ReadonlyArray<readonly [string, string]>;
+    list.forEach((pair, i) => {
+      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {
+        throw inputError('a [query, passage] pair of strings', `pairs[${i}]`, pair);
+      }
+    });
+    const weights = options.weights ?? [1, 1, 1];
+    if (!Array.isArray(weights) || weights.length !== 3 || weights.some((w) => typeof w !== 'number' || !Number.isFinite(w) || w < 0)) {
+      throw inputError('three finite non-negative numbers [dense, sparse, colbert]', 'weights', weights);
+    }
+    if (weights[0] + weights[1] === 0 || weights[0] + weights[1] + weights[2] === 0) {
+      throw new M3Error('ERR_INPUT', `weights ${JSON.stringify(weights)} make a combined score divide by zero; give dense or sparse a positive weight`);
+    }
+    const maxQueryLength = options.maxQueryLength === undefined
+      ? Math.min(512, this.modelMaxLength) : checkInteger(options.maxQueryLength, 'maxQueryLength', 2, this.modelMaxLength);
+    const maxPassageLength = options.maxPassageLength === undefined
+      ? Math.min(DEFAULT_MAX_LENGTH, this.modelMaxLength) : checkInteger(options.maxPassageLength, 'maxPassageLength', 2, this.modelMaxLength);
+    const common = { dense: true, sparse: true, colbert: true, batchSize: options.batchSize, maxBatchTokens: options.maxBatchTokens, signal: options.signal };
+    const queries = await this.encode(list.map((p) => p[0]), { ...common, maxLength: maxQueryLength });
+    const passages = await this.encode(list.map((p) => p[1]), { ...common, maxLength: maxPassageLength });
+    const n = list.length;
+    const out: ComputeScoreResult = {
+      dense: new Float32Array(n), sparse: new Float32Array(n), colbert: new Float32Array(n),
+      'sparse+dense': new Float32Array(n), 'colbert+sparse+dense': new Float32Array(n),
+    };
+    const [w0, w1, w2] = weights;
+    for (let i = 0; i < n; i++) {
+      const q = queries.row(i);
+      const p = passages.row(i);
+      const d = denseScore(q.dense!, p.dense!);
+      const s = lexicalScore(q.sparse!, p.sparse!);
+      const c = colbertScore(q.colbert!, p.colbert!, this.dim);
+      out.dense[i] = d;
+      out.sparse[i] = s;
+      out.colbert[i] = c;
+      out['sparse+dense'][i] = (w1 * s + w0 * d) / (w0 + w1);
+      out['colbert+sparse+dense'][i] = (w0 * d + w1 * s + w2 * c) / (w0 + w1 + w2);
+    }
+    return out;
+  }
+
+  /** A row's lexical weights keyed by token piece (the SentencePiece marker removed); cosmetic. */
+  convertIdToToken(row: SparseRow): Record<string, number> {
+    if (!row || !(row.ids instanceof Uint32Array) || !(row.weights instanceof Float32Array) || row.ids.length !== row.weights.length) {
+      throw inputError('{ ids: Uint32Array, weights: Float32Array } of equal lengths', 'row', row);
+    }
+    const out: Record<string, number> = {};
+    for (let i = 0; i < row.ids.length; i++) {
+      const piece = this.tokenizer.piece(row.ids[i]);
+      // Two ids can decode to the same piece; keep the larger weight, as a lexical match would.
+      if (!(piece in out) || row.weights[i] > out[piece]) out[piece] = row.weights[i];
+    }
+    return out;
+  }
+
+  /** Releases the session. Pending and running encodes reject with ERR_DISPOSED. Idempotent. */
+  dispose(): Promise<void> {
+    if (!this.closing) {
+      this.disposed = true;
+      this.closing = this.encoder.close();
+    }
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  private checkUsable(): void {
+    if (this.disposed) throw new M3Error('ERR_DISPOSED', 'This model has been disposed; load it again with BGEM3.load(dir).');
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * The raw native module: its exact shape, and the loader. Everything here is internal; the
+ * public API is in model.ts and scores.ts.
+ */
+import * as path from 'node:path';
+import { M3Error } from './errors';
+
+/** Options the native `Encoder.load` reads. */
+export interface NativeLoadOptions {
+  threads?: number;
+  interOpThreads?: number;
+  graphOptimization?: string;
+  memoryArena?: boolean;
+  device?: string;
+  deviceId?: number;
+  onnxFile?: string;
+  vocabSize: number;
+  concurrency?: number;
+}
+
+/** What one native encode returns, in the caller's order. */
+export interface NativeEncodeResult {
+  count: number;
+  dim: number;
+  dense: Float32Array;
+  sparseOffsets: Uint32Array;
+  sparseIds: Uint32Array;
+  sparseWeights: Float32Array;
+  colbertOffsets: Uint32Array;
+  colbert: Float32Array;
+}
+
+/** Facts about a loaded native model. */
+export interface NativeModelInfo {
+  layout: 'bge-m3-snapshot' | 'heads-baked';
+  dim: number;
+  hidden: number;
+  onnx: string;
+  colbertHead: string;
+  sparseHead: string;
+  hasDense: boolean;
+  hasSparse: boolean;
+  hasColbert: boolean;
+  graphOutputs: string[];
+  workers: number;
+}
+
+export interface NativeEncoder {
+  info(): NativeModelInfo;
+  encode(ids: Int32Array, offsets: Uint32Array, order: Uint32Array, batchEnds: Uint32Array,
+         flags: number, jobId: number): Promise<NativeEncodeResult>;
+  cancel(jobId: number): boolean;
+  close(): Promise<void>;
+}
+
+export interface NativeEncoderClass {
+  load(dir: string, options: NativeLoadOptions): Promise<NativeEncoder>;
+}
+
+export interface NativeRuntimeInfo {
+  ortVersion: string;
+  providers: string[];
+  ortLibraryDir: string;
+  cudaMissing: string[];
+  hardwareThreads: number;
+}
+
+export type IsaTierName = 'serial' | 'avx2' | 'avx512';
+
+export interface NativeCapabilities {
+  detected: IsaTierName;
+  active: IsaTierName;
+  features: Record<string, boolean>;
+}
+
+export interface NativeTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface NativeModule {
+  Encoder: NativeEncoderClass;
+  runtimeInfo(): NativeRuntimeInfo;
+  capabilities(): NativeCapabilities;
+  setIsa(name: IsaTierName): IsaTierName;
+  readTensorFile(path: string): Record<string, NativeTensor>;
+  linearForward(w: Float32Array, b: Float32Array, out: number, inp: number, x: Float32Array,
+                rows: number, isa: IsaTierName): Float32Array;
+}
+
+/** Flags of NativeEncoder.encode. */
+export const ENCODE_DENSE = 1;
+export const ENCODE_SPARSE = 2;
+export const ENCODE_COLBERT = 4;
+
+/** The package root (dist/lib/native.js -> ../..). */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..');
+
+let cached: NativeModule | undefined;
+
+/** Loads build/Release/bge_m3.node once, with a checklist of fixes when that fails. */
+export function native(): NativeModule {
+  if (cached) return cached;
+  const candidates = [
+    process.env.BGE_M3_ADDON,
+    path.join(PACKAGE_ROOT, 'build', 'Release', 'bge_m3.node'),
+    path.join(PACKAGE_ROOT, 'build', 'Debug', 'bge_m3.node'),
+  ].filter((p): p is string => !!p);
+  const errors: string[] = [];
+  for (const file of candidates) {
+    try {
+      cached = require(file) as NativeModule;
+      return cached;
+    } catch (err) {
+      errors.push(`  ${file}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new M3Error('ERR_NATIVE', [
+    'The bge-m3 native addon could not be loaded. Tried:',
+    ...errors,
+    'Possible fixes:',
+    '  - build it: npm install (or npm run build:native) in the package folder; it needs cmake and g++',
+    '  - if libonnxruntime.so.1 is not found: reinstall onnxruntime-node, or rebuild with ORT_ROOT set',
+    '  - set BGE_M3_ADDON to the path of a bge_m3.node built for this platform',
+  ].join('\n'));
+}

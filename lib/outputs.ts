@@ -1,0 +1,60 @@
+/** Encode results as contiguous typed arrays (DESIGN.md, "Public API"). */
+
+/** Lexical weights of many texts: row i is ids/weights[offsets[i] .. offsets[i+1]), ids ascending and unique. */
+export interface SparseVectors {
+  offsets: Uint32Array;
+  ids: Uint32Array;
+  weights: Float32Array;
+}
+
+/** ColBERT vectors of many texts: text i owns vectors offsets[i] .. offsets[i+1] of `data` (`dim` floats each). */
+export interface MultiVectors {
+  offsets: Uint32Array;
+  data: Float32Array;
+}
+
+/** One text's lexical weights (ids ascending, unique). */
+export interface SparseRow {
+  ids: Uint32Array;
+  weights: Float32Array;
+}
+
+/** One text's outputs, as views into the batch arrays (no copies). */
+export interface EncodeRow {
+  dense?: Float32Array;
+  sparse?: SparseRow;
+  /** n_tokens - 1 vectors of `dim` floats, row-major. */
+  colbert?: Float32Array;
+}
+
+/** The result of `encode`: only the requested outputs are present. */
+export class EncodeOutput {
+  constructor(
+    /** Number of texts. */
+    readonly count: number,
+    /** Width of dense and ColBERT vectors (1024 for BGE-M3). */
+    readonly dim: number,
+    /** count * dim floats, row-major, each row L2-normalised. */
+    readonly dense?: Float32Array,
+    readonly sparse?: SparseVectors,
+    readonly colbert?: MultiVectors,
+  ) {}
+
+  /** The outputs of text `i` as subarray views. */
+  row(i: number): EncodeRow {
+    if (!Number.isInteger(i) || i < 0 || i >= this.count) {
+      throw new RangeError(`Expected an integer in [0, ${this.count}) for row index but received ${i}`);
+    }
+    const row: EncodeRow = {};
+    if (this.dense) row.dense = this.dense.subarray(i * this.dim, (i + 1) * this.dim);
+    if (this.sparse) {
+      const { offsets, ids, weights } = this.sparse;
+      row.sparse = { ids: ids.subarray(offsets[i], offsets[i + 1]), weights: weights.subarray(offsets[i], offsets[i + 1]) };
+    }
+    if (this.colbert) {
+      const { offsets, data } = this.colbert;
+      row.colbert = data.subarray(offsets[i] * this.dim, offsets[i + 1] * this.dim);
+    }
+    return row;
+  }
+}

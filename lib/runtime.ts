@@ -1,0 +1,34 @@
+/** Facts about the runtime: ONNX Runtime version and providers, CPU features, the demo model. */
+import * as path from 'node:path';
+import { native, PACKAGE_ROOT, type NativeCapabilities } from './native';
+
+/** The tiny random-weight model shipped with the package (for demos and tests only). */
+export const DEMO_MODEL_DIR = path.join(PACKAGE_ROOT, 'demo-model');
+
+/** What {@link runtimeInfo} reports. */
+export interface RuntimeInfo {
+  /** Version of the loaded ONNX Runtime library. */
+  ortVersion: string;
+  /** Execution providers compiled into that library. */
+  providers: string[];
+  /** Providers that can actually be used here ('CUDAExecutionProvider' needs its libraries). */
+  usableProviders: string[];
+  /** Folder of the loaded libonnxruntime. */
+  ortLibraryDir: string;
+  /** CUDA provider libraries missing from ortLibraryDir. */
+  cudaMissing: string[];
+  hardwareThreads: number;
+}
+
+/** ONNX Runtime's version and providers, as loaded by this addon. */
+export function runtimeInfo(): RuntimeInfo {
+  const info = native().runtimeInfo();
+  const usable = info.providers.filter((p) => p === 'CPUExecutionProvider' ||
+    (p === 'CUDAExecutionProvider' && info.cudaMissing.length === 0));
+  return { ...info, usableProviders: usable };
+}
+
+/** CPU features detected (from CPUID bits) and the kernel tier in use. */
+export function capabilities(): NativeCapabilities {
+  return native().capabilities();
+}
