@@ -95,6 +95,15 @@ function checkInteger(value: unknown, what: string, min: number, max: number): n
   return value;
 }
 
+/** A truncation length: an integer >= 2 (room for <s> and </s>) within the model's positions. */
+function checkLength(value: unknown, what: string, modelMaxLength: number): number {
+  if (typeof value === 'number' && Number.isInteger(value) && value > modelMaxLength) {
+    throw new M3Error('ERR_INPUT', `${what} ${value} exceeds this model's ${modelMaxLength} usable positions ` +
+      `(config.json max_position_embeddings); pass at most ${modelMaxLength}`);
+  }
+  return checkInteger(value, what, 2, modelMaxLength);
+}
+
 function checkBoolean(value: unknown, what: string, fallback: boolean): boolean {
   if (value === undefined) return fallback;
   if (typeof value !== 'boolean') throw inputError('a boolean', what, value);
@@ -186,7 +195,7 @@ export class BGEM3 {
     const modelMaxLength = readModelMaxLength(abs);
     const maxLength = options.maxLength === undefined
       ? Math.min(DEFAULT_MAX_LENGTH, modelMaxLength)
-      : checkInteger(options.maxLength, 'maxLength', 2, modelMaxLength);
+      : checkLength(options.maxLength, 'maxLength', modelMaxLength);
     const tokenizer = await M3Tokenizer.load(findTokenizerFile(abs));
     let encoder: NativeEncoder;
     try {
@@ -229,7 +238,7 @@ export class BGEM3 {
     if (!dense && !sparse && !colbert) {
       throw new M3Error('ERR_INPUT', 'encode: all of dense, sparse and colbert are false; request at least one output');
     }
-    const maxLength = options.maxLength === undefined ? this.maxLength : checkInteger(options.maxLength, 'maxLength', 2, this.modelMaxLength);
+    const maxLength = options.maxLength === undefined ? this.maxLength : checkLength(options.maxLength, 'maxLength', this.modelMaxLength);
     const batchSize = options.batchSize === undefined ? DEFAULT_BATCH_SIZE : checkInteger(options.batchSize, 'batchSize', 1, 1 << 20);
     const maxBatchTokens = options.maxBatchTokens === undefined
       ? DEFAULT_MAX_BATCH_TOKENS : checkInteger(options.maxBatchTokens, 'maxBatchTokens', 2, 1 << 30);
@@ -291,9 +300,9 @@ export class BGEM3 {
       throw new M3Error('ERR_INPUT', `weights ${JSON.stringify(weights)} make a combined score divide by zero; give dense or sparse a positive weight`);
     }
     const maxQueryLength = options.maxQueryLength === undefined
-      ? Math.min(512, this.modelMaxLength) : checkInteger(options.maxQueryLength, 'maxQueryLength', 2, this.modelMaxLength);
+      ? Math.min(512, this.modelMaxLength) : checkLength(options.maxQueryLength, 'maxQueryLength', this.modelMaxLength);
     const maxPassageLength = options.maxPassageLength === undefined
-      ? Math.min(DEFAULT_MAX_LENGTH, this.modelMaxLength) : checkInteger(options.maxPassageLength, 'maxPassageLength', 2, this.modelMaxLength);
+      ? Math.min(DEFAULT_MAX_LENGTH, this.modelMaxLength) : checkLength(options.maxPassageLength, 'maxPassageLength', this.modelMaxLength);
     const common = { dense: true, sparse: true, colbert: true, batchSize: options.batchSize, maxBatchTokens: options.maxBatchTokens, signal: options.signal };
     const queries = await this.encode(list.map((p) => p[0]), { ...common, maxLength: maxQueryLength });
     const passages = await this.encode(list.map((p) => p[1]), { ...common, maxLength: maxPassageLength });

@@ -1,0 +1,81 @@
+/**
+ * Parity with the independent PyTorch reference (scripts/gen_fixtures.py) for every layout:
+ * dense values, lexical ids and weights, ColBERT rows and row counts, and all five
+ * computeScore modes, at 1e-5.
+ */
+import { after, before, describe, it } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { BGEM3 } from '../lib';
+import { MODEL_DIRS, assertClose, golden, type GoldenScores } from './helpers';
+
+const dim = golden.dim;
+
+for (const [layout, dir] of Object.entries(MODEL_DIRS)) {
+  describe(`golden outputs: ${layout}`, () => {
+    let model: BGEM3;
+    before(async () => {
+      model = await BGEM3.load(dir);
+    });
+    after(async () => {
+      await model.dispose();
+    });
+
+    it('reports the layout and dims', () => {
+      const info = model.info();
+      assert.equal(info.dim, dim);
+      assert.equal(info.layout, dir.includes('baked') ? 'heads-baked' : 'bge-m3-snapshot');
+      assert.equal(info.modelMaxLength, golden.defaultMaxLength);
+    });
+
+    for (const c of golden.cases) {
+      it(`case ${c.name}`, async () => {
+        const out = await model.encode([c.text], { dense: true, sparse: true, colbert: true, maxLength: c.maxLength ?? undefined });
+        assert.equal(out.count, 1);
+        assert.equal(out.dim, dim);
+        const row = out.row(0);
+        assertClose(row.dense!, c.dense, `${c.name} dense`);
+        const ids = Object.keys(c.sparse).map(Number).sort((a, b) => a - b);
+        assert.deepEqual(Array.from(row.sparse!.ids), ids, `${c.name} sparse ids`);
+        assertClose(row.sparse!.weights, ids.map((id) => c.sparse[String(id)]), `${c.name} sparse weights`);
+        assert.equal(row.colbert!.length / dim, c.ids.length - 1, `${c.name} colbert rows = n_tokens - 1`);
+        assertClose(row.colbert!, c.colbert.flat(), `${c.name} colbert`);
+      });
+    }
+
+    const checkScores = async (expected: GoldenScores, useDefaultWeights: boolean) => {
+      const scores = await model.computeScore(expected.pairs, {
+        weights: useDefaultWeights ? undefined : expected.weights,
+        maxQueryLength: expected.maxQueryLength,
+        maxPassageLength: expected.maxPassageLength,
+      });
+      for (const key of ['dense', 'sparse', 'colbert', 'sparse+dense', 'colbert+sparse+dense'] as const) {
+        assert.ok(scores[key] instanceof Float32Array);
+        assertClose(scores[key], expected[key], `computeScore ${key}`);
+      }
+    };
+    it('computeScore with weights [0.4, 0.2, 0.4]', () => checkScores(golden.scores, false));
+    it('computeScore with the default weights [1, 1, 1]', () => checkScores(golden.scoresDefault, true));
+  });
+}
+
+describe('convertIdToToken', () => {
+  it('keys lexical weights by the decoded piece', async () => {
+    const model = await BGEM3.load(MODEL_DIRS['snapshot (.pt heads)']);
+    try {
+      const c = golden.cases.find((x) => x.name === 'english')!;
+      const out = await model.encode([c.text]);
+      const map = model.convertIdToToken(out.row(0).sparse!);
+      const expected: Record<string, number> = {};
+      c.ids.forEach((id, k) => {
+        const w = c.sparse[String(id)];
+        if (w === undefined) return;
+        const piece = c.tokens[k].replace(/\u2581/g, ' ').trim();
+        expected[piece] = Math.max(expected[piece] ?? 0, w);
+      });
+      assert.deepEqual(Object.keys(map).sort(), Object.keys(expected).sort());
+      for (const key of Object.keys(expected)) assert.ok(Math.abs(map[key] - expected[key]) <= 1e-5, key);
+    } finally {
+      await model.dispose();
+    }
+  });
+});

@@ -1,0 +1,80 @@
+/** Shared test helpers: fixture paths, the golden file and closeness checks. */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** Repository root (dist/test/helpers.js -> ../..). */
+export const ROOT = path.resolve(__dirname, '..', '..');
+export const FIXTURES = path.join(ROOT, 'test', 'fixtures');
+export const DEMO_MODEL = path.join(ROOT, 'demo-model');
+
+/** Every fixture model directory, by layout; all share the same weights and golden outputs. */
+export const MODEL_DIRS: Record<string, string> = {
+  'snapshot (.pt heads)': DEMO_MODEL,
+  'snapshot (.safetensors heads)': path.join(FIXTURES, 'tiny-m3-safetensors'),
+  'heads-baked': path.join(FIXTURES, 'tiny-m3-baked'),
+  'heads-baked (alt names)': path.join(FIXTURES, 'tiny-m3-baked-alt'),
+};
+
+export interface GoldenCase {
+  name: string;
+  text: string;
+  maxLength: number | null;
+  ids: number[];
+  tokens: string[];
+  dense: number[];
+  sparse: Record<string, number>;
+  colbert: number[][];
+}
+
+export interface GoldenScores {
+  weights: [number, number, number];
+  maxQueryLength: number;
+  maxPassageLength: number;
+  pairs: Array<[string, string]>;
+  dense: number[];
+  sparse: number[];
+  colbert: number[];
+  'sparse+dense': number[];
+  'colbert+sparse+dense': number[];
+}
+
+export interface Golden {
+  dim: number;
+  defaultMaxLength: number;
+  cases: GoldenCase[];
+  scores: GoldenScores;
+  scoresDefault: GoldenScores;
+}
+
+export const golden: Golden = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'golden.json'), 'utf8'));
+
+export const TOLERANCE = 1e-5;
+
+/** Asserts |actual[i] - expected[i]| <= tol for all i, naming the first offender. */
+export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, tol = TOLERANCE): void {
+  assert.equal(actual.length, expected.length, `${what}: length ${actual.length} != ${expected.length}`);
+  for (let i = 0; i < expected.length; i++) {
+    const diff = Math.abs(actual[i] - expected[i]);
+    if (!(diff <= tol)) assert.fail(`${what}[${i}]: ${actual[i]} vs ${expected[i]} (|diff| ${diff} > ${tol})`);
+  }
+}
+
+/** Asserts that a promise rejects with an M3Error of the given code (and message pattern). */
+export async function rejectsWith(promise: Promise<unknown> | (() => unknown), code: string, message?: RegExp): Promise<void> {
+  await assert.rejects(async () => (typeof promise === 'function' ? promise() : promise), (err: unknown) => {
+    const e = err as { name?: string; code?: string; message?: string };
+    assert.equal(e.name, 'M3Error', `expected an M3Error, got ${String(err)}`);
+    assert.equal(e.code, code, `expected ${code}, got ${e.code}: ${e.message}`);
+    if (message) assert.match(e.message ?? '', message);
+    return true;
+  });
+}
+
+/** A text of many sentences, long enough to be truncated by any fixture model. */
+export function longText(words = 400): string {
+  const base = 'the model reads a long passage about retrieval and lexical matching with many words';
+  const parts: string[] = [];
+  for (let i = 0; parts.length < words; i++) parts.push(...base.split(' '));
+  return parts.slice(0, words).join(' ');
+}
