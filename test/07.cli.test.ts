@@ -1,0 +1,72 @@
+/** The bge-m3 command line on the demo model. */
+import { describe, it } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { FIXTURES, ROOT, assertClose, golden } from './helpers';
+
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+
+function run(args: string[], input?: string) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('bge-m3 CLI', () => {
+  const c = golden.cases.find((x) => x.name === 'readme_passage')!;
+
+  it('encode on the demo model warns that its weights are random and prints golden outputs', () => {
+    const r = run(['encode', c.text, '--dense', '--sparse', '--colbert']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /RANDOM/);
+    assert.match(r.stderr, /--model/);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.count, 1);
+    assert.equal(out.dim, golden.dim);
+    assertClose(out.results[0].dense, c.dense, 'cli dense');
+    assert.deepEqual(Object.keys(out.results[0].sparse).sort(), Object.keys(c.sparse).sort());
+    assert.equal(out.results[0].colbert.length, c.ids.length - 1);
+  });
+
+  it('encode reads a .jsonl file and honours --model', () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-cli-')), 'texts.jsonl');
+    fs.writeFileSync(file, golden.cases.slice(0, 3).map((x) => JSON.stringify({ text: x.text })).join('\n') + '\n');
+    const r = run(['encode', '--file', file, '--dense', '--model', path.join(FIXTURES, 'tiny-m3-baked')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /RANDOM/);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.count, 3);
+    out.results.forEach((row: { dense: number[] }, i: number) => assertClose(row.dense, golden.cases[i].dense, `row ${i}`));
+  });
+
+  it('score prints the five modes', () => {
+    const [q, p] = golden.scoresDefault.pairs[0];
+    const r = run(['score', q, p, '--weights', '1,1,1']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    // Pair 0 (the README pair) is shorter than every truncation limit, so the defaults match.
+    for (const key of ['dense', 'sparse', 'colbert', 'sparse+dense', 'colbert+sparse+dense'] as const) {
+      assert.ok(Math.abs(out.scores[0][key] - golden.scoresDefault[key][0]) <= 1e-5, key);
+    }
+  });
+
+  it('info reports ONNX Runtime, the CPU tier and the model layout', () => {
+    const r = run(['info']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.match(out.onnxruntime.version, /^\d+\.\d+\.\d+/);
+    assert.ok(out.onnxruntime.providers.includes('CPUExecutionProvider'));
+    assert.ok(['serial', 'avx2', 'avx512'].includes(out.cpu.active));
+    assert.equal(out.model.layout, 'bge-m3-snapshot');
+    assert.equal(out.model.dim, golden.dim);
+    assert.equal(out.model.demo, true);
+  });
+
+  it('fails with a clear message and exit code 1 for a bad model directory', () => {
+    const r = run(['encode', 'x', '--model', path.join(os.tmpdir(), 'no-such-model-dir')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /ERR_MODEL_FILES: Model directory .* does not exist/);
+  });
+});
