@@ -5,9 +5,10 @@
 export { BGEM3 } from './model';
 export type { LoadOptions, EncodeOptions, ComputeScoreOptions, ComputeScoreResult, ModelInfo } from './model';
 export { EncodeOutput } from './outputs';
-export type { SparseVectors, MultiVectors, SparseRow, EncodeRow } from './outputs';
+export type { SparseVectors, MultiVectors, SparseRow, EncodeRow, EncodeStats } from './outputs';
 export { denseScore, lexicalScore, colbertScore } from './scores';
 export { M3Error } from './errors';
 export type { M3ErrorCode } from './errors';
 export { runtimeInfo, capabilities, DEMO_MODEL_DIR } from './runtime';
 export type { RuntimeInfo } from './runtime';
+export type { TokenizedBatch } from './tokenizer';

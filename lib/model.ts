@@ -9,7 +9,7 @@ import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_SPARSE, native, type NativeEncoder
 import { planBatches } from './batching';
 import { EncodeOutput, type SparseRow } from './outputs';
 import { colbertScore, denseScore, lexicalScore } from './scores';
-import { M3Tokenizer, findTokenizerFile } from './tokenizer';
+import { M3Tokenizer, findTokenizerFile, type TokenizedBatch } from './tokenizer';
 
 /** Options of {@link BGEM3.load}. */
 export interface LoadOptions {
@@ -268,13 +268,23 @@ export class BGEM3 {
       return new EncodeOutput(raw.count, raw.dim,
         dense ? raw.dense : undefined,
         sparse ? { offsets: raw.sparseOffsets, ids: raw.sparseIds, weights: raw.sparseWeights } : undefined,
-        colbert ? { offsets: raw.colbertOffsets, data: raw.colbert } : undefined);
+        colbert ? { offsets: raw.colbertOffsets, data: raw.colbert } : undefined, raw.stats);
     } catch (err) {
       if ((err as { code?: string })?.code === 'ERR_ABORTED' && signal?.aborted) throw fromNative(abortedError(), callerStack);
       throw fromNative(err, callerStack);
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * Token ids as encode would feed them to the model: `<s> pieces </s>` per text, truncated to
+   * `maxLength` (default: the model's). Text i is ids[offsets[i] .. offsets[i+1]).
+   */
+  async tokenize(texts: string | readonly string[], options: { maxLength?: number } = {}): Promise<TokenizedBatch> {
+    this.checkUsable();
+    const maxLength = options.maxLength === undefined ? this.maxLength : checkLength(options.maxLength, 'maxLength', this.modelMaxLength);
+    return this.tokenizer.encode(normalizeTexts(texts), maxLength);
   }
 
   /**

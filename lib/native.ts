@@ -28,6 +28,18 @@ export interface NativeEncodeResult {
   sparseWeights: Float32Array;
   colbertOffsets: Uint32Array;
   colbert: Float32Array;
+  stats: EncodeStats;
+}
+
+/** Where one encode's time went. */
+export interface EncodeStats {
+  /** Wall-clock milliseconds inside ONNX Runtime. */
+  sessionMs: number;
+  /** Wall-clock milliseconds in pooling and the native heads. */
+  headsMs: number;
+  /** Tokens run through the model, padding included. */
+  paddedTokens: number;
+  batches: number;
 }
 
 /** Facts about a loaded native model. */

@@ -27,6 +27,10 @@ export interface EncodeRow {
   colbert?: Float32Array;
 }
 
+import type { EncodeStats } from './native';
+
+export type { EncodeStats };
+
 /** The result of `encode`: only the requested outputs are present. */
 export class EncodeOutput {
   constructor(
@@ -38,6 +42,8 @@ export class EncodeOutput {
     readonly dense?: Float32Array,
     readonly sparse?: SparseVectors,
     readonly colbert?: MultiVectors,
+    /** Where the time went (absent for an empty input). */
+    readonly stats?: EncodeStats,
   ) {}
 
   /** The outputs of text `i` as subarray views. */

@@ -172,6 +172,12 @@ Napi::Value EncoderWrap::Encode(const Napi::CallbackInfo& info) {
         o.Set("sparseWeights", ToTypedArray(env, std::move(result->sparse_weights)));
         o.Set("colbertOffsets", ToTypedArray(env, std::move(result->colbert_offsets)));
         o.Set("colbert", ToTypedArray(env, std::move(result->colbert)));
+        Napi::Object stats = Napi::Object::New(env);
+        stats.Set("sessionMs", result->session_ms);
+        stats.Set("headsMs", result->heads_ms);
+        stats.Set("paddedTokens", static_cast<double>(result->padded_tokens));
+        stats.Set("batches", static_cast<double>(result->batches));
+        o.Set("stats", stats);
         return o;
       }, "", ""};
     });

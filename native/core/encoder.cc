@@ -1,6 +1,7 @@
 #include "core/encoder.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "core/core_error.h"
@@ -8,6 +9,10 @@
 
 namespace m3 {
 namespace {
+
+double MillisecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   std::string s = "[";
@@ -226,6 +231,7 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
     }
     std::vector<Ort::Value> out;
     Ort::RunOptions options;
+    const auto run_start = std::chrono::steady_clock::now();
     if (cancel) cancel->Attach(&options);
     try {
       out = session_->Run(ids.data(), mask.data(), batch, len, names, options);
@@ -237,6 +243,10 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
     }
     if (cancel) cancel->Detach();
     CheckBatchShapes(out, names, batch, len);
+    result.session_ms += MillisecondsSince(run_start);
+    result.padded_tokens += batch * len;
+    result.batches += 1;
+    const auto heads_start = std::chrono::steady_clock::now();
 
     size_t k = 0;
     const float* hidden = nullptr;
@@ -279,6 +289,7 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
         else std::memcpy(dst, colbert + b * (len - 1) * dim_, (n - 1) * dim_ * sizeof(float));
       }
     }
+    result.heads_ms += MillisecondsSince(heads_start);
     begin = end;
   }
   if (request.sparse) {

@@ -38,6 +38,10 @@ struct EncodeResult {
   std::vector<float> sparse_weights;
   std::vector<uint32_t> colbert_offsets;    // count + 1, in vectors
   std::vector<float> colbert;               // vectors * dim
+  // Where the time went (wall clock, this request only).
+  double session_ms = 0;  // ONNX Runtime runs
+  double heads_ms = 0;    // pooling and the native heads
+  int64_t padded_tokens = 0, batches = 0;
 };
 
 class Encoder {

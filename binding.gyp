@@ -1,0 +1,93 @@
+# node-gyp build of the same CPU addon that CMakeLists.txt builds (build/Release/bge_m3.node), for
+# machines without CMake:  node-gyp rebuild
+# package.json says "gypfile": false, so npm never runs this on its own; scripts/install.js
+# (cmake-js) stays the default build.
+#
+# ONNX Runtime is found the way scripts/install.js finds it (scripts/ort-paths.js: ORT_ROOT, else
+# system or .deps/ headers and onnxruntime-node's library). To point elsewhere, pass absolute paths:
+#   node-gyp rebuild -- -Dort_include_dir=DIR -Dort_library=FILE -Dort_lib_dir=DIR
+#
+# gyp has no glob: the sources are the .cc files of native/core, native/kernels and native/binding,
+# listed one by one; test/90.binding-gyp.test.ts fails when this list and the tree disagree.
+{
+  'variables': {
+    # Empty means "resolve with scripts/ort-paths.js". gyp runs every <!(command) in a variables
+    # block even when -D overrides it, so the commands sit in conditions below that only run
+    # when no value was given (a copy of this folder without node_modules/.deps can still build).
+    'ort_include_dir%': '',
+    'ort_library%': '',
+    'ort_lib_dir%': '',
+  },
+  'targets': [
+    {
+      'target_name': 'bge_m3',
+      'variables': {
+        'conditions': [
+          ['ort_include_dir==""',
+            {'ort_include': '<!(node scripts/ort-paths.js include)'},
+            {'ort_include': '<(ort_include_dir)'}],
+          ['ort_library==""',
+            {'ort_lib': '<!(node scripts/ort-paths.js library)'},
+            {'ort_lib': '<(ort_library)'}],
+          ['ort_lib_dir==""',
+            {'ort_rpath': '<!(node scripts/ort-paths.js libdir)'},
+            {'ort_rpath': '<(ort_lib_dir)'}],
+        ],
+      },
+      'sources': [
+        'native/core/encoder.cc',
+        'native/core/encoder_session.cc',
+        'native/core/job_queue.cc',
+        'native/core/m3_heads.cc',
+        'native/core/mini_json.cc',
+        'native/core/model_files.cc',
+        'native/core/ort_env.cc',
+        'native/core/pooling.cc',
+        'native/core/restricted_unpickler.cc',
+        'native/core/safetensors_reader.cc',
+        'native/core/tensor_file.cc',
+        'native/core/torch_pickle_reader.cc',
+        'native/core/zip_reader.cc',
+        'native/kernels/cpu_features.cc',
+        'native/kernels/linear_f32.cc',
+        'native/kernels/linear_f32_avx2.cc',
+        'native/kernels/linear_f32_avx512.cc',
+        'native/kernels/linear_f32_serial.cc',
+        'native/binding/addon.cc',
+        'native/binding/encoder_wrap.cc',
+        'native/binding/js_values.cc',
+        'native/binding/promise_worker.cc',
+      ],
+      'include_dirs': [
+        'native',
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        '<(ort_include)',
+      ],
+      'defines': [
+        'NAPI_VERSION=9',
+        'NAPI_CPP_EXCEPTIONS',
+        'NODE_ADDON_API_DISABLE_DEPRECATED',
+      ],
+      # node's common.gypi turns off exceptions and RTTI; the core reports errors by throwing and
+      # node-addon-api maps them to JS errors (NAPI_CPP_EXCEPTIONS), and the CMake build has both.
+      'cflags!': ['-fno-exceptions'],
+      'cflags_cc!': ['-fno-exceptions', '-fno-rtti'],
+      'cflags': ['-O3', '-Wall', '-Wextra', '-Wno-unused-parameter'],
+      # gnu++17 is what CMake's CXX_STANDARD 17 gives; the last -std on the line wins, so this
+      # also holds where a newer node's common.gypi asks for another standard.
+      'cflags_cc': ['-std=gnu++17', '-fexceptions', '-frtti'],
+      'configurations': {
+        # CMake's Release defines NDEBUG; node's common.gypi does not.
+        'Release': {'defines': ['NDEBUG']},
+      },
+      'libraries': ['<(ort_lib)', '-lpthread', '-ldl'],
+      'conditions': [
+        ['OS=="linux"', {
+          # The rpath spares users LD_LIBRARY_PATH. Plain RPATH, not RUNPATH: RUNPATH would not be
+          # searched for the runtime library's own dependencies.
+          'ldflags': ['-Wl,-rpath,<(ort_rpath)', '-Wl,--disable-new-dtags'],
+        }],
+      ],
+    },
+  ],
+}
