@@ -671,6 +671,8 @@ def dir_size(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--skip-tokenizer-check", action="store_true",
+                    help="do not tokenize probes with node (machines without Node.js; bench preset only)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     ap.add_argument("--out", help="model directory (default: demo-model or .cache/bench-model)")
     ap.add_argument("--fixtures", default=os.path.join(REPO, "test", "fixtures"),
@@ -687,7 +689,8 @@ def main():
     cfg, encoder, heads = build_model(args.preset, tok)
     write_snapshot(out, encoder, heads, cfg, tok)
     tok_path = os.path.join(out, "tokenizer.json")
-    check_tokenizer(tok_path)
+    if not args.skip_tokenizer_check:
+        check_tokenizer(tok_path)
     summary = {out: dir_size(out)}
 
     if args.preset == "tiny":

@@ -45,9 +45,10 @@ void AppendCuda(Ort::SessionOptions& options, int device_id) {
   OrtCUDAProviderOptionsV2* cuda = nullptr;
   Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
   const std::string id = std::to_string(device_id);
-  const char* keys[] = {"device_id", "cudnn_conv_algo_search", "do_copy_in_default_stream"};
-  const char* values[] = {id.c_str(), "DEFAULT", "1"};
-  OrtStatus* status = api.UpdateCUDAProviderOptions(cuda, keys, values, 3);
+  // TF32 off: BGE-M3 parity is defined in fp32 (M3-SEMANTICS.md).
+  const char* keys[] = {"device_id", "cudnn_conv_algo_search", "do_copy_in_default_stream", "use_tf32"};
+  const char* values[] = {id.c_str(), "DEFAULT", "1", "0"};
+  OrtStatus* status = api.UpdateCUDAProviderOptions(cuda, keys, values, 4);
   if (!status) status = api.SessionOptionsAppendExecutionProvider_CUDA_V2(options, cuda);
   api.ReleaseCUDAProviderOptions(cuda);
   if (status) {

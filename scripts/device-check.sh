@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One prepared check for a machine with an NVIDIA GPU (no Node.js needed): builds the C++ core and
+# its test executables with CMake, runs them against the golden outputs on the CPU provider and,
+# where ONNX Runtime's CUDA provider libraries can be found, on the GPU, then measures encoder
+# throughput. Prints a compact summary; finishes in a few minutes.
+#
+# Needs: the ONNX Runtime headers (.deps/ort-headers, from scripts/fetch-ort-headers.sh) and a
+# libonnxruntime.so.1 (ORT_LIBRARY, default: the one onnxruntime-node ships).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ORT_LIBRARY=${ORT_LIBRARY:-$ROOT/node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime.so.1}
+ORT_HEADERS=${ORT_HEADERS:-$ROOT/.deps/ort-headers/include/onnxruntime}
+WORK=${WORK:-/tmp/bge-m3-device}
+mkdir -p "$WORK/lib"
+summary=()
+note() { summary+=("$1"); echo "== $1"; }
+
+echo "== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 | head -2
+echo "nvcc: $(nvcc --version 2>/dev/null | tail -1)"; echo "cmake: $(cmake --version | head -1)"
+echo "node: $(command -v node >/dev/null && node -v || echo 'not installed')"
+python3 -c "import onnxruntime as o; print('python onnxruntime', o.__version__, o.get_available_providers())" 2>&1 | tail -1
+nproc
+
+# The runtime library in a private folder, so provider libraries can sit next to it.
+cp "$ORT_LIBRARY" "$WORK/lib/libonnxruntime.so.1" || { note "no libonnxruntime at $ORT_LIBRARY"; exit 1; }
+cuda_libs=$(find / -xdev \( -name 'libonnxruntime_providers_cuda.so' -o -name 'libonnxruntime_providers_shared.so' \) 2>/dev/null | head -4)
+echo "CUDA provider libraries on this machine: ${cuda_libs:-none}"
+for f in $cuda_libs; do cp "$f" "$WORK/lib/"; done
+
+echo "== build"
+build_start=$(date +%s)
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+cmake -S "$ROOT" -B "$WORK/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBGE_M3_BUILD_ADDON=OFF -DBGE_M3_BUILD_TESTS=ON \
+  -DORT_INCLUDE_DIR="$ORT_HEADERS" -DORT_LIBRARY="$WORK/lib/libonnxruntime.so.1" -DORT_RPATH="$WORK/lib" >"$WORK/cmake.log" 2>&1 \
+  && cmake --build "$WORK/build" -j "$(nproc)" >>"$WORK/cmake.log" 2>&1
+if [ $? -ne 0 ]; then tail -30 "$WORK/cmake.log"; note "build FAILED"; exit 1; fi
+note "build ok in $(( $(date +%s) - build_start )) s"
+
+B=$WORK/build
+out=$("$B/weight_readers_test" 2>&1 | tail -1); note "weight readers: $out"
+for dir in demo-model test/fixtures/tiny-m3-safetensors test/fixtures/tiny-m3-baked; do
+  out=$("$B/encoder_golden_test" "$dir" test/fixtures/golden.json --device cpu 2>&1 | tail -1); note "cpu $dir: $out"
+done
+out=$("$B/encoder_golden_test" demo-model test/fixtures/golden.json --device cuda --tolerance 1e-4 2>&1 | tail -1)
+note "cuda demo-model: $out"
+
+echo "== encoder throughput (generated 6-layer, hidden-384 model)"
+if python3 scripts/gen_fixtures.py --preset bench --out "$WORK/bench-model" --skip-tokenizer-check >"$WORK/gen.log" 2>&1; then
+  vocab=$(python3 -c "import json;print(json.load(open('$WORK/bench-model/config.json'))['vocab_size'])")
+  for threads in 1 8 16; do
+    out=$("$B/encoder_golden_test" "$WORK/bench-model" --bench --vocab "$vocab" --threads "$threads" --texts 256 --length 256 2>&1 | tail -1)
+    note "cpu threads $threads: $out"
+  done
+  out=$("$B/encoder_golden_test" "$WORK/bench-model" --bench --device cuda --vocab "$vocab" --texts 1024 --length 256 --batch 64 2>&1 | tail -1)
+  note "cuda: $out"
+else
+  tail -5 "$WORK/gen.log"; note "bench model generation FAILED"
+fi
+
+echo; echo "== summary"; printf '%s\n' "${summary[@]}"
