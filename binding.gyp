@@ -42,6 +42,7 @@
         'native/core/mini_json.cc',
         'native/core/model_files.cc',
         'native/core/ort_env.cc',
+        'native/core/parallel_for.cc',
         'native/core/pooling.cc',
         'native/core/restricted_unpickler.cc',
         'native/core/safetensors_reader.cc',

@@ -27,6 +27,11 @@ export interface LoadOptions {
   graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** ONNX Runtime's CPU memory arena (default true). */
   memoryArena?: boolean;
+  /**
+   * Let ONNX Runtime's threads spin-wait between runs (default false: they would hold the cores
+   * the native heads use right after each run, and burn CPU while a server idles).
+   */
+  allowSpinning?: boolean;
   /** Default truncation length for encode (default 8192, never more than the model's positions). */
   maxLength?: number;
   /** The graph file, relative to the model directory, when it is not onnx/model.onnx or model.onnx. */
@@ -191,6 +196,7 @@ export class BGEM3 {
     }
     if (options.onnxFile !== undefined && typeof options.onnxFile !== 'string') throw inputError('a path', 'onnxFile', options.onnxFile);
     const memoryArena = checkBoolean(options.memoryArena, 'memoryArena', true);
+    const allowSpinning = checkBoolean(options.allowSpinning, 'allowSpinning', false);
 
     const modelMaxLength = readModelMaxLength(abs);
     const maxLength = options.maxLength === undefined
@@ -201,7 +207,7 @@ export class BGEM3 {
     try {
       encoder = await native().Encoder.load(abs, {
         device, deviceId: options.deviceId, threads: options.threads, interOpThreads: options.interOpThreads,
-        graphOptimization: options.graphOptimization, memoryArena, onnxFile: options.onnxFile,
+        graphOptimization: options.graphOptimization, memoryArena, allowSpinning, onnxFile: options.onnxFile,
         vocabSize: tokenizer.vocabSize, concurrency: options.concurrency,
       });
     } catch (err) {

@@ -11,6 +11,7 @@ export interface NativeLoadOptions {
   interOpThreads?: number;
   graphOptimization?: string;
   memoryArena?: boolean;
+  allowSpinning?: boolean;
   device?: string;
   deviceId?: number;
   onnxFile?: string;

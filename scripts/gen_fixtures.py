@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import struct
+import inspect
 import subprocess
 import sys
 import warnings
@@ -336,10 +337,14 @@ def export_onnx(module, path, output_names, output_axes):
     ids = torch.tensor([[BOS, 10, 11, 12, 13, EOS], [BOS, 14, 15, EOS, PAD, PAD]])
     mask = ids.ne(PAD).long()
     seq_axes = {0: "batch", 1: "sequence"}
+    # Newer torch defaults to the dynamo exporter, which turns small constants (Unsqueeze axes)
+    # into initializers that ONNX Runtime cannot shape-infer once moved to external data; the
+    # TorchScript exporter gives the same graph on every torch version.
+    extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     torch.onnx.export(
         module, (ids, mask), path, opset_version=14, do_constant_folding=True,
         input_names=["input_ids", "attention_mask"], output_names=output_names,
-        dynamic_axes={"input_ids": seq_axes, "attention_mask": seq_axes, **output_axes})
+        dynamic_axes={"input_ids": seq_axes, "attention_mask": seq_axes, **output_axes}, **extra)
 
 
 def move_weights_external(path):

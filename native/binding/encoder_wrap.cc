@@ -26,6 +26,7 @@ m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   s.session.inter_op_threads = static_cast<int>(num("interOpThreads", 1));
   s.session.graph_optimization = str("graphOptimization", "all");
   s.session.memory_arena = !o.Get("memoryArena").IsBoolean() || o.Get("memoryArena").As<Napi::Boolean>().Value();
+  s.session.allow_spinning = o.Get("allowSpinning").IsBoolean() && o.Get("allowSpinning").As<Napi::Boolean>().Value();
   s.session.device = str("device", "cpu");
   s.session.device_id = static_cast<int>(num("deviceId", 0));
   s.onnx_file = str("onnxFile", "");

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "core/core_error.h"
+#include "core/parallel_for.h"
 #include "core/pooling.h"
 
 namespace m3 {
@@ -68,6 +70,9 @@ std::unique_ptr<Encoder> Encoder::Load(const std::string& dir, const LoadSetting
                                              "the directory holds: " + DescribeDirectory(dir));
     }
   }
+  enc->head_threads_ = settings.session.intra_op_threads > 0
+                          ? settings.session.intra_op_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   enc->Probe(settings.vocab_size);
   return enc;
 }
@@ -207,8 +212,12 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
   }
   std::vector<std::vector<uint32_t>> sparse_ids(request.sparse ? count : 0);
   std::vector<std::vector<float>> sparse_weights(request.sparse ? count : 0);
-  std::vector<std::pair<uint32_t, float>> scratch;
-  std::vector<float> token_weights;
+  // Per-worker scratch for the heads, which run in parallel over the texts of a batch.
+  struct HeadScratch {
+    std::vector<std::pair<uint32_t, float>> pairs;
+    std::vector<float> token_weights;
+  };
+  std::vector<HeadScratch> scratch(static_cast<size_t>(head_threads_));
   const auto names = OutputsFor(request.dense, request.sparse, request.colbert);
   const bool hidden_kind = session_->kind() == GraphKind::kHiddenState;
 
@@ -260,7 +269,8 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
       if (request.sparse) sparse = out[k++].GetTensorData<float>();
       if (request.colbert) colbert = out[k++].GetTensorData<float>();
     }
-    for (int64_t b = 0; b < batch; ++b) {
+    auto process = [&](int64_t b, int worker) {
+      HeadScratch& mine = scratch[worker];
       const uint32_t text = request.order[begin + b];
       const int64_t n = length(text);
       const int32_t* text_ids = request.ids.data() + request.offsets[text];
@@ -277,18 +287,24 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
       if (request.sparse) {
         const float* w = sparse ? sparse + b * len : nullptr;
         if (h) {
-          token_weights.resize(n);
-          SparseTokenWeights(*heads_, h, n, hidden_, token_weights.data());
-          w = token_weights.data();
+          mine.token_weights.resize(n);
+          SparseTokenWeights(*heads_, h, n, hidden_, mine.token_weights.data());
+          w = mine.token_weights.data();
         }
-        AggregateLexicalWeights(text_ids, w, n, 1, &sparse_ids[text], &sparse_weights[text], &scratch);
+        AggregateLexicalWeights(text_ids, w, n, 1, &sparse_ids[text], &sparse_weights[text], &mine.pairs);
       }
       if (request.colbert) {
         float* dst = result.colbert.data() + static_cast<size_t>(result.colbert_offsets[text]) * dim_;
         if (h) ColbertRows(*heads_, h + hidden_, n - 1, hidden_, dst);
         else std::memcpy(dst, colbert + b * (len - 1) * dim_, (n - 1) * dim_ * sizeof(float));
       }
-    }
+    };
+    // The ColBERT head dominates: spread it over the session's threads once it is worth a
+    // thread start (about a millisecond of work per thread).
+    const double head_macs = hidden_kind && request.colbert
+                                 ? static_cast<double>(batch) * len * hidden_ * dim_ : 0.0;
+    const int threads = static_cast<int>(std::min<double>(head_threads_, std::max(1.0, head_macs / 2e7)));
+    ParallelFor(batch, threads, process);
     result.heads_ms += MillisecondsSince(heads_start);
     begin = end;
   }

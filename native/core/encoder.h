@@ -78,6 +78,7 @@ class Encoder {
   std::unique_ptr<M3Heads> heads_;
   int64_t dim_ = 0, hidden_ = 0;
   bool has_dense_ = false, has_sparse_ = false, has_colbert_ = false;
+  int head_threads_ = 1;  // threads for the native heads: the session's intra-op thread count
 };
 
 }  // namespace m3

@@ -68,6 +68,9 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   if (settings.intra_op_threads > 0) options.SetIntraOpNumThreads(settings.intra_op_threads);
   options.SetInterOpNumThreads(std::max(1, settings.inter_op_threads));
   options.SetGraphOptimizationLevel(ParseOptimization(settings.graph_optimization));
+  // Spinning intra-op threads keep their cores busy after a run, exactly when the native heads
+  // want them; off by default (it also stops an idle server from burning CPU).
+  options.AddConfigEntry("session.intra_op.allow_spinning", settings.allow_spinning ? "1" : "0");
   if (settings.memory_arena) options.EnableCpuMemArena();
   else options.DisableCpuMemArena();
   if (settings.device == "cuda") {

@@ -16,6 +16,7 @@ struct SessionSettings {
   int inter_op_threads = 1;
   std::string graph_optimization = "all";  // disabled | basic | extended | all
   bool memory_arena = true;
+  bool allow_spinning = false;              // ONNX Runtime intra-op threads spin-wait between runs
   std::string device = "cpu";               // cpu | cuda
   int device_id = 0;
 };
