@@ -102,3 +102,22 @@ describe('requested outputs', () => {
     }
   });
 });
+
+describe('parallel heads', () => {
+  it('a batch big enough to split the ColBERT head over threads gives the per-text results', async () => {
+    const model = await BGEM3.load(DEMO_MODEL, { threads: 2 });
+    try {
+      const base = golden.cases.filter((c) => c.maxLength === null).map((c) => c.text);
+      const texts = Array.from({ length: 1200 }, (_, i) => `${base[i % base.length]} ${i}`);
+      // One batch of 1200 texts: enough head work for the parallel path.
+      const together = await model.encode(texts, { colbert: true, batchSize: texts.length, maxBatchTokens: 1 << 30 });
+      const alone = await model.encode(texts.slice(0, 40), { colbert: true, batchSize: 1 });
+      const n = alone.colbert!.offsets[40];
+      assert.deepEqual(Array.from(together.colbert!.offsets.subarray(0, 41)), Array.from(alone.colbert!.offsets));
+      assertClose(together.colbert!.data.subarray(0, n * together.dim), alone.colbert!.data, 'colbert', 1e-6);
+      assert.deepEqual(Array.from(together.sparse!.ids.subarray(0, alone.sparse!.ids.length)), Array.from(alone.sparse!.ids));
+    } finally {
+      await model.dispose();
+    }
+  });
+});

@@ -1,5 +1,7 @@
 #include "kernels/linear_f32.h"
 
+#include <algorithm>
+
 namespace m3 {
 
 PackedLinear PackLinear(const float* w, const float* b, int64_t out, int64_t in) {
@@ -14,6 +16,20 @@ PackedLinear PackLinear(const float* w, const float* b, int64_t out, int64_t in)
     if (b) p.bias[o] = b[o];
   }
   return p;
+}
+
+void LinearDriveTiles(const PackedLinear& layer, const float* x, int64_t rows, int64_t x_stride,
+                      float* y, int64_t y_stride, int tile_rows, const LinearTileFn* tiles) {
+  constexpr int64_t kRowChunk = 96;
+  for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+    const int64_t r_end = std::min(rows, r0 + kRowChunk);
+    for (int64_t col = 0; col < layer.out; col += kLinearColumnBlock) {
+      for (int64_t r = r0; r < r_end; r += tile_rows) {
+        const int count = static_cast<int>(std::min<int64_t>(tile_rows, r_end - r));
+        tiles[count](layer, x + r * x_stride, x_stride, col, y + r * y_stride, y_stride);
+      }
+    }
+  }
 }
 
 void LinearForwardOn(IsaTier tier, const PackedLinear& layer, const float* x, int64_t rows,

@@ -32,6 +32,16 @@ void LinearForward(const PackedLinear& layer, const float* x, int64_t rows, int6
 void LinearForwardOn(IsaTier tier, const PackedLinear& layer, const float* x, int64_t rows,
                      int64_t x_stride, float* y, int64_t y_stride);
 
+/// One register tile of a kernel: y[0..R) x [col, col + kLinearColumnBlock) for R rows of x.
+using LinearTileFn = void (*)(const PackedLinear& layer, const float* x, int64_t x_stride, int64_t col,
+                              float* y, int64_t y_stride);
+
+/// The loop nest shared by the vector kernels: rows in chunks of 96 (which stay in
+/// L2 while every column block of the weight streams past), tiles of up to `tile_rows` rows.
+/// tiles[r] handles r rows (1 <= r <= tile_rows).
+void LinearDriveTiles(const PackedLinear& layer, const float* x, int64_t rows, int64_t x_stride,
+                      float* y, int64_t y_stride, int tile_rows, const LinearTileFn* tiles);
+
 // Per-tier entry points (linear_f32_<isa>.cc).
 void LinearForwardSerial(const PackedLinear& layer, const float* x, int64_t rows, int64_t x_stride,
                          float* y, int64_t y_stride);

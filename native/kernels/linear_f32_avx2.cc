@@ -10,7 +10,6 @@ namespace m3 {
 namespace {
 
 constexpr int kRows = 3;
-constexpr int64_t kRowChunk = 96;
 
 template <int R>
 __attribute__((target("avx2,fma"))) void Tile(const PackedLinear& layer, const float* x,
@@ -42,22 +41,13 @@ __attribute__((target("avx2,fma"))) void Tile(const PackedLinear& layer, const f
   }
 }
 
-using TileFn = void (*)(const PackedLinear&, const float*, int64_t, int64_t, float*, int64_t);
-constexpr TileFn kTiles[kRows + 1] = {nullptr, Tile<1>, Tile<2>, Tile<3>};
+constexpr LinearTileFn kTiles[kRows + 1] = {nullptr, Tile<1>, Tile<2>, Tile<3>};
 
 }  // namespace
 
 void LinearForwardAvx2(const PackedLinear& layer, const float* x, int64_t rows, int64_t x_stride,
                        float* y, int64_t y_stride) {
-  for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
-    const int64_t r_end = std::min(rows, r0 + kRowChunk);
-    for (int64_t col = 0; col < layer.out; col += kLinearColumnBlock) {
-      for (int64_t r = r0; r < r_end; r += kRows) {
-        const int count = static_cast<int>(std::min<int64_t>(kRows, r_end - r));
-        kTiles[count](layer, x + r * x_stride, x_stride, col, y + r * y_stride, y_stride);
-      }
-    }
-  }
+  LinearDriveTiles(layer, x, rows, x_stride, y, y_stride, kRows, kTiles);
 }
 
 }  // namespace m3
