@@ -12,3 +12,6 @@ export type { M3ErrorCode } from './errors';
 export { runtimeInfo, capabilities, DEMO_MODEL_DIR } from './runtime';
 export type { RuntimeInfo } from './runtime';
 export type { TokenizedBatch } from './tokenizer';
+export { maxSim, maxSimSync, quantize } from './maxsim';
+export type { VectorFormat, QuantizedMultiVectors, MaxSimDocuments, MaxSimOptions, MaxSimQuery } from './maxsim';
+export { lexicalScores, lexicalScoresSync, BGE_M3_VOCAB_SIZE, type LexicalScoresOptions, type LexicalKernel } from './lexical';

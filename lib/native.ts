@@ -91,6 +91,16 @@ export interface NativeTensor {
   data: Float32Array;
 }
 
+/** Document multi-vectors as the kernels take them (see lib/maxsim.ts). */
+export interface NativeMultiVectors {
+  format: 'f32' | 'bf16' | 'i8';
+  dim: number;
+  offsets: Uint32Array;
+  data: Float32Array | Uint16Array | Int8Array;
+  scales?: Float32Array;
+  rowSums?: Int32Array;
+}
+
 export interface NativeModule {
   Encoder: NativeEncoderClass;
   runtimeInfo(): NativeRuntimeInfo;
@@ -99,6 +109,24 @@ export interface NativeModule {
   readTensorFile(path: string): Record<string, NativeTensor>;
   linearForward(w: Float32Array, b: Float32Array, out: number, inp: number, x: Float32Array,
                 rows: number, isa: IsaTierName): Float32Array;
+
+  // maxsim_wrap.cc
+  /** scores[k * docs + i]: query k (rows queryOffsets[k]..[k+1]) against document i. */
+  maxSimSync(queries: Float32Array, queryOffsets: Uint32Array, docs: NativeMultiVectors, threads: number,
+             isa?: IsaTierName): Float32Array;
+  maxSim(queries: Float32Array, queryOffsets: Uint32Array, docs: NativeMultiVectors, threads: number): Promise<Float32Array>;
+  /** Converts fp32 rows to bf16 (Uint16Array) or int8 (+ per-row scales and row sums). */
+  quantize(data: Float32Array, dim: number, format: 'bf16' | 'i8'): { data: Uint16Array | Int8Array; scales?: Float32Array; rowSums?: Int32Array };
+  /** This core's measured fp32 FMA peak in GFLOP/s on a tier (benchmarks). */
+  fmaPeak(isa?: IsaTierName, seconds?: number): number;
+
+  // sparse_wrap.cc
+  /** `isa` forces a tier, the AVX-512 table kernel ('avx512-gather') or the sorted merge ('merge'). */
+  lexicalScoresSync(queryIds: Uint32Array, queryWeights: Float32Array, offsets: Uint32Array, ids: Uint32Array,
+                    weights: Float32Array, vocabSize: number, threads: number, isa?: IsaTierName | 'avx512-gather' | 'merge'): Float32Array;
+  lexicalScores(queryIds: Uint32Array, queryWeights: Float32Array, offsets: Uint32Array, ids: Uint32Array,
+                weights: Float32Array, vocabSize: number, threads: number): Promise<Float32Array>;
+  lexicalScorePair(aIds: Uint32Array, aWeights: Float32Array, bIds: Uint32Array, bWeights: Float32Array): number;
 }
 
 /** Flags of NativeEncoder.encode. */

@@ -39,6 +39,9 @@ function checkSparseRow(row: SparseRow, what: string): void {
 export function lexicalScore(a: SparseRow, b: SparseRow): number {
   checkSparseRow(a, 'a');
   checkSparseRow(b, 'b');
+  // A merge in JS, not the native pair call: for a typical pair (about 40 and 100 ids) it takes
+  // about 700 to 750 ns against 800 to 850 ns for the addon's merge plus the crossing with four
+  // typed arrays (bench/lexical.ts, "one pair"). For one query against many rows use lexicalScores.
   let i = 0;
   let j = 0;
   let sum = 0;

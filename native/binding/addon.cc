@@ -13,6 +13,7 @@
 #include "binding/addon_data.h"
 #include "binding/encoder_wrap.h"
 #include "binding/js_values.h"
+#include "binding/kernels_wrap.h"
 #include "core/core_error.h"
 #include "core/ort_env.h"
 #include "core/tensor_file.h"
@@ -128,6 +129,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
   exports.Set("readTensorFile", Napi::Function::New(env, ReadTensorFile, "readTensorFile"));
   exports.Set("linearForward", Napi::Function::New(env, LinearForward, "linearForward"));
+  RegisterMaxSim(env, exports);
+  RegisterSparse(env, exports);
   return exports;
 }
 

@@ -11,11 +11,19 @@ PendingPromise::PendingPromise(Napi::Env env) : deferred_(Napi::Promise::Deferre
                                         "bge-m3", 0, 1);
 }
 
+void PendingPromise::Hold(Napi::Value value) {
+  napi_ref ref = nullptr;
+  if (napi_create_reference(value.Env(), value, 1, &ref) == napi_ok) held_.push_back(ref);
+}
+
 void PendingPromise::Settle(Outcome outcome) {
   auto shared = std::make_shared<Outcome>(std::move(outcome));
   Napi::Promise::Deferred deferred = deferred_;
-  tsfn_.BlockingCall([deferred, shared](Napi::Env env, Napi::Function) {
+  std::vector<napi_ref> held = std::move(held_);
+  held_.clear();
+  tsfn_.BlockingCall([deferred, shared, held](Napi::Env env, Napi::Function) {
     Napi::HandleScope scope(env);
+    for (napi_ref ref : held) napi_delete_reference(env, ref);
     if (!shared->error_code.empty()) {
       deferred.Reject(MakeError(env, shared->error_code, shared->error_message).Value());
       return;
@@ -41,8 +49,9 @@ Outcome Guard(const std::function<Outcome()>& work) {
   }
 }
 
-Napi::Promise RunDetached(Napi::Env env, std::function<Outcome()> work) {
+Napi::Promise RunDetached(Napi::Env env, std::function<Outcome()> work, std::initializer_list<Napi::Value> keep) {
   auto pending = std::make_shared<PendingPromise>(env);
+  for (const Napi::Value& value : keep) pending->Hold(value);
   Napi::Promise promise = pending->promise();
   std::thread([pending, work = std::move(work)] { pending->Settle(Guard(work)); }).detach();
   return promise;

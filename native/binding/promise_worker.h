@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "binding/js_values.h"
 
@@ -28,14 +29,22 @@ class PendingPromise {
   /// environment is shutting down (a terminated worker thread).
   void Settle(Outcome outcome);
 
+  /// Keeps a JS value (e.g. a typed array read by the work) alive until the promise settles.
+  /// Call on the JS thread, before the work starts.
+  void Hold(Napi::Value value);
+
  private:
   Napi::Promise::Deferred deferred_;
   Napi::ThreadSafeFunction tsfn_;
+  // Released on the JS thread when the promise settles; left alone if the environment is torn
+  // down first (references must not be deleted from another thread).
+  std::vector<napi_ref> held_;
 };
 
 /// Runs `work` on a new detached thread and settles the returned promise with its outcome.
-/// For one-off slow work (model loading); encodes use a model's own JobQueue.
-Napi::Promise RunDetached(Napi::Env env, std::function<Outcome()> work);
+/// For one-off slow work (model loading, batched scoring); encodes use a model's own JobQueue.
+/// `keep` lists JS values the work reads (typed arrays): they stay alive until it settles.
+Napi::Promise RunDetached(Napi::Env env, std::function<Outcome()> work, std::initializer_list<Napi::Value> keep = {});
 
 /// Runs `work`, turning core and standard exceptions into an error outcome.
 Outcome Guard(const std::function<Outcome()>& work);

@@ -1,0 +1,157 @@
+/**
+ * ColBERT late-interaction scoring (MaxSim) with the native SIMD kernels, and compact storage
+ * formats for document vectors. score(q, d) = mean over query vectors of the best inner product
+ * with any document vector (FlagEmbedding's ColBERT score).
+ */
+import { M3Error, fromNative, inputError } from './errors';
+import { native, type IsaTierName, type NativeMultiVectors } from './native';
+import type { MultiVectors } from './outputs';
+
+/** Storage formats: fp32, bfloat16 (round-to-nearest-even) and int8 with a per-row scale. */
+export type VectorFormat = 'f32' | 'bf16' | 'i8';
+
+/**
+ * Document vectors in a compact format, from {@link quantize}. Error bounds for L2-normalised
+ * vectors: bf16 changes each inner product (hence each MaxSim score) by at most 3.92e-3; int8 by
+ * at most sqrt(dim) * (s_q + s_d) / 2 + dim * s_q * s_d / 4, where s = (largest |element| of the
+ * row) / 127 (about 0.02 for 1024-d rows whose largest element is 0.1).
+ */
+export interface QuantizedMultiVectors {
+  format: 'bf16' | 'i8';
+  dim: number;
+  offsets: Uint32Array;
+  /** bf16 bits (Uint16Array) or int8 values (Int8Array), rows * dim. */
+  data: Uint16Array | Int8Array;
+  /** i8 only: per-row scale (value = scale * int8). */
+  scales?: Float32Array;
+  /** i8 only: per-row sum of the int8 values (used by the VNNI kernels). */
+  rowSums?: Int32Array;
+}
+
+/** Documents as {@link maxSim} takes them: encode()'s `colbert` output, or quantized. */
+export type MaxSimDocuments = MultiVectors | QuantizedMultiVectors;
+
+/** Options of {@link maxSim} and {@link maxSimSync}. */
+export interface MaxSimOptions {
+  /** Vector width (1024 for BGE-M3). Required for fp32 documents; quantized ones carry it. */
+  dim?: number;
+  /** Threads to split the documents over (default 1). Results do not depend on it. */
+  threads?: number;
+  /** The documents' storage format; checked against the data's type when given. */
+  format?: VectorFormat;
+}
+
+/** A query is one text's vectors (Float32Array of rows * dim) or many texts' ({ offsets, data }). */
+export type MaxSimQuery = Float32Array | MultiVectors;
+
+const FORMAT_OF_DATA = (data: unknown): VectorFormat | undefined =>
+  data instanceof Float32Array ? 'f32' : data instanceof Uint16Array ? 'bf16' : data instanceof Int8Array ? 'i8' : undefined;
+
+function checkThreads(threads: unknown): number {
+  if (threads === undefined) return 1;
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 256) {
+    throw inputError('an integer in [1, 256]', 'threads', threads);
+  }
+  return threads;
+}
+
+interface PreparedCall {
+  queries: Float32Array;
+  queryOffsets: Uint32Array;
+  docs: NativeMultiVectors;
+  threads: number;
+  single: boolean;
+}
+
+function prepare(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptions): PreparedCall {
+  if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+  if (!docs || typeof docs !== 'object' || !(docs.offsets instanceof Uint32Array)) {
+    throw inputError('{ offsets: Uint32Array, data } (encode().colbert or quantize() output)', 'docs', docs);
+  }
+  const format = FORMAT_OF_DATA(docs.data);
+  if (!format) throw inputError('a Float32Array, Uint16Array (bf16) or Int8Array (i8)', 'docs.data', docs.data);
+  if (options.format !== undefined && options.format !== format) {
+    throw new M3Error('ERR_INPUT', `options.format is '${options.format}' but docs.data is a ${docs.data.constructor.name} ('${format}'); ` +
+      "convert the documents with quantize() first");
+  }
+  const carried = 'dim' in docs ? (docs as QuantizedMultiVectors).dim : undefined;
+  const dim = options.dim ?? carried;
+  if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) throw inputError('a positive integer', 'dim', dim);
+  if (carried !== undefined && carried !== dim) {
+    throw new M3Error('ERR_INPUT', `options.dim ${dim} differs from the documents' dim ${carried}`);
+  }
+  if (docs.offsets.length < 1) throw new M3Error('ERR_INPUT', 'docs.offsets needs count + 1 entries (at least [0])');
+  const rows = docs.offsets[docs.offsets.length - 1];
+  if (docs.data.length !== rows * dim) {
+    throw new M3Error('ERR_INPUT', `docs.data has ${docs.data.length} values but docs.offsets end at ${rows} rows of dim ${dim} (${rows * dim} values)`);
+  }
+  const native: NativeMultiVectors = { format, dim, offsets: docs.offsets, data: docs.data };
+  if (format === 'i8') {
+    const q = docs as QuantizedMultiVectors;
+    if (!(q.scales instanceof Float32Array) || !(q.rowSums instanceof Int32Array)) {
+      throw inputError('scales: Float32Array and rowSums: Int32Array (from quantize())', 'i8 docs', docs);
+    }
+    native.scales = q.scales;
+    native.rowSums = q.rowSums;
+  }
+  let queries: Float32Array;
+  let queryOffsets: Uint32Array;
+  let single = false;
+  if (query instanceof Float32Array) {
+    if (query.length % dim !== 0) throw new M3Error('ERR_INPUT', `query has ${query.length} floats, not a multiple of dim ${dim}`);
+    queries = query;
+    queryOffsets = Uint32Array.of(0, query.length / dim);
+    single = true;
+  } else if (query && query.data instanceof Float32Array && query.offsets instanceof Uint32Array) {
+    queries = query.data;
+    queryOffsets = query.offsets;
+  } else {
+    throw inputError('a Float32Array (one query) or { offsets, data } (many)', 'query', query);
+  }
+  return { queries, queryOffsets, docs: native, threads: checkThreads(options.threads), single };
+}
+
+/**
+ * MaxSim of a query against every document, off the JS thread. With one query (a Float32Array)
+ * the result has one score per document; with many ({ offsets, data }) it is row-major
+ * [queries x documents]. An empty document or query scores 0. Do not modify the arrays until
+ * the promise settles.
+ */
+export async function maxSim(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptions = {}): Promise<Float32Array> {
+  const callerStack = new Error().stack;
+  const call = prepare(query, docs, options);
+  try {
+    return await native().maxSim(call.queries, call.queryOffsets, call.docs, call.threads);
+  } catch (err) {
+    throw fromNative(err, callerStack);
+  }
+}
+
+/** {@link maxSim} on the calling thread. `isa` forces a lower kernel tier (tests, benchmarks). */
+export function maxSimSync(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptions & { isa?: IsaTierName } = {}): Float32Array {
+  const call = prepare(query, docs, options);
+  try {
+    return native().maxSimSync(call.queries, call.queryOffsets, call.docs, call.threads, options.isa);
+  } catch (err) {
+    throw fromNative(err);
+  }
+}
+
+/** Converts ColBERT vectors (encode()'s `colbert`) to bf16 or int8 storage for {@link maxSim}. */
+export function quantize(vectors: MultiVectors, dim: number, format: 'bf16' | 'i8'): QuantizedMultiVectors {
+  if (!vectors || !(vectors.data instanceof Float32Array) || !(vectors.offsets instanceof Uint32Array)) {
+    throw inputError('{ offsets: Uint32Array, data: Float32Array }', 'vectors', vectors);
+  }
+  if (!Number.isInteger(dim) || dim < 1) throw inputError('a positive integer', 'dim', dim);
+  if (format !== 'bf16' && format !== 'i8') throw inputError("'bf16' or 'i8'", 'format', format);
+  const rows = vectors.offsets[vectors.offsets.length - 1] ?? 0;
+  if (vectors.data.length !== rows * dim) {
+    throw new M3Error('ERR_INPUT', `vectors.data has ${vectors.data.length} values but offsets end at ${rows} rows of dim ${dim}`);
+  }
+  try {
+    const q = native().quantize(vectors.data, dim, format);
+    return { format, dim, offsets: vectors.offsets, data: q.data, scales: q.scales, rowSums: q.rowSums };
+  } catch (err) {
+    throw fromNative(err);
+  }
+}

@@ -1,0 +1,12 @@
+// Registration of the scoring kernels' functions on the module's exports (one file each).
+//   maxsim_wrap.cc: maxSim, maxSimSync, quantize
+//   sparse_wrap.cc: lexicalScores, lexicalScoresSync, lexicalScorePair
+#pragma once
+#include <napi.h>
+
+namespace m3js {
+
+void RegisterMaxSim(Napi::Env env, Napi::Object exports);
+void RegisterSparse(Napi::Env env, Napi::Object exports);
+
+}  // namespace m3js
