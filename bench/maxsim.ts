@@ -47,7 +47,7 @@ function time(fn: () => unknown, runs: number): number[] {
   return out;
 }
 
-function numpyBaseline(rows: number[], threads: number, runs: number): { seconds: number[]; numpy: string } | { error: string } {
+function numpyBaseline(rows: number[], threads: number, runs: number): { seconds: number[]; numpy: string; blas: string[] } | { error: string } {
   for (const py of [process.env.PYTHON, '/usr/bin/python3', 'python3'].filter((p): p is string => !!p)) {
     const r = spawnSync(py, [path.join(__dirname, '..', '..', 'bench', 'maxsim_numpy.py')], {
       input: JSON.stringify({ nq: NQ, dim: DIM, rows, runs }), encoding: 'utf8', maxBuffer: 1 << 20,
@@ -92,8 +92,13 @@ function main(): void {
     base[`i8-${threads}`] = row('native i8', threads, time(() => maxSimSync(query, i8, { threads }), runs)).docsPerSecMedian;
     if (threads === 1) row('native f32 (forced avx2)', 1, time(() => maxSimSync(query, docs, { dim: DIM, isa: 'avx2' }), runs));
     const np = numpyBaseline(rows, threads, runs);
-    if ('seconds' in np) base[`numpy-${threads}`] = row(`numpy ${np.numpy} + OpenBLAS`, threads, np.seconds).docsPerSecMedian;
-    else console.log(`numpy: ${np.error}`);
+    if ('seconds' in np) {
+      const openblas = np.blas.some((lib) => /openblas/i.test(lib));
+      if (!openblas) console.log(`numpy uses ${np.blas.join(', ') || 'an unknown BLAS'}, not OpenBLAS: apt-get install libopenblas0-pthread`);
+      base[`numpy-${threads}`] = row(`numpy ${np.numpy} + ${openblas ? 'OpenBLAS' : 'reference BLAS'}`, threads, np.seconds).docsPerSecMedian;
+    } else {
+      console.log(`numpy: ${np.error}`);
+    }
   }
   // The slow baselines run on a few documents and are scaled to documents per second.
   const few = 6;
