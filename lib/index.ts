@@ -9,7 +9,8 @@ export type { SparseVectors, MultiVectors, SparseRow, EncodeRow, EncodeStats } f
 export { denseScore, lexicalScore, colbertScore } from './scores';
 export { M3Error } from './errors';
 export type { M3ErrorCode } from './errors';
-export { runtimeInfo, capabilities, DEMO_MODEL_DIR } from './runtime';
+export { runtimeInfo, capabilities, setIsa, DEMO_MODEL_DIR } from './runtime';
+export type { IsaTierName, NativeCapabilities as Capabilities } from './native';
 export type { RuntimeInfo } from './runtime';
 export type { TokenizedBatch } from './tokenizer';
 export { maxSim, maxSimSync, quantize } from './maxsim';

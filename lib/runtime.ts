@@ -1,6 +1,7 @@
 /** Facts about the runtime: ONNX Runtime version and providers, CPU features, the demo model. */
 import * as path from 'node:path';
-import { native, PACKAGE_ROOT, type NativeCapabilities } from './native';
+import { inputError } from './errors';
+import { native, PACKAGE_ROOT, type IsaTierName, type NativeCapabilities } from './native';
 
 /** The tiny random-weight model shipped with the package (for demos and tests only). */
 export const DEMO_MODEL_DIR = path.join(PACKAGE_ROOT, 'demo-model');
@@ -31,4 +32,14 @@ export function runtimeInfo(): RuntimeInfo {
 /** CPU features detected (from CPUID bits) and the kernel tier in use. */
 export function capabilities(): NativeCapabilities {
   return native().capabilities();
+}
+
+/**
+ * Forces the kernels down to a lower instruction-set tier ('serial', 'avx2' or 'avx512') for the
+ * whole process, e.g. to compare tiers; a tier above the detected one is clamped to it. Returns
+ * the tier now in use. The environment variable BGE_M3_ISA does the same at startup.
+ */
+export function setIsa(tier: IsaTierName): IsaTierName {
+  if (tier !== 'serial' && tier !== 'avx2' && tier !== 'avx512') throw inputError("'serial', 'avx2' or 'avx512'", 'tier', tier);
+  return native().setIsa(tier);
 }

@@ -1,7 +1,7 @@
 /** The ColBERT head's dense-layer kernel on every tier against a float64 reference, and CPU dispatch. */
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { capabilities } from '../lib';
+import { capabilities, setIsa } from '../lib';
 import { native, type IsaTierName } from '../lib/native';
 
 /** Deterministic pseudo-random floats in [-1, 1). */
@@ -51,10 +51,11 @@ describe('linear kernel (ColBERT head)', () => {
     assert.equal(typeof caps.features.avx2, 'boolean');
     if (caps.detected === 'avx512') assert.ok(caps.features.avx512f && caps.features.avx512bw);
     try {
-      assert.equal(native().setIsa('serial'), 'serial');
+      assert.equal(setIsa('serial'), 'serial');
       assert.equal(capabilities().active, 'serial');
+      assert.throws(() => setIsa('sse' as never), (e: { code?: string }) => e.code === 'ERR_INPUT');
     } finally {
-      native().setIsa(caps.detected);
+      setIsa(caps.detected);
     }
     assert.equal(capabilities().active, caps.detected);
   });
@@ -76,6 +77,18 @@ describe('golden parity on every tier', () => {
     } finally {
       native().setIsa(detected);
       await model.dispose();
+    }
+  });
+});
+
+describe('BGE_M3_ISA', () => {
+  it('lowers the tier for the whole process at startup', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { ROOT } = await import('./helpers');
+    const script = `const m = require(${JSON.stringify(`${ROOT}/dist/lib/index.js`)}); console.log(m.capabilities().active);`;
+    for (const tier of ORDER.slice(0, ORDER.indexOf(capabilities().detected) + 1)) {
+      const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, BGE_M3_ISA: tier }, encoding: 'utf8' });
+      assert.equal(r.stdout.trim(), tier, r.stderr);
     }
   });
 });
