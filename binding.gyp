@@ -7,7 +7,7 @@
 # system or .deps/ headers and onnxruntime-node's library). To point elsewhere, pass absolute paths:
 #   node-gyp rebuild -- -Dort_include_dir=DIR -Dort_library=FILE -Dort_lib_dir=DIR
 #
-# gyp has no glob: the sources are the .cc files of native/core, native/kernels and native/binding,
+# gyp has no glob: the sources are the .cc files of native/core, native/kernels, native/index and native/binding,
 # listed one by one; test/90.binding-gyp.test.ts fails when this list and the tree disagree.
 {
   'variables': {
@@ -50,6 +50,7 @@
         'native/core/torch_pickle_reader.cc',
         'native/core/zip_reader.cc',
         'native/kernels/cpu_features.cc',
+        'native/kernels/dense_dot.cc',
         'native/kernels/linear_f32.cc',
         'native/kernels/linear_f32_avx2.cc',
         'native/kernels/linear_f32_avx512.cc',
@@ -64,8 +65,10 @@
         'native/kernels/sparse_dot_avx2.cc',
         'native/kernels/sparse_dot_avx512.cc',
         'native/kernels/sparse_dot_serial.cc',
+        'native/index/hybrid_index.cc',
         'native/binding/addon.cc',
         'native/binding/encoder_wrap.cc',
+        'native/binding/index_wrap.cc',
         'native/binding/js_values.cc',
         'native/binding/maxsim_wrap.cc',
         'native/binding/promise_worker.cc',

@@ -101,8 +101,41 @@ export interface NativeMultiVectors {
   rowSums?: Int32Array;
 }
 
+/** Component and fused scores of a search, best first (index_wrap.cc). */
+export interface NativeSearchResult {
+  slots: Uint32Array;
+  score: Float64Array;
+  dense: Float64Array;
+  sparse: Float64Array;
+  colbert: Float64Array;
+}
+
+export interface NativeSearchParams {
+  k: number;
+  wDense: number;
+  wSparse: number;
+  wColbert: number;
+  denseCandidates: number;
+  sparseCandidates: number;
+  denseRoute: boolean;
+  sparseRoute: boolean;
+  exhaustive: boolean;
+  threads: number;
+}
+
+export interface NativeHybridIndex {
+  add(dense: Float32Array, sparseOffsets: Uint32Array, ids: Uint32Array, weights: Float32Array,
+      colbertOffsets: Uint32Array | null, colbert: Float32Array | null): Uint32Array;
+  remove(slots: Uint32Array): void;
+  compact(): Uint32Array;
+  stats(): { slots: number; live: number; colbertBytesPerDocument: number };
+  search(dense: Float32Array, ids: Uint32Array, weights: Float32Array, colbert: Float32Array | null,
+         params: NativeSearchParams): NativeSearchResult;
+}
+
 export interface NativeModule {
   Encoder: NativeEncoderClass;
+  HybridIndexNative: new (dim: number, vocabSize: number, colbertFormat: 'f32' | 'bf16' | 'i8' | null) => NativeHybridIndex;
   runtimeInfo(): NativeRuntimeInfo;
   capabilities(): NativeCapabilities;
   setIsa(name: IsaTierName): IsaTierName;

@@ -131,6 +131,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("linearForward", Napi::Function::New(env, LinearForward, "linearForward"));
   RegisterMaxSim(env, exports);
   RegisterSparse(env, exports);
+  RegisterIndex(env, exports);
   return exports;
 }
 

@@ -1,6 +1,7 @@
 // Registration of the scoring kernels' functions on the module's exports (one file each).
 //   maxsim_wrap.cc: maxSim, maxSimSync, quantize
 //   sparse_wrap.cc: lexicalScores, lexicalScoresSync, lexicalScorePair
+//   index_wrap.cc:  HybridIndexNative
 #pragma once
 #include <napi.h>
 
@@ -8,5 +9,6 @@ namespace m3js {
 
 void RegisterMaxSim(Napi::Env env, Napi::Object exports);
 void RegisterSparse(Napi::Env env, Napi::Object exports);
+void RegisterIndex(Napi::Env env, Napi::Object exports);
 
 }  // namespace m3js

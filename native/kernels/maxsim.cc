@@ -78,9 +78,20 @@ std::vector<int64_t> ChunkDocuments(const MultiVectorSet& docs) {
   return starts;
 }
 
+/// Scores queries against documents: all of them (`indices` null; scores [queries x count]) or
+/// the listed ones (scores [queries x n]).
+/// Listed documents handed to a thread at a time.
+std::vector<int64_t> ChunkList(int64_t n) {
+  std::vector<int64_t> starts;
+  for (int64_t i = 0; i < n; i += 8) starts.push_back(i);
+  starts.push_back(n);
+  return starts;
+}
+
 void Run(IsaTier requested, const float* queries, const uint32_t* query_offsets, int64_t num_queries,
-         const MultiVectorSet& docs, float* scores, int threads) {
-  ValidateOffsets(docs);
+         const MultiVectorSet& docs, float* scores, int threads, const uint32_t* indices = nullptr,
+         int64_t n = 0) {
+  if (!indices) ValidateOffsets(docs);
   const IsaTier tier = EffectiveTier(requested, docs.format);
   const TierKernels kernels = KernelsFor(tier);
   std::vector<maxsim::PackedQuery> packed(static_cast<size_t>(num_queries));
@@ -92,13 +103,15 @@ void Run(IsaTier requested, const float* queries, const uint32_t* query_offsets,
     kernels.pack(q, nq, docs.dim, docs.format, &packed[k]);
     widest = std::max(widest, packed[k].nq_pad);
   }
-  const std::vector<int64_t> chunks = ChunkDocuments(docs);
+  const int64_t targets = indices ? n : docs.count;
+  const std::vector<int64_t> chunks = indices ? ChunkList(n) : ChunkDocuments(docs);
   std::vector<std::vector<float>> row_max(static_cast<size_t>(std::max(1, threads)), std::vector<float>(widest + 1));
   ParallelFor(static_cast<int64_t>(chunks.size()) - 1, threads, [&](int64_t c, int worker) {
     float* maxima = row_max[worker].data();
     for (int64_t k = 0; k < num_queries; ++k) {
       const maxsim::PackedQuery& q = packed[k];
-      for (int64_t i = chunks[c]; i < chunks[c + 1]; ++i) {
+      for (int64_t t = chunks[c]; t < chunks[c + 1]; ++t) {
+        const int64_t i = indices ? indices[t] : t;
         const int64_t begin = docs.offsets[i], rows = docs.offsets[i + 1] - begin;
         float score = 0.0f;
         if (rows > 0 && q.nq > 0) {
@@ -111,7 +124,7 @@ void Run(IsaTier requested, const float* queries, const uint32_t* query_offsets,
           for (int64_t r = 0; r < q.nq; ++r) sum += maxima[r];
           score = static_cast<float>(sum / static_cast<double>(q.nq));
         }
-        scores[k * docs.count + i] = score;
+        scores[k * targets + t] = score;
       }
     }
   });
@@ -148,6 +161,12 @@ void MaxSimBatch(const float* queries, const uint32_t* query_offsets, int64_t nu
 void MaxSimOn(IsaTier tier, const float* query, int64_t nq, const MultiVectorSet& docs, float* scores, int threads) {
   const uint32_t offsets[2] = {0, static_cast<uint32_t>(nq)};
   Run(tier, query, offsets, 1, docs, scores, threads);
+}
+
+void MaxSimSubset(const float* query, int64_t nq, const MultiVectorSet& docs, const uint32_t* indices, int64_t n,
+                  float* scores, int threads) {
+  const uint32_t offsets[2] = {0, static_cast<uint32_t>(nq)};
+  Run(ActiveTier(), query, offsets, 1, docs, scores, threads, indices, n);
 }
 
 void MaxSimBatchOn(IsaTier tier, const float* queries, const uint32_t* query_offsets, int64_t num_queries,

@@ -43,6 +43,11 @@ void MaxSim(const float* query, int64_t nq, const MultiVectorSet& docs, float* s
 void MaxSimBatch(const float* queries, const uint32_t* query_offsets, int64_t num_queries,
                  const MultiVectorSet& docs, float* scores, int threads);
 
+/// Scores only the documents listed in `indices` (each < docs.count): scores[i] for indices[i].
+/// For callers that own the document set (an index): offsets are trusted, values still checked.
+void MaxSimSubset(const float* query, int64_t nq, const MultiVectorSet& docs, const uint32_t* indices, int64_t n,
+                  float* scores, int threads);
+
 /// The same on an explicit tier (tests compare every tier with the serial oracle; a tier above
 /// the detected one, or AVX-512 without BF16/VNNI for those formats, falls back to the next).
 void MaxSimOn(IsaTier tier, const float* query, int64_t nq, const MultiVectorSet& docs, float* scores,

@@ -1,0 +1,225 @@
+/**
+ * HybridIndex: BGE-M3's "multi-route recall, then rerank" as an embedded, in-process index.
+ * Candidates come from the dense route (exact inner products) and the sparse route (an inverted
+ * index over token ids); they are reranked by the weighted mean of the dense, lexical and
+ * ColBERT scores (the same formula as computeScore's 'colbert+sparse+dense').
+ */
+import { M3Error, fromNative, inputError } from './errors';
+import { native, type NativeHybridIndex } from './native';
+import type { EncodeOutput, EncodeRow } from './outputs';
+import { BGE_M3_VOCAB_SIZE } from './lexical';
+
+/** A caller's document id. */
+export type DocumentId = string | number;
+
+/** Options of {@link HybridIndex.create}. */
+export interface HybridIndexOptions {
+  /** Vector width (1024 for BGE-M3). */
+  dim: number;
+  /** Token ids must be below this (default 250002, BGE-M3's vocabulary). */
+  vocabSize?: number;
+  /** Store ColBERT vectors for reranking, in this format (default: none). */
+  colbert?: 'f32' | 'bf16' | 'i8' | false;
+}
+
+/** Options of {@link HybridIndex.search}. */
+export interface SearchOptions {
+  /** Results to return (default 10). */
+  k?: number;
+  /** [dense, sparse, colbert] weights (default the paper's [1, 0.3, 1]). */
+  weights?: [number, number, number];
+  /** Candidates from the dense route (default 200). */
+  denseCandidates?: number;
+  /** Candidates from the sparse route (default 200). */
+  sparseCandidates?: number;
+  /** Recall routes (default both). */
+  routes?: Array<'dense' | 'sparse'>;
+  /** Score every document instead of recalling candidates (exact; the reference for recall). */
+  exhaustive?: boolean;
+  /** Threads for the ColBERT rerank (default 1). */
+  threads?: number;
+}
+
+/** One search result: the caller's id, the fused score and its three components. */
+export interface SearchHit {
+  id: DocumentId;
+  score: number;
+  dense: number;
+  sparse: number;
+  colbert: number;
+}
+
+function checkCount(value: unknown, what: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > 2 ** 31) {
+    throw inputError(`an integer >= ${min}`, what, value);
+  }
+  return value;
+}
+
+function checkId(id: unknown, where: string): DocumentId {
+  if (typeof id === 'string' || (typeof id === 'number' && Number.isSafeInteger(id))) return id;
+  throw inputError('a string or a safe integer', where, id);
+}
+
+/** An in-process hybrid index. */
+export class HybridIndex {
+  private readonly slotOf = new Map<DocumentId, number>();
+  private idOfSlot: Array<DocumentId | undefined> = [];
+  private removedSinceCompact = 0;
+
+  private constructor(
+    private readonly index: NativeHybridIndex,
+    /** Vector width. */
+    readonly dim: number,
+    /** Token ids are below this. */
+    readonly vocabSize: number,
+    /** ColBERT storage format, or false when the index keeps none. */
+    readonly colbert: 'f32' | 'bf16' | 'i8' | false,
+  ) {}
+
+  /** Creates an empty index. */
+  static create(options: HybridIndexOptions): HybridIndex {
+    if (!options || typeof options !== 'object') throw inputError('{ dim, vocabSize?, colbert? }', 'options', options);
+    const dim = checkCount(options.dim, 'dim', 1);
+    const vocabSize = checkCount(options.vocabSize ?? BGE_M3_VOCAB_SIZE, 'vocabSize', 1);
+    const colbert = options.colbert ?? false;
+    if (colbert !== false && colbert !== 'f32' && colbert !== 'bf16' && colbert !== 'i8') {
+      throw inputError("false, 'f32', 'bf16' or 'i8'", 'colbert', colbert);
+    }
+    return new HybridIndex(new (native().HybridIndexNative)(dim, vocabSize, colbert || null), dim, vocabSize, colbert);
+  }
+
+  /** Documents in the index. */
+  get size(): number {
+    return this.slotOf.size;
+  }
+
+  /** Average bytes of ColBERT storage per document (0 without ColBERT). */
+  get colbertBytesPerDocument(): number {
+    return this.index.stats().colbertBytesPerDocument;
+  }
+
+  /**
+   * Adds documents from encode() output (dense and sparse required; ColBERT too when the index
+   * stores it). Re-adding an id replaces its document. Nothing is added if any input is invalid.
+   */
+  add(ids: readonly DocumentId[], encoded: EncodeOutput): void {
+    if (!Array.isArray(ids)) throw inputError('an array of ids', 'ids', ids);
+    if (!encoded || typeof encoded !== 'object' || typeof encoded.count !== 'number') throw inputError('an encode() result', 'encoded', encoded);
+    if (ids.length !== encoded.count) throw new M3Error('ERR_INPUT', `add: ${ids.length} ids for ${encoded.count} encoded texts`);
+    if (encoded.dim !== this.dim) {
+      throw new M3Error('ERR_INPUT', `add: vectors have dim ${encoded.dim} but the index has dim ${this.dim} (a different model?)`);
+    }
+    if (!encoded.dense || !encoded.sparse) throw new M3Error('ERR_INPUT', 'add: encode with { dense: true, sparse: true }');
+    if (this.colbert && !encoded.colbert) throw new M3Error('ERR_INPUT', 'add: this index stores ColBERT vectors; encode with { colbert: true }');
+    const seen = new Set<DocumentId>();
+    ids.forEach((id, i) => {
+      checkId(id, `ids[${i}]`);
+      if (seen.has(id)) throw new M3Error('ERR_INPUT', `add: id ${JSON.stringify(id)} appears twice in one call`);
+      seen.add(id);
+    });
+    let slots: Uint32Array;
+    try {
+      slots = this.index.add(encoded.dense, encoded.sparse.offsets, encoded.sparse.ids, encoded.sparse.weights,
+        this.colbert ? encoded.colbert!.offsets : null, this.colbert ? encoded.colbert!.data : null);
+    } catch (err) {
+      throw fromNative(err);
+    }
+    // Old slots of re-added ids go only after the new ones are mapped, so a compaction
+    // triggered by the removal sees every live slot's id.
+    const replaced = ids.filter((id) => this.slotOf.has(id)).map((id) => this.slotOf.get(id)!);
+    ids.forEach((id, i) => {
+      this.slotOf.set(id, slots[i]);
+      this.idOfSlot[slots[i]] = id;
+    });
+    this.removeSlots(replaced);
+  }
+
+  /** Removes documents by id; unknown ids are ignored. Returns how many were removed. */
+  remove(ids: readonly DocumentId[]): number {
+    if (!Array.isArray(ids)) throw inputError('an array of ids', 'ids', ids);
+    ids.forEach((id, i) => checkId(id, `ids[${i}]`));
+    const present = [...new Set(ids.filter((id) => this.slotOf.has(id)))];
+    const slots = present.map((id) => this.slotOf.get(id)!);
+    for (const id of present) this.slotOf.delete(id);
+    this.removeSlots(slots);
+    return present.length;
+  }
+
+  /** Top-k documents for one query (a row of encode() output: dense, sparse and, to rerank with it, colbert). */
+  search(query: EncodeRow, options: SearchOptions = {}): SearchHit[] {
+    if (!query || !(query.dense instanceof Float32Array) || !query.sparse) {
+      throw inputError('an encode() row with dense and sparse (out.row(i))', 'query', query);
+    }
+    if (query.dense.length !== this.dim) {
+      throw new M3Error('ERR_INPUT', `search: the query has dim ${query.dense.length} but the index has dim ${this.dim} (a different model?)`);
+    }
+    const params = this.params(options);
+    if (this.slotOf.size === 0) return [];
+    let raw;
+    try {
+      raw = this.index.search(query.dense, query.sparse.ids, query.sparse.weights, query.colbert ?? null, params);
+    } catch (err) {
+      throw fromNative(err);
+    }
+    const hits: SearchHit[] = [];
+    for (let i = 0; i < raw.slots.length; i++) {
+      hits.push({ id: this.idOfSlot[raw.slots[i]]!, score: raw.score[i], dense: raw.dense[i], sparse: raw.sparse[i], colbert: raw.colbert[i] });
+    }
+    return hits;
+  }
+
+  /** {@link search} for every text of an encode() result, in order. */
+  searchBatch(queries: EncodeOutput, options: SearchOptions = {}): SearchHit[][] {
+    if (!queries || typeof queries.row !== 'function') throw inputError('an encode() result', 'queries', queries);
+    const out: SearchHit[][] = [];
+    for (let i = 0; i < queries.count; i++) out.push(this.search(queries.row(i), options));
+    return out;
+  }
+
+  private params(options: SearchOptions) {
+    if (!options || typeof options !== 'object') throw inputError('an options object', 'options', options);
+    const k = checkCount(options.k ?? 10, 'k', 1);
+    const weights = options.weights ?? [1, 0.3, 1];
+    if (!Array.isArray(weights) || weights.length !== 3 || weights.some((w) => typeof w !== 'number' || !Number.isFinite(w) || w < 0)) {
+      throw inputError('three finite non-negative numbers [dense, sparse, colbert]', 'weights', weights);
+    }
+    if (weights[0] + weights[1] + (this.colbert ? weights[2] : 0) === 0) {
+      throw new M3Error('ERR_INPUT', `weights ${JSON.stringify(weights)} are all zero for the scores this index has; give one a positive weight`);
+    }
+    const routes = options.routes ?? ['dense', 'sparse'];
+    if (!Array.isArray(routes) || routes.length === 0 || routes.some((r) => r !== 'dense' && r !== 'sparse')) {
+      throw inputError("a non-empty array of 'dense' and 'sparse'", 'routes', routes);
+    }
+    return {
+      k, wDense: weights[0], wSparse: weights[1], wColbert: weights[2],
+      denseCandidates: checkCount(options.denseCandidates ?? 200, 'denseCandidates', 1),
+      sparseCandidates: checkCount(options.sparseCandidates ?? 200, 'sparseCandidates', 1),
+      denseRoute: routes.includes('dense'), sparseRoute: routes.includes('sparse'),
+      exhaustive: options.exhaustive === undefined ? false : !!options.exhaustive,
+      threads: checkCount(options.threads ?? 1, 'threads', 1),
+    };
+  }
+
+  /** Drops slots whose ids are no longer mapped (removed, or re-added elsewhere). */
+  private removeSlots(slots: readonly number[]): void {
+    if (slots.length === 0) return;
+    this.index.remove(Uint32Array.from(slots));
+    for (const s of slots) this.idOfSlot[s] = undefined;
+    this.removedSinceCompact += slots.length;
+    // Reclaim storage once removed slots outnumber live ones.
+    if (this.removedSinceCompact > Math.max(1024, this.slotOf.size)) this.compact();
+  }
+
+  private compact(): void {
+    const oldOfNew = this.index.compact();
+    const ids: Array<DocumentId | undefined> = new Array(oldOfNew.length);
+    oldOfNew.forEach((old, slot) => {
+      const id = this.idOfSlot[old]!;
+      ids[slot] = id;
+      this.slotOf.set(id, slot);
+    });
+    this.idOfSlot = ids;
+    this.removedSinceCompact = 0;
+  }
+}

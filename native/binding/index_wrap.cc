@@ -1,0 +1,204 @@
+// JS class `HybridIndexNative` (lib/hybrid_index.ts maps caller ids to slots and validates;
+// this re-checks what guards memory: lengths, offsets, token ids below the vocabulary).
+//   [sync] new HybridIndexNative(dim, vocabSize, colbertFormat | null)
+//   [sync] add(dense, sparseOffsets, ids, weights, colbertOffsets | null, colbert | null) -> Uint32Array slots
+//   [sync] remove(slots: Uint32Array)
+//   [sync] compact() -> Uint32Array (old slot of each new slot)
+//   [sync] stats() -> { slots, live, colbertBytesPerDocument }
+//   [sync] search(dense, ids, weights, colbert | null, params) -> { slots, score, dense, sparse, colbert }
+#include <napi.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "binding/js_values.h"
+#include "binding/kernels_wrap.h"
+#include "core/core_error.h"
+#include "index/hybrid_index.h"
+
+namespace m3js {
+namespace {
+
+template <typename T>
+Napi::TypedArrayOf<T> Typed(const Napi::Value& v, napi_typedarray_type type, const std::string& what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw MakeError(v.Env(), "ERR_INPUT", "Expected " + what);
+  return v.As<Napi::TypedArrayOf<T>>();
+}
+
+/// Checks one sparse row: ascending unique ids below the vocabulary, finite weights.
+void CheckSparseRow(Napi::Env env, const uint32_t* ids, const float* w, int64_t n, int64_t vocab, const std::string& what) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] >= vocab)
+      throw MakeError(env, "ERR_INPUT", what + ": token id " + std::to_string(ids[i]) + " is not below the index's vocabSize " +
+                                            std::to_string(vocab) + " (vectors from a different model?)");
+    if (i > 0 && ids[i] <= ids[i - 1]) throw MakeError(env, "ERR_INPUT", what + ": ids must be ascending and unique");
+    if (!std::isfinite(w[i])) throw MakeError(env, "ERR_INPUT", what + ": weights must be finite");
+  }
+}
+
+void CheckFinite(Napi::Env env, const float* x, size_t n, const std::string& what) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) throw MakeError(env, "ERR_INPUT", what + " holds a non-finite value at element " + std::to_string(i));
+}
+
+class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "HybridIndexNative",
+                       {InstanceMethod<&HybridIndexWrap::Add>("add"), InstanceMethod<&HybridIndexWrap::Remove>("remove"),
+                        InstanceMethod<&HybridIndexWrap::Compact>("compact"), InstanceMethod<&HybridIndexWrap::Stats>("stats"),
+                        InstanceMethod<&HybridIndexWrap::Search>("search")});
+  }
+
+  explicit HybridIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HybridIndexWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber())
+      throw MakeError(env, "ERR_INPUT", "HybridIndexNative(dim, vocabSize, colbertFormat)");
+    m3::IndexConfig config;
+    config.dim = info[0].As<Napi::Number>().Int64Value();
+    config.vocab_size = info[1].As<Napi::Number>().Int64Value();
+    if (info[2].IsString()) {
+      config.colbert = true;
+      if (!m3::ParseVectorFormat(info[2].As<Napi::String>().Utf8Value(), &config.colbert_format))
+        throw MakeError(env, "ERR_INPUT", "colbert format must be 'f32', 'bf16' or 'i8'");
+    }
+    try {
+      index_ = std::make_unique<m3::HybridIndex>(config);
+    } catch (const m3::CoreError& e) {
+      throw MakeError(env, e.code(), e.what());
+    }
+  }
+
+ private:
+  Napi::Value Add(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const m3::IndexConfig& c = index_->config();
+    auto dense = Typed<float>(info[0], napi_float32_array, "a Float32Array of dense vectors");
+    auto offsets = Typed<uint32_t>(info[1], napi_uint32_array, "a Uint32Array of sparse offsets");
+    auto ids = Typed<uint32_t>(info[2], napi_uint32_array, "a Uint32Array of sparse ids");
+    auto weights = Typed<float>(info[3], napi_float32_array, "a Float32Array of sparse weights");
+    const size_t n = offsets.ElementLength() == 0 ? 0 : offsets.ElementLength() - 1;
+    if (dense.ElementLength() != n * static_cast<size_t>(c.dim))
+      throw MakeError(env, "ERR_INPUT", "dense vectors: expected " + std::to_string(n) + " x " + std::to_string(c.dim) + " floats");
+    if (ids.ElementLength() != weights.ElementLength() || (n > 0 && (offsets[0] != 0 || offsets[n] != ids.ElementLength())))
+      throw MakeError(env, "ERR_INPUT", "sparse vectors: offsets, ids and weights do not agree");
+    for (size_t i = 0; i < n; ++i)
+      if (offsets[i + 1] < offsets[i]) throw MakeError(env, "ERR_INPUT", "sparse offsets must be non-decreasing");
+    CheckFinite(env, dense.Data(), dense.ElementLength(), "dense vectors");
+    const uint32_t* colbert_offsets = nullptr;
+    const float* colbert = nullptr;
+    if (c.colbert) {
+      auto co = Typed<uint32_t>(info[4], napi_uint32_array, "ColBERT offsets (this index stores ColBERT vectors)");
+      auto cv = Typed<float>(info[5], napi_float32_array, "ColBERT vectors (this index stores ColBERT vectors)");
+      if (co.ElementLength() != n + 1 || (n > 0 && co[0] != 0) ||
+          static_cast<uint64_t>(co[n]) * c.dim != cv.ElementLength())
+        throw MakeError(env, "ERR_INPUT", "ColBERT vectors: offsets and data do not agree with " + std::to_string(n) + " documents of dim " + std::to_string(c.dim));
+      for (size_t i = 0; i < n; ++i)
+        if (co[i + 1] < co[i]) throw MakeError(env, "ERR_INPUT", "ColBERT offsets must be non-decreasing");
+      CheckFinite(env, cv.Data(), cv.ElementLength(), "ColBERT vectors");
+      colbert_offsets = co.Data();
+      colbert = cv.Data();
+    }
+    for (size_t i = 0; i < n; ++i)
+      CheckSparseRow(env, ids.Data() + offsets[i], weights.Data() + offsets[i], offsets[i + 1] - offsets[i], c.vocab_size,
+                     "document " + std::to_string(i) + " sparse row");
+    std::vector<uint32_t> slots(n);
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t rows = colbert ? colbert_offsets[i + 1] - colbert_offsets[i] : 0;
+      slots[i] = index_->Add(dense.Data() + i * c.dim, ids.Data() + offsets[i], weights.Data() + offsets[i],
+                             offsets[i + 1] - offsets[i], colbert ? colbert + static_cast<size_t>(colbert_offsets[i]) * c.dim : nullptr, rows);
+    }
+    return ToTypedArray(env, std::move(slots));
+  }
+
+  Napi::Value Remove(const Napi::CallbackInfo& info) {
+    auto slots = Typed<uint32_t>(info[0], napi_uint32_array, "a Uint32Array of slots");
+    for (size_t i = 0; i < slots.ElementLength(); ++i) index_->Remove(slots[i]);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Compact(const Napi::CallbackInfo& info) { return ToTypedArray(info.Env(), index_->Compact()); }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("slots", Napi::Number::New(env, static_cast<double>(index_->slots())));
+    o.Set("live", Napi::Number::New(env, static_cast<double>(index_->live())));
+    o.Set("colbertBytesPerDocument", Napi::Number::New(env, index_->ColbertBytesPerDocument()));
+    return o;
+  }
+
+  Napi::Value Search(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const m3::IndexConfig& c = index_->config();
+    auto dense = Typed<float>(info[0], napi_float32_array, "a Float32Array query vector");
+    auto ids = Typed<uint32_t>(info[1], napi_uint32_array, "a Uint32Array of query ids");
+    auto weights = Typed<float>(info[2], napi_float32_array, "a Float32Array of query weights");
+    if (dense.ElementLength() != static_cast<size_t>(c.dim))
+      throw MakeError(env, "ERR_INPUT", "query dense vector: expected " + std::to_string(c.dim) + " floats, got " + std::to_string(dense.ElementLength()));
+    if (ids.ElementLength() != weights.ElementLength()) throw MakeError(env, "ERR_INPUT", "query sparse ids and weights differ in length");
+    CheckFinite(env, dense.Data(), dense.ElementLength(), "query dense vector");
+    CheckSparseRow(env, ids.Data(), weights.Data(), static_cast<int64_t>(ids.ElementLength()), c.vocab_size, "query sparse row");
+    const float* colbert = nullptr;
+    int64_t rows = 0;
+    if (info[3].IsTypedArray()) {
+      auto cv = Typed<float>(info[3], napi_float32_array, "a Float32Array of query ColBERT vectors");
+      if (cv.ElementLength() % static_cast<size_t>(c.dim) != 0)
+        throw MakeError(env, "ERR_INPUT", "query ColBERT vectors: length is not a multiple of dim " + std::to_string(c.dim));
+      CheckFinite(env, cv.Data(), cv.ElementLength(), "query ColBERT vectors");
+      colbert = cv.Data();
+      rows = static_cast<int64_t>(cv.ElementLength()) / c.dim;
+    }
+    Napi::Object p = info[4].As<Napi::Object>();
+    auto num = [&](const char* key, double fallback) { return p.Get(key).IsNumber() ? p.Get(key).As<Napi::Number>().DoubleValue() : fallback; };
+    auto flag = [&](const char* key, bool fallback) { return p.Get(key).IsBoolean() ? p.Get(key).As<Napi::Boolean>().Value() : fallback; };
+    m3::SearchParams params;
+    params.k = static_cast<int64_t>(num("k", 10));
+    params.w_dense = num("wDense", 1.0);
+    params.w_sparse = num("wSparse", 0.3);
+    params.w_colbert = num("wColbert", 1.0);
+    params.dense_candidates = static_cast<int64_t>(num("denseCandidates", 200));
+    params.sparse_candidates = static_cast<int64_t>(num("sparseCandidates", 200));
+    params.dense_route = flag("denseRoute", true);
+    params.sparse_route = flag("sparseRoute", true);
+    params.exhaustive = flag("exhaustive", false);
+    params.threads = static_cast<int>(num("threads", 1));
+    std::vector<m3::SearchHit> hits;
+    try {
+      hits = index_->Search(dense.Data(), ids.Data(), weights.Data(), static_cast<int64_t>(ids.ElementLength()), colbert, rows, params);
+    } catch (const m3::CoreError& e) {
+      throw MakeError(env, e.code(), e.what());
+    }
+    std::vector<uint32_t> slots(hits.size());
+    std::vector<double> score(hits.size()), d(hits.size()), s(hits.size()), cb(hits.size());
+    for (size_t i = 0; i < hits.size(); ++i) {
+      slots[i] = hits[i].slot;
+      score[i] = hits[i].score;
+      d[i] = hits[i].dense;
+      s[i] = hits[i].sparse;
+      cb[i] = hits[i].colbert;
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("slots", ToTypedArray(env, std::move(slots)));
+    out.Set("score", ToTypedArray(env, std::move(score)));
+    out.Set("dense", ToTypedArray(env, std::move(d)));
+    out.Set("sparse", ToTypedArray(env, std::move(s)));
+    out.Set("colbert", ToTypedArray(env, std::move(cb)));
+    return out;
+  }
+
+  std::unique_ptr<m3::HybridIndex> index_;
+};
+
+}  // namespace
+
+void RegisterIndex(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = HybridIndexWrap::Define(env);
+  // Kept alive by the exports object, which holds the constructor.
+  exports.Set("HybridIndexNative", ctor);
+}
+
+}  // namespace m3js

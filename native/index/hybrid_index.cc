@@ -1,0 +1,207 @@
+#include "index/hybrid_index.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/core_error.h"
+#include "kernels/dense_dot.h"
+#include "kernels/quantize.h"
+#include "kernels/sparse_dot.h"
+
+namespace m3 {
+namespace {
+
+/// The `count` best slots by score (ties by slot), among slots with a finite score.
+std::vector<uint32_t> TopSlots(const std::vector<float>& scores, const std::vector<uint32_t>& slots, int64_t count) {
+  std::vector<uint32_t> order;
+  order.reserve(slots.size());
+  for (size_t i = 0; i < slots.size(); ++i)
+    if (std::isfinite(scores[i])) order.push_back(static_cast<uint32_t>(i));
+  const auto better = [&](uint32_t a, uint32_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && slots[a] < slots[b]); };
+  const size_t take = std::min<size_t>(order.size(), static_cast<size_t>(std::max<int64_t>(count, 0)));
+  std::partial_sort(order.begin(), order.begin() + take, order.end(), better);
+  std::vector<uint32_t> out(take);
+  for (size_t i = 0; i < take; ++i) out[i] = slots[order[i]];
+  return out;
+}
+
+}  // namespace
+
+HybridIndex::HybridIndex(const IndexConfig& config) : config_(config) {
+  if (config.dim <= 0 || config.vocab_size <= 0)
+    throw CoreError("ERR_INPUT", "HybridIndex: dim and vocabSize must be positive integers.");
+  postings_.resize(static_cast<size_t>(config.vocab_size));
+}
+
+uint32_t HybridIndex::Add(const float* dense, const uint32_t* ids, const float* weights, int64_t nnz,
+                          const float* colbert, int64_t colbert_rows) {
+  const uint32_t slot = static_cast<uint32_t>(live_.size());
+  live_.push_back(1);
+  ++live_count_;
+  dense_.insert(dense_.end(), dense, dense + config_.dim);
+  sparse_ids_.insert(sparse_ids_.end(), ids, ids + nnz);
+  sparse_weights_.insert(sparse_weights_.end(), weights, weights + nnz);
+  sparse_offsets_.push_back(static_cast<uint32_t>(sparse_ids_.size()));
+  for (int64_t i = 0; i < nnz; ++i) postings_[ids[i]].push_back({slot, weights[i]});
+  const int64_t rows = config_.colbert ? colbert_rows : 0;
+  const int64_t values = rows * config_.dim;
+  switch (config_.colbert_format) {
+    case VectorFormat::kF32:
+      colbert_f32_.insert(colbert_f32_.end(), colbert, colbert + values);
+      break;
+    case VectorFormat::kBF16: {
+      const size_t at = colbert_bf16_.size();
+      colbert_bf16_.resize(at + values);
+      QuantizeBf16(colbert, values, colbert_bf16_.data() + at);
+      break;
+    }
+    case VectorFormat::kI8: {
+      const size_t at = colbert_i8_.size(), row_at = colbert_scales_.size();
+      colbert_i8_.resize(at + values);
+      colbert_scales_.resize(row_at + rows);
+      colbert_sums_.resize(row_at + rows);
+      QuantizeI8(colbert, rows, config_.dim, colbert_i8_.data() + at, colbert_scales_.data() + row_at,
+                 colbert_sums_.data() + row_at);
+      break;
+    }
+  }
+  colbert_offsets_.push_back(colbert_offsets_.back() + static_cast<uint32_t>(rows));
+  return slot;
+}
+
+void HybridIndex::Remove(uint32_t slot) {
+  if (slot >= live_.size() || !live_[slot]) return;
+  live_[slot] = 0;
+  --live_count_;
+  for (uint32_t i = sparse_offsets_[slot]; i < sparse_offsets_[slot + 1]; ++i) {
+    auto& list = postings_[sparse_ids_[i]];
+    list.erase(std::remove_if(list.begin(), list.end(), [slot](const Posting& p) { return p.slot == slot; }), list.end());
+  }
+}
+
+std::vector<uint32_t> HybridIndex::Compact() {
+  HybridIndex fresh(config_);
+  std::vector<uint32_t> old_of_new;
+  for (uint32_t slot = 0; slot < live_.size(); ++slot) {
+    if (!live_[slot]) continue;
+    old_of_new.push_back(slot);
+    const uint32_t s0 = sparse_offsets_[slot], s1 = sparse_offsets_[slot + 1];
+    const int64_t n = colbert_offsets_[slot + 1] - colbert_offsets_[slot];
+    // Quantized rows are carried over as they are, not re-quantized.
+    fresh.Add(dense_.data() + slot * config_.dim, sparse_ids_.data() + s0, sparse_weights_.data() + s0, s1 - s0,
+              config_.colbert_format == VectorFormat::kF32 ? colbert_f32_.data() + static_cast<size_t>(colbert_offsets_[slot]) * config_.dim : nullptr,
+              config_.colbert_format == VectorFormat::kF32 ? n : 0);
+    if (config_.colbert && config_.colbert_format != VectorFormat::kF32) {
+      const size_t from = static_cast<size_t>(colbert_offsets_[slot]) * config_.dim, count = static_cast<size_t>(n * config_.dim);
+      if (config_.colbert_format == VectorFormat::kBF16) {
+        fresh.colbert_bf16_.insert(fresh.colbert_bf16_.end(), colbert_bf16_.begin() + from, colbert_bf16_.begin() + from + count);
+      } else {
+        fresh.colbert_i8_.insert(fresh.colbert_i8_.end(), colbert_i8_.begin() + from, colbert_i8_.begin() + from + count);
+        fresh.colbert_scales_.insert(fresh.colbert_scales_.end(), colbert_scales_.begin() + colbert_offsets_[slot],
+                                     colbert_scales_.begin() + colbert_offsets_[slot + 1]);
+        fresh.colbert_sums_.insert(fresh.colbert_sums_.end(), colbert_sums_.begin() + colbert_offsets_[slot],
+                                   colbert_sums_.begin() + colbert_offsets_[slot + 1]);
+      }
+      fresh.colbert_offsets_.back() = fresh.colbert_offsets_[fresh.colbert_offsets_.size() - 2] + static_cast<uint32_t>(n);
+    }
+  }
+  *this = std::move(fresh);
+  return old_of_new;
+}
+
+double HybridIndex::ColbertBytesPerDocument() const {
+  if (!config_.colbert || live_count_ == 0) return 0.0;
+  const double bytes = colbert_f32_.size() * 4.0 + colbert_bf16_.size() * 2.0 + colbert_i8_.size() +
+                       colbert_scales_.size() * 4.0 + colbert_sums_.size() * 4.0;
+  return bytes / static_cast<double>(live_.size());
+}
+
+MultiVectorSet HybridIndex::ColbertSet() const {
+  MultiVectorSet set;
+  set.format = config_.colbert_format;
+  set.dim = config_.dim;
+  set.count = static_cast<int64_t>(live_.size());
+  set.offsets = colbert_offsets_.data();
+  set.data = config_.colbert_format == VectorFormat::kF32 ? static_cast<const void*>(colbert_f32_.data())
+             : config_.colbert_format == VectorFormat::kBF16 ? static_cast<const void*>(colbert_bf16_.data())
+                                                              : static_cast<const void*>(colbert_i8_.data());
+  set.scales = colbert_scales_.data();
+  set.row_sums = colbert_sums_.data();
+  return set;
+}
+
+std::vector<uint32_t> HybridIndex::DenseCandidates(const float* q, int64_t count) const {
+  std::vector<float> scores(live_.size());
+  DenseScores(q, dense_.data(), static_cast<int64_t>(live_.size()), config_.dim, scores.data());
+  std::vector<uint32_t> slots(live_.size());
+  std::iota(slots.begin(), slots.end(), 0u);
+  for (size_t i = 0; i < live_.size(); ++i)
+    if (!live_[i]) scores[i] = -INFINITY;
+  return TopSlots(scores, slots, count);
+}
+
+std::vector<uint32_t> HybridIndex::SparseCandidates(const uint32_t* ids, const float* w, int64_t nnz, int64_t count) const {
+  // Term at a time into a dense accumulator; only touched slots are candidates.
+  std::vector<float> acc(live_.size(), 0.0f);
+  std::vector<uint8_t> touched(live_.size(), 0);
+  std::vector<uint32_t> slots;
+  for (int64_t t = 0; t < nnz; ++t) {
+    if (ids[t] >= postings_.size()) continue;
+    for (const Posting& p : postings_[ids[t]]) {
+      acc[p.slot] += w[t] * p.weight;
+      if (!touched[p.slot]) {
+        touched[p.slot] = 1;
+        slots.push_back(p.slot);
+      }
+    }
+  }
+  std::vector<float> scores(slots.size());
+  for (size_t i = 0; i < slots.size(); ++i) scores[i] = acc[slots[i]];
+  return TopSlots(scores, slots, count);
+}
+
+std::vector<SearchHit> HybridIndex::Search(const float* q_dense, const uint32_t* q_ids, const float* q_weights,
+                                           int64_t q_nnz, const float* q_colbert, int64_t q_rows,
+                                           const SearchParams& params) const {
+  std::vector<uint32_t> candidates;
+  if (params.exhaustive) {
+    for (uint32_t slot = 0; slot < live_.size(); ++slot)
+      if (live_[slot]) candidates.push_back(slot);
+  } else {
+    if (params.dense_route) candidates = DenseCandidates(q_dense, params.dense_candidates);
+    if (params.sparse_route) {
+      const auto sparse = SparseCandidates(q_ids, q_weights, q_nnz, params.sparse_candidates);
+      candidates.insert(candidates.end(), sparse.begin(), sparse.end());
+    }
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  }
+  std::vector<SearchHit> hits(candidates.size());
+  std::vector<float> colbert(candidates.size(), 0.0f);
+  const bool use_colbert = config_.colbert && params.w_colbert > 0 && q_rows > 0;
+  if (use_colbert && !candidates.empty()) {
+    MaxSimSubset(q_colbert, q_rows, ColbertSet(), candidates.data(), static_cast<int64_t>(candidates.size()),
+                 colbert.data(), params.threads);
+  }
+  const double total = params.w_dense + params.w_sparse + (config_.colbert ? params.w_colbert : 0.0);
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const uint32_t slot = candidates[i];
+    SearchHit& h = hits[i];
+    h.slot = slot;
+    // Exact component scores, computed like the scoring functions of the JS API.
+    h.dense = DenseDotExact(q_dense, dense_.data() + static_cast<size_t>(slot) * config_.dim, config_.dim);
+    const uint32_t s0 = sparse_offsets_[slot], s1 = sparse_offsets_[slot + 1];
+    h.sparse = LexicalScorePair(q_ids, q_weights, q_nnz, sparse_ids_.data() + s0, sparse_weights_.data() + s0, s1 - s0);
+    h.colbert = colbert[i];
+    h.score = (params.w_dense * h.dense + params.w_sparse * h.sparse + (config_.colbert ? params.w_colbert * h.colbert : 0.0)) / total;
+  }
+  const size_t take = std::min<size_t>(hits.size(), static_cast<size_t>(std::max<int64_t>(params.k, 0)));
+  std::partial_sort(hits.begin(), hits.begin() + take, hits.end(), [](const SearchHit& a, const SearchHit& b) {
+    return a.score > b.score || (a.score == b.score && a.slot < b.slot);
+  });
+  hits.resize(take);
+  return hits;
+}
+
+}  // namespace m3

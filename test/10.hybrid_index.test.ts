@@ -1,0 +1,139 @@
+/**
+ * HybridIndex: exhaustive search equals brute-force scoring with the public scoring functions,
+ * the multi-route default agrees with it when candidates cover the corpus, ids (add, replace,
+ * remove, compaction), ColBERT storage formats, and bad input.
+ */
+import { after, before, describe, it } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BGEM3, HybridIndex, colbertScore, denseScore, lexicalScore, type EncodeOutput } from '../lib';
+import { DEMO_MODEL, FIXTURES } from './helpers';
+
+interface Row { query: string; pos: string[]; neg: string[] }
+const rows: Row[] = fs.readFileSync(path.join(FIXTURES, 'seed-examples.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const passages = [...new Set(rows.flatMap((r) => [...r.pos, ...r.neg]))];
+const queries = rows.map((r) => r.query);
+
+describe('HybridIndex', () => {
+  let model: BGEM3;
+  let docs: EncodeOutput;
+  let qs: EncodeOutput;
+  before(async () => {
+    model = await BGEM3.load(DEMO_MODEL);
+    docs = await model.encode(passages, { colbert: true });
+    qs = await model.encode(queries, { colbert: true });
+  });
+  after(() => model.dispose());
+
+  const weights: [number, number, number] = [1, 0.3, 1];
+  function bruteForce(qi: number, k: number) {
+    const q = qs.row(qi);
+    const scored = passages.map((_, i) => {
+      const d = docs.row(i);
+      const dense = denseScore(q.dense!, d.dense!);
+      const sparse = lexicalScore(q.sparse!, d.sparse!);
+      const colbert = colbertScore(q.colbert!, d.colbert!, docs.dim);
+      return { id: `p${i}`, slot: i, dense, sparse, colbert, score: (weights[0] * dense + weights[1] * sparse + weights[2] * colbert) / 2.3 };
+    });
+    scored.sort((a, b) => b.score - a.score || a.slot - b.slot);
+    return scored.slice(0, k);
+  }
+
+  function build(colbert: 'f32' | 'bf16' | 'i8' | false = 'f32') {
+    const index = HybridIndex.create({ dim: docs.dim, colbert });
+    index.add(passages.map((_, i) => `p${i}`), docs);
+    return index;
+  }
+
+  it('exhaustive search equals brute-force scoring of every document', () => {
+    const index = build();
+    assert.equal(index.size, passages.length);
+    queries.forEach((_, qi) => {
+      const got = index.search(qs.row(qi), { k: 10, exhaustive: true, weights });
+      const want = bruteForce(qi, 10);
+      assert.deepEqual(got.map((h) => h.id), want.map((h) => h.id), `query ${qi} ranking`);
+      got.forEach((h, i) => {
+        assert.equal(h.dense, want[i].dense, 'dense is computed exactly like denseScore');
+        assert.equal(h.sparse, want[i].sparse, 'sparse is computed exactly like lexicalScore');
+        assert.ok(Math.abs(h.colbert - want[i].colbert) <= 1e-6);
+        assert.ok(Math.abs(h.score - want[i].score) <= 1e-6);
+      });
+    });
+  });
+
+  it('multi-route recall agrees with exhaustive when the candidates cover the corpus; narrow routes recall a subset', () => {
+    const index = build();
+    let agree = 0;
+    queries.forEach((_, qi) => {
+      const exhaustive = index.search(qs.row(qi), { k: 10, exhaustive: true }).map((h) => h.id);
+      const routed = index.search(qs.row(qi), { k: 10, denseCandidates: passages.length, sparseCandidates: passages.length }).map((h) => h.id);
+      assert.deepEqual(routed, exhaustive);
+      const narrow = index.search(qs.row(qi), { k: 10, denseCandidates: 3, routes: ['dense'] });
+      assert.ok(narrow.length <= 3, 'only dense candidates are reranked');
+      agree += narrow.filter((h) => exhaustive.includes(h.id)).length;
+    });
+    assert.ok(agree > 0);
+  });
+
+  it('replaces re-added ids, removes ids, and keeps working across compaction', () => {
+    const index = build(false);
+    const q = qs.row(0);
+    const first = index.search(q, { k: 1, exhaustive: true })[0];
+    // Re-adding the best document under another text's vectors changes its scores.
+    const other = passages.findIndex((_, i) => `p${i}` !== first.id);
+    const single = (i: number) => ({ ...docs, count: 1, dense: docs.row(i).dense, sparse: { offsets: Uint32Array.of(0, docs.row(i).sparse!.ids.length), ...docs.row(i).sparse! } });
+    index.add([first.id], single(other) as unknown as EncodeOutput);
+    assert.equal(index.size, passages.length, 'replacing keeps the size');
+    const again = index.search(q, { k: passages.length, exhaustive: true }).find((h) => h.id === first.id)!;
+    assert.equal(again.dense, denseScore(q.dense!, docs.row(other).dense!));
+    assert.equal(index.remove([first.id, 'no-such-id']), 1);
+    assert.equal(index.size, passages.length - 1);
+    assert.ok(!index.search(q, { k: passages.length, exhaustive: true }).some((h) => h.id === first.id));
+    // Many adds and removes trigger compaction; ids must still map to the right documents.
+    const big = HybridIndex.create({ dim: docs.dim });
+    for (let round = 0; round < 30; round++) big.add(passages.map((_, i) => round * 1000 + i), docs);
+    for (let round = 0; round < 29; round++) big.remove(passages.map((_, i) => round * 1000 + i));
+    assert.equal(big.size, passages.length);
+    const hits = big.search(q, { k: 5, exhaustive: true });
+    const ref = build(false).search(q, { k: 5, exhaustive: true });
+    assert.deepEqual(hits.map((h) => Number(h.id) - 29000), ref.map((h) => Number(String(h.id).slice(1))));
+  });
+
+  it('stores ColBERT vectors as f32, bf16 or int8 with their sizes and error bounds', () => {
+    const f32 = build('f32');
+    const bf16 = build('bf16');
+    const i8 = build('i8');
+    assert.ok(f32.colbertBytesPerDocument > 0);
+    assert.ok(Math.abs(bf16.colbertBytesPerDocument * 2 - f32.colbertBytesPerDocument) < 1e-9);
+    assert.ok(i8.colbertBytesPerDocument < f32.colbertBytesPerDocument / 2);
+    assert.equal(build(false).colbertBytesPerDocument, 0);
+    const q = qs.row(1);
+    const exact = f32.search(q, { k: passages.length, exhaustive: true });
+    const byId = new Map(exact.map((h) => [h.id, h.colbert]));
+    for (const h of bf16.search(q, { k: passages.length, exhaustive: true })) assert.ok(Math.abs(h.colbert - byId.get(h.id)!) <= 3.93e-3);
+    for (const h of i8.search(q, { k: passages.length, exhaustive: true })) assert.ok(Math.abs(h.colbert - byId.get(h.id)!) <= 0.05);
+  });
+
+  it('refuses bad input with ERR_INPUT and stays usable; an empty index returns nothing', () => {
+    const index = build();
+    const code = (fn: () => unknown, pattern: RegExp) =>
+      assert.throws(fn, (e: { code?: string; message?: string }) => e.code === 'ERR_INPUT' && pattern.test(e.message ?? ''));
+    const ids = passages.map((_, i) => `x${i}`);
+    code(() => index.add(ids.map(() => ({})) as never, docs), /ids\[0\]/);
+    code(() => index.add(ids.map((_, i) => (i === 1 ? 'x0' : `x${i}`)), docs), /twice/);
+    code(() => index.add(ids.slice(1), docs), /ids for/);
+    code(() => HybridIndex.create({ dim: 8 }).add(ids, docs), /dim 32 but the index has dim 8/);
+    code(() => HybridIndex.create({ dim: docs.dim, vocabSize: 10 }).add(ids, docs), /vocabSize 10/);
+    code(() => index.search(qs.row(0), { k: 0 }), /k/);
+    code(() => index.search(qs.row(0), { weights: [-1, 1, 1] }), /weights/);
+    code(() => index.search(qs.row(0), { weights: [0, 0, 0] }), /all zero/);
+    code(() => index.search(qs.row(0), { routes: ['bm25' as never] }), /routes/);
+    code(() => index.search({ dense: new Float32Array(3), sparse: qs.row(0).sparse }), /dim 3/);
+    code(() => HybridIndex.create({ dim: 0 }), /dim/);
+    code(() => HybridIndex.create({ dim: 4, colbert: 'f16' as never }), /colbert/);
+    assert.equal(index.size, passages.length, 'failed adds add nothing');
+    assert.equal(index.search(qs.row(0), { k: 3 }).length, 3);
+    assert.deepEqual(HybridIndex.create({ dim: docs.dim }).search(qs.row(0)), []);
+  });
+});
