@@ -44,6 +44,9 @@ export interface MaxSimOptions {
 /** A query is one text's vectors (Float32Array of rows * dim) or many texts' ({ offsets, data }). */
 export type MaxSimQuery = Float32Array | MultiVectors;
 
+/** Widest vectors accepted (BGE-M3's are 1024). */
+const MAX_DIM = 65536;
+
 const FORMAT_OF_DATA = (data: unknown): VectorFormat | undefined =>
   data instanceof Float32Array ? 'f32' : data instanceof Uint16Array ? 'bf16' : data instanceof Int8Array ? 'i8' : undefined;
 
@@ -76,7 +79,7 @@ function prepare(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptio
   }
   const carried = 'dim' in docs ? (docs as QuantizedMultiVectors).dim : undefined;
   const dim = options.dim ?? carried;
-  if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1) throw inputError('a positive integer', 'dim', dim);
+  if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1 || dim > MAX_DIM) throw inputError(`an integer in [1, ${MAX_DIM}]`, 'dim', dim);
   if (carried !== undefined && carried !== dim) {
     throw new M3Error('ERR_INPUT', `options.dim ${dim} differs from the documents' dim ${carried}`);
   }
@@ -103,6 +106,10 @@ function prepare(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptio
     queryOffsets = Uint32Array.of(0, query.length / dim);
     single = true;
   } else if (query && query.data instanceof Float32Array && query.offsets instanceof Uint32Array) {
+    const rowsQ = query.offsets[query.offsets.length - 1] ?? 0;
+    if (query.offsets.length < 1 || query.data.length !== rowsQ * dim) {
+      throw new M3Error('ERR_INPUT', `query.data has ${query.data.length} values but query.offsets end at ${rowsQ} rows of dim ${dim}`);
+    }
     queries = query.data;
     queryOffsets = query.offsets;
   } else {
@@ -142,7 +149,7 @@ export function quantize(vectors: MultiVectors, dim: number, format: 'bf16' | 'i
   if (!vectors || !(vectors.data instanceof Float32Array) || !(vectors.offsets instanceof Uint32Array)) {
     throw inputError('{ offsets: Uint32Array, data: Float32Array }', 'vectors', vectors);
   }
-  if (!Number.isInteger(dim) || dim < 1) throw inputError('a positive integer', 'dim', dim);
+  if (!Number.isInteger(dim) || dim < 1 || dim > MAX_DIM) throw inputError(`an integer in [1, ${MAX_DIM}]`, 'dim', dim);
   if (format !== 'bf16' && format !== 'i8') throw inputError("'bf16' or 'i8'", 'format', format);
   const rows = vectors.offsets[vectors.offsets.length - 1] ?? 0;
   if (vectors.data.length !== rows * dim) {

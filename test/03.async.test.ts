@@ -4,6 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { BGEM3 } from '../lib';
+import type { NativeEncoder } from '../lib/native';
 import { DEMO_MODEL, ROOT, assertClose, golden, rejectsWith } from './helpers';
 
 /** Many texts near the demo model's 64-token limit: a few hundred ms of work. */
@@ -54,14 +55,30 @@ describe('cancellation', () => {
     assertClose(again.dense!, reference.dense!, 'dense after abort', 0);
   });
 
-  it('aborting queued work rejects it while the run ahead of it completes', async () => {
-    const controller = new AbortController();
-    const first = model.encode(manyTexts(1500), { batchSize: 16 });
-    const queued = model.encode(['queued text'], { signal: controller.signal });
-    controller.abort();
-    await rejectsWith(queued, 'ERR_ABORTED');
-    const out = await first;
-    assert.equal(out.count, 1500);
+  it('aborting queued work rejects it at once, while the run ahead of it completes', async () => {
+    // Through the raw native encoder, so the two calls are queued in a known order.
+    const raw = (model as unknown as { encoder: NativeEncoder }).encoder;
+    const long = await model.tokenize(manyTexts(4000));
+    const short = await model.tokenize(['queued text']);
+    const plan = (n: number, size: number) => {
+      const order = Uint32Array.from({ length: n }, (_, i) => i);
+      const ends = Uint32Array.from({ length: Math.ceil(n / size) }, (_, b) => Math.min(n, (b + 1) * size));
+      return { order, ends };
+    };
+    const p1 = plan(4000, 4);
+    const p2 = plan(1, 1);
+    const order: string[] = [];
+    const first = raw.encode(long.ids, long.offsets, p1.order, p1.ends, 1, 9001).then((out) => {
+      order.push('first');
+      return out;
+    });
+    const queued = raw.encode(short.ids, short.offsets, p2.order, p2.ends, 1, 9002);
+    queued.catch(() => order.push('queued'));
+    assert.equal(raw.cancel(9002), true);
+    await assert.rejects(queued, (e: { code?: string }) => e.code === 'ERR_ABORTED');
+    assert.equal((await first).count, 4000);
+    assert.deepEqual(order, ['queued', 'first'], 'the aborted call rejects without waiting for the run ahead of it');
+    assert.equal(raw.cancel(9002), false, 'a settled job is gone');
   });
 });
 
@@ -121,6 +138,29 @@ describe('event loop', () => {
 });
 
 describe('worker threads', () => {
+  it('terminating a worker while native work runs (load, encode, maxSim) does not crash the process', async () => {
+    const lib = JSON.stringify(path.join(ROOT, 'dist', 'lib', 'index.js'));
+    const bodies = [
+      `m.BGEM3.load(${JSON.stringify(DEMO_MODEL)}).then(() => {});`,
+      `m.BGEM3.load(${JSON.stringify(DEMO_MODEL)}).then((model) => { model.encode(Array.from({ length: 3000 }, (_, i) => 'text number ' + i + ' with several words'), { batchSize: 3000, maxBatchTokens: 1 << 30 }); parentPort.postMessage('busy'); });`,
+      `const dim = 128, rows = 200000; m.maxSim(new Float32Array(32 * dim).fill(0.01), { offsets: Uint32Array.of(0, rows), data: new Float32Array(rows * dim).fill(0.01) }, { dim });`,
+    ];
+    for (const body of bodies) {
+      for (let round = 0; round < 3; round++) {
+        const worker = new Worker(`const { parentPort } = require('node:worker_threads'); const m = require(${lib}); ${body} parentPort.postMessage('started');`, { eval: true });
+        await new Promise<void>((resolve, reject) => {
+          worker.once('message', () => setTimeout(() => void worker.terminate(), 2 + round * 10));
+          worker.once('exit', () => resolve());
+          worker.once('error', reject);
+        });
+      }
+    }
+    // Still alive, and the addon still works on this thread.
+    const model = await BGEM3.load(DEMO_MODEL);
+    assert.equal((await model.encode(['still here'])).count, 1);
+    await model.dispose();
+  });
+
   const script = `
     const { parentPort, workerData } = require('node:worker_threads');
     const { BGEM3 } = require(workerData.lib);

@@ -14,6 +14,7 @@
 #include "binding/encoder_wrap.h"
 #include "binding/js_values.h"
 #include "binding/kernels_wrap.h"
+#include "binding/promise_worker.h"
 #include "core/core_error.h"
 #include "core/ort_env.h"
 #include "core/tensor_file.h"
@@ -73,11 +74,10 @@ Napi::Value ReadTensorFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw MakeError(env, "ERR_INPUT", "Expected a path for readTensorFile");
   m3::StateDict dict;
-  try {
+  GuardSync(env, [&] {
     dict = m3::LoadTensorFile(info[0].As<Napi::String>().Utf8Value());
-  } catch (const m3::CoreError& e) {
-    throw MakeError(env, e.code(), e.what());
-  }
+    return env.Undefined();
+  }, "readTensorFile");
   Napi::Object o = Napi::Object::New(env);
   for (auto& kv : dict) {
     Napi::Object t = Napi::Object::New(env);
@@ -112,10 +112,12 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
 
 void Cleanup(void* arg) {
   // The environment is going away (process exit or worker termination): stop every model that
-  // was not disposed, so no thread outlives it.
+  // was not disposed, then wait for all other work on the addon's threads (loads, closes,
+  // batched scoring), so no thread outlives the environment or reads its memory afterwards.
   auto* data = static_cast<AddonData*>(arg);
-  for (ModelState* state : data->live_models) state->Shutdown();
+  for (const auto& state : data->live_models) state->Shutdown();
   data->live_models.clear();
+  data->in_flight->ShutDownAndWait();
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

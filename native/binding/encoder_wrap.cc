@@ -1,5 +1,6 @@
 #include "binding/encoder_wrap.h"
 
+#include <system_error>
 #include <thread>
 
 #include "binding/addon_data.h"
@@ -34,7 +35,7 @@ m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   return s;
 }
 
-void ModelStateRegistry(Napi::Env env, ModelState* state, bool add) {
+void ModelStateRegistry(Napi::Env env, const std::shared_ptr<ModelState>& state, bool add) {
   AddonData* data = env.GetInstanceData<AddonData>();
   if (!data) return;
   if (add) data->live_models.insert(state);
@@ -43,12 +44,20 @@ void ModelStateRegistry(Napi::Env env, ModelState* state, bool add) {
 
 }  // namespace
 
+void ModelState::StopJob(std::map<double, Job>::iterator it, const char* code, const char* message) {
+  it->second.token->Cancel();
+  if (it->second.token->Claim()) {
+    it->second.pending->Settle(Outcome{nullptr, code, message});
+    tokens.erase(it);
+  }
+}
+
 void ModelState::Shutdown() {
   std::lock_guard<std::mutex> shutdown_lock(shutdown_mu);
   closed = true;
   {
     std::lock_guard<std::mutex> lock(tokens_mu);
-    for (auto& kv : tokens) kv.second->Cancel();
+    for (auto it = tokens.begin(); it != tokens.end();) StopJob(it++, "ERR_DISPOSED", "The model was disposed before this encode ran.");
   }
   if (queue) queue->Close();
   queue.reset();
@@ -68,17 +77,30 @@ EncoderWrap::EncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Enco
   }
   auto* loaded = info[0].As<Napi::External<std::shared_ptr<ModelState>>>().Data();
   state_ = *loaded;
-  ModelStateRegistry(info.Env(), state_.get(), true);
+  ModelStateRegistry(info.Env(), state_, true);
 }
 
 EncoderWrap::~EncoderWrap() {
   // Garbage-collected without dispose(): free the session off the JS thread, since a job may
-  // still be running and joining it here would block the event loop.
+  // still be running and joining it here would block the event loop. The thread counts as the
+  // environment's in-flight work, so a terminating worker waits for it.
   if (!state_) return;
-  ModelStateRegistry(Env(), state_.get(), false);
-  if (!state_->queue) return;
+  ModelStateRegistry(Env(), state_, false);
   std::shared_ptr<ModelState> state = std::move(state_);
-  std::thread([state] { state->Shutdown(); }).detach();
+  std::shared_ptr<InFlight> in_flight = InFlightOf(Env());
+  if (!in_flight->Enter()) {
+    state->Shutdown();
+    return;
+  }
+  try {
+    std::thread([state, in_flight] {
+      state->Shutdown();
+      in_flight->Leave();
+    }).detach();
+  } catch (const std::system_error&) {
+    state->Shutdown();
+    in_flight->Leave();
+  }
 }
 
 Napi::Value EncoderWrap::Load(const Napi::CallbackInfo& info) {
@@ -93,15 +115,17 @@ Napi::Value EncoderWrap::Load(const Napi::CallbackInfo& info) {
                                                        ? options.Get("concurrency").As<Napi::Number>().Int32Value()
                                                        : 1));
   return RunDetached(env, [dir, settings, workers]() -> Outcome {
-    auto state = std::make_shared<ModelState>();
-    state->encoder = m3::Encoder::Load(dir, settings);
-    state->queue = std::make_unique<m3::JobQueue>(workers);
-    return Outcome{[state](Napi::Env env) -> Napi::Value {
-      AddonData* data = env.GetInstanceData<AddonData>();
-      auto external = Napi::External<std::shared_ptr<ModelState>>::New(env, new std::shared_ptr<ModelState>(state),
-                                                                        [](Napi::Env, std::shared_ptr<ModelState>* p) { delete p; });
-      return data->encoder_constructor.New({external});
-    }, "", ""};
+    return Guard([&]() -> Outcome {
+      auto state = std::make_shared<ModelState>();
+      state->encoder = m3::Encoder::Load(dir, settings);
+      state->queue = std::make_unique<m3::JobQueue>(workers);
+      return Outcome{[state](Napi::Env env) -> Napi::Value {
+        AddonData* data = env.GetInstanceData<AddonData>();
+        auto external = Napi::External<std::shared_ptr<ModelState>>::New(
+            env, new std::shared_ptr<ModelState>(state), [](Napi::Env, std::shared_ptr<ModelState>* p) { delete p; });
+        return data->encoder_constructor.New({external});
+      }, "", ""};
+    }, "loading the model");
   });
 }
 
@@ -141,8 +165,11 @@ Napi::Value EncoderWrap::Encode(const Napi::CallbackInfo& info) {
   request->sparse = flags & kSparse;
   request->colbert = flags & kColbert;
   const double job_id = info[5].As<Napi::Number>().DoubleValue();
+  if (!(job_id >= 0) || job_id != static_cast<double>(static_cast<int64_t>(job_id)))
+    throw MakeError(env, "ERR_INPUT", "encode: jobId must be a non-negative integer");
 
   auto pending = std::make_shared<PendingPromise>(env);
+  pending->Hold(info.This());  // the model object stays alive while its encode runs
   Napi::Promise promise = pending->promise();
   std::shared_ptr<ModelState> state = state_;
   if (!state || state->closed || !state->queue) {
@@ -152,11 +179,15 @@ Napi::Value EncoderWrap::Encode(const Napi::CallbackInfo& info) {
   auto token = std::make_shared<m3::CancelToken>();
   {
     std::lock_guard<std::mutex> lock(state->tokens_mu);
-    state->tokens[job_id] = token;
+    if (!state->tokens.emplace(job_id, ModelState::Job{token, pending}).second) {
+      pending->Settle(Outcome{nullptr, "ERR_INPUT", "encode: jobId " + std::to_string(static_cast<int64_t>(job_id)) + " is already in use"});
+      return promise;
+    }
   }
   m3::Encoder* encoder = state->encoder.get();
   ModelState* raw_state = state.get();
   auto job = [raw_state, encoder, request, token, pending, job_id] {
+    if (!token->Claim()) return;  // settled already by cancel() or dispose()
     Outcome outcome = Guard([&]() -> Outcome {
       if (token->cancelled()) {
         if (raw_state->closed) throw m3::CoreError("ERR_DISPOSED", "The model was disposed before this encode ran.");
@@ -181,7 +212,7 @@ Napi::Value EncoderWrap::Encode(const Napi::CallbackInfo& info) {
         o.Set("stats", stats);
         return o;
       }, "", ""};
-    });
+    }, "encode (use a smaller batchSize or maxBatchTokens)");
     if (outcome.error_code == "ERR_ABORTED" && raw_state->closed) {
       outcome.error_code = "ERR_DISPOSED";
       outcome.error_message = "The model was disposed while this encode was running.";
@@ -202,26 +233,23 @@ Napi::Value EncoderWrap::Encode(const Napi::CallbackInfo& info) {
 
 Napi::Value EncoderWrap::Cancel(const Napi::CallbackInfo& info) {
   if (!state_ || info.Length() < 1 || !info[0].IsNumber()) return Napi::Boolean::New(info.Env(), false);
-  std::shared_ptr<m3::CancelToken> token;
-  {
-    std::lock_guard<std::mutex> lock(state_->tokens_mu);
-    auto it = state_->tokens.find(info[0].As<Napi::Number>().DoubleValue());
-    if (it != state_->tokens.end()) token = it->second;
-  }
-  if (token) token->Cancel();
-  return Napi::Boolean::New(info.Env(), token != nullptr);
+  std::lock_guard<std::mutex> lock(state_->tokens_mu);
+  auto it = state_->tokens.find(info[0].As<Napi::Number>().DoubleValue());
+  if (it == state_->tokens.end()) return Napi::Boolean::New(info.Env(), false);
+  state_->StopJob(it, "ERR_ABORTED", "encode was aborted.");
+  return Napi::Boolean::New(info.Env(), true);
 }
 
 Napi::Value EncoderWrap::Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<ModelState> state = state_;
   if (!state) return RunDetached(env, [] { return Outcome{[](Napi::Env env) { return env.Undefined(); }, "", ""}; });
-  ModelStateRegistry(env, state.get(), false);
+  ModelStateRegistry(env, state, false);
   state->closed = true;
   {
-    // Queued jobs and the run in progress stop and reject with ERR_DISPOSED.
+    // Queued jobs reject with ERR_DISPOSED at once; the run in progress stops and does too.
     std::lock_guard<std::mutex> lock(state->tokens_mu);
-    for (auto& kv : state->tokens) kv.second->Cancel();
+    for (auto it = state->tokens.begin(); it != state->tokens.end();) state->StopJob(it++, "ERR_DISPOSED", "The model was disposed before this encode ran.");
   }
   return RunDetached(env, [state] {
     state->Shutdown();

@@ -14,6 +14,7 @@
 
 #include "core/cancel_token.h"
 #include "core/encoder.h"
+#include "binding/promise_worker.h"
 #include "core/job_queue.h"
 
 namespace m3js {
@@ -26,7 +27,15 @@ struct ModelState {
   std::atomic<bool> closed{false};
   std::mutex shutdown_mu;
   std::mutex tokens_mu;
-  std::map<double, std::shared_ptr<m3::CancelToken>> tokens;  // pending jobs by JS job id
+  struct Job {
+    std::shared_ptr<m3::CancelToken> token;
+    std::shared_ptr<PendingPromise> pending;
+  };
+  std::map<double, Job> tokens;  // pending jobs by JS job id
+
+  /// Stops a job: terminates its run, or settles it at once if no worker has started it.
+  /// Call with tokens_mu held; erases the entry when it settles it.
+  void StopJob(std::map<double, Job>::iterator it, const char* code, const char* message);
 
   /// Cancels every pending job, joins the workers and frees the session. Blocks.
   void Shutdown();

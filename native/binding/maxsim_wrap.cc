@@ -22,6 +22,12 @@
 namespace m3js {
 namespace {
 
+/// Widest vectors accepted (BGE-M3's are 1024); keeps every size product and the int8 kernels'
+/// 32-bit dot products far from overflow.
+constexpr int64_t kMaxDim = 65536;
+
+Napi::Value QuantizeImpl(const Napi::CallbackInfo& info);
+
 template <typename T>
 Napi::TypedArrayOf<T> Typed(const Napi::Value& v, napi_typedarray_type type, const std::string& what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
@@ -33,6 +39,8 @@ Napi::TypedArrayOf<T> Typed(const Napi::Value& v, napi_typedarray_type type, con
 struct MaxSimCall {
   const float* queries = nullptr;
   std::vector<uint32_t> query_offsets;
+  // A copy: the kernels trust offsets, and an async call must not see JS change them.
+  std::vector<uint32_t> doc_offsets;
   m3::MultiVectorSet docs;
   int threads = 1;
   m3::IsaTier tier = m3::IsaTier::kSerial;
@@ -53,15 +61,18 @@ MaxSimCall ReadCall(const Napi::CallbackInfo& info) {
   if (!m3::ParseVectorFormat(format_name, &call.docs.format))
     throw MakeError(env, "ERR_INPUT", "docs.format must be 'f32', 'bf16' or 'i8'");
   const double dim = docs.Get("dim").IsNumber() ? docs.Get("dim").As<Napi::Number>().DoubleValue() : 0;
-  if (!(dim >= 1) || dim != static_cast<int64_t>(dim)) throw MakeError(env, "ERR_INPUT", "docs.dim must be a positive integer");
+  if (!(dim >= 1) || dim > kMaxDim || dim != static_cast<int64_t>(dim))
+    throw MakeError(env, "ERR_INPUT", "docs.dim must be an integer in [1, " + std::to_string(kMaxDim) + "]");
   call.docs.dim = static_cast<int64_t>(dim);
   auto offsets = Typed<uint32_t>(docs.Get("offsets"), napi_uint32_array, "a Uint32Array for docs.offsets");
   if (offsets.ElementLength() < 1) throw MakeError(env, "ERR_INPUT", "docs.offsets needs at least one entry");
-  call.docs.count = static_cast<int64_t>(offsets.ElementLength()) - 1;
-  call.docs.offsets = offsets.Data();
-  for (size_t i = 0; i + 1 < offsets.ElementLength(); ++i)
-    if (offsets[i + 1] < offsets[i]) throw MakeError(env, "ERR_INPUT", "docs.offsets must be non-decreasing (at " + std::to_string(i + 1) + ")");
-  const uint64_t rows = offsets[offsets.ElementLength() - 1];
+  call.doc_offsets.assign(offsets.Data(), offsets.Data() + offsets.ElementLength());
+  call.docs.count = static_cast<int64_t>(call.doc_offsets.size()) - 1;
+  call.docs.offsets = call.doc_offsets.data();
+  if (call.doc_offsets[0] != 0) throw MakeError(env, "ERR_INPUT", "docs.offsets[0] must be 0");
+  for (size_t i = 0; i + 1 < call.doc_offsets.size(); ++i)
+    if (call.doc_offsets[i + 1] < call.doc_offsets[i]) throw MakeError(env, "ERR_INPUT", "docs.offsets must be non-decreasing (at " + std::to_string(i + 1) + ")");
+  const uint64_t rows = call.doc_offsets.back();
   const uint64_t elements = rows * static_cast<uint64_t>(call.docs.dim);
   Napi::Value data = docs.Get("data");
   size_t data_length = 0;
@@ -81,6 +92,14 @@ MaxSimCall ReadCall(const Napi::CallbackInfo& info) {
     auto sums = Typed<int32_t>(docs.Get("rowSums"), napi_int32_array, "an Int32Array for docs.rowSums (format 'i8')");
     if (scales.ElementLength() != rows || sums.ElementLength() != rows)
       throw MakeError(env, "ERR_INPUT", "docs.scales and docs.rowSums need one entry per row (" + std::to_string(rows) + ")");
+    // The AVX-512 kernel relies on the row sums; sums that do not match the data would make
+    // its scores differ from the other tiers', so they are checked (quantize() makes them).
+    const int8_t* values = d.Data();
+    for (uint64_t r = 0; r < rows; ++r) {
+      int64_t sum = 0;
+      for (int64_t k = 0; k < call.docs.dim; ++k) sum += values[r * call.docs.dim + k];
+      if (sum != sums[r]) throw MakeError(env, "ERR_INPUT", "docs.rowSums[" + std::to_string(r) + "] does not match row " + std::to_string(r) + "; use quantize() output");
+    }
     call.docs.scales = scales.Data();
     call.docs.row_sums = sums.Data();
     call.arrays.push_back(scales);
@@ -94,7 +113,7 @@ MaxSimCall ReadCall(const Napi::CallbackInfo& info) {
   if (call.query_offsets.empty() || call.query_offsets[0] != 0) throw MakeError(env, "ERR_INPUT", "queryOffsets must start at 0");
   for (size_t i = 1; i < call.query_offsets.size(); ++i)
     if (call.query_offsets[i] < call.query_offsets[i - 1]) throw MakeError(env, "ERR_INPUT", "queryOffsets must be non-decreasing");
-  if (static_cast<uint64_t>(call.query_offsets.back()) * call.docs.dim != queries.ElementLength()) {
+  if (static_cast<uint64_t>(call.query_offsets.back()) * static_cast<uint64_t>(call.docs.dim) != queries.ElementLength()) {
     throw MakeError(env, "ERR_INPUT", "queries has " + std::to_string(queries.ElementLength()) + " floats but queryOffsets say " +
                                           std::to_string(call.query_offsets.back()) + " rows of " + std::to_string(call.docs.dim));
   }
@@ -104,8 +123,10 @@ MaxSimCall ReadCall(const Napi::CallbackInfo& info) {
     if (!m3::ParseIsaTier(info[4].As<Napi::String>().Utf8Value(), &call.tier)) throw MakeError(env, "ERR_INPUT", "bad isa");
     call.forced_tier = true;
   }
+  // The score matrix must fit a typed array.
+  const uint64_t cells = static_cast<uint64_t>(call.query_offsets.size() - 1) * static_cast<uint64_t>(call.docs.count);
+  if (cells > (uint64_t{1} << 32)) throw MakeError(env, "ERR_INPUT", "maxSim: " + std::to_string(cells) + " scores would not fit a Float32Array; score fewer queries or documents per call");
   call.arrays.push_back(queries);
-  call.arrays.push_back(offsets);
   call.arrays.push_back(data);
   return call;
 }
@@ -122,12 +143,10 @@ std::vector<float> Score(const MaxSimCall& call) {
 }
 
 Napi::Value MaxSimSync(const Napi::CallbackInfo& info) {
-  MaxSimCall call = ReadCall(info);
-  try {
+  return GuardSync(info.Env(), [&] {
+    MaxSimCall call = ReadCall(info);
     return ToTypedArray(info.Env(), Score(call));
-  } catch (const m3::CoreError& e) {
-    throw MakeError(info.Env(), e.code(), e.what());
-  }
+  }, "maxSimSync");
 }
 
 Napi::Value MaxSimAsync(const Napi::CallbackInfo& info) {
@@ -141,16 +160,20 @@ Napi::Value MaxSimAsync(const Napi::CallbackInfo& info) {
   auto pending = std::make_shared<PendingPromise>(info.Env());
   for (const Napi::Value& v : keep) pending->Hold(v);
   Napi::Promise promise = pending->promise();
-  std::thread([pending, work] { pending->Settle(Guard(work)); }).detach();
+  StartDetached(pending, [pending, work] { pending->Settle(Guard(work, "maxSim")); });
   return promise;
 }
 
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  return GuardSync(info.Env(), [&] { return QuantizeImpl(info); }, "quantize");
+}
+
+Napi::Value QuantizeImpl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto data = Typed<float>(info[0], napi_float32_array, "a Float32Array of vectors");
   const int64_t dim = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 0;
   const std::string format = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
-  if (dim <= 0 || data.ElementLength() % static_cast<size_t>(dim) != 0)
+  if (dim <= 0 || dim > kMaxDim || data.ElementLength() % static_cast<size_t>(dim) != 0)
     throw MakeError(env, "ERR_INPUT", "quantize: dim must be a positive integer that divides the data length");
   const int64_t rows = static_cast<int64_t>(data.ElementLength()) / dim;
   for (size_t i = 0; i < data.ElementLength(); ++i) {

@@ -99,13 +99,11 @@ Napi::Value LexicalScoresSync(const Napi::CallbackInfo& info) {
       throw MakeError(env, "ERR_INPUT", "Expected 'serial', 'avx2', 'avx512', 'avx512-gather' or 'merge' for isa");
     }
   }
-  std::vector<float> scores(static_cast<size_t>(r.docs.count));
-  try {
+  return GuardSync(env, [&] {
+    std::vector<float> scores(static_cast<size_t>(r.docs.count));
     m3::LexicalScoresWith(tier, method, r.q_ids, r.q_w, r.q_n, r.docs, r.vocab, scores.data(), r.threads);
-  } catch (const m3::CoreError& e) {
-    throw MakeError(env, e.code(), e.what());
-  }
-  return ToTypedArray(env, std::move(scores));
+    return ToTypedArray(env, std::move(scores));
+  }, "lexicalScoresSync");
 }
 
 Napi::Value LexicalScoresAsync(const Napi::CallbackInfo& info) {

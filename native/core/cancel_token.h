@@ -18,6 +18,10 @@ class CancelToken {
   }
   bool cancelled() const { return cancelled_.load(); }
 
+  /// Claims the right to finish the request: the worker about to run it, or a canceller
+  /// settling it before it runs. Exactly one caller gets true.
+  bool Claim() { return !claimed_.exchange(true); }
+
   /// Registers the run options of the batch about to run (terminating it at once if the
   /// request was already cancelled); Detach before the options are destroyed.
   void Attach(Ort::RunOptions* options) {
@@ -32,6 +36,7 @@ class CancelToken {
 
  private:
   std::atomic<bool> cancelled_{false};
+  std::atomic<bool> claimed_{false};
   std::mutex mu_;
   Ort::RunOptions* active_ = nullptr;
 };

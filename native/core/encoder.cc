@@ -37,7 +37,7 @@ void ValidateRequest(const EncodeRequest& r) {
     throw CoreError("ERR_INPUT", "encode: token offsets must start at 0 and end at the id count.");
   const size_t count = r.offsets.size() - 1;
   for (size_t i = 0; i < count; ++i) {
-    if (r.offsets[i + 1] < r.offsets[i] + 2)
+    if (r.offsets[i + 1] < r.offsets[i] || r.offsets[i + 1] - r.offsets[i] < 2)
       throw CoreError("ERR_INPUT", "encode: text " + std::to_string(i) + " has fewer than 2 tokens (<s> and </s>).");
   }
   if (r.order.size() != count) throw CoreError("ERR_INPUT", "encode: the batch order must list every text once.");

@@ -1,11 +1,20 @@
 #include "core/job_queue.h"
 
 #include <algorithm>
+#include <string>
+#include <system_error>
+
+#include "core/core_error.h"
 
 namespace m3 {
 
 JobQueue::JobQueue(int workers) {
-  for (int i = 0; i < std::max(1, workers); ++i) threads_.emplace_back([this] { Work(); });
+  try {
+    for (int i = 0; i < std::max(1, workers); ++i) threads_.emplace_back([this] { Work(); });
+  } catch (const std::system_error& e) {
+    // Fewer threads than asked still work; none does not.
+    if (threads_.empty()) throw CoreError("ERR_RUNTIME", std::string("Could not start an encode thread: ") + e.what());
+  }
 }
 
 JobQueue::~JobQueue() { Close(); }

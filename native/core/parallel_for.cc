@@ -4,6 +4,7 @@
 #include <atomic>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -32,7 +33,12 @@ void ParallelFor(int64_t count, int threads, const std::function<void(int64_t, i
   };
   std::vector<std::thread> pool;
   pool.reserve(workers - 1);
-  for (int w = 1; w < workers; ++w) pool.emplace_back(work, w);
+  try {
+    for (int w = 1; w < workers; ++w) pool.emplace_back(work, w);
+  } catch (const std::system_error&) {
+    // The system refused a thread (process or container limits): the threads that did start
+    // and this one share the work, which dynamic scheduling hands out anyway.
+  }
   work(0);
   for (auto& t : pool) t.join();
   if (error) std::rethrow_exception(error);
