@@ -8,6 +8,22 @@ import { M3Error, fromNative, inputError } from './errors';
 import { native, type NativeHybridIndex } from './native';
 import type { EncodeOutput, EncodeRow } from './outputs';
 import { BGE_M3_VOCAB_SIZE } from './lexical';
+import { loadIndex, saveIndex, type ModelIdentity } from './index_store';
+
+export type { ModelIdentity } from './index_store';
+
+/** A loaded model or its identity: what an index remembers about the model that built it. */
+export type ModelLike = ModelIdentity | { info(): { dim: number; vocabSize: number; layout: string } };
+
+function identityOf(model: ModelLike): ModelIdentity {
+  if (typeof (model as { info?: unknown }).info === 'function') {
+    const info = (model as { info(): { dim: number; vocabSize: number; layout: string } }).info();
+    return { dim: info.dim, vocabSize: info.vocabSize, layout: info.layout };
+  }
+  const m = model as ModelIdentity;
+  if (!m || !Number.isInteger(m.dim) || !Number.isInteger(m.vocabSize)) throw inputError('a BGEM3 model or { dim, vocabSize }', 'model', model);
+  return { dim: m.dim, vocabSize: m.vocabSize, layout: m.layout };
+}
 
 /** A caller's document id. */
 export type DocumentId = string | number;
@@ -20,6 +36,8 @@ export interface HybridIndexOptions {
   vocabSize?: number;
   /** Store ColBERT vectors for reranking, in this format (default: none). */
   colbert?: 'f32' | 'bf16' | 'i8' | false;
+  /** The model whose vectors the index holds; saved with it and checked by load(). */
+  model?: ModelLike;
 }
 
 /** Options of {@link HybridIndex.search}. */
@@ -75,6 +93,8 @@ export class HybridIndex {
     readonly vocabSize: number,
     /** ColBERT storage format, or false when the index keeps none. */
     readonly colbert: 'f32' | 'bf16' | 'i8' | false,
+    /** The model the vectors came from, when known. */
+    readonly model?: ModelIdentity,
   ) {}
 
   /** Creates an empty index. */
@@ -86,7 +106,51 @@ export class HybridIndex {
     if (colbert !== false && colbert !== 'f32' && colbert !== 'bf16' && colbert !== 'i8') {
       throw inputError("false, 'f32', 'bf16' or 'i8'", 'colbert', colbert);
     }
-    return new HybridIndex(new (native().HybridIndexNative)(dim, vocabSize, colbert || null), dim, vocabSize, colbert);
+    const model = options.model === undefined ? undefined : identityOf(options.model);
+    if (model && (model.dim !== dim || model.vocabSize !== vocabSize)) {
+      throw new M3Error('ERR_INPUT', `the model has dim ${model.dim} and ${model.vocabSize} token ids but the index was given dim ${dim} and vocabSize ${vocabSize}`);
+    }
+    return new HybridIndex(new (native().HybridIndexNative)(dim, vocabSize, colbert || null), dim, vocabSize, colbert, model);
+  }
+
+  /**
+   * Loads an index saved with {@link save}. Every file and checksum is verified; a truncated,
+   * corrupted or wrong-version directory fails with ERR_MODEL_FILES naming the file and the
+   * problem. With `model`, an index built with a different model fails with ERR_MODEL_LAYOUT.
+   */
+  static load(dir: string, options: { model?: ModelLike } = {}): HybridIndex {
+    if (typeof dir !== 'string' || dir.length === 0) throw inputError('an index directory', 'dir', dir);
+    const { meta, ids, state } = loadIndex(dir);
+    if (options.model !== undefined) {
+      const want = identityOf(options.model);
+      const have = meta.model ?? { dim: meta.dim, vocabSize: meta.vocabSize };
+      if (want.dim !== have.dim || want.vocabSize !== have.vocabSize || (want.layout && have.layout && want.layout !== have.layout)) {
+        throw new M3Error('ERR_MODEL_LAYOUT', `The index in '${dir}' was built with a model of dim ${have.dim}, ${have.vocabSize} token ids` +
+          `${have.layout ? ` (${have.layout})` : ''}, not the given one (dim ${want.dim}, ${want.vocabSize} token ids); rebuild the index with this model.`);
+      }
+    }
+    const index = HybridIndex.create({ dim: meta.dim, vocabSize: meta.vocabSize, colbert: meta.colbert, model: meta.model });
+    try {
+      index.index.importState(state);
+    } catch (err) {
+      const e = fromNative(err);
+      throw new M3Error('ERR_MODEL_FILES', `Index in '${dir}': ${e.message}`, { cause: err });
+    }
+    ids.forEach((id, slot) => {
+      const checked = checkId(id, `stored id ${slot}`);
+      if (index.slotOf.has(checked)) throw new M3Error('ERR_MODEL_FILES', `Index in '${dir}' lists id ${JSON.stringify(id)} twice.`);
+      index.slotOf.set(checked, slot);
+      index.idOfSlot[slot] = checked;
+    });
+    return index;
+  }
+
+  /** Writes the index to `dir` atomically: a crash at any moment leaves the old index or the new one. */
+  save(dir: string): void {
+    if (typeof dir !== 'string' || dir.length === 0) throw inputError('an index directory', 'dir', dir);
+    this.compact();
+    const ids = this.idOfSlot.slice(0, this.slotOf.size);
+    saveIndex(dir, { dim: this.dim, vocabSize: this.vocabSize, colbert: this.colbert, count: ids.length, model: this.model }, ids, this.index.exportState());
   }
 
   /** Documents in the index. */
@@ -212,6 +276,7 @@ export class HybridIndex {
   }
 
   private compact(): void {
+    if (this.removedSinceCompact === 0) return;
     const oldOfNew = this.index.compact();
     const ids: Array<DocumentId | undefined> = new Array(oldOfNew.length);
     oldOfNew.forEach((old, slot) => {

@@ -131,6 +131,22 @@ export interface NativeHybridIndex {
   stats(): { slots: number; live: number; colbertBytesPerDocument: number };
   search(dense: Float32Array, ids: Uint32Array, weights: Float32Array, colbert: Float32Array | null,
          params: NativeSearchParams): NativeSearchResult;
+  exportState(): NativeIndexState;
+  importState(state: NativeIndexState): void;
+}
+
+/** The stored arrays of a compacted index (persistence). */
+export interface NativeIndexState {
+  dense: Float32Array;
+  sparseOffsets: Uint32Array;
+  sparseIds: Uint32Array;
+  sparseWeights: Float32Array;
+  colbertOffsets: Uint32Array;
+  colbertF32: Float32Array;
+  colbertBf16: Uint16Array;
+  colbertI8: Int8Array;
+  colbertScales: Float32Array;
+  colbertSums: Int32Array;
 }
 
 export interface NativeModule {

@@ -6,15 +6,18 @@
 //   [sync] compact() -> Uint32Array (old slot of each new slot)
 //   [sync] stats() -> { slots, live, colbertBytesPerDocument }
 //   [sync] search(dense, ids, weights, colbert | null, params) -> { slots, score, dense, sparse, colbert }
+//   [sync] exportState() -> the stored arrays (compacted index) / importState(state) into an empty one
 #include <napi.h>
 
 #include <cmath>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "binding/js_values.h"
 #include "binding/kernels_wrap.h"
+#include "binding/promise_worker.h"
 #include "core/core_error.h"
 #include "index/hybrid_index.h"
 
@@ -50,7 +53,9 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
     return DefineClass(env, "HybridIndexNative",
                        {InstanceMethod<&HybridIndexWrap::Add>("add"), InstanceMethod<&HybridIndexWrap::Remove>("remove"),
                         InstanceMethod<&HybridIndexWrap::Compact>("compact"), InstanceMethod<&HybridIndexWrap::Stats>("stats"),
-                        InstanceMethod<&HybridIndexWrap::Search>("search")});
+                        InstanceMethod<&HybridIndexWrap::Search>("search"),
+                        InstanceMethod<&HybridIndexWrap::ExportState>("exportState"),
+                        InstanceMethod<&HybridIndexWrap::ImportState>("importState")});
   }
 
   explicit HybridIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HybridIndexWrap>(info) {
@@ -188,6 +193,51 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
     out.Set("sparse", ToTypedArray(env, std::move(s)));
     out.Set("colbert", ToTypedArray(env, std::move(cb)));
     return out;
+  }
+
+  Napi::Value ExportState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return GuardSync(env, [&]() -> Napi::Value {
+      m3::HybridIndex::State st = index_->Export();
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("dense", ToTypedArray(env, std::move(st.dense)));
+      o.Set("sparseOffsets", ToTypedArray(env, std::move(st.sparse_offsets)));
+      o.Set("sparseIds", ToTypedArray(env, std::move(st.sparse_ids)));
+      o.Set("sparseWeights", ToTypedArray(env, std::move(st.sparse_weights)));
+      o.Set("colbertOffsets", ToTypedArray(env, std::move(st.colbert_offsets)));
+      o.Set("colbertF32", ToTypedArray(env, std::move(st.colbert_f32)));
+      o.Set("colbertBf16", ToTypedArray(env, std::move(st.colbert_bf16)));
+      o.Set("colbertI8", ToTypedArray(env, std::move(st.colbert_i8)));
+      o.Set("colbertScales", ToTypedArray(env, std::move(st.colbert_scales)));
+      o.Set("colbertSums", ToTypedArray(env, std::move(st.colbert_sums)));
+      return o;
+    }, "exportState");
+  }
+
+  Napi::Value ImportState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw MakeError(env, "ERR_INPUT", "importState(state)");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto copy = [&](const char* key, napi_typedarray_type type, auto* out) {
+      using T = typename std::remove_pointer_t<decltype(out)>::value_type;
+      auto a = Typed<T>(o.Get(key), type, std::string("a typed array for ") + key);
+      out->assign(a.Data(), a.Data() + a.ElementLength());
+    };
+    m3::HybridIndex::State st;
+    copy("dense", napi_float32_array, &st.dense);
+    copy("sparseOffsets", napi_uint32_array, &st.sparse_offsets);
+    copy("sparseIds", napi_uint32_array, &st.sparse_ids);
+    copy("sparseWeights", napi_float32_array, &st.sparse_weights);
+    copy("colbertOffsets", napi_uint32_array, &st.colbert_offsets);
+    copy("colbertF32", napi_float32_array, &st.colbert_f32);
+    copy("colbertBf16", napi_uint16_array, &st.colbert_bf16);
+    copy("colbertI8", napi_int8_array, &st.colbert_i8);
+    copy("colbertScales", napi_float32_array, &st.colbert_scales);
+    copy("colbertSums", napi_int32_array, &st.colbert_sums);
+    return GuardSync(env, [&]() -> Napi::Value {
+      index_->Import(std::move(st));
+      return env.Undefined();
+    }, "importState");
   }
 
   std::unique_ptr<m3::HybridIndex> index_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <string>
 
 #include "core/core_error.h"
 #include "kernels/dense_dot.h"
@@ -108,6 +109,61 @@ std::vector<uint32_t> HybridIndex::Compact() {
   }
   *this = std::move(fresh);
   return old_of_new;
+}
+
+HybridIndex::State HybridIndex::Export() const {
+  if (live_count_ != slots()) throw CoreError("ERR_RUNTIME", "HybridIndex::Export needs a compacted index.");
+  return State{dense_, sparse_offsets_, sparse_ids_, sparse_weights_, colbert_offsets_, colbert_f32_,
+               colbert_bf16_, colbert_i8_, colbert_scales_, colbert_sums_};
+}
+
+void HybridIndex::Import(State st) {
+  auto fail = [](const std::string& what) { throw CoreError("ERR_MODEL_FILES", "index data is inconsistent: " + what); };
+  if (!live_.empty()) fail("import into a non-empty index");
+  const size_t n = st.sparse_offsets.empty() ? 0 : st.sparse_offsets.size() - 1;
+  if (st.sparse_offsets.empty() || st.sparse_offsets[0] != 0) fail("sparse offsets must start at 0");
+  if (st.dense.size() != n * static_cast<size_t>(config_.dim)) fail("dense vectors do not match the document count");
+  if (st.sparse_offsets[n] != st.sparse_ids.size() || st.sparse_ids.size() != st.sparse_weights.size()) fail("sparse arrays disagree");
+  for (size_t i = 0; i < n; ++i) {
+    if (st.sparse_offsets[i + 1] < st.sparse_offsets[i]) fail("sparse offsets decrease at document " + std::to_string(i));
+    for (uint32_t j = st.sparse_offsets[i]; j < st.sparse_offsets[i + 1]; ++j) {
+      if (st.sparse_ids[j] >= config_.vocab_size) fail("token id " + std::to_string(st.sparse_ids[j]) + " beyond the vocabulary");
+      if (j > st.sparse_offsets[i] && st.sparse_ids[j] <= st.sparse_ids[j - 1]) fail("sparse ids not ascending in document " + std::to_string(i));
+    }
+  }
+  if (st.colbert_offsets.size() != n + 1 || st.colbert_offsets[0] != 0) fail("ColBERT offsets do not match the document count");
+  for (size_t i = 0; i < n; ++i)
+    if (st.colbert_offsets[i + 1] < st.colbert_offsets[i]) fail("ColBERT offsets decrease at document " + std::to_string(i));
+  const uint64_t values = static_cast<uint64_t>(st.colbert_offsets[n]) * config_.dim;
+  if (!config_.colbert && values != 0) fail("ColBERT rows in an index without ColBERT");
+  if (config_.colbert) {
+    const uint64_t rows = st.colbert_offsets[n];
+    const bool ok = config_.colbert_format == VectorFormat::kF32    ? st.colbert_f32.size() == values
+                    : config_.colbert_format == VectorFormat::kBF16 ? st.colbert_bf16.size() == values
+                                                                    : st.colbert_i8.size() == values && st.colbert_scales.size() == rows && st.colbert_sums.size() == rows;
+    if (!ok) fail("ColBERT data does not match its offsets");
+    if (config_.colbert_format == VectorFormat::kI8) {
+      for (uint64_t r = 0; r < rows; ++r) {
+        int64_t sum = 0;
+        for (int64_t k = 0; k < config_.dim; ++k) sum += st.colbert_i8[r * config_.dim + k];
+        if (sum != st.colbert_sums[r]) fail("int8 row sum " + std::to_string(r) + " does not match its row");
+      }
+    }
+  }
+  dense_ = std::move(st.dense);
+  sparse_offsets_ = std::move(st.sparse_offsets);
+  sparse_ids_ = std::move(st.sparse_ids);
+  sparse_weights_ = std::move(st.sparse_weights);
+  colbert_offsets_ = std::move(st.colbert_offsets);
+  colbert_f32_ = std::move(st.colbert_f32);
+  colbert_bf16_ = std::move(st.colbert_bf16);
+  colbert_i8_ = std::move(st.colbert_i8);
+  colbert_scales_ = std::move(st.colbert_scales);
+  colbert_sums_ = std::move(st.colbert_sums);
+  live_.assign(n, 1);
+  live_count_ = static_cast<int64_t>(n);
+  for (uint32_t slot = 0; slot < n; ++slot)
+    for (uint32_t j = sparse_offsets_[slot]; j < sparse_offsets_[slot + 1]; ++j) postings_[sparse_ids_[j]].push_back({slot, sparse_weights_[j]});
 }
 
 double HybridIndex::ColbertBytesPerDocument() const {

@@ -54,6 +54,24 @@ class HybridIndex {
   /// Drops removed slots; returns the old slot of each new slot (for the caller's id map).
   std::vector<uint32_t> Compact();
 
+  /// The stored arrays of a compacted index (no removed slots), for persistence.
+  struct State {
+    std::vector<float> dense;
+    std::vector<uint32_t> sparse_offsets, sparse_ids;
+    std::vector<float> sparse_weights;
+    std::vector<uint32_t> colbert_offsets;
+    std::vector<float> colbert_f32;
+    std::vector<uint16_t> colbert_bf16;
+    std::vector<int8_t> colbert_i8;
+    std::vector<float> colbert_scales;
+    std::vector<int32_t> colbert_sums;
+  };
+  /// Requires live() == slots() (compact first).
+  State Export() const;
+  /// Replaces the contents of an empty index; checks every size, offset and id (the data comes
+  /// from a file) and throws CoreError(ERR_MODEL_FILES) describing the first inconsistency.
+  void Import(State state);
+
   /// Bytes of ColBERT storage per live document on average (0 without ColBERT).
   double ColbertBytesPerDocument() const;
 

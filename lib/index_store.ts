@@ -1,0 +1,175 @@
+/**
+ * On-disk format of a HybridIndex, written so that a crash at any moment leaves either the old
+ * index or the new one.
+ *
+ * A directory holds `MANIFEST` (JSON: format, version, the segment file's name, size and
+ * CRC-32) and one `segment-<id>.bin`. A segment is "BGEM3IDX", a u32 version, a u32 section
+ * count, then per section a 16-byte name, a u64 length, a u32 CRC-32 and 4 bytes of padding,
+ * followed by the data padded to 8 bytes. Sections: `meta` (JSON: dims, vocabulary, ColBERT
+ * format, model identity, count), `ids` (JSON array) and the index's arrays.
+ *
+ * save: write the new segment under a fresh name and fsync it; write MANIFEST.tmp, fsync, rename
+ * over MANIFEST, fsync the directory; only then delete other segments. load trusts nothing: every
+ * size and checksum is verified and each failure names the file and the problem.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as crypto from 'node:crypto';
+import * as zlib from 'node:zlib';
+import { M3Error } from './errors';
+import type { NativeIndexState } from './native';
+
+export const FORMAT = 'bge-m3-hybrid-index';
+export const VERSION = 1;
+const MAGIC = Buffer.from('BGEM3IDX', 'latin1');
+const MANIFEST = 'MANIFEST';
+
+/** What identifies the model an index was built with. */
+export interface ModelIdentity {
+  dim: number;
+  vocabSize: number;
+  layout?: string;
+}
+
+export interface IndexMeta {
+  dim: number;
+  vocabSize: number;
+  colbert: 'f32' | 'bf16' | 'i8' | false;
+  count: number;
+  model?: ModelIdentity;
+}
+
+type SectionName = keyof NativeIndexState | 'meta' | 'ids';
+const ARRAY_SECTIONS: Array<[keyof NativeIndexState, new (buffer: ArrayBuffer, offset: number, length: number) => ArrayBufferView]> = [
+  ['dense', Float32Array], ['sparseOffsets', Uint32Array], ['sparseIds', Uint32Array], ['sparseWeights', Float32Array],
+  ['colbertOffsets', Uint32Array], ['colbertF32', Float32Array], ['colbertBf16', Uint16Array], ['colbertI8', Int8Array],
+  ['colbertScales', Float32Array], ['colbertSums', Int32Array],
+];
+
+function bytesOf(view: ArrayBufferView): Buffer {
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+}
+
+function writeFileSynced(file: string, chunks: Buffer[]): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    for (const chunk of chunks) {
+      let done = 0;
+      while (done < chunk.length) done += fs.writeSync(fd, chunk, done, chunk.length - done);
+    }
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function fsyncDirectory(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Writes an index directory atomically (see the file comment). */
+export function saveIndex(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const sections: Array<[SectionName, Buffer]> = [
+    ['meta', Buffer.from(JSON.stringify(meta), 'utf8')],
+    ['ids', Buffer.from(JSON.stringify(ids), 'utf8')],
+    ...ARRAY_SECTIONS.map(([name]) => [name, bytesOf(state[name])] as [SectionName, Buffer]),
+  ];
+  const head = Buffer.alloc(16);
+  MAGIC.copy(head, 0);
+  head.writeUInt32LE(VERSION, 8);
+  head.writeUInt32LE(sections.length, 12);
+  const chunks: Buffer[] = [head];
+  for (const [name, data] of sections) {
+    const entry = Buffer.alloc(32);
+    entry.write(name, 0, 16, 'latin1');
+    entry.writeBigUInt64LE(BigInt(data.length), 16);
+    entry.writeUInt32LE(zlib.crc32(data), 24);
+    chunks.push(entry, data, Buffer.alloc((8 - (data.length % 8)) % 8));
+  }
+  const segment = `segment-${Date.now().toString(36)}-${crypto.randomBytes(4).toString('hex')}.bin`;
+  writeFileSynced(path.join(dir, segment), chunks);
+  const size = chunks.reduce((n, c) => n + c.length, 0);
+  // Empty chunks are skipped: zlib.crc32 of an empty view of a zero-length native buffer
+  // returns 0 instead of the running value.
+  const crc = chunks.reduce((c, chunk) => (chunk.length ? zlib.crc32(chunk, c) : c), 0);
+  const manifest = { format: FORMAT, version: VERSION, segment, bytes: size, crc32: crc };
+  writeFileSynced(path.join(dir, `${MANIFEST}.tmp`), [Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]);
+  fs.renameSync(path.join(dir, `${MANIFEST}.tmp`), path.join(dir, MANIFEST));
+  fsyncDirectory(dir);
+  for (const name of fs.readdirSync(dir)) {
+    if (/^segment-.*\.bin$/.test(name) && name !== segment) fs.rmSync(path.join(dir, name), { force: true });
+  }
+}
+
+function fail(file: string, problem: string): never {
+  throw new M3Error('ERR_MODEL_FILES', `Index file '${file}' ${problem}`);
+}
+
+/** Reads and verifies an index directory. */
+export function loadIndex(dir: string): { meta: IndexMeta; ids: unknown[]; state: NativeIndexState } {
+  const manifestFile = path.join(dir, MANIFEST);
+  if (!fs.existsSync(manifestFile)) {
+    throw new M3Error('ERR_MODEL_FILES', `'${dir}' is not a bge-m3 index: it has no ${MANIFEST} file (save one with index.save(dir)).`);
+  }
+  let manifest: { format?: unknown; version?: unknown; segment?: unknown; bytes?: unknown; crc32?: unknown };
+  try {
+    manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
+  } catch (err) {
+    fail(manifestFile, `is not valid JSON (${(err as Error).message}); the directory is corrupted.`);
+  }
+  if (manifest.format !== FORMAT) fail(manifestFile, `is not a bge-m3 index manifest (format ${JSON.stringify(manifest.format)}).`);
+  if (manifest.version !== VERSION) {
+    fail(manifestFile, `has format version ${String(manifest.version)}; this bge-m3 reads version ${VERSION}. Rebuild the index with this version.`);
+  }
+  if (typeof manifest.segment !== 'string' || !/^segment-[\w-]+\.bin$/.test(manifest.segment)) fail(manifestFile, 'names no valid segment file.');
+  const file = path.join(dir, manifest.segment);
+  if (!fs.existsSync(file)) fail(file, 'is missing (named by MANIFEST); the directory is incomplete.');
+  const bytes = fs.readFileSync(file);
+  if (bytes.length !== manifest.bytes) fail(file, `has ${bytes.length} bytes but MANIFEST says ${String(manifest.bytes)}: it is truncated or was changed.`);
+  if (zlib.crc32(bytes) !== manifest.crc32) fail(file, 'does not match its checksum in MANIFEST: it is corrupted.');
+  if (bytes.length < 16 || !bytes.subarray(0, 8).equals(MAGIC)) fail(file, 'does not start with the bge-m3 index magic.');
+  const version = bytes.readUInt32LE(8);
+  if (version !== VERSION) fail(file, `has format version ${version}; this bge-m3 reads version ${VERSION}.`);
+  const count = bytes.readUInt32LE(12);
+  const sections = new Map<string, Buffer>();
+  let at = 16;
+  for (let i = 0; i < count; i++) {
+    if (at + 32 > bytes.length) fail(file, `ends inside section header ${i}.`);
+    const name = bytes.toString('latin1', at, at + 16).replace(/\0+$/, '');
+    const length = Number(bytes.readBigUInt64LE(at + 16));
+    const crc = bytes.readUInt32LE(at + 24);
+    at += 32;
+    if (at + length > bytes.length) fail(file, `section '${name}' runs past the end of the file.`);
+    const data = bytes.subarray(at, at + length);
+    if (zlib.crc32(data) !== crc) fail(file, `section '${name}' does not match its checksum.`);
+    sections.set(name, data);
+    at += length + ((8 - (length % 8)) % 8);
+  }
+  const section = (name: string) => sections.get(name) ?? fail(file, `has no '${name}' section.`);
+  let meta: IndexMeta;
+  let ids: unknown[];
+  try {
+    meta = JSON.parse(section('meta').toString('utf8'));
+    ids = JSON.parse(section('ids').toString('utf8'));
+  } catch (err) {
+    fail(file, `has an unreadable meta or ids section (${(err as Error).message}).`);
+  }
+  if (!Array.isArray(ids) || ids.length !== meta.count) fail(file, `lists ${Array.isArray(ids) ? ids.length : 'no'} ids for ${meta.count} documents.`);
+  const state = {} as Record<string, ArrayBufferView>;
+  for (const [name, Type] of ARRAY_SECTIONS) {
+    const data = section(name);
+    const size = (Type as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
+    if (data.length % size !== 0) fail(file, `section '${name}' has a length that is not a whole number of elements.`);
+    // A copy, aligned for its element type.
+    const copy = new ArrayBuffer(data.length);
+    new Uint8Array(copy).set(data);
+    state[name] = new Type(copy, 0, data.length / size);
+  }
+  return { meta, ids, state: state as unknown as NativeIndexState };
+}
