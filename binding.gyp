@@ -83,6 +83,9 @@
         'NAPI_VERSION=9',
         'NAPI_CPP_EXCEPTIONS',
         'NODE_ADDON_API_DISABLE_DEPRECATED',
+        # A terminating worker cannot take a JS exception; without this node-addon-api rethrows
+        # and the process aborts.
+        'NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS',
       ],
       # node's common.gypi turns off exceptions and RTTI; the core reports errors by throwing and
       # node-addon-api maps them to JS errors (NAPI_CPP_EXCEPTIONS), and the CMake build has both.

@@ -8,7 +8,10 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { BGEM3, type LoadOptions } from './model';
 import { M3Error } from './errors';
-import { DEMO_MODEL_DIR, capabilities, runtimeInfo } from './runtime';
+import { DEMO_MODEL_DIR, PACKAGE_DATA_DIR, capabilities, runtimeInfo } from './runtime';
+import { HybridIndex, type DocumentId, type SearchHit } from './hybrid_index';
+import { EVAL_MODES, evaluate, formatMetricsTable, readEvalRows } from './evaluate';
+import { SingleBar } from 'cli-progress';
 
 const DEMO_WARNING = 'bge-m3: using the bundled demo model, whose weights are RANDOM: its vectors and scores mean ' +
   'nothing. For real embeddings download BAAI/bge-m3 (huggingface-cli download BAAI/bge-m3 --local-dir ./bge-m3) ' +
@@ -54,6 +57,46 @@ function readTexts(args: string[], file?: string): string[] {
     if (typeof row.text !== 'string') throw new M3Error('ERR_INPUT', `${file}:${i + 1}: expected an object with a "text" string`);
     return row.text;
   });
+}
+
+/** A progress bar with rate and ETA on a terminal (nothing otherwise). */
+function progressReporter(enabled: boolean, unit: string): ((done: number, total: number) => void) | undefined {
+  if (!enabled || !process.stderr.isTTY) return undefined;
+  let bar: SingleBar | undefined;
+  return (done, total) => {
+    if (!bar) {
+      bar = new SingleBar({ format: `{bar} {value}/{total} ${unit} | {rate}/s | ETA {eta}s`, stream: process.stderr, hideCursor: true });
+      bar.start(total, 0, { rate: '0' });
+    }
+    const elapsed = process.uptime();
+    bar.update(done, { rate: (done / Math.max(elapsed, 1e-3)).toFixed(1) });
+    if (done >= total) bar.stop();
+  };
+}
+
+/** A corpus JSONL: {"id"?: string | number, "text": string} per line (id defaults to the line number). */
+function readCorpus(file: string): Array<{ id: DocumentId; text: string }> {
+  const lines = fs.readFileSync(path.resolve(file), 'utf8').split(/\r?\n/);
+  return lines.flatMap((line, i) => {
+    if (!line.trim()) return [];
+    let row: { id?: unknown; text?: unknown };
+    try {
+      row = JSON.parse(line);
+    } catch (err) {
+      throw new M3Error('ERR_INPUT', `${file}:${i + 1}: not valid JSON (${(err as Error).message})`);
+    }
+    if (typeof row.text !== 'string') throw new M3Error('ERR_INPUT', `${file}:${i + 1}: expected {"id"?, "text": string}`);
+    const id = row.id ?? i + 1;
+    if (typeof id !== 'string' && !(typeof id === 'number' && Number.isSafeInteger(id))) {
+      throw new M3Error('ERR_INPUT', `${file}:${i + 1}: "id" must be a string or an integer`);
+    }
+    return [{ id: id as DocumentId, text: row.text }];
+  });
+}
+
+function formatHits(hits: SearchHit[], label: (id: DocumentId) => string): string {
+  return hits.map((h, i) => `${String(i + 1).padStart(3)}. ${h.score.toFixed(4)}  (dense ${h.dense.toFixed(4)}, sparse ${h.sparse.toFixed(4)}, ` +
+    `colbert ${h.colbert.toFixed(4)})  ${label(h.id)}`).join('\n') + '\n';
 }
 
 function addModelFlags(cmd: Command): Command {
@@ -143,6 +186,94 @@ async function main(argv: string[]): Promise<void> {
         await model.dispose();
       }
       process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    });
+
+  addModelFlags(program.command('eval')
+    .description('evaluate retrieval on {query, pos, neg} JSONL: MRR@10, nDCG@10, Recall@1/10/100 per mode')
+    .requiredOption('-d, --data <file>', 'JSONL with {"query", "pos": [...], "neg": [...]} rows')
+    .option('--json', 'print JSON instead of a table'))
+    .action(async (opts) => {
+      const model = await openModel(opts);
+      try {
+        const result = await evaluate(model, opts.data, { onProgress: progressReporter(!opts.json, 'passages') });
+        process.stdout.write(opts.json ? `${JSON.stringify(result, null, 2)}\n`
+          : `${result.queries} queries, ${result.passages} passages\n${formatMetricsTable(result)}\n`);
+      } finally {
+        await model.dispose();
+      }
+    });
+
+  const index = program.command('index').description('build hybrid indexes');
+  addModelFlags(index.command('build')
+    .description('encode a corpus (JSONL: {"id"?, "text"} per line) into a hybrid index directory')
+    .requiredOption('-i, --in <file>', 'corpus JSONL')
+    .requiredOption('-o, --out <dir>', 'index directory (written atomically)')
+    .option('--colbert <format>', "ColBERT storage: f32, bf16, i8 or none", 'f32')
+    .option('--batch <n>', 'texts per encode call', positiveInt, 256)
+    .option('--json', 'no progress bar; print a JSON summary'))
+    .action(async (opts) => {
+      const colbert = opts.colbert === 'none' ? false : opts.colbert;
+      if (![false, 'f32', 'bf16', 'i8'].includes(colbert)) throw new M3Error('ERR_INPUT', `--colbert must be f32, bf16, i8 or none, not ${opts.colbert}`);
+      const docs = readCorpus(opts.in);
+      const model = await openModel(opts);
+      try {
+        const started = performance.now();
+        const ix = HybridIndex.create({ dim: model.dim, vocabSize: model.info().vocabSize, colbert, model });
+        const progress = progressReporter(!opts.json, 'documents');
+        for (let start = 0; start < docs.length; start += opts.batch) {
+          const part = docs.slice(start, start + opts.batch);
+          ix.add(part.map((d) => d.id), await model.encode(part.map((d) => d.text), { colbert: !!colbert }));
+          progress?.(Math.min(start + opts.batch, docs.length), docs.length);
+        }
+        ix.save(opts.out);
+        const seconds = (performance.now() - started) / 1000;
+        const summary = { index: path.resolve(opts.out), documents: ix.size, seconds, documentsPerSecond: ix.size / seconds, colbert, colbertBytesPerDocument: ix.colbertBytesPerDocument };
+        process.stdout.write(opts.json ? `${JSON.stringify(summary)}\n` : `indexed ${ix.size} documents in ${seconds.toFixed(1)} s into ${summary.index}\n`);
+      } finally {
+        await model.dispose();
+      }
+    });
+
+  addModelFlags(program.command('search')
+    .description('search a hybrid index')
+    .requiredOption('-x, --index <dir>', 'index directory (bge-m3 index build)')
+    .argument('<query>', 'the query')
+    .option('-k, --k <n>', 'results', positiveInt, 10)
+    .option('-w, --weights <w>', 'dense,sparse,colbert weights', weightList, [1, 0.3, 1] as [number, number, number])
+    .option('--json', 'print JSON'))
+    .action(async (query: string, opts) => {
+      const model = await openModel(opts);
+      try {
+        const ix = HybridIndex.load(opts.index, { model });
+        const encoded = await model.encode([query], { colbert: !!ix.colbert, maxLength: Math.min(512, model.modelMaxLength) });
+        const hits = ix.search(encoded.row(0), { k: opts.k, weights: opts.weights });
+        process.stdout.write(opts.json ? `${JSON.stringify({ query, hits }, null, 2)}\n` : formatHits(hits, (id) => String(id)));
+      } finally {
+        await model.dispose();
+      }
+    });
+
+  addModelFlags(program.command('demo')
+    .description('index the bundled seed examples, run their queries, print the top results and metrics'))
+    .action(async (opts) => {
+      const file = path.join(PACKAGE_DATA_DIR, 'seed-examples.jsonl');
+      const rows = readEvalRows(file);
+      const model = await openModel(opts);
+      try {
+        const passages = [...new Set(rows.flatMap((r) => [...r.pos, ...(r.neg ?? [])]))];
+        const ix = HybridIndex.create({ dim: model.dim, vocabSize: model.info().vocabSize, colbert: 'f32', model });
+        ix.add(passages.map((_, i) => i), await model.encode(passages, { colbert: true }));
+        const queries = await model.encode(rows.map((r) => r.query), { colbert: true, maxLength: Math.min(512, model.modelMaxLength) });
+        process.stdout.write(`Indexed ${passages.length} passages from ${file}\n`);
+        rows.slice(0, 3).forEach((row, i) => {
+          process.stdout.write(`\nQuery: ${row.query}\n`);
+          process.stdout.write(formatHits(ix.search(queries.row(i), { k: 3, weights: EVAL_MODES.all }), (id) => passages[id as number]));
+        });
+        const result = await evaluate(model, rows);
+        process.stdout.write(`\n${result.queries} queries, ${result.passages} passages\n${formatMetricsTable(result)}\n`);
+      } finally {
+        await model.dispose();
+      }
     });
 
   await program.parseAsync(argv);

@@ -17,4 +17,6 @@ export { maxSim, maxSimSync, quantize } from './maxsim';
 export type { VectorFormat, QuantizedMultiVectors, MaxSimDocuments, MaxSimOptions, MaxSimQuery } from './maxsim';
 export { lexicalScores, lexicalScoresSync, BGE_M3_VOCAB_SIZE, type LexicalScoresOptions, type LexicalKernel } from './lexical';
 export { HybridIndex } from './hybrid_index';
-export type { DocumentId, HybridIndexOptions, SearchOptions, SearchHit } from './hybrid_index';
+export type { DocumentId, HybridIndexOptions, SearchOptions, SearchHit, ModelIdentity, ModelLike } from './hybrid_index';
+export { evaluate, readEvalRows, formatMetricsTable, EVAL_MODES } from './evaluate';
+export type { EvalRow, ModeMetrics, EvaluateOptions, EvaluateResult } from './evaluate';

@@ -6,6 +6,9 @@ import { native, PACKAGE_ROOT, type IsaTierName, type NativeCapabilities } from 
 /** The tiny random-weight model shipped with the package (for demos and tests only). */
 export const DEMO_MODEL_DIR = path.join(PACKAGE_ROOT, 'demo-model');
 
+/** Data shipped with the package (seed-examples.jsonl: ten {query, pos, neg} rows). */
+export const PACKAGE_DATA_DIR = path.join(PACKAGE_ROOT, 'data');
+
 /** What {@link runtimeInfo} reports. */
 export interface RuntimeInfo {
   /** Version of the loaded ONNX Runtime library. */

@@ -8,10 +8,10 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, HybridIndex, colbertScore, denseScore, lexicalScore, type EncodeOutput } from '../lib';
-import { DEMO_MODEL, FIXTURES } from './helpers';
+import { DEMO_MODEL, ROOT } from './helpers';
 
 interface Row { query: string; pos: string[]; neg: string[] }
-const rows: Row[] = fs.readFileSync(path.join(FIXTURES, 'seed-examples.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const rows: Row[] = fs.readFileSync(path.join(ROOT, 'data', 'seed-examples.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
 const passages = [...new Set(rows.flatMap((r) => [...r.pos, ...r.neg]))];
 const queries = rows.map((r) => r.query);
 

@@ -1,0 +1,134 @@
+/**
+ * Retrieval evaluation on {query, pos, neg} data (the fine-tuning format): every passage of the
+ * dataset goes into one HybridIndex, every query is searched exhaustively in each mode, and the
+ * ranks of its positives give MRR@10, nDCG@10 and Recall@1/10/100.
+ */
+import * as fs from 'node:fs';
+import { M3Error, inputError } from './errors';
+import { HybridIndex } from './hybrid_index';
+import type { BGEM3 } from './model';
+
+/** One training/evaluation row. */
+export interface EvalRow {
+  query: string;
+  pos: string[];
+  neg?: string[];
+}
+
+/** Metrics of one mode, averaged over queries. */
+export interface ModeMetrics {
+  mrr10: number;
+  ndcg10: number;
+  recall1: number;
+  recall10: number;
+  recall100: number;
+}
+
+/** The modes and their [dense, sparse, colbert] weights (the paper's combinations). */
+export const EVAL_MODES: Record<string, [number, number, number]> = {
+  dense: [1, 0, 0],
+  sparse: [0, 1, 0],
+  colbert: [0, 0, 1],
+  'dense+sparse': [1, 0.3, 0],
+  all: [1, 0.3, 1],
+};
+
+export interface EvaluateOptions {
+  /** Query and passage truncation (defaults: 512 and the model's maxLength). */
+  maxQueryLength?: number;
+  maxPassageLength?: number;
+  batchSize?: number;
+  /** Called with (done, total) passages while encoding. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface EvaluateResult {
+  queries: number;
+  passages: number;
+  modes: Record<string, ModeMetrics>;
+}
+
+/** Reads a JSONL file of {query, pos, neg} rows, with errors naming the line. */
+export function readEvalRows(file: string): EvalRow[] {
+  const text = fs.readFileSync(file, 'utf8');
+  return text.split(/\r?\n/).flatMap((line, i) => {
+    if (!line.trim()) return [];
+    let row: EvalRow;
+    try {
+      row = JSON.parse(line);
+    } catch (err) {
+      throw new M3Error('ERR_INPUT', `${file}:${i + 1}: not valid JSON (${(err as Error).message})`);
+    }
+    checkRow(row, `${file}:${i + 1}`);
+    return [row];
+  });
+}
+
+function checkRow(row: EvalRow, where: string): void {
+  if (!row || typeof row.query !== 'string' || !Array.isArray(row.pos) || row.pos.some((p) => typeof p !== 'string') ||
+      (row.neg !== undefined && (!Array.isArray(row.neg) || row.neg.some((p) => typeof p !== 'string')))) {
+    throw new M3Error('ERR_INPUT', `${where}: expected {"query": string, "pos": [string], "neg": [string]}`);
+  }
+}
+
+/** nDCG@10 with binary relevance. */
+function ndcgAt10(ranks: number[], relevant: number): number {
+  let dcg = 0;
+  for (const r of ranks) if (r < 10) dcg += 1 / Math.log2(r + 2);
+  let ideal = 0;
+  for (let i = 0; i < Math.min(relevant, 10); i++) ideal += 1 / Math.log2(i + 2);
+  return ideal > 0 ? dcg / ideal : 0;
+}
+
+/** Evaluates a model on {query, pos, neg} rows in every mode of {@link EVAL_MODES}. */
+export async function evaluate(model: BGEM3, dataset: EvalRow[] | string, options: EvaluateOptions = {}): Promise<EvaluateResult> {
+  const rows = typeof dataset === 'string' ? readEvalRows(dataset) : dataset;
+  if (!Array.isArray(rows)) throw inputError('rows or a JSONL path', 'dataset', dataset);
+  rows.forEach((row, i) => checkRow(row, `dataset[${i}]`));
+  const withPositives = rows.filter((r) => r.pos.length > 0);
+  if (withPositives.length === 0) throw new M3Error('ERR_INPUT', 'evaluate: no row has a positive passage');
+  const passages = [...new Set(rows.flatMap((r) => [...r.pos, ...(r.neg ?? [])]))];
+  const id = new Map(passages.map((p, i) => [p, i]));
+  const index = HybridIndex.create({ dim: model.dim, vocabSize: model.info().vocabSize, colbert: 'f32', model });
+  const chunk = 256;
+  for (let start = 0; start < passages.length; start += chunk) {
+    const part = passages.slice(start, start + chunk);
+    const encoded = await model.encode(part, { dense: true, sparse: true, colbert: true, maxLength: options.maxPassageLength, batchSize: options.batchSize });
+    index.add(part.map((_, i) => start + i), encoded);
+    options.onProgress?.(Math.min(start + chunk, passages.length), passages.length);
+  }
+  const queries = await model.encode(withPositives.map((r) => r.query), {
+    dense: true, sparse: true, colbert: true, maxLength: options.maxQueryLength ?? Math.min(512, model.modelMaxLength), batchSize: options.batchSize,
+  });
+  const modes: Record<string, ModeMetrics> = {};
+  const k = Math.min(100, passages.length);
+  for (const [mode, weights] of Object.entries(EVAL_MODES)) {
+    const sum: ModeMetrics = { mrr10: 0, ndcg10: 0, recall1: 0, recall10: 0, recall100: 0 };
+    withPositives.forEach((row, qi) => {
+      const hits = index.search(queries.row(qi), { k, weights, exhaustive: true });
+      const relevant = new Set(row.pos.map((p) => id.get(p)!));
+      const ranks = hits.flatMap((h, rank) => (relevant.has(h.id as number) ? [rank] : []));
+      const first = ranks.length ? ranks[0] : Infinity;
+      sum.mrr10 += first < 10 ? 1 / (first + 1) : 0;
+      sum.ndcg10 += ndcgAt10(ranks, relevant.size);
+      sum.recall1 += ranks.filter((r) => r < 1).length / relevant.size;
+      sum.recall10 += ranks.filter((r) => r < 10).length / relevant.size;
+      sum.recall100 += ranks.filter((r) => r < 100).length / relevant.size;
+    });
+    const n = withPositives.length;
+    modes[mode] = {
+      mrr10: sum.mrr10 / n, ndcg10: sum.ndcg10 / n, recall1: sum.recall1 / n, recall10: sum.recall10 / n, recall100: sum.recall100 / n,
+    };
+  }
+  return { queries: withPositives.length, passages: passages.length, modes };
+}
+
+/** The metrics as an aligned text table. */
+export function formatMetricsTable(result: EvaluateResult): string {
+  const header = ['mode', 'MRR@10', 'nDCG@10', 'R@1', 'R@10', 'R@100'];
+  const lines = Object.entries(result.modes).map(([mode, m]) =>
+    [mode, m.mrr10, m.ndcg10, m.recall1, m.recall10, m.recall100].map((v) => (typeof v === 'number' ? v.toFixed(4) : v)));
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [fmt(header), ...lines.map(fmt)].join('\n');
+}
