@@ -54,7 +54,7 @@ export interface SearchOptions {
   routes?: Array<'dense' | 'sparse'>;
   /** Score every document instead of recalling candidates (exact; the reference for recall). */
   exhaustive?: boolean;
-  /** Threads for the ColBERT rerank (default 1). */
+  /** Threads: for the ColBERT rerank of search(), across queries in searchBatch() (default 1). */
   threads?: number;
 }
 
@@ -233,11 +233,34 @@ export class HybridIndex {
     return hits;
   }
 
-  /** {@link search} for every text of an encode() result, in order. */
+  /**
+   * {@link search} for every text of an encode() result, in order, on `options.threads` threads
+   * (one query per thread at a time; each query's results are the same as search()'s).
+   */
   searchBatch(queries: EncodeOutput, options: SearchOptions = {}): SearchHit[][] {
-    if (!queries || typeof queries.row !== 'function') throw inputError('an encode() result', 'queries', queries);
+    if (!queries || typeof queries.row !== 'function' || !queries.dense || !queries.sparse) {
+      throw inputError('an encode() result with dense and sparse', 'queries', queries);
+    }
+    if (queries.dim !== this.dim) {
+      throw new M3Error('ERR_INPUT', `searchBatch: the queries have dim ${queries.dim} but the index has dim ${this.dim} (a different model?)`);
+    }
+    const params = this.params(options);
+    if (this.slotOf.size === 0) return Array.from({ length: queries.count }, () => []);
+    let raw;
+    try {
+      raw = this.index.searchBatch(queries.dense, queries.sparse.offsets, queries.sparse.ids, queries.sparse.weights,
+        queries.colbert?.offsets ?? null, queries.colbert?.data ?? null, params);
+    } catch (err) {
+      throw fromNative(err);
+    }
     const out: SearchHit[][] = [];
-    for (let i = 0; i < queries.count; i++) out.push(this.search(queries.row(i), options));
+    for (let q = 0; q < queries.count; q++) {
+      const hits: SearchHit[] = [];
+      for (let i = raw.offsets[q]; i < raw.offsets[q + 1]; i++) {
+        hits.push({ id: this.idOfSlot[raw.slots[i]]!, score: raw.score[i], dense: raw.dense[i], sparse: raw.sparse[i], colbert: raw.colbert[i] });
+      }
+      out.push(hits);
+    }
     return out;
   }
 

@@ -131,6 +131,9 @@ export interface NativeHybridIndex {
   stats(): { slots: number; live: number; colbertBytesPerDocument: number };
   search(dense: Float32Array, ids: Uint32Array, weights: Float32Array, colbert: Float32Array | null,
          params: NativeSearchParams): NativeSearchResult;
+  searchBatch(dense: Float32Array, sparseOffsets: Uint32Array, ids: Uint32Array, weights: Float32Array,
+              colbertOffsets: Uint32Array | null, colbert: Float32Array | null,
+              params: NativeSearchParams): NativeSearchResult & { offsets: Uint32Array };
   exportState(): NativeIndexState;
   importState(state: NativeIndexState): void;
 }

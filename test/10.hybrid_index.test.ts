@@ -137,3 +137,21 @@ describe('HybridIndex', () => {
     assert.deepEqual(HybridIndex.create({ dim: docs.dim }).search(qs.row(0)), []);
   });
 });
+
+describe('HybridIndex.searchBatch', () => {
+  it('equals search() query by query, on 1 and 2 threads', async () => {
+    const model = await BGEM3.load(DEMO_MODEL);
+    try {
+      const docs = await model.encode(passages, { colbert: true });
+      const qs = await model.encode(queries, { colbert: true });
+      const index = HybridIndex.create({ dim: docs.dim, colbert: 'i8' });
+      index.add(passages.map((_, i) => i), docs);
+      const one = queries.map((_, i) => index.search(qs.row(i), { k: 7 }));
+      assert.deepEqual(index.searchBatch(qs, { k: 7, threads: 1 }), one);
+      assert.deepEqual(index.searchBatch(qs, { k: 7, threads: 2 }), one);
+      assert.deepEqual(HybridIndex.create({ dim: docs.dim }).searchBatch(qs), queries.map(() => []));
+    } finally {
+      await model.dispose();
+    }
+  });
+});

@@ -6,6 +6,8 @@
 //   [sync] compact() -> Uint32Array (old slot of each new slot)
 //   [sync] stats() -> { slots, live, colbertBytesPerDocument }
 //   [sync] search(dense, ids, weights, colbert | null, params) -> { slots, score, dense, sparse, colbert }
+//   [sync] searchBatch(dense, sparseOffsets, ids, weights, colbertOffsets | null, colbert | null, params)
+//          -> { offsets, slots, score, dense, sparse, colbert } (queries on params.threads threads)
 //   [sync] exportState() -> the stored arrays (compacted index) / importState(state) into an empty one
 #include <napi.h>
 
@@ -19,6 +21,7 @@
 #include "binding/kernels_wrap.h"
 #include "binding/promise_worker.h"
 #include "core/core_error.h"
+#include "core/parallel_for.h"
 #include "index/hybrid_index.h"
 
 namespace m3js {
@@ -54,6 +57,7 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
                        {InstanceMethod<&HybridIndexWrap::Add>("add"), InstanceMethod<&HybridIndexWrap::Remove>("remove"),
                         InstanceMethod<&HybridIndexWrap::Compact>("compact"), InstanceMethod<&HybridIndexWrap::Stats>("stats"),
                         InstanceMethod<&HybridIndexWrap::Search>("search"),
+                        InstanceMethod<&HybridIndexWrap::SearchBatch>("searchBatch"),
                         InstanceMethod<&HybridIndexWrap::ExportState>("exportState"),
                         InstanceMethod<&HybridIndexWrap::ImportState>("importState")});
   }
@@ -157,7 +161,78 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
       colbert = cv.Data();
       rows = static_cast<int64_t>(cv.ElementLength()) / c.dim;
     }
-    Napi::Object p = info[4].As<Napi::Object>();
+    const m3::SearchParams params = ReadParams(info[4]);
+    std::vector<m3::SearchHit> hits;
+    try {
+      hits = index_->Search(dense.Data(), ids.Data(), weights.Data(), static_cast<int64_t>(ids.ElementLength()), colbert, rows, params);
+    } catch (const m3::CoreError& e) {
+      throw MakeError(env, e.code(), e.what());
+    }
+    return HitsToJs(env, hits, nullptr);
+  }
+
+  /// Many queries on `threads` threads (one query per thread at a time):
+  /// searchBatch(dense [q x dim], sparseOffsets [q+1], ids, weights, colbertOffsets | null, colbert | null, params)
+  /// -> { offsets [q+1], slots, score, dense, sparse, colbert }.
+  Napi::Value SearchBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const m3::IndexConfig& c = index_->config();
+    auto dense = Typed<float>(info[0], napi_float32_array, "a Float32Array of query vectors");
+    auto offsets = Typed<uint32_t>(info[1], napi_uint32_array, "a Uint32Array of sparse offsets");
+    auto ids = Typed<uint32_t>(info[2], napi_uint32_array, "a Uint32Array of query ids");
+    auto weights = Typed<float>(info[3], napi_float32_array, "a Float32Array of query weights");
+    const size_t n = offsets.ElementLength() == 0 ? 0 : offsets.ElementLength() - 1;
+    if (dense.ElementLength() != n * static_cast<size_t>(c.dim)) throw MakeError(env, "ERR_INPUT", "query vectors do not match the query count and dim");
+    if (ids.ElementLength() != weights.ElementLength() || (n > 0 && (offsets[0] != 0 || offsets[n] != ids.ElementLength())))
+      throw MakeError(env, "ERR_INPUT", "query sparse offsets, ids and weights do not agree");
+    CheckFinite(env, dense.Data(), dense.ElementLength(), "query dense vectors");
+    for (size_t i = 0; i < n; ++i) {
+      if (offsets[i + 1] < offsets[i]) throw MakeError(env, "ERR_INPUT", "query sparse offsets must be non-decreasing");
+      CheckSparseRow(env, ids.Data() + offsets[i], weights.Data() + offsets[i], offsets[i + 1] - offsets[i], c.vocab_size,
+                     "query " + std::to_string(i) + " sparse row");
+    }
+    const uint32_t* colbert_offsets = nullptr;
+    const float* colbert = nullptr;
+    if (info[4].IsTypedArray() && info[5].IsTypedArray()) {
+      auto co = Typed<uint32_t>(info[4], napi_uint32_array, "a Uint32Array of query ColBERT offsets");
+      auto cv = Typed<float>(info[5], napi_float32_array, "a Float32Array of query ColBERT vectors");
+      if (co.ElementLength() != n + 1 || (n > 0 && co[0] != 0) || static_cast<uint64_t>(co[n]) * c.dim != cv.ElementLength())
+        throw MakeError(env, "ERR_INPUT", "query ColBERT offsets and vectors do not agree");
+      for (size_t i = 0; i < n; ++i)
+        if (co[i + 1] < co[i]) throw MakeError(env, "ERR_INPUT", "query ColBERT offsets must be non-decreasing");
+      CheckFinite(env, cv.Data(), cv.ElementLength(), "query ColBERT vectors");
+      colbert_offsets = co.Data();
+      colbert = cv.Data();
+    }
+    m3::SearchParams params = ReadParams(info[6]);
+    const int threads = std::max(1, params.threads);
+    params.threads = 1;
+    std::vector<std::vector<m3::SearchHit>> results(n);
+    // Raw pointers: the worker threads must not touch N-API objects.
+    const float* dp = dense.Data();
+    const uint32_t* off = offsets.Data();
+    const uint32_t* idp = ids.Data();
+    const float* wp = weights.Data();
+    GuardSync(env, [&]() -> Napi::Value {
+      m3::ParallelFor(static_cast<int64_t>(n), threads, [&](int64_t q, int) {
+        const float* qc = colbert ? colbert + static_cast<size_t>(colbert_offsets[q]) * c.dim : nullptr;
+        const int64_t rows = colbert ? colbert_offsets[q + 1] - colbert_offsets[q] : 0;
+        results[q] = index_->Search(dp + q * c.dim, idp + off[q], wp + off[q], off[q + 1] - off[q], qc, rows, params);
+      });
+      return env.Undefined();
+    }, "searchBatch");
+    std::vector<uint32_t> result_offsets{0};
+    std::vector<m3::SearchHit> all;
+    for (auto& r : results) {
+      all.insert(all.end(), r.begin(), r.end());
+      result_offsets.push_back(static_cast<uint32_t>(all.size()));
+    }
+    return HitsToJs(env, all, &result_offsets);
+  }
+
+  static m3::SearchParams ReadParams(const Napi::Value& value) {
+    if (!value.IsObject()) throw MakeError(value.Env(), "ERR_INPUT", "search params must be an object");
+    Napi::Object p = value.As<Napi::Object>();
     auto num = [&](const char* key, double fallback) { return p.Get(key).IsNumber() ? p.Get(key).As<Napi::Number>().DoubleValue() : fallback; };
     auto flag = [&](const char* key, bool fallback) { return p.Get(key).IsBoolean() ? p.Get(key).As<Napi::Boolean>().Value() : fallback; };
     m3::SearchParams params;
@@ -171,12 +246,10 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
     params.sparse_route = flag("sparseRoute", true);
     params.exhaustive = flag("exhaustive", false);
     params.threads = static_cast<int>(num("threads", 1));
-    std::vector<m3::SearchHit> hits;
-    try {
-      hits = index_->Search(dense.Data(), ids.Data(), weights.Data(), static_cast<int64_t>(ids.ElementLength()), colbert, rows, params);
-    } catch (const m3::CoreError& e) {
-      throw MakeError(env, e.code(), e.what());
-    }
+    return params;
+  }
+
+  static Napi::Object HitsToJs(Napi::Env env, const std::vector<m3::SearchHit>& hits, std::vector<uint32_t>* offsets) {
     std::vector<uint32_t> slots(hits.size());
     std::vector<double> score(hits.size()), d(hits.size()), s(hits.size()), cb(hits.size());
     for (size_t i = 0; i < hits.size(); ++i) {
@@ -187,6 +260,7 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
       cb[i] = hits[i].colbert;
     }
     Napi::Object out = Napi::Object::New(env);
+    if (offsets) out.Set("offsets", ToTypedArray(env, std::move(*offsets)));
     out.Set("slots", ToTypedArray(env, std::move(slots)));
     out.Set("score", ToTypedArray(env, std::move(score)));
     out.Set("dense", ToTypedArray(env, std::move(d)));
