@@ -38,6 +38,24 @@ export interface HybridIndexOptions {
   colbert?: 'f32' | 'bf16' | 'i8' | false;
   /** The model whose vectors the index holds; saved with it and checked by load(). */
   model?: ModelLike;
+  /**
+   * The dense route: 'exact' inner products over every document (default), or 'hnsw', an
+   * approximate graph index (the npm package usearch) for large corpora: faster, with a recall
+   * below 1 that the index benchmark reports. The graph is rebuilt from the vectors on load.
+   */
+  dense?: 'exact' | 'hnsw';
+}
+
+interface UsearchIndex {
+  add(keys: BigUint64Array, vectors: Float32Array): void;
+  remove(keys: BigUint64Array): unknown;
+  search(vectors: Float32Array, k: number): { keys: BigUint64Array };
+  size(): number;
+}
+
+function createHnsw(dim: number): UsearchIndex {
+  const { Index } = require('usearch') as { Index: new (options: Record<string, unknown>) => UsearchIndex };
+  return new Index({ dimensions: dim, metric: 'ip', connectivity: 16, expansion_add: 128, expansion_search: 128 });
 }
 
 /** Options of {@link HybridIndex.search}. */
@@ -95,6 +113,8 @@ export class HybridIndex {
     readonly colbert: 'f32' | 'bf16' | 'i8' | false,
     /** The model the vectors came from, when known. */
     readonly model?: ModelIdentity,
+    /** The approximate dense route, when the index was created with dense: 'hnsw'. */
+    private hnsw?: UsearchIndex,
   ) {}
 
   /** Creates an empty index. */
@@ -110,7 +130,15 @@ export class HybridIndex {
     if (model && (model.dim !== dim || model.vocabSize !== vocabSize)) {
       throw new M3Error('ERR_INPUT', `the model has dim ${model.dim} and ${model.vocabSize} token ids but the index was given dim ${dim} and vocabSize ${vocabSize}`);
     }
-    return new HybridIndex(new (native().HybridIndexNative)(dim, vocabSize, colbert || null), dim, vocabSize, colbert, model);
+    const dense = options.dense ?? 'exact';
+    if (dense !== 'exact' && dense !== 'hnsw') throw inputError("'exact' or 'hnsw'", 'dense', dense);
+    return new HybridIndex(new (native().HybridIndexNative)(dim, vocabSize, colbert || null), dim, vocabSize, colbert, model,
+      dense === 'hnsw' ? createHnsw(dim) : undefined);
+  }
+
+  /** 'exact' or 'hnsw': how the dense route finds candidates. */
+  get denseRoute(): 'exact' | 'hnsw' {
+    return this.hnsw ? 'hnsw' : 'exact';
   }
 
   /**
@@ -118,7 +146,7 @@ export class HybridIndex {
    * corrupted or wrong-version directory fails with ERR_MODEL_FILES naming the file and the
    * problem. With `model`, an index built with a different model fails with ERR_MODEL_LAYOUT.
    */
-  static load(dir: string, options: { model?: ModelLike } = {}): HybridIndex {
+  static load(dir: string, options: { model?: ModelLike; dense?: 'exact' | 'hnsw' } = {}): HybridIndex {
     if (typeof dir !== 'string' || dir.length === 0) throw inputError('an index directory', 'dir', dir);
     const { meta, ids, state } = loadIndex(dir);
     if (options.model !== undefined) {
@@ -129,9 +157,10 @@ export class HybridIndex {
           `${have.layout ? ` (${have.layout})` : ''}, not the given one (dim ${want.dim}, ${want.vocabSize} token ids); rebuild the index with this model.`);
       }
     }
-    const index = HybridIndex.create({ dim: meta.dim, vocabSize: meta.vocabSize, colbert: meta.colbert, model: meta.model });
+    const index = HybridIndex.create({ dim: meta.dim, vocabSize: meta.vocabSize, colbert: meta.colbert, model: meta.model, dense: options.dense });
     try {
       index.index.importState(state);
+      index.hnsw?.add(BigUint64Array.from({ length: meta.count }, (_, i) => BigInt(i)), state.dense);
     } catch (err) {
       const e = fromNative(err);
       throw new M3Error('ERR_MODEL_FILES', `Index in '${dir}': ${e.message}`, { cause: err });
@@ -196,6 +225,7 @@ export class HybridIndex {
       this.slotOf.set(id, slots[i]);
       this.idOfSlot[slots[i]] = id;
     });
+    this.hnsw?.add(BigUint64Array.from(slots, (s) => BigInt(s)), encoded.dense);
     this.removeSlots(replaced);
   }
 
@@ -222,7 +252,9 @@ export class HybridIndex {
     if (this.slotOf.size === 0) return [];
     let raw;
     try {
-      raw = this.index.search(query.dense, query.sparse.ids, query.sparse.weights, query.colbert ?? null, params);
+      const denseSlots = this.hnsw && params.denseRoute && !params.exhaustive
+        ? Uint32Array.from(this.hnsw.search(query.dense, Math.min(params.denseCandidates, this.hnsw.size())).keys, Number) : undefined;
+      raw = this.index.search(query.dense, query.sparse.ids, query.sparse.weights, query.colbert ?? null, { ...params, denseSlots });
     } catch (err) {
       throw fromNative(err);
     }
@@ -246,6 +278,7 @@ export class HybridIndex {
     }
     const params = this.params(options);
     if (this.slotOf.size === 0) return Array.from({ length: queries.count }, () => []);
+    if (this.hnsw) return Array.from({ length: queries.count }, (_, i) => this.search(queries.row(i), options));
     let raw;
     try {
       raw = this.index.searchBatch(queries.dense, queries.sparse.offsets, queries.sparse.ids, queries.sparse.weights,
@@ -292,6 +325,7 @@ export class HybridIndex {
   private removeSlots(slots: readonly number[]): void {
     if (slots.length === 0) return;
     this.index.remove(Uint32Array.from(slots));
+    this.hnsw?.remove(BigUint64Array.from(slots, (s) => BigInt(s)));
     for (const s of slots) this.idOfSlot[s] = undefined;
     this.removedSinceCompact += slots.length;
     // Reclaim storage once removed slots outnumber live ones.
@@ -309,5 +343,10 @@ export class HybridIndex {
     });
     this.idOfSlot = ids;
     this.removedSinceCompact = 0;
+    if (this.hnsw) {
+      // Slots were renumbered: rebuild the graph from the stored vectors.
+      this.hnsw = createHnsw(this.dim);
+      this.hnsw.add(BigUint64Array.from(oldOfNew, (_, s) => BigInt(s)), this.index.exportState().dense);
+    }
   }
 }

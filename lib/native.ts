@@ -121,6 +121,8 @@ export interface NativeSearchParams {
   sparseRoute: boolean;
   exhaustive: boolean;
   threads: number;
+  /** Dense-route candidates from an approximate index (instead of the exact scan). */
+  denseSlots?: Uint32Array;
 }
 
 export interface NativeHybridIndex {

@@ -155,3 +155,32 @@ describe('HybridIndex.searchBatch', () => {
     }
   });
 });
+
+describe('HybridIndex dense: hnsw (usearch)', () => {
+  it('recalls the exact route\'s top 10 on a 3,000-document corpus, and forgets removed documents across compaction', async () => {
+    const { syntheticEncoded } = await import('./index_synthetic');
+    const docs = syntheticEncoded(5, 3000);
+    const queries = syntheticEncoded(6, 40);
+    const exact = HybridIndex.create({ dim: docs.dim, vocabSize: 1000 });
+    const hnsw = HybridIndex.create({ dim: docs.dim, vocabSize: 1000, dense: 'hnsw' });
+    assert.equal(hnsw.denseRoute, 'hnsw');
+    const ids = Array.from({ length: docs.count }, (_, i) => i);
+    exact.add(ids, docs);
+    hnsw.add(ids, docs);
+    let found = 0;
+    for (let q = 0; q < queries.count; q++) {
+      const options = { k: 10, routes: ['dense'] as Array<'dense'>, weights: [1, 0, 0] as [number, number, number], denseCandidates: 50 };
+      const want = exact.search(queries.row(q), options).map((h) => h.id);
+      const got = hnsw.search(queries.row(q), options).map((h) => h.id);
+      found += got.filter((id) => want.includes(id)).length;
+    }
+    assert.ok(found / (10 * queries.count) >= 0.9, `recall@10 of the hnsw route ${found / (10 * queries.count)}`);
+    // Removing most documents compacts the index and rebuilds the graph from the kept vectors.
+    hnsw.remove(ids.slice(0, 2000));
+    exact.remove(ids.slice(0, 2000));
+    const options = { k: 10, routes: ['dense'] as Array<'dense'>, weights: [1, 0, 0] as [number, number, number], denseCandidates: 1000 };
+    const left = hnsw.search(queries.row(0), options);
+    assert.ok(left.every((h) => (h.id as number) >= 2000));
+    assert.deepEqual(left.map((h) => h.id), exact.search(queries.row(0), options).map((h) => h.id));
+  });
+});

@@ -161,7 +161,13 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
       colbert = cv.Data();
       rows = static_cast<int64_t>(cv.ElementLength()) / c.dim;
     }
-    const m3::SearchParams params = ReadParams(info[4]);
+    m3::SearchParams params = ReadParams(info[4]);
+    Napi::Value given = info[4].As<Napi::Object>().Get("denseSlots");
+    if (given.IsTypedArray()) {
+      auto slots = Typed<uint32_t>(given, napi_uint32_array, "a Uint32Array for denseSlots");
+      params.dense_slots = slots.Data();  // read synchronously below; is_live() bounds-checks each
+      params.dense_slot_count = static_cast<int64_t>(slots.ElementLength());
+    }
     std::vector<m3::SearchHit> hits;
     try {
       hits = index_->Search(dense.Data(), ids.Data(), weights.Data(), static_cast<int64_t>(ids.ElementLength()), colbert, rows, params);

@@ -225,7 +225,12 @@ std::vector<SearchHit> HybridIndex::Search(const float* q_dense, const uint32_t*
     for (uint32_t slot = 0; slot < live_.size(); ++slot)
       if (live_[slot]) candidates.push_back(slot);
   } else {
-    if (params.dense_route) candidates = DenseCandidates(q_dense, params.dense_candidates);
+    if (params.dense_route && params.dense_slots) {
+      for (int64_t i = 0; i < params.dense_slot_count; ++i)
+        if (is_live(params.dense_slots[i])) candidates.push_back(params.dense_slots[i]);
+    } else if (params.dense_route) {
+      candidates = DenseCandidates(q_dense, params.dense_candidates);
+    }
     if (params.sparse_route) {
       const auto sparse = SparseCandidates(q_ids, q_weights, q_nnz, params.sparse_candidates);
       candidates.insert(candidates.end(), sparse.begin(), sparse.end());

@@ -24,6 +24,9 @@ struct SearchParams {
   int64_t dense_candidates = 200, sparse_candidates = 200;
   bool dense_route = true, sparse_route = true;
   bool exhaustive = false;  // score every document (the reference for the routes' recall)
+  // Dense-route candidates found elsewhere (an approximate index); used instead of the exact scan.
+  const uint32_t* dense_slots = nullptr;
+  int64_t dense_slot_count = 0;
   int threads = 1;
 };
 
