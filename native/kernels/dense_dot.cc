@@ -5,6 +5,7 @@
 // GCC 12 reports its own _mm512_undefined_ps() inside the masked-load intrinsics as maybe
 // uninitialized; the warning is about the header, not this code.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace m3 {
 namespace {
