@@ -40,6 +40,9 @@ note "build ok in $(( $(date +%s) - build_start )) s"
 
 B=$WORK/build
 out=$("$B/weight_readers_test" 2>&1 | tail -1); note "weight readers: $out"
+out=$("$B/maxsim_test" 2>&1 | tail -1); note "maxsim tiers: $out"
+grep -m1 -o 'model name.*' /proc/cpuinfo | head -1
+grep -m1 -o -w -E 'avx512_bf16|avx512_vnni|avx512_vp2intersect|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
 for dir in demo-model test/fixtures/tiny-m3-safetensors test/fixtures/tiny-m3-baked; do
   out=$("$B/encoder_golden_test" "$dir" test/fixtures/golden.json --device cpu 2>&1 | tail -1); note "cpu $dir: $out"
 done
@@ -47,7 +50,9 @@ out=$("$B/encoder_golden_test" demo-model test/fixtures/golden.json --device cud
 note "cuda demo-model: $out"
 
 echo "== encoder throughput (generated 6-layer, hidden-384 model)"
-if python3 scripts/gen_fixtures.py --preset bench --out "$WORK/bench-model" --skip-tokenizer-check >"$WORK/gen.log" 2>&1; then
+if [ "${QUICK:-0}" = 1 ]; then
+  note "throughput skipped (QUICK=1)"
+elif python3 scripts/gen_fixtures.py --preset bench --out "$WORK/bench-model" --skip-tokenizer-check >"$WORK/gen.log" 2>&1; then
   vocab=$(python3 -c "import json;print(json.load(open('$WORK/bench-model/config.json'))['vocab_size'])")
   for threads in 1 8 16; do
     out=$("$B/encoder_golden_test" "$WORK/bench-model" --bench --vocab "$vocab" --threads "$threads" --texts 256 --length 256 2>&1 | tail -1)
