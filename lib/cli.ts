@@ -77,6 +77,7 @@ function progressReporter(enabled: boolean, unit: string): ((done: number, total
 /** A corpus JSONL: {"id"?: string | number, "text": string} per line (id defaults to the line number). */
 function readCorpus(file: string): Array<{ id: DocumentId; text: string }> {
   const lines = fs.readFileSync(path.resolve(file), 'utf8').split(/\r?\n/);
+  const lineOf = new Map<DocumentId, number>();
   return lines.flatMap((line, i) => {
     if (!line.trim()) return [];
     let row: { id?: unknown; text?: unknown };
@@ -90,6 +91,9 @@ function readCorpus(file: string): Array<{ id: DocumentId; text: string }> {
     if (typeof id !== 'string' && !(typeof id === 'number' && Number.isSafeInteger(id))) {
       throw new M3Error('ERR_INPUT', `${file}:${i + 1}: "id" must be a string or an integer`);
     }
+    const first = lineOf.get(id as DocumentId);
+    if (first !== undefined) throw new M3Error('ERR_INPUT', `${file}:${i + 1}: id ${JSON.stringify(id)} is already used on line ${first}`);
+    lineOf.set(id as DocumentId, i + 1);
     return [{ id: id as DocumentId, text: row.text }];
   });
 }

@@ -101,13 +101,16 @@ export async function evaluate(model: BGEM3, dataset: EvalRow[] | string, option
     dense: true, sparse: true, colbert: true, maxLength: options.maxQueryLength ?? Math.min(512, model.modelMaxLength), batchSize: options.batchSize,
   });
   const modes: Record<string, ModeMetrics> = {};
-  const k = Math.min(100, passages.length);
   for (const [mode, weights] of Object.entries(EVAL_MODES)) {
     const sum: ModeMetrics = { mrr10: 0, ndcg10: 0, recall1: 0, recall10: 0, recall100: 0 };
     withPositives.forEach((row, qi) => {
-      const hits = index.search(queries.row(qi), { k, weights, exhaustive: true });
+      const hits = index.search(queries.row(qi), { k: passages.length, weights, exhaustive: true });
       const relevant = new Set(row.pos.map((p) => id.get(p)!));
-      const ranks = hits.flatMap((h, rank) => (relevant.has(h.id as number) ? [rank] : []));
+      // Pessimistic ranks: a positive ranks behind every other passage with an equal or higher
+      // score, so ties (common in sparse mode, where most passages score 0) never flatter it.
+      const ranks = hits.filter((h) => relevant.has(h.id as number))
+        .map((p) => hits.filter((h) => h.id !== p.id && h.score >= p.score).length)
+        .sort((a, b) => a - b);
       const first = ranks.length ? ranks[0] : Infinity;
       sum.mrr10 += first < 10 ? 1 / (first + 1) : 0;
       sum.ndcg10 += ndcgAt10(ranks, relevant.size);

@@ -92,6 +92,9 @@ function checkCount(value: unknown, what: string, min: number): number {
   return value;
 }
 
+/** Largest vocabulary an index accepts (the inverted index keeps a list per token id). */
+const MAX_VOCAB = 1 << 24;
+
 function checkId(id: unknown, where: string): DocumentId {
   if (typeof id === 'string' || (typeof id === 'number' && Number.isSafeInteger(id))) return id;
   throw inputError('a string or a safe integer', where, id);
@@ -122,6 +125,8 @@ export class HybridIndex {
     if (!options || typeof options !== 'object') throw inputError('{ dim, vocabSize?, colbert? }', 'options', options);
     const dim = checkCount(options.dim, 'dim', 1);
     const vocabSize = checkCount(options.vocabSize ?? BGE_M3_VOCAB_SIZE, 'vocabSize', 1);
+    if (vocabSize > MAX_VOCAB) throw inputError(`an integer in [1, ${MAX_VOCAB}]`, 'vocabSize', vocabSize);
+    if (dim > 65536) throw inputError('an integer in [1, 65536]', 'dim', dim);
     const colbert = options.colbert ?? false;
     if (colbert !== false && colbert !== 'f32' && colbert !== 'bf16' && colbert !== 'i8') {
       throw inputError("false, 'f32', 'bf16' or 'i8'", 'colbert', colbert);
@@ -157,7 +162,15 @@ export class HybridIndex {
           `${have.layout ? ` (${have.layout})` : ''}, not the given one (dim ${want.dim}, ${want.vocabSize} token ids); rebuild the index with this model.`);
       }
     }
-    const index = HybridIndex.create({ dim: meta.dim, vocabSize: meta.vocabSize, colbert: meta.colbert, model: meta.model, dense: options.dense });
+    if (state.sparseOffsets.length !== ids.length + 1) {
+      throw new M3Error('ERR_MODEL_FILES', `Index in '${dir}' lists ${ids.length} ids for ${state.sparseOffsets.length - 1} documents.`);
+    }
+    let index: HybridIndex;
+    try {
+      index = HybridIndex.create({ dim: meta.dim, vocabSize: meta.vocabSize, colbert: meta.colbert, model: meta.model, dense: options.dense });
+    } catch (err) {
+      throw new M3Error('ERR_MODEL_FILES', `Index in '${dir}' has invalid settings: ${(err as Error).message}`, { cause: err });
+    }
     try {
       index.index.importState(state);
       index.hnsw?.add(BigUint64Array.from({ length: meta.count }, (_, i) => BigInt(i)), state.dense);
@@ -205,6 +218,10 @@ export class HybridIndex {
     }
     if (!encoded.dense || !encoded.sparse) throw new M3Error('ERR_INPUT', 'add: encode with { dense: true, sparse: true }');
     if (this.colbert && !encoded.colbert) throw new M3Error('ERR_INPUT', 'add: this index stores ColBERT vectors; encode with { colbert: true }');
+    if (encoded.dense.length !== ids.length * this.dim || encoded.sparse.offsets.length !== ids.length + 1 ||
+        (this.colbert && encoded.colbert!.offsets.length !== ids.length + 1)) {
+      throw new M3Error('ERR_INPUT', `add: the encoded arrays do not hold ${ids.length} texts of dim ${this.dim} (count says ${encoded.count})`);
+    }
     const seen = new Set<DocumentId>();
     ids.forEach((id, i) => {
       checkId(id, `ids[${i}]`);
@@ -249,6 +266,9 @@ export class HybridIndex {
       throw new M3Error('ERR_INPUT', `search: the query has dim ${query.dense.length} but the index has dim ${this.dim} (a different model?)`);
     }
     const params = this.params(options);
+    if (this.colbert && params.wColbert > 0 && !(query.colbert instanceof Float32Array)) {
+      throw new M3Error('ERR_INPUT', 'search: this index reranks with ColBERT; encode the query with { colbert: true }, or pass weights with a ColBERT weight of 0');
+    }
     if (this.slotOf.size === 0) return [];
     let raw;
     try {
@@ -277,6 +297,9 @@ export class HybridIndex {
       throw new M3Error('ERR_INPUT', `searchBatch: the queries have dim ${queries.dim} but the index has dim ${this.dim} (a different model?)`);
     }
     const params = this.params(options);
+    if (this.colbert && params.wColbert > 0 && !queries.colbert) {
+      throw new M3Error('ERR_INPUT', 'searchBatch: this index reranks with ColBERT; encode the queries with { colbert: true }, or pass weights with a ColBERT weight of 0');
+    }
     if (this.slotOf.size === 0) return Array.from({ length: queries.count }, () => []);
     if (this.hnsw) return Array.from({ length: queries.count }, (_, i) => this.search(queries.row(i), options));
     let raw;
@@ -313,11 +336,12 @@ export class HybridIndex {
     }
     return {
       k, wDense: weights[0], wSparse: weights[1], wColbert: weights[2],
-      denseCandidates: checkCount(options.denseCandidates ?? 200, 'denseCandidates', 1),
-      sparseCandidates: checkCount(options.sparseCandidates ?? 200, 'sparseCandidates', 1),
+      // Each route recalls at least k candidates, so k results come back whenever they exist.
+      denseCandidates: Math.max(k, checkCount(options.denseCandidates ?? 200, 'denseCandidates', 1)),
+      sparseCandidates: Math.max(k, checkCount(options.sparseCandidates ?? 200, 'sparseCandidates', 1)),
       denseRoute: routes.includes('dense'), sparseRoute: routes.includes('sparse'),
       exhaustive: options.exhaustive === undefined ? false : !!options.exhaustive,
-      threads: checkCount(options.threads ?? 1, 'threads', 1),
+      threads: Math.min(checkCount(options.threads ?? 1, 'threads', 1), 1024),
     };
   }
 

@@ -8,9 +8,11 @@
  * followed by the data padded to 8 bytes. Sections: `meta` (JSON: dims, vocabulary, ColBERT
  * format, model identity, count), `ids` (JSON array) and the index's arrays.
  *
- * save: write the new segment under a fresh name and fsync it; write MANIFEST.tmp, fsync, rename
- * over MANIFEST, fsync the directory; only then delete other segments. load trusts nothing: every
- * size and checksum is verified and each failure names the file and the problem.
+ * save (holding the directory's LOCK, so concurrent saves take turns): write the new segment under
+ * a fresh name and fsync it; write a uniquely named MANIFEST temp file, fsync, rename it over
+ * MANIFEST, fsync the directory; only then delete older segments, keeping the previous one for
+ * readers that read the old MANIFEST. load trusts nothing: every size and checksum is verified
+ * and each failure names the file and the problem.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -72,9 +74,12 @@ function fsyncDirectory(dir: string): void {
   }
 }
 
-/** Writes an index directory atomically (see the file comment). */
+/** Writes an index directory atomically (see the file comment); saves to one directory take turns. */
 export function saveIndex(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState): void {
-  fs.mkdirSync(dir, { recursive: true });
+  withDirectoryLock(dir, () => writeSegmentAndManifest(dir, meta, ids, state));
+}
+
+function writeSegmentAndManifest(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState): void {
   const sections: Array<[SectionName, Buffer]> = [
     ['meta', Buffer.from(JSON.stringify(meta), 'utf8')],
     ['ids', Buffer.from(JSON.stringify(ids), 'utf8')],
@@ -98,13 +103,99 @@ export function saveIndex(dir: string, meta: IndexMeta, ids: unknown[], state: N
   // Empty chunks are skipped: zlib.crc32 of an empty view of a zero-length native buffer
   // returns 0 instead of the running value.
   const crc = chunks.reduce((c, chunk) => (chunk.length ? zlib.crc32(chunk, c) : c), 0);
-  const manifest = { format: FORMAT, version: VERSION, segment, bytes: size, crc32: crc };
-  writeFileSynced(path.join(dir, `${MANIFEST}.tmp`), [Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]);
-  fs.renameSync(path.join(dir, `${MANIFEST}.tmp`), path.join(dir, MANIFEST));
+  const manifest = { format: FORMAT, version: VERSION, segment, bytes: size, crc32: crc, previous: previousSegment(dir) };
+  const tmp = path.join(dir, `${MANIFEST}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
+  writeFileSynced(tmp, [Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]);
+  fs.renameSync(tmp, path.join(dir, MANIFEST));
   fsyncDirectory(dir);
+  // The previous generation stays for readers that read the old MANIFEST just before the swap.
+  const keep = new Set([segment, manifest.previous]);
   for (const name of fs.readdirSync(dir)) {
-    if (/^segment-.*\.bin$/.test(name) && name !== segment) fs.rmSync(path.join(dir, name), { force: true });
+    if (/^segment-.*\.bin$/.test(name) && !keep.has(name)) fs.rmSync(path.join(dir, name), { force: true });
   }
+}
+
+/** Whether the process named in a LOCK file still runs (a missing or unreadable lock: no). */
+function lockHolderAlive(lock: string): boolean {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(lock, 'utf8'));
+  } catch {
+    return false;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return true;  // being written right now
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The segment the current MANIFEST names, if any. */
+function previousSegment(dir: string): string | undefined {
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8'));
+    return typeof m.segment === 'string' ? m.segment : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Runs `fn` holding the directory's LOCK file, so saves from several processes take turns
+ * (a concurrent save would otherwise delete the other's segment). The lock names its process;
+ * a lock whose process is gone (killed mid-save) is taken over at once.
+ */
+export function withDirectoryLock<T>(dir: string, fn: () => T, timeoutMs = 10 * 60 * 1000): T {
+  fs.mkdirSync(dir, { recursive: true });
+  const lock = path.join(dir, 'LOCK');
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const fd = fs.openSync(lock, 'wx');
+      fs.writeSync(fd, String(process.pid));
+      fs.closeSync(fd);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      if (!lockHolderAlive(lock) || Date.now() > deadline) {
+        fs.rmSync(lock, { force: true });
+        continue;
+      }
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    fs.rmSync(lock, { force: true });
+  }
+}
+
+/** Reads a file of any size (readFileSync stops at 2 GiB) into one buffer. */
+function readWhole(file: string): Buffer {
+  const size = fs.statSync(file).size;
+  const out = Buffer.allocUnsafe(size);
+  const fd = fs.openSync(file, 'r');
+  try {
+    let done = 0;
+    while (done < size) {
+      const n = fs.readSync(fd, out, done, Math.min(1 << 30, size - done), done);
+      if (n === 0) break;
+      done += n;
+    }
+    return done === size ? out : out.subarray(0, done);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** CRC-32 of any size (zlib.crc32 takes at most 2 GiB at a time). */
+function crcOf(data: Buffer): number {
+  let crc = 0;
+  for (let at = 0; at < data.length; at += 1 << 30) crc = zlib.crc32(data.subarray(at, Math.min(data.length, at + (1 << 30))), crc);
+  return crc;
 }
 
 function fail(file: string, problem: string): never {
@@ -112,7 +203,7 @@ function fail(file: string, problem: string): never {
 }
 
 /** Reads and verifies an index directory. */
-export function loadIndex(dir: string): { meta: IndexMeta; ids: unknown[]; state: NativeIndexState } {
+export function loadIndex(dir: string, retried = false): { meta: IndexMeta; ids: unknown[]; state: NativeIndexState } {
   const manifestFile = path.join(dir, MANIFEST);
   if (!fs.existsSync(manifestFile)) {
     throw new M3Error('ERR_MODEL_FILES', `'${dir}' is not a bge-m3 index: it has no ${MANIFEST} file (save one with index.save(dir)).`);
@@ -129,10 +220,14 @@ export function loadIndex(dir: string): { meta: IndexMeta; ids: unknown[]; state
   }
   if (typeof manifest.segment !== 'string' || !/^segment-[\w-]+\.bin$/.test(manifest.segment)) fail(manifestFile, 'names no valid segment file.');
   const file = path.join(dir, manifest.segment);
-  if (!fs.existsSync(file)) fail(file, 'is missing (named by MANIFEST); the directory is incomplete.');
-  const bytes = fs.readFileSync(file);
+  if (!fs.existsSync(file)) {
+    // A save may have swapped MANIFEST between our read and now; read it once more.
+    if (!retried) return loadIndex(dir, true);
+    fail(file, 'is missing (named by MANIFEST); the directory is incomplete.');
+  }
+  const bytes = readWhole(file);
   if (bytes.length !== manifest.bytes) fail(file, `has ${bytes.length} bytes but MANIFEST says ${String(manifest.bytes)}: it is truncated or was changed.`);
-  if (zlib.crc32(bytes) !== manifest.crc32) fail(file, 'does not match its checksum in MANIFEST: it is corrupted.');
+  if (crcOf(bytes) !== manifest.crc32) fail(file, 'does not match its checksum in MANIFEST: it is corrupted.');
   if (bytes.length < 16 || !bytes.subarray(0, 8).equals(MAGIC)) fail(file, 'does not start with the bge-m3 index magic.');
   const version = bytes.readUInt32LE(8);
   if (version !== VERSION) fail(file, `has format version ${version}; this bge-m3 reads version ${VERSION}.`);
@@ -147,7 +242,7 @@ export function loadIndex(dir: string): { meta: IndexMeta; ids: unknown[]; state
     at += 32;
     if (at + length > bytes.length) fail(file, `section '${name}' runs past the end of the file.`);
     const data = bytes.subarray(at, at + length);
-    if (zlib.crc32(data) !== crc) fail(file, `section '${name}' does not match its checksum.`);
+    if (crcOf(data) !== crc) fail(file, `section '${name}' does not match its checksum.`);
     sections.set(name, data);
     at += length + ((8 - (length % 8)) % 8);
   }
@@ -159,6 +254,10 @@ export function loadIndex(dir: string): { meta: IndexMeta; ids: unknown[]; state
     ids = JSON.parse(section('ids').toString('utf8'));
   } catch (err) {
     fail(file, `has an unreadable meta or ids section (${(err as Error).message}).`);
+  }
+  if (!meta || typeof meta !== 'object' || !Number.isInteger(meta.dim) || !Number.isInteger(meta.vocabSize) ||
+      !Number.isInteger(meta.count) || ![false, 'f32', 'bf16', 'i8'].includes(meta.colbert as string | false)) {
+    fail(file, 'has an invalid meta section (dim, vocabSize, count, colbert).');
   }
   if (!Array.isArray(ids) || ids.length !== meta.count) fail(file, `lists ${Array.isArray(ids) ? ids.length : 'no'} ids for ${meta.count} documents.`);
   const state = {} as Record<string, ArrayBufferView>;

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { BGEM3, EVAL_MODES, colbertScore, denseScore, evaluate, lexicalScore, readEvalRows, type EvalRow } from '../lib';
+import { BGEM3, EVAL_MODES, EncodeOutput, colbertScore, denseScore, evaluate, lexicalScore, readEvalRows, type EvalRow } from '../lib';
 import { DEMO_MODEL, ROOT } from './helpers';
 
 const SEED = path.join(ROOT, 'data', 'seed-examples.jsonl');
@@ -36,8 +36,10 @@ describe('evaluate', () => {
         const scored = passages.map((p, i) => {
           const d = docs.row(i);
           return { p, i, s: (wd * denseScore(q.dense!, d.dense!) + ws * lexicalScore(q.sparse!, d.sparse!) + wc * colbertScore(q.colbert!, d.colbert!, docs.dim)) / (wd + ws + wc) };
-        }).sort((a, b) => b.s - a.s || a.i - b.i);
-        const ranks = scored.flatMap((x, rank) => (row.pos.includes(x.p) ? [rank] : []));
+        });
+        // A positive's rank: how many other passages score at least as high (ties count against it).
+        const ranks = scored.filter((x) => row.pos.includes(x.p))
+          .map((x) => scored.filter((y) => y.i !== x.i && y.s >= x.s).length).sort((a, b) => a - b);
         mrr += ranks[0] < 10 ? 1 / (ranks[0] + 1) : 0;
         let dcg = 0;
         for (const r of ranks) if (r < 10) dcg += 1 / Math.log2(r + 2);
@@ -54,6 +56,19 @@ describe('evaluate', () => {
       assert.ok(Math.abs(m.recall1 - r1 / n) < 1e-9, `${mode} R@1`);
       assert.ok(Math.abs(m.recall10 - r10 / n) < 1e-9, `${mode} R@10`);
       assert.equal(m.recall100, 1, 'every positive is within the 80 passages');
+    }
+  });
+
+  it('does not let ties flatter the positives (all-zero scores give no credit)', async () => {
+    const zero = { dim: 4, modelMaxLength: 64, info: () => ({ dim: 4, vocabSize: 10, layout: 'test' }),
+      encode: async (texts: string[]) => new EncodeOutput(texts.length, 4, new Float32Array(texts.length * 4),
+        { offsets: new Uint32Array(texts.length + 1), ids: new Uint32Array(0), weights: new Float32Array(0) },
+        { offsets: Uint32Array.from({ length: texts.length + 1 }, (_, i) => i), data: new Float32Array(texts.length * 4) }) };
+    const result = await evaluate(zero as unknown as BGEM3, [{ query: 'q', pos: ['the answer'], neg: Array.from({ length: 30 }, (_, i) => `n${i}`) }]);
+    for (const m of Object.values(result.modes)) {
+      assert.equal(m.recall1, 0);
+      assert.equal(m.recall10, 0);
+      assert.equal(m.mrr10, 0);
     }
   });
 

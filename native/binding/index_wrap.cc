@@ -74,11 +74,10 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
       if (!m3::ParseVectorFormat(info[2].As<Napi::String>().Utf8Value(), &config.colbert_format))
         throw MakeError(env, "ERR_INPUT", "colbert format must be 'f32', 'bf16' or 'i8'");
     }
-    try {
+    GuardSync(env, [&]() -> Napi::Value {
       index_ = std::make_unique<m3::HybridIndex>(config);
-    } catch (const m3::CoreError& e) {
-      throw MakeError(env, e.code(), e.what());
-    }
+      return env.Undefined();
+    }, "creating the index");
   }
 
  private:
@@ -114,13 +113,15 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
     for (size_t i = 0; i < n; ++i)
       CheckSparseRow(env, ids.Data() + offsets[i], weights.Data() + offsets[i], offsets[i + 1] - offsets[i], c.vocab_size,
                      "document " + std::to_string(i) + " sparse row");
-    std::vector<uint32_t> slots(n);
-    for (size_t i = 0; i < n; ++i) {
-      const int64_t rows = colbert ? colbert_offsets[i + 1] - colbert_offsets[i] : 0;
-      slots[i] = index_->Add(dense.Data() + i * c.dim, ids.Data() + offsets[i], weights.Data() + offsets[i],
-                             offsets[i + 1] - offsets[i], colbert ? colbert + static_cast<size_t>(colbert_offsets[i]) * c.dim : nullptr, rows);
-    }
-    return ToTypedArray(env, std::move(slots));
+    return GuardSync(env, [&]() -> Napi::Value {
+      std::vector<uint32_t> slots(n);
+      for (size_t i = 0; i < n; ++i) {
+        const int64_t rows = colbert ? colbert_offsets[i + 1] - colbert_offsets[i] : 0;
+        slots[i] = index_->Add(dense.Data() + i * c.dim, ids.Data() + offsets[i], weights.Data() + offsets[i],
+                               offsets[i + 1] - offsets[i], colbert ? colbert + static_cast<size_t>(colbert_offsets[i]) * c.dim : nullptr, rows);
+      }
+      return ToTypedArray(env, std::move(slots));
+    }, "add");
   }
 
   Napi::Value Remove(const Napi::CallbackInfo& info) {
@@ -129,7 +130,9 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
     return info.Env().Undefined();
   }
 
-  Napi::Value Compact(const Napi::CallbackInfo& info) { return ToTypedArray(info.Env(), index_->Compact()); }
+  Napi::Value Compact(const Napi::CallbackInfo& info) {
+    return GuardSync(info.Env(), [&]() -> Napi::Value { return ToTypedArray(info.Env(), index_->Compact()); }, "compact");
+  }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -169,11 +172,10 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
       params.dense_slot_count = static_cast<int64_t>(slots.ElementLength());
     }
     std::vector<m3::SearchHit> hits;
-    try {
+    GuardSync(env, [&]() -> Napi::Value {
       hits = index_->Search(dense.Data(), ids.Data(), weights.Data(), static_cast<int64_t>(ids.ElementLength()), colbert, rows, params);
-    } catch (const m3::CoreError& e) {
-      throw MakeError(env, e.code(), e.what());
-    }
+      return env.Undefined();
+    }, "search");
     return HitsToJs(env, hits, nullptr);
   }
 

@@ -73,12 +73,10 @@ uint32_t HybridIndex::Add(const float* dense, const uint32_t* ids, const float* 
 
 void HybridIndex::Remove(uint32_t slot) {
   if (slot >= live_.size() || !live_[slot]) return;
+  // Postings of removed slots are skipped at search time and dropped by Compact: erasing them
+  // here would cost a scan of every posting list the document touches.
   live_[slot] = 0;
   --live_count_;
-  for (uint32_t i = sparse_offsets_[slot]; i < sparse_offsets_[slot + 1]; ++i) {
-    auto& list = postings_[sparse_ids_[i]];
-    list.erase(std::remove_if(list.begin(), list.end(), [slot](const Posting& p) { return p.slot == slot; }), list.end());
-  }
 }
 
 std::vector<uint32_t> HybridIndex::Compact() {
@@ -126,11 +124,15 @@ void HybridIndex::Import(State st) {
   if (st.sparse_offsets[n] != st.sparse_ids.size() || st.sparse_ids.size() != st.sparse_weights.size()) fail("sparse arrays disagree");
   for (size_t i = 0; i < n; ++i) {
     if (st.sparse_offsets[i + 1] < st.sparse_offsets[i]) fail("sparse offsets decrease at document " + std::to_string(i));
+    if (st.sparse_offsets[i + 1] > st.sparse_ids.size()) fail("sparse offsets run past the ids at document " + std::to_string(i));
     for (uint32_t j = st.sparse_offsets[i]; j < st.sparse_offsets[i + 1]; ++j) {
+      if (!std::isfinite(st.sparse_weights[j])) fail("a non-finite sparse weight in document " + std::to_string(i));
       if (st.sparse_ids[j] >= config_.vocab_size) fail("token id " + std::to_string(st.sparse_ids[j]) + " beyond the vocabulary");
       if (j > st.sparse_offsets[i] && st.sparse_ids[j] <= st.sparse_ids[j - 1]) fail("sparse ids not ascending in document " + std::to_string(i));
     }
   }
+  for (float x : st.dense)
+    if (!std::isfinite(x)) fail("a non-finite dense value");
   if (st.colbert_offsets.size() != n + 1 || st.colbert_offsets[0] != 0) fail("ColBERT offsets do not match the document count");
   for (size_t i = 0; i < n; ++i)
     if (st.colbert_offsets[i + 1] < st.colbert_offsets[i]) fail("ColBERT offsets decrease at document " + std::to_string(i));
@@ -142,6 +144,12 @@ void HybridIndex::Import(State st) {
                     : config_.colbert_format == VectorFormat::kBF16 ? st.colbert_bf16.size() == values
                                                                     : st.colbert_i8.size() == values && st.colbert_scales.size() == rows && st.colbert_sums.size() == rows;
     if (!ok) fail("ColBERT data does not match its offsets");
+    for (float x : st.colbert_f32)
+      if (!std::isfinite(x)) fail("a non-finite ColBERT value");
+    for (float x : st.colbert_scales)
+      if (!std::isfinite(x)) fail("a non-finite int8 ColBERT scale");
+    for (uint16_t b : st.colbert_bf16)
+      if ((b & 0x7f80u) == 0x7f80u) fail("a non-finite bf16 ColBERT value");
     if (config_.colbert_format == VectorFormat::kI8) {
       for (uint64_t r = 0; r < rows; ++r) {
         int64_t sum = 0;
@@ -167,7 +175,7 @@ void HybridIndex::Import(State st) {
 }
 
 double HybridIndex::ColbertBytesPerDocument() const {
-  if (!config_.colbert || live_count_ == 0) return 0.0;
+  if (!config_.colbert || live_.empty()) return 0.0;
   const double bytes = colbert_f32_.size() * 4.0 + colbert_bf16_.size() * 2.0 + colbert_i8_.size() +
                        colbert_scales_.size() * 4.0 + colbert_sums_.size() * 4.0;
   return bytes / static_cast<double>(live_.size());
@@ -205,6 +213,7 @@ std::vector<uint32_t> HybridIndex::SparseCandidates(const uint32_t* ids, const f
   for (int64_t t = 0; t < nnz; ++t) {
     if (ids[t] >= postings_.size()) continue;
     for (const Posting& p : postings_[ids[t]]) {
+      if (!live_[p.slot]) continue;
       acc[p.slot] += w[t] * p.weight;
       if (!touched[p.slot]) {
         touched[p.slot] = 1;
@@ -245,7 +254,9 @@ std::vector<SearchHit> HybridIndex::Search(const float* q_dense, const uint32_t*
     MaxSimSubset(q_colbert, q_rows, ColbertSet(), candidates.data(), static_cast<int64_t>(candidates.size()),
                  colbert.data(), params.threads);
   }
-  const double total = params.w_dense + params.w_sparse + (config_.colbert ? params.w_colbert : 0.0);
+  // The ColBERT term counts only when it is computed (the caller refuses a ColBERT weight with
+  // a query that has no ColBERT vectors); otherwise scores are (w_d * d + w_s * s) / (w_d + w_s).
+  const double total = params.w_dense + params.w_sparse + (use_colbert ? params.w_colbert : 0.0);
   for (size_t i = 0; i < candidates.size(); ++i) {
     const uint32_t slot = candidates[i];
     SearchHit& h = hits[i];
@@ -255,7 +266,7 @@ std::vector<SearchHit> HybridIndex::Search(const float* q_dense, const uint32_t*
     const uint32_t s0 = sparse_offsets_[slot], s1 = sparse_offsets_[slot + 1];
     h.sparse = LexicalScorePair(q_ids, q_weights, q_nnz, sparse_ids_.data() + s0, sparse_weights_.data() + s0, s1 - s0);
     h.colbert = colbert[i];
-    h.score = (params.w_dense * h.dense + params.w_sparse * h.sparse + (config_.colbert ? params.w_colbert * h.colbert : 0.0)) / total;
+    h.score = total > 0 ? (params.w_dense * h.dense + params.w_sparse * h.sparse + (use_colbert ? params.w_colbert * h.colbert : 0.0)) / total : 0.0;
   }
   const size_t take = std::min<size_t>(hits.size(), static_cast<size_t>(std::max<int64_t>(params.k, 0)));
   std::partial_sort(hits.begin(), hits.begin() + take, hits.end(), [](const SearchHit& a, const SearchHit& b) {
