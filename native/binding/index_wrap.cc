@@ -50,6 +50,62 @@ void CheckFinite(Napi::Env env, const float* x, size_t n, const std::string& wha
     if (!std::isfinite(x[i])) throw MakeError(env, "ERR_INPUT", what + " holds a non-finite value at element " + std::to_string(i));
 }
 
+/// Texts of an encode() result as the index takes them (documents for add, queries for
+/// searchBatch): args[first..first+5] = dense, sparse offsets, ids, weights, ColBERT offsets,
+/// ColBERT vectors. Checks everything that guards memory and the values' rules.
+struct EncodedBatch {
+  size_t n = 0;
+  const float* dense = nullptr;
+  const uint32_t* offsets = nullptr;
+  const uint32_t* ids = nullptr;
+  const float* weights = nullptr;
+  const uint32_t* colbert_offsets = nullptr;  // null without ColBERT
+  const float* colbert = nullptr;
+
+  const float* colbert_of(size_t i, int64_t dim) const { return colbert ? colbert + static_cast<size_t>(colbert_offsets[i]) * dim : nullptr; }
+  int64_t colbert_rows(size_t i) const { return colbert ? colbert_offsets[i + 1] - colbert_offsets[i] : 0; }
+};
+
+/// `colbert`: "required", "optional" (used when both arrays are given) or ignored otherwise.
+EncodedBatch ReadEncodedBatch(const Napi::CallbackInfo& info, size_t first, const m3::IndexConfig& c, const std::string& what,
+                              const std::string& colbert) {
+  Napi::Env env = info.Env();
+  EncodedBatch b;
+  auto dense = Typed<float>(info[first], napi_float32_array, "a Float32Array of " + what + " dense vectors");
+  auto offsets = Typed<uint32_t>(info[first + 1], napi_uint32_array, "a Uint32Array of " + what + " sparse offsets");
+  auto ids = Typed<uint32_t>(info[first + 2], napi_uint32_array, "a Uint32Array of " + what + " sparse ids");
+  auto weights = Typed<float>(info[first + 3], napi_float32_array, "a Float32Array of " + what + " sparse weights");
+  b.n = offsets.ElementLength() == 0 ? 0 : offsets.ElementLength() - 1;
+  if (dense.ElementLength() != b.n * static_cast<size_t>(c.dim))
+    throw MakeError(env, "ERR_INPUT", what + " dense vectors: expected " + std::to_string(b.n) + " x " + std::to_string(c.dim) + " floats");
+  if (ids.ElementLength() != weights.ElementLength() || (b.n > 0 && (offsets[0] != 0 || offsets[b.n] != ids.ElementLength())))
+    throw MakeError(env, "ERR_INPUT", what + " sparse vectors: offsets, ids and weights do not agree");
+  CheckFinite(env, dense.Data(), dense.ElementLength(), what + " dense vectors");
+  for (size_t i = 0; i < b.n; ++i) {
+    if (offsets[i + 1] < offsets[i]) throw MakeError(env, "ERR_INPUT", what + " sparse offsets must be non-decreasing");
+    CheckSparseRow(env, ids.Data() + offsets[i], weights.Data() + offsets[i], offsets[i + 1] - offsets[i], c.vocab_size,
+                   what + " " + std::to_string(i) + " sparse row");
+  }
+  b.dense = dense.Data();
+  b.offsets = offsets.Data();
+  b.ids = ids.Data();
+  b.weights = weights.Data();
+  const bool given = info[first + 4].IsTypedArray() && info[first + 5].IsTypedArray();
+  if (colbert == "required" || (colbert == "optional" && given)) {
+    auto co = Typed<uint32_t>(info[first + 4], napi_uint32_array, "a Uint32Array of " + what + " ColBERT offsets");
+    auto cv = Typed<float>(info[first + 5], napi_float32_array, "a Float32Array of " + what + " ColBERT vectors");
+    if (co.ElementLength() != b.n + 1 || (b.n > 0 && co[0] != 0) || static_cast<uint64_t>(co[b.n]) * c.dim != cv.ElementLength())
+      throw MakeError(env, "ERR_INPUT", what + " ColBERT vectors: offsets and data do not agree with " + std::to_string(b.n) +
+                                           " texts of dim " + std::to_string(c.dim));
+    for (size_t i = 0; i < b.n; ++i)
+      if (co[i + 1] < co[i]) throw MakeError(env, "ERR_INPUT", what + " ColBERT offsets must be non-decreasing");
+    CheckFinite(env, cv.Data(), cv.ElementLength(), what + " ColBERT vectors");
+    b.colbert_offsets = co.Data();
+    b.colbert = cv.Data();
+  }
+  return b;
+}
+
 class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -84,41 +140,12 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
   Napi::Value Add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const m3::IndexConfig& c = index_->config();
-    auto dense = Typed<float>(info[0], napi_float32_array, "a Float32Array of dense vectors");
-    auto offsets = Typed<uint32_t>(info[1], napi_uint32_array, "a Uint32Array of sparse offsets");
-    auto ids = Typed<uint32_t>(info[2], napi_uint32_array, "a Uint32Array of sparse ids");
-    auto weights = Typed<float>(info[3], napi_float32_array, "a Float32Array of sparse weights");
-    const size_t n = offsets.ElementLength() == 0 ? 0 : offsets.ElementLength() - 1;
-    if (dense.ElementLength() != n * static_cast<size_t>(c.dim))
-      throw MakeError(env, "ERR_INPUT", "dense vectors: expected " + std::to_string(n) + " x " + std::to_string(c.dim) + " floats");
-    if (ids.ElementLength() != weights.ElementLength() || (n > 0 && (offsets[0] != 0 || offsets[n] != ids.ElementLength())))
-      throw MakeError(env, "ERR_INPUT", "sparse vectors: offsets, ids and weights do not agree");
-    for (size_t i = 0; i < n; ++i)
-      if (offsets[i + 1] < offsets[i]) throw MakeError(env, "ERR_INPUT", "sparse offsets must be non-decreasing");
-    CheckFinite(env, dense.Data(), dense.ElementLength(), "dense vectors");
-    const uint32_t* colbert_offsets = nullptr;
-    const float* colbert = nullptr;
-    if (c.colbert) {
-      auto co = Typed<uint32_t>(info[4], napi_uint32_array, "ColBERT offsets (this index stores ColBERT vectors)");
-      auto cv = Typed<float>(info[5], napi_float32_array, "ColBERT vectors (this index stores ColBERT vectors)");
-      if (co.ElementLength() != n + 1 || (n > 0 && co[0] != 0) ||
-          static_cast<uint64_t>(co[n]) * c.dim != cv.ElementLength())
-        throw MakeError(env, "ERR_INPUT", "ColBERT vectors: offsets and data do not agree with " + std::to_string(n) + " documents of dim " + std::to_string(c.dim));
-      for (size_t i = 0; i < n; ++i)
-        if (co[i + 1] < co[i]) throw MakeError(env, "ERR_INPUT", "ColBERT offsets must be non-decreasing");
-      CheckFinite(env, cv.Data(), cv.ElementLength(), "ColBERT vectors");
-      colbert_offsets = co.Data();
-      colbert = cv.Data();
-    }
-    for (size_t i = 0; i < n; ++i)
-      CheckSparseRow(env, ids.Data() + offsets[i], weights.Data() + offsets[i], offsets[i + 1] - offsets[i], c.vocab_size,
-                     "document " + std::to_string(i) + " sparse row");
+    const EncodedBatch b = ReadEncodedBatch(info, 0, c, "document", c.colbert ? "required" : "ignored");
     return GuardSync(env, [&]() -> Napi::Value {
-      std::vector<uint32_t> slots(n);
-      for (size_t i = 0; i < n; ++i) {
-        const int64_t rows = colbert ? colbert_offsets[i + 1] - colbert_offsets[i] : 0;
-        slots[i] = index_->Add(dense.Data() + i * c.dim, ids.Data() + offsets[i], weights.Data() + offsets[i],
-                               offsets[i + 1] - offsets[i], colbert ? colbert + static_cast<size_t>(colbert_offsets[i]) * c.dim : nullptr, rows);
+      std::vector<uint32_t> slots(b.n);
+      for (size_t i = 0; i < b.n; ++i) {
+        slots[i] = index_->Add(b.dense + i * c.dim, b.ids + b.offsets[i], b.weights + b.offsets[i], b.offsets[i + 1] - b.offsets[i],
+                               b.colbert_of(i, c.dim), b.colbert_rows(i));
       }
       return ToTypedArray(env, std::move(slots));
     }, "add");
@@ -185,47 +212,16 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
   Napi::Value SearchBatch(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const m3::IndexConfig& c = index_->config();
-    auto dense = Typed<float>(info[0], napi_float32_array, "a Float32Array of query vectors");
-    auto offsets = Typed<uint32_t>(info[1], napi_uint32_array, "a Uint32Array of sparse offsets");
-    auto ids = Typed<uint32_t>(info[2], napi_uint32_array, "a Uint32Array of query ids");
-    auto weights = Typed<float>(info[3], napi_float32_array, "a Float32Array of query weights");
-    const size_t n = offsets.ElementLength() == 0 ? 0 : offsets.ElementLength() - 1;
-    if (dense.ElementLength() != n * static_cast<size_t>(c.dim)) throw MakeError(env, "ERR_INPUT", "query vectors do not match the query count and dim");
-    if (ids.ElementLength() != weights.ElementLength() || (n > 0 && (offsets[0] != 0 || offsets[n] != ids.ElementLength())))
-      throw MakeError(env, "ERR_INPUT", "query sparse offsets, ids and weights do not agree");
-    CheckFinite(env, dense.Data(), dense.ElementLength(), "query dense vectors");
-    for (size_t i = 0; i < n; ++i) {
-      if (offsets[i + 1] < offsets[i]) throw MakeError(env, "ERR_INPUT", "query sparse offsets must be non-decreasing");
-      CheckSparseRow(env, ids.Data() + offsets[i], weights.Data() + offsets[i], offsets[i + 1] - offsets[i], c.vocab_size,
-                     "query " + std::to_string(i) + " sparse row");
-    }
-    const uint32_t* colbert_offsets = nullptr;
-    const float* colbert = nullptr;
-    if (info[4].IsTypedArray() && info[5].IsTypedArray()) {
-      auto co = Typed<uint32_t>(info[4], napi_uint32_array, "a Uint32Array of query ColBERT offsets");
-      auto cv = Typed<float>(info[5], napi_float32_array, "a Float32Array of query ColBERT vectors");
-      if (co.ElementLength() != n + 1 || (n > 0 && co[0] != 0) || static_cast<uint64_t>(co[n]) * c.dim != cv.ElementLength())
-        throw MakeError(env, "ERR_INPUT", "query ColBERT offsets and vectors do not agree");
-      for (size_t i = 0; i < n; ++i)
-        if (co[i + 1] < co[i]) throw MakeError(env, "ERR_INPUT", "query ColBERT offsets must be non-decreasing");
-      CheckFinite(env, cv.Data(), cv.ElementLength(), "query ColBERT vectors");
-      colbert_offsets = co.Data();
-      colbert = cv.Data();
-    }
+    const EncodedBatch b = ReadEncodedBatch(info, 0, c, "query", "optional");
     m3::SearchParams params = ReadParams(info[6]);
     const int threads = std::max(1, params.threads);
     params.threads = 1;
-    std::vector<std::vector<m3::SearchHit>> results(n);
-    // Raw pointers: the worker threads must not touch N-API objects.
-    const float* dp = dense.Data();
-    const uint32_t* off = offsets.Data();
-    const uint32_t* idp = ids.Data();
-    const float* wp = weights.Data();
+    std::vector<std::vector<m3::SearchHit>> results(b.n);
     GuardSync(env, [&]() -> Napi::Value {
-      m3::ParallelFor(static_cast<int64_t>(n), threads, [&](int64_t q, int) {
-        const float* qc = colbert ? colbert + static_cast<size_t>(colbert_offsets[q]) * c.dim : nullptr;
-        const int64_t rows = colbert ? colbert_offsets[q + 1] - colbert_offsets[q] : 0;
-        results[q] = index_->Search(dp + q * c.dim, idp + off[q], wp + off[q], off[q + 1] - off[q], qc, rows, params);
+      // Raw pointers only: the worker threads must not touch N-API objects.
+      m3::ParallelFor(static_cast<int64_t>(b.n), threads, [&](int64_t q, int) {
+        results[q] = index_->Search(b.dense + q * c.dim, b.ids + b.offsets[q], b.weights + b.offsets[q], b.offsets[q + 1] - b.offsets[q],
+                                    b.colbert_of(q, c.dim), b.colbert_rows(q), params);
       });
       return env.Undefined();
     }, "searchBatch");
