@@ -1,0 +1,177 @@
+"""Writing the fixture models in the layouts users find: the BAAI/bge-m3 snapshot (ONNX with
+external data, .pt or .safetensors heads) and heads-baked exports under both output namings."""
+
+import copy
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import warnings
+import zipfile
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from m3_fixture_tokenizer import *  # noqa: F401,F403,E402
+from m3_reference_model import *  # noqa: F401,F403,E402
+
+def model_config(cfg):
+    return {
+        "architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta",
+        "hidden_size": cfg["hidden_size"], "num_hidden_layers": cfg["num_hidden_layers"],
+        "num_attention_heads": cfg["num_attention_heads"],
+        "intermediate_size": cfg["intermediate_size"],
+        "max_position_embeddings": cfg["max_position_embeddings"],
+        "vocab_size": cfg["vocab_size"], "type_vocab_size": 1, "pad_token_id": PAD,
+        "bos_token_id": BOS, "eos_token_id": EOS, "layer_norm_eps": LN_EPS,
+        "hidden_act": "gelu", "position_embedding_type": "absolute", "torch_dtype": "float32",
+    }
+
+
+def write_json(path, obj, indent=2):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=indent)
+        f.write("\n")
+
+
+def export_onnx(module, path, output_names, output_axes):
+    """torch.onnx.export with int64 inputs and dynamic batch/sequence axes."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    ids = torch.tensor([[BOS, 10, 11, 12, 13, EOS], [BOS, 14, 15, EOS, PAD, PAD]])
+    mask = ids.ne(PAD).long()
+    seq_axes = {0: "batch", 1: "sequence"}
+    # Newer torch defaults to the dynamo exporter, which turns small constants (Unsqueeze axes)
+    # into initializers that ONNX Runtime cannot shape-infer once moved to external data; the
+    # TorchScript exporter gives the same graph on every torch version.
+    extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    torch.onnx.export(
+        module, (ids, mask), path, opset_version=14, do_constant_folding=True,
+        input_names=["input_ids", "attention_mask"], output_names=output_names,
+        dynamic_axes={"input_ids": seq_axes, "attention_mask": seq_axes, **output_axes}, **extra)
+
+
+def move_weights_external(path):
+    """Rewrite an exported graph the way the BAAI snapshot ships it: all initializers in one
+    side file `model.onnx_data` next to `model.onnx`."""
+    model = onnx.load(path)
+    data = os.path.join(os.path.dirname(path), "model.onnx_data")
+    if os.path.exists(data):
+        os.remove(data)  # save_model appends to an existing data file
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx_data", size_threshold=0)
+
+
+def rename_outputs(src, dst, mapping):
+    model = onnx.load(src)
+    for node in model.graph.node:
+        node.output[:] = [mapping.get(o, o) for o in node.output]
+        node.input[:] = [mapping.get(i, i) for i in node.input]
+    for out in model.graph.output:
+        out.name = mapping.get(out.name, out.name)
+    onnx.save_model(model, dst)
+
+
+def pin_last_dim(path, outputs, size):
+    """torch 1.13's shape inference loses the static hidden size through F.normalize and
+    declares it symbolic ('Div..._dim_1'); restore it so the graph states its width."""
+    model = onnx.load(path)
+    for out in model.graph.output:
+        if out.name in outputs:
+            out.type.tensor_type.shape.dim[-1].dim_value = size  # clears the dim_param
+    onnx.save_model(model, path)
+
+
+def check_onnx(path, inputs, outputs):
+    onnx.checker.check_model(path)  # path form, so external data is resolved
+    graph = onnx.load(path, load_external_data=False).graph
+    assert [i.name for i in graph.input] == inputs, [i.name for i in graph.input]
+    assert [o.name for o in graph.output] == outputs, [o.name for o in graph.output]
+
+
+def save_pt_heads(heads, root):
+    for name in ("colbert", "sparse"):
+        linear = copy.deepcopy(getattr(heads, name))
+        torch.save(linear.half().state_dict(), os.path.join(root, f"{name}_linear.pt"))
+
+
+def write_safetensors(path, tensors):
+    """Minimal safetensors writer: u64 LE header size, JSON header, raw little-endian data."""
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for name in sorted(tensors):
+        raw = tensors[name].detach().half().numpy().astype("<f2").tobytes()
+        header[name] = {"dtype": "F16", "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # align the data section, as the reference writer does
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+def write_snapshot(root, encoder, heads, cfg, tok, pt_heads=True):
+    """BAAI/bge-m3 snapshot layout: onnx/model.onnx (+ external data) giving last_hidden_state,
+    heads next to it as files, tokenizer.json and config.json at the root."""
+    os.makedirs(root, exist_ok=True)
+    onnx_path = os.path.join(root, "onnx", "model.onnx")
+    export_onnx(HiddenOnly(encoder), onnx_path, ["last_hidden_state"],
+                {"last_hidden_state": {0: "batch", 1: "sequence"}})
+    move_weights_external(onnx_path)
+    check_onnx(onnx_path, ["input_ids", "attention_mask"], ["last_hidden_state"])
+    write_json(os.path.join(root, "tokenizer.json"), tok, indent=None)
+    write_json(os.path.join(root, "config.json"), model_config(cfg))
+    if pt_heads:
+        save_pt_heads(heads, root)
+
+
+def write_baked(root, encoder, heads, cfg, tok, alt_root):
+    names = ["dense_vecs", "sparse_vecs", "colbert_vecs"]
+    path = os.path.join(root, "model.onnx")
+    export_onnx(BakedM3(encoder, heads), path, names, {
+        "dense_vecs": {0: "batch"}, "sparse_vecs": {0: "batch", 1: "sequence"},
+        "colbert_vecs": {0: "batch", 1: "colbert_rows"}})
+    pin_last_dim(path, ["dense_vecs", "colbert_vecs"], cfg["hidden_size"])
+    check_onnx(path, ["input_ids", "attention_mask"], names)
+    alt_names = ["dense_embeddings", "sparse_weights", "colbert_vectors"]
+    os.makedirs(alt_root, exist_ok=True)
+    alt_path = os.path.join(alt_root, "model.onnx")
+    rename_outputs(path, alt_path, dict(zip(names, alt_names)))
+    check_onnx(alt_path, ["input_ids", "attention_mask"], alt_names)
+    for d in (root, alt_root):
+        write_json(os.path.join(d, "tokenizer.json"), tok, indent=None)
+        write_json(os.path.join(d, "config.json"), model_config(cfg))
+
+
+def write_safetensors_copy(snapshot, root, heads):
+    """Same model as the snapshot, with the heads only as .safetensors."""
+    os.makedirs(os.path.join(root, "onnx"), exist_ok=True)
+    for rel in ("onnx/model.onnx", "onnx/model.onnx_data", "tokenizer.json", "config.json"):
+        shutil.copyfile(os.path.join(snapshot, rel), os.path.join(root, rel))
+    for name in ("colbert", "sparse"):
+        write_safetensors(os.path.join(root, f"{name}_linear.safetensors"),
+                          dict(getattr(heads, name).state_dict()))
+
+
+DEMO_README = """# demo-model: a tiny BGE-M3-shaped model with RANDOM weights
+
+This directory has the layout of the `BAAI/bge-m3` snapshot (`onnx/model.onnx` with external
+weights in `onnx/model.onnx_data`, `colbert_linear.pt`, `sparse_linear.pt`, `tokenizer.json`,
+`config.json`), but the weights are random and the vocabulary has about {vocab} pieces. Its
+embeddings and scores carry no meaning: it exists so tests, examples and demos run without a
+2 GB download. Dimension {dim}, at most {maxlen} tokens per text.
+
+For real embeddings download the BAAI/bge-m3 repository from Hugging Face (for example
+`huggingface-cli download BAAI/bge-m3 --local-dir ./bge-m3`) and point `BGEM3.load()` at that
+directory instead; the engine reads the same files.
+
+Regenerate with `scripts/gen-fixtures.sh` (needs python3-torch, python3-onnx, python3-numpy).
+"""
