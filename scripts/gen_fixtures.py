@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 
+# The helper modules sit next to this script.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import copy
