@@ -45,3 +45,31 @@ export function writeResult(name: string, data: unknown): string {
   fs.writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), ...data as object }, null, 2)}\n`);
   return file;
 }
+
+/** One method to time: `fn` runs the whole workload once. */
+export interface TimedCase<T = unknown> {
+  name: string;
+  fn: () => T | Promise<T>;
+}
+
+/**
+ * Times several methods round-robin: one warm-up call each (its result is returned for checks),
+ * then `runs` rounds in which every method runs once, the starting method rotating each round.
+ * On a shared machine, load that comes and goes then hits every method alike, so ratios of
+ * methods measured together stay meaningful where back-to-back blocks of runs would not.
+ * Returns seconds per run for each method, in the order given.
+ */
+export async function timeInterleaved<T>(cases: TimedCase<T>[], runs: number): Promise<{ seconds: number[][]; first: T[] }> {
+  const first: T[] = [];
+  for (const c of cases) first.push(await c.fn());
+  const seconds = cases.map(() => [] as number[]);
+  for (let r = 0; r < runs; r++) {
+    for (let k = 0; k < cases.length; k++) {
+      const i = (k + r) % cases.length;
+      const start = process.hrtime.bigint();
+      await cases[i].fn();
+      seconds[i].push(Number(process.hrtime.bigint() - start) / 1e9);
+    }
+  }
+  return { seconds, first };
+}

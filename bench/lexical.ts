@@ -13,7 +13,7 @@
 import { BGE_M3_VOCAB_SIZE, capabilities, lexicalScoresSync, lexicalScores, runtimeInfo } from '../lib';
 import type { LexicalKernel, SparseRow, SparseVectors } from '../lib';
 import { native, type IsaTierName } from '../lib/native';
-import { machineInfo, median, parseFlags, writeResult } from './common';
+import { machineInfo, median, parseFlags, timeInterleaved, writeResult, type TimedCase } from './common';
 
 /** Deterministic xorshift32 in [0, 1). */
 function rng(seed: number): () => number {
@@ -137,22 +137,19 @@ interface Row {
   maxAbsDiff: number;
 }
 
-/** Times `fn` (one warm-up, then `runs` runs) and checks its scores against `reference`. */
-async function measure(method: string, threads: number, runs: number, count: number, reference: Float32Array,
-  fn: () => Float32Array | Promise<Float32Array>): Promise<Row> {
-  const first = await fn();
-  let maxAbsDiff = 0;
-  for (let i = 0; i < count; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(first[i] - reference[i]));
-  const times: number[] = [];
-  for (let r = 0; r < runs; r++) {
-    const start = process.hrtime.bigint();
-    await fn();
-    times.push(Number(process.hrtime.bigint() - start) / count);
-  }
-  const row = { method, threads, nsPerDocMedian: median(times), nsPerDocBest: Math.min(...times), runs, maxAbsDiff };
-  console.log(`${method.padEnd(26)} threads ${threads}  ${row.nsPerDocMedian.toFixed(1).padStart(8)} ns/doc median  ` +
-    `${row.nsPerDocBest.toFixed(1).padStart(8)} best  max |diff| ${maxAbsDiff.toExponential(1)}`);
-  return row;
+/** Rows for cases timed together (see timeInterleaved), each checked against `reference`. */
+async function measureTogether(cases: Array<TimedCase<Float32Array> & { threads: number }>, runs: number, count: number,
+  reference: Float32Array): Promise<Row[]> {
+  const { seconds, first } = await timeInterleaved(cases, runs);
+  return cases.map((c, i) => {
+    let maxAbsDiff = 0;
+    for (let d = 0; d < count; d++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(first[i][d] - reference[d]));
+    const ns = seconds[i].map((s) => (s * 1e9) / count);
+    const row = { method: c.name, threads: c.threads, nsPerDocMedian: median(ns), nsPerDocBest: Math.min(...ns), runs, maxAbsDiff };
+    console.log(`${c.name.padEnd(26)} threads ${c.threads}  ${row.nsPerDocMedian.toFixed(1).padStart(8)} ns/doc median  ` +
+      `${row.nsPerDocBest.toFixed(1).padStart(8)} best  max |diff| ${maxAbsDiff.toExponential(1)}`);
+    return row;
+  });
 }
 
 /** ns per pair for `pairs` (query, document) pairs through `fn`, median and best of `runs`. */
@@ -177,7 +174,6 @@ async function main(): Promise<void> {
   console.log(`${count} documents, ${(docs.ids.length / count).toFixed(1)} ids each on average; query ${query.ids.length} ids; ` +
     `vocabulary ${BGE_M3_VOCAB_SIZE}; ${runs} runs`);
   const reference = lexicalScoresSync(query, docs, { isa: 'merge' });
-  const rows: Row[] = [];
   const caps = capabilities();
   const detected = caps.detected;
   // Mirrors the native dispatch (sparse_dot.cc): AVX-512 intersects queries of at most 64 ids
@@ -187,32 +183,33 @@ async function main(): Promise<void> {
   const kernels: Array<[string, LexicalKernel]> = order.slice(0, order.indexOf(detected) + 1).reverse()
     .map((isa) => [isa === 'avx512' && intersect ? 'native avx512 (intersect)' : `native ${isa} (table)`, isa]);
   if (intersect) kernels.splice(1, 0, ['native avx512 (table)', 'avx512-gather']);
+  // Every method runs in the same rounds, so the ratios below compare like with like.
+  const cases: Array<TimedCase<Float32Array> & { threads: number }> = [];
   for (const threads of [1, 2]) {
-    for (const [label, isa] of kernels) {
-      rows.push(await measure(label, threads, runs, count, reference, () => lexicalScoresSync(query, docs, { threads, isa })));
-    }
-    rows.push(await measure('native default, async', threads, runs, count, reference,
-      () => lexicalScores(query, docs, { threads })));
-    rows.push(await measure('native sorted merge', threads, runs, count, reference,
-      () => lexicalScoresSync(query, docs, { threads, isa: 'merge' })));
+    for (const [label, isa] of kernels) cases.push({ name: label, threads, fn: () => lexicalScoresSync(query, docs, { threads, isa }) });
+    cases.push({ name: 'native default, async', threads, fn: () => lexicalScores(query, docs, { threads }) });
+    cases.push({ name: 'native sorted merge', threads, fn: () => lexicalScoresSync(query, docs, { threads, isa: 'merge' }) });
   }
-  rows.push(await measure('JS Map loop', 1, runs, count, reference, () => jsMap(query, docs)));
-  rows.push(await measure('JS sorted merge', 1, runs, count, reference, () => jsMerge(query, docs)));
+  cases.push({ name: 'JS Map loop', threads: 1, fn: () => jsMap(query, docs) });
+  cases.push({ name: 'JS sorted merge', threads: 1, fn: () => jsMerge(query, docs) });
+  const rows = await measureTogether(cases, runs, count, reference);
 
-  const nsOf = (method: string, threads: number) => rows.find((r) => r.method === method && r.threads === threads)!.nsPerDocMedian;
+  const find = (method: string, threads: number) => rows.find((r) => r.method === method && r.threads === threads)!;
   const fastest = kernels[0][0];
-  const best1 = nsOf(fastest, 1);
-  const best2 = nsOf(fastest, 2);
-  const ratios = {
-    kernel: fastest,
-    vsJsMap: nsOf('JS Map loop', 1) / best1,
-    vsJsMerge: nsOf('JS sorted merge', 1) / best1,
-    vsNativeMerge: nsOf('native sorted merge', 1) / best1,
-    twoThreadsVsOne: best1 / best2,
+  const ratiosOf = (key: 'nsPerDocMedian' | 'nsPerDocBest') => {
+    const one = find(fastest, 1)[key];
+    return {
+      vsJsMap: find('JS Map loop', 1)[key] / one,
+      vsJsMerge: find('JS sorted merge', 1)[key] / one,
+      vsNativeMerge: find('native sorted merge', 1)[key] / one,
+      twoThreadsVsOne: one / find(fastest, 2)[key],
+    };
   };
+  const ratios = { kernel: fastest, ...ratiosOf('nsPerDocMedian'), best: ratiosOf('nsPerDocBest') };
   console.log(`ratios (1 thread, ${fastest}): ${ratios.vsJsMap.toFixed(1)}x JS Map, ` +
     `${ratios.vsJsMerge.toFixed(1)}x JS merge, ${ratios.vsNativeMerge.toFixed(1)}x native merge; ` +
-    `2 threads ${ratios.twoThreadsVsOne.toFixed(2)}x 1 thread`);
+    `2 threads ${ratios.twoThreadsVsOne.toFixed(2)}x 1 thread (medians); best runs: ${ratios.best.vsJsMap.toFixed(1)}x JS Map, ` +
+    `2 threads ${ratios.best.twoThreadsVsOne.toFixed(2)}x`);
 
   // One pair at a time: lexicalScore's choice between the JS merge and a native call.
   const pairs: SparseRow[] = [];

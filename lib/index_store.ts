@@ -45,7 +45,7 @@ type SectionName = keyof NativeIndexState | 'meta' | 'ids';
 const ARRAY_SECTIONS: Array<[keyof NativeIndexState, new (buffer: ArrayBuffer, offset: number, length: number) => ArrayBufferView]> = [
   ['dense', Float32Array], ['sparseOffsets', Uint32Array], ['sparseIds', Uint32Array], ['sparseWeights', Float32Array],
   ['colbertOffsets', Uint32Array], ['colbertF32', Float32Array], ['colbertBf16', Uint16Array], ['colbertI8', Int8Array],
-  ['colbertScales', Float32Array], ['colbertSums', Int32Array],
+  ['colbertScales', Float32Array],
 ];
 
 function bytesOf(view: ArrayBufferView): Buffer {

@@ -24,8 +24,6 @@ export interface QuantizedMultiVectors {
   data: Uint16Array | Int8Array;
   /** i8 only: per-row scale (value = scale * int8). */
   scales?: Float32Array;
-  /** i8 only: per-row sum of the int8 values (used by the VNNI kernels). */
-  rowSums?: Int32Array;
 }
 
 /** Documents as {@link maxSim} takes them: encode()'s `colbert` output, or quantized. */
@@ -91,11 +89,8 @@ function prepare(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptio
   const native: NativeMultiVectors = { format, dim, offsets: docs.offsets, data: docs.data };
   if (format === 'i8') {
     const q = docs as QuantizedMultiVectors;
-    if (!(q.scales instanceof Float32Array) || !(q.rowSums instanceof Int32Array)) {
-      throw inputError('scales: Float32Array and rowSums: Int32Array (from quantize())', 'i8 docs', docs);
-    }
+    if (!(q.scales instanceof Float32Array)) throw inputError('scales: Float32Array (from quantize())', 'i8 docs', docs);
     native.scales = q.scales;
-    native.rowSums = q.rowSums;
   }
   let queries: Float32Array;
   let queryOffsets: Uint32Array;
@@ -157,7 +152,7 @@ export function quantize(vectors: MultiVectors, dim: number, format: 'bf16' | 'i
   }
   try {
     const q = native().quantize(vectors.data, dim, format);
-    return { format, dim, offsets: vectors.offsets, data: q.data, scales: q.scales, rowSums: q.rowSums };
+    return { format, dim, offsets: vectors.offsets, data: q.data, scales: q.scales };
   } catch (err) {
     throw fromNative(err);
   }

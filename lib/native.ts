@@ -98,7 +98,6 @@ export interface NativeMultiVectors {
   offsets: Uint32Array;
   data: Float32Array | Uint16Array | Int8Array;
   scales?: Float32Array;
-  rowSums?: Int32Array;
 }
 
 /** Component and fused scores of a search, best first (index_wrap.cc). */
@@ -151,7 +150,6 @@ export interface NativeIndexState {
   colbertBf16: Uint16Array;
   colbertI8: Int8Array;
   colbertScales: Float32Array;
-  colbertSums: Int32Array;
 }
 
 export interface NativeModule {
@@ -170,7 +168,7 @@ export interface NativeModule {
              isa?: IsaTierName): Float32Array;
   maxSim(queries: Float32Array, queryOffsets: Uint32Array, docs: NativeMultiVectors, threads: number): Promise<Float32Array>;
   /** Converts fp32 rows to bf16 (Uint16Array) or int8 (+ per-row scales and row sums). */
-  quantize(data: Float32Array, dim: number, format: 'bf16' | 'i8'): { data: Uint16Array | Int8Array; scales?: Float32Array; rowSums?: Int32Array };
+  quantize(data: Float32Array, dim: number, format: 'bf16' | 'i8'): { data: Uint16Array | Int8Array; scales?: Float32Array };
   /** This core's measured fp32 FMA peak in GFLOP/s on a tier (benchmarks). */
   fmaPeak(isa?: IsaTierName, seconds?: number): number;
 

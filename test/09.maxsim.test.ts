@@ -87,6 +87,44 @@ describe('maxSim', () => {
     });
   }
 
+  it('int8 documents built by hand (any values, -128 included) score exactly on every tier', () => {
+    // The query is quantized inside the call (per row: scale max|x| / 127, values rounded), so
+    // the reference quantizes it the same way and sums integer products exactly.
+    for (const dim of [5, 64, 100, 1024]) {
+      const r = rng(dim);
+      const nq = 3;
+      const q = unitRows(nq, dim, r);
+      const offsets = Uint32Array.of(0, 2, 2, 9);
+      const rows = offsets[3];
+      const data = new Int8Array(rows * dim);
+      for (let i = 0; i < data.length; i++) data[i] = i % 7 === 0 ? -128 : i % 11 === 0 ? 127 : r.int(256) - 128;
+      const scales = Float32Array.from({ length: rows }, (_, i) => 0.001 * (i + 1));
+      const expected: number[] = [];
+      for (let d = 0; d < 3; d++) {
+        if (offsets[d + 1] === offsets[d]) { expected.push(0); continue; }
+        let total = 0;
+        for (let a = 0; a < nq; a++) {
+          let peak = 0;
+          for (let k = 0; k < dim; k++) peak = Math.max(peak, Math.abs(q[a * dim + k]));
+          const sq = Math.fround(peak / 127);
+          const qi = Array.from({ length: dim }, (_, k) => Math.max(-127, Math.min(127, Math.round(q[a * dim + k] / sq))));
+          let best = -Infinity;
+          for (let j = offsets[d]; j < offsets[d + 1]; j++) {
+            let dot = 0;
+            for (let k = 0; k < dim; k++) dot += qi[k] * data[j * dim + k];
+            best = Math.max(best, dot * sq * scales[j]);
+          }
+          total += best;
+        }
+        expected.push(total / nq);
+      }
+      const docs = { format: 'i8' as const, dim, offsets, data, scales };
+      const serial = maxSimSync(q, docs, { isa: 'serial' });
+      expected.forEach((v, i) => assert.ok(Math.abs(serial[i] - v) <= 1e-5 * Math.max(1, Math.abs(v)), `dim ${dim} doc ${i}: ${serial[i]} vs ${v}`));
+      for (const tier of TIERS) assert.deepEqual(maxSimSync(q, docs, { isa: tier }), serial, `${tier} dim ${dim}`);
+    }
+  });
+
   it('empty documents and empty queries score 0', () => {
     const { q, docs } = corpus(7, 8, 1, [0, 3, 0]);
     const scores = maxSimSync(q, docs, { dim: 8 });

@@ -287,7 +287,6 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
       o.Set("colbertBf16", ToTypedArray(env, std::move(st.colbert_bf16)));
       o.Set("colbertI8", ToTypedArray(env, std::move(st.colbert_i8)));
       o.Set("colbertScales", ToTypedArray(env, std::move(st.colbert_scales)));
-      o.Set("colbertSums", ToTypedArray(env, std::move(st.colbert_sums)));
       return o;
     }, "exportState");
   }
@@ -311,7 +310,6 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
     copy("colbertBf16", napi_uint16_array, &st.colbert_bf16);
     copy("colbertI8", napi_int8_array, &st.colbert_i8);
     copy("colbertScales", napi_float32_array, &st.colbert_scales);
-    copy("colbertSums", napi_int32_array, &st.colbert_sums);
     return GuardSync(env, [&]() -> Napi::Value {
       index_->Import(std::move(st));
       return env.Undefined();

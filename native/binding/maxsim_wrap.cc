@@ -2,7 +2,7 @@
 // memory: typed array kinds and lengths, offsets within the data).
 //   [sync]  maxSimSync(queries, queryOffsets, docs, threads, isa?) -> Float32Array [queries x docs]
 //   [async] maxSim(queries, queryOffsets, docs, threads)           -> Promise<Float32Array>
-//   [sync]  quantize(data, dim, 'bf16' | 'i8')                     -> { data, scales?, rowSums? }
+//   [sync]  quantize(data, dim, 'bf16' | 'i8')                     -> { data, scales? }
 //   [sync]  fmaPeak(isa, seconds)                                   -> GFLOP/s of this core (benchmarks)
 #include <algorithm>
 #include <cmath>
@@ -89,21 +89,10 @@ MaxSimCall ReadCall(const Napi::CallbackInfo& info) {
     call.docs.data = d.Data();
     data_length = d.ElementLength();
     auto scales = Typed<float>(docs.Get("scales"), napi_float32_array, "a Float32Array for docs.scales (format 'i8')");
-    auto sums = Typed<int32_t>(docs.Get("rowSums"), napi_int32_array, "an Int32Array for docs.rowSums (format 'i8')");
-    if (scales.ElementLength() != rows || sums.ElementLength() != rows)
-      throw MakeError(env, "ERR_INPUT", "docs.scales and docs.rowSums need one entry per row (" + std::to_string(rows) + ")");
-    // The AVX-512 kernel relies on the row sums; sums that do not match the data would make
-    // its scores differ from the other tiers', so they are checked (quantize() makes them).
-    const int8_t* values = d.Data();
-    for (uint64_t r = 0; r < rows; ++r) {
-      int64_t sum = 0;
-      for (int64_t k = 0; k < call.docs.dim; ++k) sum += values[r * call.docs.dim + k];
-      if (sum != sums[r]) throw MakeError(env, "ERR_INPUT", "docs.rowSums[" + std::to_string(r) + "] does not match row " + std::to_string(r) + "; use quantize() output");
-    }
+    if (scales.ElementLength() != rows)
+      throw MakeError(env, "ERR_INPUT", "docs.scales needs one entry per row (" + std::to_string(rows) + ")");
     call.docs.scales = scales.Data();
-    call.docs.row_sums = sums.Data();
     call.arrays.push_back(scales);
-    call.arrays.push_back(sums);
   }
   if (data_length != elements) {
     throw MakeError(env, "ERR_INPUT", "docs.data has " + std::to_string(data_length) + " elements but offsets say " +
@@ -188,11 +177,9 @@ Napi::Value QuantizeImpl(const Napi::CallbackInfo& info) {
   } else if (format == "i8") {
     std::vector<int8_t> q(data.ElementLength());
     std::vector<float> scales(static_cast<size_t>(rows));
-    std::vector<int32_t> sums(static_cast<size_t>(rows));
-    m3::QuantizeI8(data.Data(), rows, dim, q.data(), scales.data(), sums.data());
+    m3::QuantizeI8(data.Data(), rows, dim, q.data(), scales.data());
     out.Set("data", ToTypedArray(env, std::move(q)));
     out.Set("scales", ToTypedArray(env, std::move(scales)));
-    out.Set("rowSums", ToTypedArray(env, std::move(sums)));
   } else {
     throw MakeError(env, "ERR_INPUT", "quantize: format must be 'bf16' or 'i8'");
   }

@@ -61,9 +61,7 @@ uint32_t HybridIndex::Add(const float* dense, const uint32_t* ids, const float* 
       const size_t at = colbert_i8_.size(), row_at = colbert_scales_.size();
       colbert_i8_.resize(at + values);
       colbert_scales_.resize(row_at + rows);
-      colbert_sums_.resize(row_at + rows);
-      QuantizeI8(colbert, rows, config_.dim, colbert_i8_.data() + at, colbert_scales_.data() + row_at,
-                 colbert_sums_.data() + row_at);
+      QuantizeI8(colbert, rows, config_.dim, colbert_i8_.data() + at, colbert_scales_.data() + row_at);
       break;
     }
   }
@@ -99,8 +97,6 @@ std::vector<uint32_t> HybridIndex::Compact() {
         fresh.colbert_i8_.insert(fresh.colbert_i8_.end(), colbert_i8_.begin() + from, colbert_i8_.begin() + from + count);
         fresh.colbert_scales_.insert(fresh.colbert_scales_.end(), colbert_scales_.begin() + colbert_offsets_[slot],
                                      colbert_scales_.begin() + colbert_offsets_[slot + 1]);
-        fresh.colbert_sums_.insert(fresh.colbert_sums_.end(), colbert_sums_.begin() + colbert_offsets_[slot],
-                                   colbert_sums_.begin() + colbert_offsets_[slot + 1]);
       }
       fresh.colbert_offsets_.back() = fresh.colbert_offsets_[fresh.colbert_offsets_.size() - 2] + static_cast<uint32_t>(n);
     }
@@ -112,7 +108,7 @@ std::vector<uint32_t> HybridIndex::Compact() {
 HybridIndex::State HybridIndex::Export() const {
   if (live_count_ != slots()) throw CoreError("ERR_RUNTIME", "HybridIndex::Export needs a compacted index.");
   return State{dense_, sparse_offsets_, sparse_ids_, sparse_weights_, colbert_offsets_, colbert_f32_,
-               colbert_bf16_, colbert_i8_, colbert_scales_, colbert_sums_};
+               colbert_bf16_, colbert_i8_, colbert_scales_};
 }
 
 void HybridIndex::Import(State st) {
@@ -142,7 +138,7 @@ void HybridIndex::Import(State st) {
     const uint64_t rows = st.colbert_offsets[n];
     const bool ok = config_.colbert_format == VectorFormat::kF32    ? st.colbert_f32.size() == values
                     : config_.colbert_format == VectorFormat::kBF16 ? st.colbert_bf16.size() == values
-                                                                    : st.colbert_i8.size() == values && st.colbert_scales.size() == rows && st.colbert_sums.size() == rows;
+                                                                    : st.colbert_i8.size() == values && st.colbert_scales.size() == rows;
     if (!ok) fail("ColBERT data does not match its offsets");
     for (float x : st.colbert_f32)
       if (!std::isfinite(x)) fail("a non-finite ColBERT value");
@@ -150,13 +146,6 @@ void HybridIndex::Import(State st) {
       if (!std::isfinite(x)) fail("a non-finite int8 ColBERT scale");
     for (uint16_t b : st.colbert_bf16)
       if ((b & 0x7f80u) == 0x7f80u) fail("a non-finite bf16 ColBERT value");
-    if (config_.colbert_format == VectorFormat::kI8) {
-      for (uint64_t r = 0; r < rows; ++r) {
-        int64_t sum = 0;
-        for (int64_t k = 0; k < config_.dim; ++k) sum += st.colbert_i8[r * config_.dim + k];
-        if (sum != st.colbert_sums[r]) fail("int8 row sum " + std::to_string(r) + " does not match its row");
-      }
-    }
   }
   dense_ = std::move(st.dense);
   sparse_offsets_ = std::move(st.sparse_offsets);
@@ -167,7 +156,6 @@ void HybridIndex::Import(State st) {
   colbert_bf16_ = std::move(st.colbert_bf16);
   colbert_i8_ = std::move(st.colbert_i8);
   colbert_scales_ = std::move(st.colbert_scales);
-  colbert_sums_ = std::move(st.colbert_sums);
   live_.assign(n, 1);
   live_count_ = static_cast<int64_t>(n);
   for (uint32_t slot = 0; slot < n; ++slot)
@@ -177,7 +165,7 @@ void HybridIndex::Import(State st) {
 double HybridIndex::ColbertBytesPerDocument() const {
   if (!config_.colbert || live_.empty()) return 0.0;
   const double bytes = colbert_f32_.size() * 4.0 + colbert_bf16_.size() * 2.0 + colbert_i8_.size() +
-                       colbert_scales_.size() * 4.0 + colbert_sums_.size() * 4.0;
+                       colbert_scales_.size() * 4.0;
   return bytes / static_cast<double>(live_.size());
 }
 
@@ -191,7 +179,6 @@ MultiVectorSet HybridIndex::ColbertSet() const {
              : config_.colbert_format == VectorFormat::kBF16 ? static_cast<const void*>(colbert_bf16_.data())
                                                               : static_cast<const void*>(colbert_i8_.data());
   set.scales = colbert_scales_.data();
-  set.row_sums = colbert_sums_.data();
   return set;
 }
 

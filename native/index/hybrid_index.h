@@ -67,7 +67,6 @@ class HybridIndex {
     std::vector<uint16_t> colbert_bf16;
     std::vector<int8_t> colbert_i8;
     std::vector<float> colbert_scales;
-    std::vector<int32_t> colbert_sums;
   };
   /// Requires live() == slots() (compact first).
   State Export() const;
@@ -104,7 +103,6 @@ class HybridIndex {
   std::vector<uint16_t> colbert_bf16_;
   std::vector<int8_t> colbert_i8_;
   std::vector<float> colbert_scales_;
-  std::vector<int32_t> colbert_sums_;
 };
 
 }  // namespace m3

@@ -179,8 +179,7 @@ namespace maxsim {
 void QuantizeQueryI8(const float* query, int64_t nq, int64_t dim, std::vector<int8_t>* s8, std::vector<float>* scales) {
   s8->assign(static_cast<size_t>(nq * dim), 0);
   scales->assign(static_cast<size_t>(nq), 0.0f);
-  std::vector<int32_t> sums(static_cast<size_t>(nq));
-  QuantizeI8(query, nq, dim, s8->data(), scales->data(), sums.data());
+  QuantizeI8(query, nq, dim, s8->data(), scales->data());
 }
 
 }  // namespace maxsim

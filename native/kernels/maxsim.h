@@ -29,7 +29,6 @@ struct MultiVectorSet {
   const uint32_t* offsets = nullptr;  // count + 1 entries, non-decreasing
   const void* data = nullptr;         // rows * dim elements (float, uint16_t or int8_t)
   const float* scales = nullptr;      // kI8: one per row
-  const int32_t* row_sums = nullptr;  // kI8: sum of each row's int8 values (VNNI offset correction)
 };
 
 /// One query (nq rows of `dim` floats, row-major) against every document of `docs`:

@@ -24,21 +24,18 @@ void QuantizeBf16(const float* x, int64_t n, uint16_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = FloatToBf16(x[i]);
 }
 
-void QuantizeI8(const float* x, int64_t rows, int64_t dim, int8_t* out, float* scales, int32_t* row_sums) {
+void QuantizeI8(const float* x, int64_t rows, int64_t dim, int8_t* out, float* scales) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x + r * dim;
     float peak = 0.0f;
     for (int64_t k = 0; k < dim; ++k) peak = std::fmax(peak, std::fabs(row[k]));
     const float scale = peak > 0.0f ? peak / 127.0f : 1.0f;
-    int32_t sum = 0;
     for (int64_t k = 0; k < dim; ++k) {
       const long q = std::lround(row[k] / scale);
       const int8_t v = static_cast<int8_t>(q > 127 ? 127 : (q < -127 ? -127 : q));
       out[r * dim + k] = v;
-      sum += v;
     }
     scales[r] = scale;
-    row_sums[r] = sum;
   }
 }
 

@@ -24,8 +24,7 @@ float Bf16ToFloat(uint16_t bits);
 void QuantizeBf16(const float* x, int64_t n, uint16_t* out);
 
 /// Quantizes `rows` rows of `dim` floats to int8 with a per-row scale (max|x| / 127; 1 for an
-/// all-zero row, whose values are all 0) and the per-row sum of the int8 values (the VNNI
-/// kernels use it to correct for their unsigned query offset).
-void QuantizeI8(const float* x, int64_t rows, int64_t dim, int8_t* out, float* scales, int32_t* row_sums);
+/// all-zero row, whose values are all 0).
+void QuantizeI8(const float* x, int64_t rows, int64_t dim, int8_t* out, float* scales);
 
 }  // namespace m3

@@ -55,8 +55,7 @@ void RunCase(std::mt19937& rng, int64_t dim, int64_t nq, const std::vector<uint3
   m3::QuantizeBf16(d.data(), static_cast<int64_t>(d.size()), d16.data());
   std::vector<int8_t> d8(d.size());
   std::vector<float> scales(static_cast<size_t>(rows));
-  std::vector<int32_t> sums(static_cast<size_t>(rows));
-  m3::QuantizeI8(d.data(), rows, dim, d8.data(), scales.data(), sums.data());
+  m3::QuantizeI8(d.data(), rows, dim, d8.data(), scales.data());
 
   std::vector<double> ref(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) ref[i] = Reference(q.data(), nq, d.data() + offsets[i] * dim, doc_rows[i], dim);
@@ -70,7 +69,6 @@ void RunCase(std::mt19937& rng, int64_t dim, int64_t nq, const std::vector<uint3
     set.data = format == m3::VectorFormat::kF32 ? static_cast<const void*>(d.data())
                : format == m3::VectorFormat::kBF16 ? static_cast<const void*>(d16.data()) : static_cast<const void*>(d8.data());
     set.scales = scales.data();
-    set.row_sums = sums.data();
     std::vector<float> oracle(static_cast<size_t>(count));
     m3::MaxSimOn(m3::IsaTier::kSerial, q.data(), nq, set, oracle.data(), 1);
     // Quantization error against the float64 reference (quantize.h's bounds, generously).
