@@ -12,6 +12,7 @@ import { DEMO_MODEL_DIR, PACKAGE_DATA_DIR, capabilities, runtimeInfo } from './r
 import { HybridIndex, type DocumentId, type SearchHit } from './hybrid_index';
 import { EVAL_MODES, evaluate, formatMetricsTable, readEvalRows } from './evaluate';
 import { SingleBar } from 'cli-progress';
+import { createServer, type M3Server } from './server';
 
 const DEMO_WARNING = 'bge-m3: using the bundled demo model, whose weights are RANDOM: its vectors and scores mean ' +
   'nothing. For real embeddings download BAAI/bge-m3 (huggingface-cli download BAAI/bge-m3 --local-dir ./bge-m3) ' +
@@ -20,6 +21,18 @@ const DEMO_WARNING = 'bge-m3: using the bundled demo model, whose weights are RA
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
+}
+
+function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a non-negative number');
   return n;
 }
 
@@ -255,6 +268,57 @@ async function main(argv: string[]): Promise<void> {
       } finally {
         await model.dispose();
       }
+    });
+
+  addModelFlags(program.command('serve')
+    .description('serve the model over HTTP (POST /v1/embeddings, /encode, /score, /rerank, /search; GET /health, /metrics)')
+    .option('-x, --index <dir>', 'a hybrid index for POST /search')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('-p, --port <n>', 'port (0 picks a free one)', nonNegativeInt, 8080)
+    .option('--no-batching', 'encode each request alone instead of coalescing concurrent requests')
+    .option('--max-wait-ms <ms>', 'how long a request may wait for others to batch with', nonNegativeNumber, 2)
+    .option('--max-batch-tokens <n>', 'tokens per coalesced batch', positiveInt, 16384)
+    .option('--max-queue <n>', 'requests waiting before 503s', positiveInt, 1024)
+    .option('--max-queue-tokens <n>', 'tokens waiting before 503s (default 8 x --max-batch-tokens)', positiveInt)
+    .option('--max-texts <n>', 'texts per request', positiveInt, 256)
+    .option('--max-text-tokens <n>', "tokens per text (default the model's max length)", positiveInt)
+    .option('--body-limit <bytes>', 'largest request body', positiveInt, 8 * 1024 * 1024)
+    .option('--timeout-ms <ms>', 'answer 503 to a request not done by then', positiveInt, 30000)
+    .option('--max-event-loop-delay <ms>', 'answer 503 while the event loop lags more (0: off)', nonNegativeInt, 1000)
+    .option('--log', 'log requests (JSON lines on stdout)'))
+    .action(async (opts) => {
+      const model = await openModel(opts);
+      let server: M3Server | undefined;
+      try {
+        const index = opts.index ? HybridIndex.load(opts.index, { model }) : undefined;
+        server = await createServer({
+          model, index, logger: !!opts.log, bodyLimit: opts.bodyLimit, maxTexts: opts.maxTexts, maxTextTokens: opts.maxTextTokens,
+          requestTimeoutMs: opts.timeoutMs, maxEventLoopDelayMs: opts.maxEventLoopDelay,
+          batching: opts.batching ? { maxWaitMs: opts.maxWaitMs, maxBatchTokens: opts.maxBatchTokens, maxQueue: opts.maxQueue, maxQueueTokens: opts.maxQueueTokens } : false,
+        });
+        const address = await server.listen({ host: opts.host, port: opts.port });
+        process.stdout.write(`bge-m3 serve: listening on ${address}\n`);
+      } catch (err) {
+        await server?.close();
+        await model.dispose();
+        throw err;
+      }
+      const running = server;
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) {
+          process.stderr.write(`bge-m3 serve: ${signal} again, exiting without waiting\n`);
+          process.exit(1);
+        }
+        stopping = true;
+        process.stderr.write(`bge-m3 serve: ${signal}: finishing requests in flight, then exiting\n`);
+        running.close().then(() => model.dispose()).then(() => process.exit(0), (err: Error) => {
+          process.stderr.write(`bge-m3 serve: shutdown failed: ${err.message}\n`);
+          process.exit(1);
+        });
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
     });
 
   addModelFlags(program.command('demo')

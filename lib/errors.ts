@@ -8,7 +8,8 @@
  * - `ERR_ABORTED`: the caller's AbortSignal fired.
  * - `ERR_DISPOSED`: the model was disposed.
  * - `ERR_DEVICE`: the requested device (CUDA) cannot be used.
- * - `ERR_QUEUE_FULL`: a server's queue is full.
+ * - `ERR_QUEUE_FULL`: a batcher's or server's queue is full; retry later.
+ * - `ERR_TOO_LONG`: a text has more tokens than allowed and truncation was turned off.
  * - `ERR_RUNTIME`: ONNX Runtime failed while running the model.
  * - `ERR_NATIVE`: the native addon could not be loaded.
  */
@@ -20,6 +21,7 @@ export type M3ErrorCode =
   | 'ERR_DISPOSED'
   | 'ERR_DEVICE'
   | 'ERR_QUEUE_FULL'
+  | 'ERR_TOO_LONG'
   | 'ERR_RUNTIME'
   | 'ERR_NATIVE';
 

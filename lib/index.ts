@@ -20,3 +20,5 @@ export { HybridIndex } from './hybrid_index';
 export type { DocumentId, HybridIndexOptions, SearchOptions, SearchHit, ModelIdentity, ModelLike } from './hybrid_index';
 export { evaluate, readEvalRows, formatMetricsTable, EVAL_MODES } from './evaluate';
 export type { EvalRow, ModeMetrics, EvaluateOptions, EvaluateResult } from './evaluate';
+export { Batcher } from './batcher';
+export type { BatcherOptions, BatcherEncodeOptions, BatcherStats, BatchInfo } from './batcher';

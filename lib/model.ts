@@ -8,7 +8,7 @@ import { M3Error, fromNative, inputError } from './errors';
 import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from './native';
 import { planBatches } from './batching';
 import { EncodeOutput, type SparseRow } from './outputs';
-import { colbertScore, denseScore, lexicalScore } from './scores';
+import { pairScores, type PairScores } from './scores';
 import { M3Tokenizer, findTokenizerFile, type TokenizedBatch } from './tokenizer';
 
 /** Options of {@link BGEM3.load}. */
@@ -54,6 +54,11 @@ export interface EncodeOptions {
   maxBatchTokens?: number;
   /** Cancels queued work and the run in progress; the promise rejects with ERR_ABORTED. */
   signal?: AbortSignal;
+  /**
+   * Cut texts longer than maxLength (default true, as FlagEmbedding does); false makes such a
+   * text an ERR_TOO_LONG error that names it.
+   */
+  truncate?: boolean;
 }
 
 /** Options of {@link BGEM3.computeScore}. */
@@ -70,13 +75,7 @@ export interface ComputeScoreOptions {
 }
 
 /** The five score lists of {@link BGEM3.computeScore}, FlagEmbedding's key names. */
-export interface ComputeScoreResult {
-  dense: Float32Array;
-  sparse: Float32Array;
-  colbert: Float32Array;
-  'sparse+dense': Float32Array;
-  'colbert+sparse+dense': Float32Array;
-}
+export type ComputeScoreResult = PairScores;
 
 /** What {@link BGEM3.info} reports. */
 export interface ModelInfo extends NativeModelInfo {
@@ -152,6 +151,39 @@ function normalizeTexts(texts: unknown): string[] {
     if (typeof texts[i] !== 'string') throw inputError('a string', `texts[${i}]`, texts[i]);
   }
   return texts as string[];
+}
+
+/** Checked encode options, as the native run takes them. */
+interface RunOptions {
+  dense: boolean;
+  sparse: boolean;
+  colbert: boolean;
+  batchSize: number;
+  maxBatchTokens: number;
+  signal?: AbortSignal;
+}
+
+/** Tokenized texts as encodeTokens takes them: the shapes, and ids within the vocabulary. */
+function checkTokens(tokens: TokenizedBatch, vocabSize: number, modelMaxLength: number): void {
+  if (!tokens || !(tokens.ids instanceof Int32Array) || !(tokens.offsets instanceof Uint32Array) || tokens.offsets.length < 1) {
+    throw inputError('{ ids: Int32Array, offsets: Uint32Array } (as tokenize() returns)', 'tokens', tokens);
+  }
+  const { ids, offsets } = tokens;
+  if (offsets[0] !== 0 || offsets[offsets.length - 1] !== ids.length) {
+    throw new M3Error('ERR_INPUT', `tokens.offsets must start at 0 and end at ids.length (${ids.length}); got ${offsets[0]} .. ${offsets[offsets.length - 1]}`);
+  }
+  for (let i = 0; i + 1 < offsets.length; i++) {
+    const n = offsets[i + 1] - offsets[i];
+    if (offsets[i + 1] < offsets[i] || n < 1 || n > modelMaxLength) {
+      throw new M3Error('ERR_INPUT', `tokens: text ${i} has ${offsets[i + 1] < offsets[i] ? 'decreasing offsets' : `${n} tokens`}; ` +
+        `each text needs 1 to ${modelMaxLength} tokens (tokenize() with maxLength truncates)`);
+    }
+  }
+  for (let j = 0; j < ids.length; j++) {
+    if (ids[j] < 0 || ids[j] >= vocabSize) {
+      throw new M3Error('ERR_INPUT', `tokens.ids[${j}] is ${ids[j]}, outside this model's vocabulary [0, ${vocabSize})`);
+    }
+  }
 }
 
 /** A loaded BGE-M3 model. Create with {@link BGEM3.load}; release with {@link BGEM3.dispose}. */
@@ -238,32 +270,59 @@ export class BGEM3 {
     this.checkUsable();
     if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
     const list = normalizeTexts(texts);
+    const run = this.runOptions(options);
+    const maxLength = options.maxLength === undefined ? this.maxLength : checkLength(options.maxLength, 'maxLength', this.modelMaxLength);
+    const truncate = checkBoolean(options.truncate, 'truncate', true);
+    if (run.signal?.aborted) throw abortedError();
+    const tokens = await this.tokenizer.encode(list, maxLength, truncate);
+    if (run.signal?.aborted) throw abortedError();
+    return this.run(tokens, run, callerStack);
+  }
+
+  /**
+   * Encodes token ids that are already tokenized (as {@link tokenize} gives them: text i is
+   * ids[offsets[i] .. offsets[i+1]), each `<s> pieces </s>`), with encode's output options.
+   * `maxLength` does not apply: each text must already fit the model's positions. For callers
+   * that tokenize once and encode later, such as a request batcher.
+   */
+  async encodeTokens(tokens: TokenizedBatch, options: Omit<EncodeOptions, 'maxLength' | 'truncate'> = {}): Promise<EncodeOutput> {
+    const callerStack = new Error().stack;
+    this.checkUsable();
+    if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+    checkTokens(tokens, this.tokenizer.vocabSize, this.modelMaxLength);
+    const run = this.runOptions(options);
+    if (run.signal?.aborted) throw abortedError();
+    return this.run(tokens, run, callerStack);
+  }
+
+  /** Encode's output and batching options, checked. */
+  private runOptions(options: Omit<EncodeOptions, 'maxLength' | 'truncate'>): RunOptions {
     const dense = checkBoolean(options.dense, 'dense', true);
     const sparse = checkBoolean(options.sparse, 'sparse', true);
     const colbert = checkBoolean(options.colbert, 'colbert', false);
     if (!dense && !sparse && !colbert) {
       throw new M3Error('ERR_INPUT', 'encode: all of dense, sparse and colbert are false; request at least one output');
     }
-    const maxLength = options.maxLength === undefined ? this.maxLength : checkLength(options.maxLength, 'maxLength', this.modelMaxLength);
     const batchSize = options.batchSize === undefined ? DEFAULT_BATCH_SIZE : checkInteger(options.batchSize, 'batchSize', 1, 1 << 20);
     const maxBatchTokens = options.maxBatchTokens === undefined
       ? DEFAULT_MAX_BATCH_TOKENS : checkInteger(options.maxBatchTokens, 'maxBatchTokens', 2, 1 << 30);
-    const signal = checkSignal(options.signal);
-    if (signal?.aborted) throw abortedError();
+    return { dense, sparse, colbert, batchSize, maxBatchTokens, signal: checkSignal(options.signal) };
+  }
 
-    const tokens = await this.tokenizer.encode(list, maxLength);
-    if (signal?.aborted) throw abortedError();
+  /** Runs tokenized texts through the native encoder in length-sorted batches. */
+  private async run(tokens: TokenizedBatch, options: RunOptions, callerStack: string | undefined): Promise<EncodeOutput> {
+    const { dense, sparse, colbert, signal } = options;
     this.checkUsable();
-    const count = list.length;
+    const count = tokens.offsets.length - 1;
     if (count === 0) {
       return new EncodeOutput(0, this.dim,
         dense ? new Float32Array(0) : undefined,
         sparse ? { offsets: new Uint32Array(1), ids: new Uint32Array(0), weights: new Float32Array(0) } : undefined,
-        colbert ? { offsets: new Uint32Array(1), data: new Float32Array(0) } : undefined);
+        colbert ? { offsets: new Uint32Array(1), data: new Float32Array(0) } : undefined, undefined, new Uint32Array(0));
     }
     const lengths = new Uint32Array(count);
     for (let i = 0; i < count; i++) lengths[i] = tokens.offsets[i + 1] - tokens.offsets[i];
-    const plan = planBatches(lengths, batchSize, maxBatchTokens);
+    const plan = planBatches(lengths, options.batchSize, options.maxBatchTokens);
     const flags = (dense ? ENCODE_DENSE : 0) | (sparse ? ENCODE_SPARSE : 0) | (colbert ? ENCODE_COLBERT : 0);
     const jobId = this.nextJob++;
     const onAbort = () => this.encoder.cancel(jobId);
@@ -274,7 +333,7 @@ export class BGEM3 {
       return new EncodeOutput(raw.count, raw.dim,
         dense ? raw.dense : undefined,
         sparse ? { offsets: raw.sparseOffsets, ids: raw.sparseIds, weights: raw.sparseWeights } : undefined,
-        colbert ? { offsets: raw.colbertOffsets, data: raw.colbert } : undefined, raw.stats);
+        colbert ? { offsets: raw.colbertOffsets, data: raw.colbert } : undefined, raw.stats, lengths);
     } catch (err) {
       if ((err as { code?: string })?.code === 'ERR_ABORTED' && signal?.aborted) throw fromNative(abortedError(), callerStack);
       throw fromNative(err, callerStack);
@@ -287,10 +346,10 @@ export class BGEM3 {
    * Token ids as encode would feed them to the model: `<s> pieces </s>` per text, truncated to
    * `maxLength` (default: the model's). Text i is ids[offsets[i] .. offsets[i+1]).
    */
-  async tokenize(texts: string | readonly string[], options: { maxLength?: number } = {}): Promise<TokenizedBatch> {
+  async tokenize(texts: string | readonly string[], options: { maxLength?: number; truncate?: boolean } = {}): Promise<TokenizedBatch> {
     this.checkUsable();
     const maxLength = options.maxLength === undefined ? this.maxLength : checkLength(options.maxLength, 'maxLength', this.modelMaxLength);
-    return this.tokenizer.encode(normalizeTexts(texts), maxLength);
+    return this.tokenizer.encode(normalizeTexts(texts), maxLength, checkBoolean(options.truncate, 'truncate', true));
   }
 
   /**
@@ -322,25 +381,7 @@ export class BGEM3 {
     const common = { dense: true, sparse: true, colbert: true, batchSize: options.batchSize, maxBatchTokens: options.maxBatchTokens, signal: options.signal };
     const queries = await this.encode(list.map((p) => p[0]), { ...common, maxLength: maxQueryLength });
     const passages = await this.encode(list.map((p) => p[1]), { ...common, maxLength: maxPassageLength });
-    const n = list.length;
-    const out: ComputeScoreResult = {
-      dense: new Float32Array(n), sparse: new Float32Array(n), colbert: new Float32Array(n),
-      'sparse+dense': new Float32Array(n), 'colbert+sparse+dense': new Float32Array(n),
-    };
-    const [w0, w1, w2] = weights;
-    for (let i = 0; i < n; i++) {
-      const q = queries.row(i);
-      const p = passages.row(i);
-      const d = denseScore(q.dense!, p.dense!);
-      const s = lexicalScore(q.sparse!, p.sparse!);
-      const c = colbertScore(q.colbert!, p.colbert!, this.dim);
-      out.dense[i] = d;
-      out.sparse[i] = s;
-      out.colbert[i] = c;
-      out['sparse+dense'][i] = (w1 * s + w0 * d) / (w0 + w1);
-      out['colbert+sparse+dense'][i] = (w0 * d + w1 * s + w2 * c) / (w0 + w1 + w2);
-    }
-    return out;
+    return pairScores(queries, passages, weights);
   }
 
   /** A row's lexical weights keyed by token piece (the SentencePiece marker removed); cosmetic. */

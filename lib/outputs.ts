@@ -44,7 +44,43 @@ export class EncodeOutput {
     readonly colbert?: MultiVectors,
     /** Where the time went (absent for an empty input). */
     readonly stats?: EncodeStats,
+    /** Tokens of each text as encoded: after truncation, `<s>` and `</s>` included. */
+    readonly tokens?: Uint32Array,
   ) {}
+
+  /** Tokens of all texts as encoded (the `usage` of an embeddings API). */
+  get tokenCount(): number {
+    let n = 0;
+    if (this.tokens) for (const t of this.tokens) n += t;
+    return n;
+  }
+
+  /**
+   * Texts [start, end) as an EncodeOutput of their own: vectors and weights are subarray views
+   * of this result's arrays (no copies); only the offsets are new, rebased to start at 0.
+   */
+  slice(start: number, end: number): EncodeOutput {
+    if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start || end > this.count) {
+      throw new RangeError(`Expected 0 <= start <= end <= ${this.count} for slice but received ${start}, ${end}`);
+    }
+    const rebase = (offsets: Uint32Array) => {
+      const out = new Uint32Array(end - start + 1);
+      for (let i = 0; i <= end - start; i++) out[i] = offsets[start + i] - offsets[start];
+      return out;
+    };
+    let sparse: SparseVectors | undefined;
+    if (this.sparse) {
+      const { offsets, ids, weights } = this.sparse;
+      sparse = { offsets: rebase(offsets), ids: ids.subarray(offsets[start], offsets[end]), weights: weights.subarray(offsets[start], offsets[end]) };
+    }
+    let colbert: MultiVectors | undefined;
+    if (this.colbert) {
+      const { offsets, data } = this.colbert;
+      colbert = { offsets: rebase(offsets), data: data.subarray(offsets[start] * this.dim, offsets[end] * this.dim) };
+    }
+    return new EncodeOutput(end - start, this.dim, this.dense?.subarray(start * this.dim, end * this.dim), sparse, colbert, this.stats,
+      this.tokens?.subarray(start, end));
+  }
 
   /** The outputs of text `i` as subarray views. */
   row(i: number): EncodeRow {

@@ -3,7 +3,7 @@
  * float64 so results do not depend on summation order beyond float32 input rounding.
  */
 import { M3Error, inputError } from './errors';
-import type { SparseRow } from './outputs';
+import type { EncodeOutput, SparseRow } from './outputs';
 
 function requireFloat32(value: unknown, what: string): asserts value is Float32Array {
   if (!(value instanceof Float32Array)) throw inputError('a Float32Array', what, value);
@@ -82,4 +82,40 @@ export function colbertScore(query: Float32Array, passage: Float32Array, dim: nu
     total += best;
   }
   return total / nq;
+}
+
+/** Five score lists over pairs, FlagEmbedding's `compute_score` keys. */
+export interface PairScores {
+  dense: Float32Array;
+  sparse: Float32Array;
+  colbert: Float32Array;
+  'sparse+dense': Float32Array;
+  'colbert+sparse+dense': Float32Array;
+}
+
+/**
+ * Scores query i against passage i with all three representations and the two weighted
+ * combinations, as FlagEmbedding's `compute_score` does; both results need dense, sparse and
+ * colbert. weights = [dense, sparse, colbert].
+ */
+export function pairScores(queries: EncodeOutput, passages: EncodeOutput, weights: readonly [number, number, number]): PairScores {
+  const n = queries.count;
+  const out: PairScores = {
+    dense: new Float32Array(n), sparse: new Float32Array(n), colbert: new Float32Array(n),
+    'sparse+dense': new Float32Array(n), 'colbert+sparse+dense': new Float32Array(n),
+  };
+  const [w0, w1, w2] = weights;
+  for (let i = 0; i < n; i++) {
+    const q = queries.row(i);
+    const p = passages.row(i);
+    const d = denseScore(q.dense!, p.dense!);
+    const s = lexicalScore(q.sparse!, p.sparse!);
+    const c = colbertScore(q.colbert!, p.colbert!, queries.dim);
+    out.dense[i] = d;
+    out.sparse[i] = s;
+    out.colbert[i] = c;
+    out['sparse+dense'][i] = (w1 * s + w0 * d) / (w0 + w1);
+    out['colbert+sparse+dense'][i] = (w0 * d + w1 * s + w2 * c) / (w0 + w1 + w2);
+  }
+  return out;
 }

@@ -61,9 +61,10 @@ export class M3Tokenizer {
 
   /**
    * Tokenizes texts as `<s> pieces </s>`, each truncated to at most `maxLength` tokens (keeping
-   * `<s>` and `</s>`, like the tokenizer's own truncation).
+   * `<s>` and `</s>`, like the tokenizer's own truncation). With `truncate` false a longer text
+   * is an ERR_TOO_LONG error instead.
    */
-  async encode(texts: readonly string[], maxLength: number): Promise<TokenizedBatch> {
+  async encode(texts: readonly string[], maxLength: number, truncate = true): Promise<TokenizedBatch> {
     const offsets = new Uint32Array(texts.length + 1);
     if (texts.length === 0) return { ids: new Int32Array(0), offsets };
     const encodings = await this.tokenizer.encodeBatch(texts as string[]);
@@ -72,6 +73,10 @@ export class M3Tokenizer {
     for (let i = 0; i < encodings.length; i++) {
       let ids = encodings[i].getIds();
       if (ids.length > maxLength) {
+        if (!truncate) {
+          throw new M3Error('ERR_TOO_LONG', `text ${i} has ${ids.length} tokens, more than the limit of ${maxLength}; ` +
+            'shorten it, or allow truncation');
+        }
         ids = ids.slice(0, maxLength - 1);
         ids.push(EOS_ID);
       }

@@ -1,0 +1,109 @@
+/**
+ * JSON schemas of the server's request bodies. Unknown fields are errors (the server's ajv keeps
+ * them instead of dropping them), and types are never coerced.
+ */
+
+const texts = {
+  anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }],
+};
+const length = { type: 'integer', minimum: 2 };
+const weights = { type: 'array', minItems: 3, maxItems: 3, items: { type: 'number', minimum: 0 } };
+
+function body(required: string[], properties: Record<string, unknown>) {
+  return { type: 'object', required, additionalProperties: false, properties };
+}
+
+export const embeddingsBody = body(['input'], {
+  input: texts,
+  model: { type: 'string' },
+  encoding_format: { enum: ['float', 'base64'] },
+  dimensions: { type: 'integer', minimum: 1 },
+  user: { type: 'string' },
+});
+
+export const encodeBody = body(['texts'], {
+  texts,
+  dense: { type: 'boolean' },
+  sparse: { type: 'boolean' },
+  colbert: { type: 'boolean' },
+  max_length: length,
+  truncate: { type: 'boolean' },
+});
+
+export const scoreBody = body(['pairs'], {
+  pairs: { type: 'array', minItems: 1, items: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'string' } } },
+  weights,
+  max_query_length: length,
+  max_passage_length: length,
+  truncate: { type: 'boolean' },
+});
+
+export const rerankBody = body(['query', 'documents'], {
+  query: { type: 'string' },
+  documents: {
+    type: 'array', minItems: 1,
+    items: { anyOf: [{ type: 'string' }, body(['text'], { text: { type: 'string' } })] },
+  },
+  top_n: { type: 'integer', minimum: 1 },
+  weights,
+  return_documents: { type: 'boolean' },
+  max_query_length: length,
+  max_passage_length: length,
+  truncate: { type: 'boolean' },
+});
+
+export const searchBody = body(['query'], {
+  query: { type: 'string' },
+  k: { type: 'integer', minimum: 1, maximum: 1000 },
+  weights,
+  dense_candidates: { type: 'integer', minimum: 1, maximum: 100000 },
+  sparse_candidates: { type: 'integer', minimum: 1, maximum: 100000 },
+  exhaustive: { type: 'boolean' },
+  max_query_length: length,
+});
+
+export interface EmbeddingsBody {
+  input: string | string[];
+  model?: string;
+  encoding_format?: 'float' | 'base64';
+  dimensions?: number;
+  user?: string;
+}
+
+export interface EncodeBody {
+  texts: string | string[];
+  dense?: boolean;
+  sparse?: boolean;
+  colbert?: boolean;
+  max_length?: number;
+  truncate?: boolean;
+}
+
+export interface ScoreBody {
+  pairs: Array<[string, string]>;
+  weights?: [number, number, number];
+  max_query_length?: number;
+  max_passage_length?: number;
+  truncate?: boolean;
+}
+
+export interface RerankBody {
+  query: string;
+  documents: Array<string | { text: string }>;
+  top_n?: number;
+  weights?: [number, number, number];
+  return_documents?: boolean;
+  max_query_length?: number;
+  max_passage_length?: number;
+  truncate?: boolean;
+}
+
+export interface SearchBody {
+  query: string;
+  k?: number;
+  weights?: [number, number, number];
+  dense_candidates?: number;
+  sparse_candidates?: number;
+  exhaustive?: boolean;
+  max_query_length?: number;
+}
