@@ -19,7 +19,12 @@ export interface BatcherOptions {
   maxBatchTokens?: number;
   /** Most texts in one coalesced batch (default 256). */
   maxBatchTexts?: number;
-  /** How long the oldest waiting request may wait for company, in ms (default 2; 0 sends at once). */
+  /**
+   * How long the oldest waiting request may wait for company while the model is idle, in ms
+   * (default 2; 0 sends at once). It waits only while requests tend to arrive with others
+   * queued or running, so a lone client is not slowed down; under load, batches also form
+   * while the previous batch runs.
+   */
   maxWaitMs?: number;
   /** Most requests waiting, being tokenized included (default 1024); more reject with ERR_QUEUE_FULL. */
   maxQueue?: number;
@@ -153,6 +158,8 @@ export class Batcher extends EventEmitter {
   private closing?: Promise<void>;
   private idle?: () => void;
   private readonly totals = { batches: 0, requests: 0, texts: 0, tokens: 0, waitMs: 0, runMs: 0, rejectedQueueFull: 0, aborted: 0, failed: 0 };
+  /** Moving average of "other requests were queued or running when one arrived" (1 at first). */
+  private company = 1;
   /** [end time, tokens] of recent batches, for tokensPerSecond. */
   private recent: Array<[number, number]> = [];
 
@@ -227,6 +234,7 @@ export class Batcher extends EventEmitter {
         detach: () => signal?.removeEventListener('abort', onAbort),
       };
       signal?.addEventListener('abort', onAbort, { once: true });
+      this.company = 0.8 * this.company + (this.queue.length + this.inFlight > 0 ? 0.2 : 0);
       this.queue.push(request);
       this.queuedTexts += count;
       this.queuedTokens += tokenCount;
@@ -286,7 +294,7 @@ export class Batcher extends EventEmitter {
       const now = performance.now();
       const due = this.queue[0].enqueuedAt + this.maxWaitMs;
       const full = this.queuedTokens >= this.maxBatchTokens || this.queuedTexts >= this.maxBatchTexts;
-      if (!full && now < due && !this.closing) {
+      if (!full && now < due && this.company >= 0.25 && !this.closing) {
         if (!this.timer) {
           this.timer = setTimeout(() => {
             this.timer = undefined;

@@ -1,6 +1,7 @@
 /**
  * The batch plan of one encode: texts sorted by token length (longest first, as FlagEmbedding
- * does), cut into batches that respect both a text count and a padded-token budget.
+ * does), cut into batches that respect a text count and a padded-token budget and waste little
+ * on padding.
  */
 
 export interface BatchPlan {
@@ -11,23 +12,46 @@ export interface BatchPlan {
 }
 
 /**
- * Plans batches over texts of the given token lengths. A batch holds at most `batchSize` texts
- * and, padded to its longest member, at most `maxBatchTokens` tokens; a text longer than the
- * budget gets a batch of its own. Ties keep the caller's order, so the plan is deterministic.
+ * What one more model run costs in the planner's cost model, in padded tokens: a run of B texts
+ * padded to length L costs RUN_COST_TOKENS + B * L. Padding costs as much compute as real
+ * tokens, so one batch that mixes very different lengths is slower than several tighter ones;
+ * a run's fixed cost (thread hand-offs, small GEMMs) bounds how far to split. 32 was fastest
+ * for 64 texts of 8 to 48 tokens on 1 and 2 threads (bench model, CPU): 1.7x and 1.3x faster
+ * than two full batches of 32.
  */
-export function planBatches(lengths: ArrayLike<number>, batchSize: number, maxBatchTokens: number): BatchPlan {
+export const RUN_COST_TOKENS = 32;
+
+/**
+ * Plans batches over texts of the given token lengths: sorted longest first, then cut where the
+ * cost model above is lowest (an exact dynamic programme over the sorted order). A batch holds
+ * at most `batchSize` texts and, padded to its longest member, at most `maxBatchTokens`
+ * tokens; a text longer than the budget gets a batch of its own. Ties keep the caller's order,
+ * so the plan is deterministic.
+ */
+export function planBatches(lengths: ArrayLike<number>, batchSize: number, maxBatchTokens: number,
+  runCost = RUN_COST_TOKENS): BatchPlan {
   const n = lengths.length;
   const order = new Uint32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
   order.sort((a, b) => lengths[b] - lengths[a] || a - b);
-  const ends: number[] = [];
-  let start = 0;
-  while (start < n) {
-    const longest = lengths[order[start]];
-    let end = start + 1;
-    while (end < n && end - start < batchSize && (end - start + 1) * longest <= maxBatchTokens) end++;
-    ends.push(end);
-    start = end;
+  // best[i]: the cheapest plan of the first i sorted texts; from[i]: where its last batch starts.
+  const best = new Float64Array(n + 1).fill(Infinity);
+  const from = new Int32Array(n + 1);
+  best[0] = 0;
+  for (let i = 1; i <= n; i++) {
+    for (let j = i - 1; j >= 0 && i - j <= batchSize; j--) {
+      // Texts j .. i-1, padded to the longest, texts[order[j]]; growing the batch backwards
+      // only raises both factors, so the first one over the budget ends the search.
+      const padded = (i - j) * lengths[order[j]];
+      if (i - j > 1 && padded > maxBatchTokens) break;
+      const cost = best[j] + runCost + padded;
+      if (cost <= best[i]) {
+        best[i] = cost;
+        from[i] = j;
+      }
+    }
   }
-  return { order, batchEnds: Uint32Array.from(ends) };
+  const ends: number[] = [];
+  for (let i = n; i > 0; i = from[i]) ends.push(i);
+  return { order, batchEnds: Uint32Array.from(ends.reverse()) };
 }

@@ -5,17 +5,75 @@ import { BGEM3, type EncodeOutput } from '../lib';
 import { planBatches } from '../lib/batching';
 import { DEMO_MODEL, MODEL_DIRS, assertClose, golden } from './helpers';
 
+/** The cheapest plan by exhaustive search over every cut of the sorted order (small n only). */
+function bruteForce(lengths: number[], batchSize: number, maxBatchTokens: number, runCost: number): number {
+  const sorted = [...lengths].sort((a, b) => b - a);
+  let best = Infinity;
+  const n = sorted.length;
+  for (let mask = 0; mask < 1 << Math.max(0, n - 1); mask++) {
+    let cost = 0;
+    let start = 0;
+    let ok = true;
+    for (let i = 1; i <= n; i++) {
+      if (i === n || mask & (1 << (i - 1))) {
+        const size = i - start;
+        const padded = size * sorted[start];
+        if (size > batchSize || (size > 1 && padded > maxBatchTokens)) ok = false;
+        cost += runCost + padded;
+        start = i;
+      }
+    }
+    if (ok) best = Math.min(best, cost);
+  }
+  return best;
+}
+
+function planCost(lengths: number[], plan: { order: Uint32Array; batchEnds: Uint32Array }, runCost: number): number {
+  let cost = 0;
+  let start = 0;
+  for (const end of plan.batchEnds) {
+    cost += runCost + (end - start) * lengths[plan.order[start]];
+    start = end;
+  }
+  return cost;
+}
+
 describe('planBatches', () => {
-  it('sorts longest first, ties in caller order, and respects batchSize', () => {
-    const plan = planBatches([3, 9, 5, 9, 2], 2, 1000);
+  it('sorts longest first, ties in caller order; one batch for equal lengths', () => {
+    const plan = planBatches([3, 9, 5, 9, 2], 8, 1000, 1000);
     assert.deepEqual(Array.from(plan.order), [1, 3, 2, 0, 4]);
-    assert.deepEqual(Array.from(plan.batchEnds), [2, 4, 5]);
+    assert.deepEqual(Array.from(plan.batchEnds), [5]);
+    assert.equal(planBatches([7, 7, 7, 7, 7, 7], 4, 1000).batchEnds.length, 2, 'as few runs as batchSize allows');
   });
-  it('keeps padded tokens within maxBatchTokens, a long text alone', () => {
+  it('keeps padded tokens within maxBatchTokens and batchSize, a long text alone', () => {
     const plan = planBatches([10, 4, 4, 4, 4, 30], 100, 12);
-    // 30 alone (over budget), 10 alone (2*10 > 12), then three 4s (12), then one 4.
     assert.deepEqual(Array.from(plan.order), [5, 0, 1, 2, 3, 4]);
-    assert.deepEqual(Array.from(plan.batchEnds), [1, 2, 5, 6]);
+    let start = 0;
+    for (const end of plan.batchEnds) {
+      const size = end - start;
+      assert.ok(size === 1 || size * [10, 4, 4, 4, 4, 30][plan.order[start]] <= 12);
+      start = end;
+    }
+    assert.deepEqual(Array.from(plan.batchEnds).slice(0, 2), [1, 2], '30 and 10 each alone');
+  });
+  it('splits a batch where padding would cost more than another run', () => {
+    // One run of 4 x 100 = 400 padded tokens against two runs of 2 x 100 and 2 x 10 (+ 2 x 32).
+    const plan = planBatches([100, 100, 10, 10], 32, 100000);
+    assert.deepEqual(Array.from(plan.batchEnds), [2, 4]);
+  });
+  it('finds the cheapest plan (checked against exhaustive search)', () => {
+    let seed = 7;
+    const rand = (n: number) => (seed = (seed * 1103515245 + 12345) >>> 0) % n;
+    for (let trial = 0; trial < 200; trial++) {
+      const n = 1 + rand(11);
+      const lengths = Array.from({ length: n }, () => 1 + rand(60));
+      const batchSize = 1 + rand(6);
+      const maxBatchTokens = 20 + rand(200);
+      const runCost = rand(50);
+      const plan = planBatches(lengths, batchSize, maxBatchTokens, runCost);
+      assert.equal(planCost(lengths, plan, runCost), bruteForce(lengths, batchSize, maxBatchTokens, runCost),
+        `lengths ${lengths} batchSize ${batchSize} budget ${maxBatchTokens} runCost ${runCost}`);
+    }
   });
   it('plans nothing for no texts', () => {
     const plan = planBatches([], 4, 100);

@@ -85,6 +85,21 @@ describe('Batcher', () => {
     await batcher.close();
   });
 
+  it('does not make a lone client wait for company that never comes', async () => {
+    const batcher = new Batcher(model, { maxWaitMs: 100 });
+    const waits: number[] = [];
+    batcher.on('batch', (info: BatchInfo) => waits.push(info.maxWaitMs));
+    for (let i = 0; i < 12; i++) await batcher.encode(`sequential request ${i}`);
+    assert.ok(waits[0] >= 90, `the first request waits for company (${waits[0].toFixed(1)} ms)`);
+    for (const w of waits.slice(-4)) assert.ok(w < 50, `later ones go at once (${waits.map((x) => x.toFixed(0)).join(', ')} ms)`);
+    // A burst still shares batches after that.
+    const burst: BatchInfo[] = [];
+    batcher.on('batch', (info: BatchInfo) => burst.push(info));
+    await Promise.all(Array.from({ length: 12 }, (_, i) => batcher.encode(`burst ${i}`)));
+    assert.ok(burst.length < 12, `a burst is coalesced (${burst.map((b) => b.requests).join(', ')})`);
+    await batcher.close();
+  });
+
   it('counts tokens as the tokenizer does and respects the token budget', async () => {
     const batcher = new Batcher(model, { maxWaitMs: 50, maxBatchTokens: 40 });
     const batches: BatchInfo[] = [];
@@ -192,6 +207,20 @@ describe('Batcher', () => {
     await rejectsWith(batcher.encode(42 as unknown as string), 'ERR_INPUT', /texts/);
     await rejectsWith(batcher.encode('x', { maxLength: 1 }), 'ERR_INPUT', /maxLength/);
     await batcher.close();
+  });
+
+  it('encodeTokens equals encode on tokenize()\'s output and checks its input', async () => {
+    const texts = ['alpha beta', longText(80), ''];
+    const tokens = await model.tokenize(texts, { maxLength: 20 });
+    const expected = await model.encode(texts, { colbert: true, maxLength: 20 });
+    sameOutputs(await model.encodeTokens(tokens, { colbert: true }), expected, 'encodeTokens');
+    assert.deepEqual(Array.from(expected.tokens!), [0, 1, 2].map((i) => tokens.offsets[i + 1] - tokens.offsets[i]));
+    const vocab = model.info().vocabSize;
+    await rejectsWith(model.encodeTokens({ ids: Int32Array.of(0, vocab, 2), offsets: Uint32Array.of(0, 3) }), 'ERR_INPUT', new RegExp(`ids\\[1\\] is ${vocab}`));
+    await rejectsWith(model.encodeTokens({ ids: Int32Array.of(0, 2), offsets: Uint32Array.of(0, 3) }), 'ERR_INPUT', /end at ids.length/);
+    await rejectsWith(model.encodeTokens({ ids: Int32Array.of(0, 2), offsets: Uint32Array.of(0, 0, 2) }), 'ERR_INPUT', /text 0 has 0 tokens/);
+    await rejectsWith(model.encodeTokens({ ids: [0, 2], offsets: [0, 2] } as never), 'ERR_INPUT', /Int32Array/);
+    await rejectsWith(model.encodeTokens({ ids: new Int32Array(100).fill(5), offsets: Uint32Array.of(0, 100) }), 'ERR_INPUT', /100 tokens/);
   });
 
   it('shares no state between a batch\'s callers beyond read-only views', async () => {

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { ROOT, golden } from './helpers';
+import { ROOT, assertClose, golden } from './helpers';
 
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
 
@@ -59,4 +59,27 @@ describe('bge-m3 serve (process)', () => {
       await assert.rejects(fetch(`${address}/health`), 'the port is closed after exit');
     });
   }
+
+  it('examples/node-http-server.js embeds with the reference values and stops on SIGTERM', async () => {
+    const child = spawn(process.execPath, [path.join(ROOT, 'examples', 'node-http-server.js'), '', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = exitOf(child);
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += d;
+        const m = /listening on (\S+)/.exec(out);
+        if (m) resolve(m[1]);
+      });
+      child.once('exit', (code) => reject(new Error(`example exited with ${code}`)));
+    });
+    const c = golden.cases.find((x) => x.name === 'english')!;
+    const res = await fetch(url, { method: 'POST', body: JSON.stringify({ texts: [c.text] }) });
+    assert.equal(res.status, 200);
+    const body = await res.json() as { embeddings: number[][]; tokens: number };
+    assertClose(body.embeddings[0], c.dense, 'example dense');
+    assert.equal(body.tokens, c.ids.length);
+    assert.equal((await fetch(url, { method: 'POST', body: '{"texts": [1]}' })).status, 400);
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+  });
 });
