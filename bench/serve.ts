@@ -74,12 +74,14 @@ interface Phase {
   timeouts: number;
 }
 
-async function load(address: string, bodies: string[], options: { connections: number; seconds: number; overallRate?: number; timeout?: number }) {
+async function load(address: string, bodies: string[],
+  options: { connections: number; seconds?: number; amount?: number; overallRate?: number; timeout?: number }) {
   return autocannon({
     url: `${address}/v1/embeddings`,
     connections: options.connections,
-    duration: options.seconds,
-    overallRate: options.overallRate,
+    // autocannon refuses an undefined duration or rate: set only what is given.
+    ...(options.amount !== undefined ? { amount: options.amount } : { duration: options.seconds }),
+    ...(options.overallRate !== undefined ? { overallRate: options.overallRate } : {}),
     timeout: options.timeout ?? 30,
     requests: bodies.map((body) => ({ method: 'POST', path: '/v1/embeddings', headers: { 'content-type': 'application/json' }, body })),
   });
@@ -148,24 +150,27 @@ async function main(): Promise<void> {
   const pid = server.child.pid!;
   const rss: number[] = [rssMiB(pid)];
   const sampler = setInterval(() => rss.push(rssMiB(pid)), 250);
-  const over = await load(server.address, bodies, { connections, seconds: Math.max(seconds, 10), overallRate: rate, timeout: timeoutS });
+  // A fixed number of requests, so the run ends when the last one is answered (none cut off).
+  const overSeconds = Math.max(2 * seconds, 20);
+  const over = await load(server.address, bodies, { connections, amount: rate * overSeconds, overallRate: rate, timeout: timeoutS });
   clearInterval(sampler);
   rss.push(rssMiB(pid));
   const codes = Object.fromEntries(Object.entries(over.statusCodeStats ?? {}).map(([k, v]) => [k, v?.count ?? 0]));
   const answered = Object.values(codes).reduce((a, b) => a + b, 0);
   const ok = codes['200'] ?? 0;
   const refused = codes['503'] ?? 0;
-  const half = Math.floor(rss.length / 2);
+  const quarter = Math.floor(rss.length / 4);
+  const rssQuarters = [0, 1, 2, 3].map((q) => Math.max(...rss.slice(q * quarter, q === 3 ? rss.length : (q + 1) * quarter)));
   const overload = {
-    offeredRate: rate, connections, maxQueue: 64, seconds: Math.max(seconds, 10), sent: over.requests.sent, answered, statusCodes: codes,
+    offeredRate: rate, connections, maxQueue: 64, requests: rate * overSeconds, seconds: over.duration, sent: over.requests.sent, answered, statusCodes: codes,
     okPerSec: ok / over.duration, other: answered - ok - refused, errors: over.errors, timeouts: over.timeouts,
     latencyMs: { p50: over.latency.p50, p99: over.latency.p99, max: over.latency.max },
-    rssMiB: { start: rss[0], maxFirstHalf: Math.max(...rss.slice(0, half)), maxSecondHalf: Math.max(...rss.slice(half)), end: rss[rss.length - 1] },
+    rssMiB: { start: rss[0], maxPerQuarter: rssQuarters, end: rss[rss.length - 1] },
     exitCode: await stopServer(server),
   };
-  console.log(`overload at ${rate} req/s offered: ${answered} answered (${ok} x 200, ${refused} x 503, ${overload.other} other), ` +
+  console.log(`overload at ${rate} req/s offered (${rate * overSeconds} requests): ${answered} answered (${ok} x 200, ${refused} x 503, ${overload.other} other), ` +
     `${over.errors} errors, ${over.timeouts} timeouts; p99 ${over.latency.p99} ms, max ${over.latency.max} ms; ` +
-    `RSS ${overload.rssMiB.start.toFixed(0)} -> max ${overload.rssMiB.maxFirstHalf.toFixed(0)} / ${overload.rssMiB.maxSecondHalf.toFixed(0)} MiB (halves); exit ${overload.exitCode}`);
+    `RSS ${overload.rssMiB.start.toFixed(0)} MiB at start, max per quarter ${rssQuarters.map((x) => x.toFixed(0)).join(' / ')} MiB; exit ${overload.exitCode}`);
 
   const file = writeResult('serve', {
     benchmark: 'serve', machine: machineInfo(), model, threads, secondsPerPhase: seconds, bodies: bodies.length, phases, ratios, overload,

@@ -22,3 +22,4 @@ export { evaluate, readEvalRows, formatMetricsTable, EVAL_MODES } from './evalua
 export type { EvalRow, ModeMetrics, EvaluateOptions, EvaluateResult } from './evaluate';
 export { Batcher } from './batcher';
 export type { BatcherOptions, BatcherEncodeOptions, BatcherStats, BatchInfo } from './batcher';
+export { decodeWire, encodeWire, WIRE_CONTENT_TYPE } from './wire';
