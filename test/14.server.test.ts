@@ -197,6 +197,24 @@ describe('bge-m3 serve (in process)', () => {
     assert.equal(timedOut.headers['retry-after'], '1');
   });
 
+  it('a stalled event loop is answered 503 with Retry-After; /health and /metrics still answer', async () => {
+    const pressured = await make({ maxEventLoopDelayMs: 20 });
+    // Block the event loop, then give the sampler (every second) time to see it.
+    const until = Date.now() + 1500;
+    while (Date.now() < until) { /* stall */ }
+    let res = await post(pressured, '/encode', { texts: 'x' });
+    for (let i = 0; i < 30 && res.statusCode === 200; i++) {
+      const stallUntil = Date.now() + 300;
+      while (Date.now() < stallUntil) { /* stall */ }
+      await new Promise((r) => setTimeout(r, 100));
+      res = await post(pressured, '/encode', { texts: 'x' });
+    }
+    expectError(res, 503, 'under_pressure', /overloaded/);
+    assert.equal(res.headers['retry-after'], '1');
+    assert.equal((await pressured.app.inject({ method: 'GET', url: '/metrics' })).statusCode, 200);
+    assert.equal((await pressured.app.inject({ method: 'GET', url: '/health' })).statusCode, 200);
+  });
+
   it('GET /metrics is Prometheus text with request, batch and model series', async () => {
     await post(server, '/encode', { texts: ['metrics one', 'metrics two'] });
     const res = await server.app.inject({ method: 'GET', url: '/metrics' });
