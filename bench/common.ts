@@ -36,9 +36,14 @@ export function machineInfo(): Record<string, unknown> {
   };
 }
 
-/** Writes bench/results/<name>-<timestamp>.json and returns its path. */
+/** Where results go: $BGE_M3_BENCH_RESULTS, else bench/results/. */
+export function resultsDir(): string {
+  return process.env.BGE_M3_BENCH_RESULTS ? path.resolve(process.env.BGE_M3_BENCH_RESULTS) : path.resolve(__dirname, '..', '..', 'bench', 'results');
+}
+
+/** Writes <results>/<name>-<timestamp>.json and returns its path. */
 export function writeResult(name: string, data: unknown): string {
-  const dir = path.resolve(__dirname, '..', '..', 'bench', 'results');
+  const dir = resultsDir();
   fs.mkdirSync(dir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const file = path.join(dir, `${name}-${stamp}.json`);

@@ -87,6 +87,43 @@ async function load(address: string, bodies: string[],
   });
 }
 
+/** Twice the best batching rate, offered at a fixed rate: every request must get 200 or 503 in time. */
+async function overloadPhase(model: string, threads: number, seconds: number, bodies: string[], phases: Phase[]) {
+  // Overload: twice the best batching rate, offered at a fixed rate by more connections than
+  // the server queues (--max-queue 64), so the excess must be refused with 503s.
+  const best = Math.max(...phases.filter((p) => p.mode === 'batching').map((p) => p.requestsPerSec));
+  const rate = Math.ceil(2 * best);
+  const timeoutS = 10;
+  const connections = 512;
+  const server = await startServer(model, threads, true, ['--timeout-ms', String(timeoutS * 1000 - 1000), '--max-queue', '64']);
+  const pid = server.child.pid!;
+  const rss: number[] = [rssMiB(pid)];
+  const sampler = setInterval(() => rss.push(rssMiB(pid)), 250);
+  // A fixed number of requests, so the run ends when the last one is answered (none cut off).
+  const overSeconds = Math.max(2 * seconds, 20);
+  const over = await load(server.address, bodies, { connections, amount: rate * overSeconds, overallRate: rate, timeout: timeoutS });
+  clearInterval(sampler);
+  rss.push(rssMiB(pid));
+  const codes = Object.fromEntries(Object.entries(over.statusCodeStats ?? {}).map(([k, v]) => [k, v?.count ?? 0]));
+  const answered = Object.values(codes).reduce((a, b) => a + b, 0);
+  const ok = codes['200'] ?? 0;
+  const refused = codes['503'] ?? 0;
+  const quarter = Math.floor(rss.length / 4);
+  const rssQuarters = [0, 1, 2, 3].map((q) => Math.max(...rss.slice(q * quarter, q === 3 ? rss.length : (q + 1) * quarter)));
+  const overload = {
+    offeredRate: rate, connections, maxQueue: 64, requests: rate * overSeconds, seconds: over.duration, sent: over.requests.sent, answered, statusCodes: codes,
+    okPerSec: ok / over.duration, other: answered - ok - refused, errors: over.errors, timeouts: over.timeouts,
+    latencyMs: { p50: over.latency.p50, p99: over.latency.p99, max: over.latency.max },
+    rssMiB: { start: rss[0], maxPerQuarter: rssQuarters, end: rss[rss.length - 1] },
+    exitCode: await stopServer(server),
+  };
+  console.log(`overload at ${rate} req/s offered (${rate * overSeconds} requests): ${answered} answered (${ok} x 200, ${refused} x 503, ${overload.other} other), ` +
+    `${over.errors} errors, ${over.timeouts} timeouts; p99 ${over.latency.p99} ms, max ${over.latency.max} ms; ` +
+    `RSS ${overload.rssMiB.start.toFixed(0)} MiB at start, max per quarter ${rssQuarters.map((x) => x.toFixed(0)).join(' / ')} MiB; exit ${overload.exitCode}`);
+
+  return overload;
+}
+
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), {
     model: '.cache/bench-model', seconds: '6', concurrency: '1,4,16,64', threads: '2', 'max-wait-ms': '2', overload: '1',
@@ -139,39 +176,7 @@ async function main(): Promise<void> {
     console.log(`c=${r.concurrency}: batching gives ${r.throughput.toFixed(2)}x the throughput; p99 ${r.p99OnMs} ms vs ${r.p99OffMs} ms`);
   }
 
-  if (flags.overload === '0') return;
-  // Overload: twice the best batching rate, offered at a fixed rate by more connections than
-  // the server queues (--max-queue 64), so the excess must be refused with 503s.
-  const best = Math.max(...phases.filter((p) => p.mode === 'batching').map((p) => p.requestsPerSec));
-  const rate = Math.ceil(2 * best);
-  const timeoutS = 10;
-  const connections = 512;
-  const server = await startServer(model, threads, true, ['--timeout-ms', String(timeoutS * 1000 - 1000), '--max-queue', '64']);
-  const pid = server.child.pid!;
-  const rss: number[] = [rssMiB(pid)];
-  const sampler = setInterval(() => rss.push(rssMiB(pid)), 250);
-  // A fixed number of requests, so the run ends when the last one is answered (none cut off).
-  const overSeconds = Math.max(2 * seconds, 20);
-  const over = await load(server.address, bodies, { connections, amount: rate * overSeconds, overallRate: rate, timeout: timeoutS });
-  clearInterval(sampler);
-  rss.push(rssMiB(pid));
-  const codes = Object.fromEntries(Object.entries(over.statusCodeStats ?? {}).map(([k, v]) => [k, v?.count ?? 0]));
-  const answered = Object.values(codes).reduce((a, b) => a + b, 0);
-  const ok = codes['200'] ?? 0;
-  const refused = codes['503'] ?? 0;
-  const quarter = Math.floor(rss.length / 4);
-  const rssQuarters = [0, 1, 2, 3].map((q) => Math.max(...rss.slice(q * quarter, q === 3 ? rss.length : (q + 1) * quarter)));
-  const overload = {
-    offeredRate: rate, connections, maxQueue: 64, requests: rate * overSeconds, seconds: over.duration, sent: over.requests.sent, answered, statusCodes: codes,
-    okPerSec: ok / over.duration, other: answered - ok - refused, errors: over.errors, timeouts: over.timeouts,
-    latencyMs: { p50: over.latency.p50, p99: over.latency.p99, max: over.latency.max },
-    rssMiB: { start: rss[0], maxPerQuarter: rssQuarters, end: rss[rss.length - 1] },
-    exitCode: await stopServer(server),
-  };
-  console.log(`overload at ${rate} req/s offered (${rate * overSeconds} requests): ${answered} answered (${ok} x 200, ${refused} x 503, ${overload.other} other), ` +
-    `${over.errors} errors, ${over.timeouts} timeouts; p99 ${over.latency.p99} ms, max ${over.latency.max} ms; ` +
-    `RSS ${overload.rssMiB.start.toFixed(0)} MiB at start, max per quarter ${rssQuarters.map((x) => x.toFixed(0)).join(' / ')} MiB; exit ${overload.exitCode}`);
-
+  const overload = flags.overload === '0' ? undefined : await overloadPhase(model, threads, seconds, bodies, phases);
   const file = writeResult('serve', {
     benchmark: 'serve', machine: machineInfo(), model, threads, secondsPerPhase: seconds, bodies: bodies.length, phases, ratios, overload,
     targets: { throughputRatioAtC16Plus: 2, overload: 'every request answered 200 or 503, none over the timeout, memory bounded' },

@@ -10,7 +10,11 @@ two is evidence that both follow the semantics rather than the same bug.
 Presets:
   tiny  (default) -> demo-model/ (BAAI snapshot layout) and test/fixtures/ (safetensors copy,
                      heads-baked exports under both output namings, golden.json, bad weights)
-  bench           -> .cache/bench-model/ (BAAI snapshot layout, realistic sizes, no golden)
+  bench           -> .cache/bench-model/ (BAAI snapshot layout, 6 x 384, no golden)
+  full            -> .cache/bench-model-full/ (BAAI snapshot layout, BGE-M3's 24 x 1024 shape with
+                     250,002 embeddings, about 2.2 GB)
+The bench presets also write the heads as .safetensors and a tokenizer_config.json (for the
+JavaScript peers of the benchmark).
 
 Needs Debian's python3-torch, python3-onnx, python3-numpy and Node with the npm `tokenizers`
 package (run from the repository root). Weights are random: the models are for tests only.
@@ -243,7 +247,7 @@ def build_model(preset, tok):
     cfg = {"hidden_size": p["hidden"], "num_attention_heads": p["heads"],
            "num_hidden_layers": p["layers"], "intermediate_size": p["intermediate"],
            "max_position_embeddings": p["positions"],
-           "vocab_size": len(tok["model"]["vocab"])}
+           "vocab_size": max(p.get("vocab", 0), len(tok["model"]["vocab"]))}
     gen = torch.Generator().manual_seed(p["seed"])
     encoder, heads = Encoder(cfg).eval(), Heads(cfg["hidden_size"]).eval()
     init_random(encoder, heads, gen)
@@ -275,6 +279,15 @@ def main():
     tok = tokenizer_json(build_pieces(preset["generated_pieces"]))
     cfg, encoder, heads = build_model(args.preset, tok)
     write_snapshot(out, encoder, heads, cfg, tok)
+    if args.preset != "tiny":
+        # For the JavaScript peers of the benchmark: heads they can read, and the tokenizer
+        # config @huggingface/transformers looks for.
+        for name in ("colbert", "sparse"):
+            write_safetensors(os.path.join(out, f"{name}_linear.safetensors"), dict(getattr(heads, name).state_dict()))
+        write_json(os.path.join(out, "tokenizer_config.json"), {
+            "tokenizer_class": "XLMRobertaTokenizer", "model_max_length": cfg["max_position_embeddings"] - 2,
+            "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+            "cls_token": "<s>", "sep_token": "</s>", "mask_token": "<mask>"})
     tok_path = os.path.join(out, "tokenizer.json")
     if not args.skip_tokenizer_check:
         check_tokenizer(tok_path)

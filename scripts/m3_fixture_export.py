@@ -59,14 +59,15 @@ def export_onnx(module, path, output_names, output_axes):
         dynamic_axes={"input_ids": seq_axes, "attention_mask": seq_axes, **output_axes}, **extra)
 
 
-def move_weights_external(path):
+def move_weights_external(path, dest=None):
     """Rewrite an exported graph the way the BAAI snapshot ships it: all initializers in one
-    side file `model.onnx_data` next to `model.onnx`."""
+    side file `model.onnx_data` next to `model.onnx` (at `dest`, default in place)."""
+    dest = dest or path
     model = onnx.load(path)
-    data = os.path.join(os.path.dirname(path), "model.onnx_data")
+    data = os.path.join(os.path.dirname(dest), "model.onnx_data")
     if os.path.exists(data):
         os.remove(data)  # save_model appends to an existing data file
-    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+    onnx.save_model(model, dest, save_as_external_data=True, all_tensors_to_one_file=True,
                     location="model.onnx_data", size_threshold=0)
 
 
@@ -123,9 +124,14 @@ def write_snapshot(root, encoder, heads, cfg, tok, pt_heads=True):
     heads next to it as files, tokenizer.json and config.json at the root."""
     os.makedirs(root, exist_ok=True)
     onnx_path = os.path.join(root, "onnx", "model.onnx")
-    export_onnx(HiddenOnly(encoder), onnx_path, ["last_hidden_state"],
+    # Graphs over protobuf's 2 GB limit come out of the exporter with one external file per
+    # tensor; export into a scratch folder so only the single model.onnx_data is left.
+    scratch = os.path.join(root, "onnx", "export-tmp")
+    shutil.rmtree(scratch, ignore_errors=True)
+    export_onnx(HiddenOnly(encoder), os.path.join(scratch, "model.onnx"), ["last_hidden_state"],
                 {"last_hidden_state": {0: "batch", 1: "sequence"}})
-    move_weights_external(onnx_path)
+    move_weights_external(os.path.join(scratch, "model.onnx"), onnx_path)
+    shutil.rmtree(scratch)
     check_onnx(onnx_path, ["input_ids", "attention_mask"], ["last_hidden_state"])
     write_json(os.path.join(root, "tokenizer.json"), tok, indent=None)
     write_json(os.path.join(root, "config.json"), model_config(cfg))

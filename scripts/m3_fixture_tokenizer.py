@@ -32,6 +32,11 @@ PRESETS = {
                  generated_pieces=False, out="demo-model"),
     "bench": dict(hidden=384, heads=12, layers=6, intermediate=1536, positions=514, seed=4321,
                   generated_pieces=True, out=".cache/bench-model"),
+    # BGE-M3's own shape (XLM-R large: 24 x 1024, 8192 usable positions, 250,002 embeddings;
+    # about 2.2 GB of fp32 weights). The tokenizer is the bench one: its ids use only the
+    # start of the embedding table, which costs the same per token.
+    "full": dict(hidden=1024, heads=16, layers=24, intermediate=4096, positions=8194, seed=5678,
+                 generated_pieces=True, vocab=250002, out=".cache/bench-model-full"),
 }
 
 # ---------------------------------------------------------------------------------------------
