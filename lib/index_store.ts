@@ -123,7 +123,15 @@ function lockHolderAlive(lock: string): boolean {
   } catch {
     return false;
   }
-  if (!Number.isInteger(pid) || pid <= 0) return true;  // being written right now
+  if (!Number.isInteger(pid) || pid <= 0) {
+    // No process id: a lock from a writer killed between creating and filling the file (older
+    // versions created it empty first). Give a writer a moment, then take it over.
+    try {
+      return Date.now() - fs.statSync(lock).mtimeMs < 2000;
+    } catch {
+      return false;
+    }
+  }
   try {
     process.kill(pid, 0);
     return true;
@@ -152,10 +160,12 @@ export function withDirectoryLock<T>(dir: string, fn: () => T, timeoutMs = 10 * 
   const lock = path.join(dir, 'LOCK');
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    // The lock appears with its process id already in it: written to a private file, then
+    // hard-linked into place (the link fails if a LOCK exists), so no reader sees it empty.
+    const mine = `${lock}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+    fs.writeFileSync(mine, String(process.pid));
     try {
-      const fd = fs.openSync(lock, 'wx');
-      fs.writeSync(fd, String(process.pid));
-      fs.closeSync(fd);
+      fs.linkSync(mine, lock);
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -164,6 +174,8 @@ export function withDirectoryLock<T>(dir: string, fn: () => T, timeoutMs = 10 * 
         continue;
       }
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    } finally {
+      fs.rmSync(mine, { force: true });
     }
   }
   try {

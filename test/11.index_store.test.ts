@@ -103,6 +103,21 @@ describe('HybridIndex save/load', () => {
     assert.ok(sawA + sawB === 16);
   });
 
+  it('takes over a stale lock: an empty LOCK left by a writer killed before filling it', () => {
+    const dir = freshDir();
+    const ix = buildSynthetic(1);
+    ix.save(dir);
+    const lock = path.join(dir, 'LOCK');
+    fs.writeFileSync(lock, '');
+    const old = new Date(Date.now() - 60_000);
+    fs.utimesSync(lock, old, old);
+    const started = Date.now();
+    ix.save(dir);
+    assert.ok(Date.now() - started < 5000, 'no wait for a lock nobody holds');
+    assert.ok(!fs.existsSync(lock), 'the lock is released');
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('LOCK')), [], 'no private lock files left');
+  });
+
   it('concurrent saves from two processes take turns and leave a loadable index', async () => {
     const dir = freshDir();
     const script = `const { buildSynthetic } = require(${JSON.stringify(path.join(ROOT, 'dist', 'test', 'index_synthetic.js'))});
