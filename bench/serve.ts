@@ -28,9 +28,17 @@ interface Server {
   address: string;
 }
 
+/** Servers still running: killed if this process exits early (an error must not leave them behind). */
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 function startServer(model: string, threads: number, batching: boolean, extra: string[] = []): Promise<Server> {
   const args = [CLI, 'serve', '--model', model, '--port', '0', '--threads', String(threads), ...(batching ? [] : ['--no-batching']), ...extra];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   return new Promise((resolve, reject) => {
