@@ -66,6 +66,7 @@
         'native/kernels/sparse_dot_avx512.cc',
         'native/kernels/sparse_dot_serial.cc',
         'native/index/hybrid_index.cc',
+        'native/train/m3_loss.cc',
         'native/binding/addon.cc',
         'native/binding/encoder_wrap.cc',
         'native/binding/index_wrap.cc',
@@ -73,6 +74,7 @@
         'native/binding/maxsim_wrap.cc',
         'native/binding/promise_worker.cc',
         'native/binding/sparse_wrap.cc',
+        'native/binding/train_wrap.cc',
       ],
       'include_dirs': [
         'native',

@@ -23,3 +23,5 @@ export type { EvalRow, ModeMetrics, EvaluateOptions, EvaluateResult } from './ev
 export { Batcher } from './batcher';
 export type { BatcherOptions, BatcherEncodeOptions, BatcherStats, BatchInfo } from './batcher';
 export { decodeWire, encodeWire, WIRE_CONTENT_TYPE } from './wire';
+export { m3Loss } from './train';
+export type { M3LossScores, M3LossOptions, M3LossResult } from './train';

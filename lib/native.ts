@@ -179,6 +179,8 @@ export interface NativeModule {
   lexicalScores(queryIds: Uint32Array, queryWeights: Float32Array, offsets: Uint32Array, ids: Uint32Array,
                 weights: Float32Array, vocabSize: number, threads: number): Promise<Float32Array>;
   lexicalScorePair(aIds: Uint32Array, aWeights: Float32Array, bIds: Uint32Array, bWeights: Float32Array): number;
+  m3Loss(dense: Float32Array, lex: Float32Array, colbert: Float32Array, target: Int32Array, queries: number, passages: number,
+    options: Record<string, number | boolean>): NativeM3Loss;
 }
 
 /** Flags of NativeEncoder.encode. */
@@ -216,4 +218,21 @@ export function native(): NativeModule {
     '  - if libonnxruntime.so.1 is not found: reinstall onnxruntime-node, or rebuild with ORT_ROOT set',
     '  - set BGE_M3_ADDON to the path of a bge_m3.node built for this platform',
   ].join('\n'));
+}
+
+/** What the native m3Loss returns. */
+export interface NativeM3Loss {
+  loss: number;
+  l: number;
+  lDistill: number;
+  dense: number;
+  lex: number;
+  colbert: number;
+  inter: number;
+  distillDense: number;
+  distillLex: number;
+  distillColbert: number;
+  gradDense: Float64Array;
+  gradLex: Float64Array;
+  gradColbert: Float64Array;
 }

@@ -134,6 +134,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterMaxSim(env, exports);
   RegisterSparse(env, exports);
   RegisterIndex(env, exports);
+  RegisterTrain(env, exports);
   return exports;
 }
 

@@ -2,6 +2,7 @@
 //   maxsim_wrap.cc: maxSim, maxSimSync, quantize
 //   sparse_wrap.cc: lexicalScores, lexicalScoresSync, lexicalScorePair
 //   index_wrap.cc:  HybridIndexNative
+//   train_wrap.cc:  m3Loss
 #pragma once
 #include <napi.h>
 
@@ -10,5 +11,6 @@ namespace m3js {
 void RegisterMaxSim(Napi::Env env, Napi::Object exports);
 void RegisterSparse(Napi::Env env, Napi::Object exports);
 void RegisterIndex(Napi::Env env, Napi::Object exports);
+void RegisterTrain(Napi::Env env, Napi::Object exports);
 
 }  // namespace m3js
