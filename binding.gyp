@@ -67,6 +67,7 @@
         'native/kernels/sparse_dot_serial.cc',
         'native/index/hybrid_index.cc',
         'native/train/m3_loss.cc',
+        'native/train/head_trainer.cc',
         'native/binding/addon.cc',
         'native/binding/encoder_wrap.cc',
         'native/binding/index_wrap.cc',

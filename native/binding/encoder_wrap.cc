@@ -11,7 +11,7 @@
 namespace m3js {
 namespace {
 
-enum EncodeFlags : uint32_t { kDense = 1, kSparse = 2, kColbert = 4 };
+enum EncodeFlags : uint32_t { kDense = 1, kSparse = 2, kColbert = 4, kHidden = 8 };
 
 m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   m3::LoadSettings s;
@@ -164,6 +164,7 @@ Napi::Value EncoderWrap::Encode(const Napi::CallbackInfo& info) {
   request->dense = flags & kDense;
   request->sparse = flags & kSparse;
   request->colbert = flags & kColbert;
+  request->hidden = flags & kHidden;
   const double job_id = info[5].As<Napi::Number>().DoubleValue();
   if (!(job_id >= 0) || job_id != static_cast<double>(static_cast<int64_t>(job_id)))
     throw MakeError(env, "ERR_INPUT", "encode: jobId must be a non-negative integer");
@@ -204,6 +205,7 @@ Napi::Value EncoderWrap::Encode(const Napi::CallbackInfo& info) {
         o.Set("sparseWeights", ToTypedArray(env, std::move(result->sparse_weights)));
         o.Set("colbertOffsets", ToTypedArray(env, std::move(result->colbert_offsets)));
         o.Set("colbert", ToTypedArray(env, std::move(result->colbert)));
+        o.Set("hidden", ToTypedArray(env, std::move(result->hidden)));
         Napi::Object stats = Napi::Object::New(env);
         stats.Set("sessionMs", result->session_ms);
         stats.Set("headsMs", result->heads_ms);

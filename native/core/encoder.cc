@@ -198,6 +198,10 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
   missing(request.dense, has_dense_, "dense");
   missing(request.sparse, has_sparse_, "sparse");
   missing(request.colbert, has_colbert_, "colbert");
+  if (request.hidden && session_->kind() != GraphKind::kHiddenState)
+    throw CoreError("ERR_MODEL_LAYOUT", "'" + files_.onnx + "' has the heads baked into the graph, so it does not output "
+                    "last_hidden_state; fine-tuning the heads needs the BAAI layout (an ONNX graph with last_hidden_state "
+                    "and the heads in colbert_linear / sparse_linear files).");
 
   const size_t count = request.offsets.size() - 1;
   EncodeResult result;
@@ -210,6 +214,7 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
     for (size_t i = 0; i < count; ++i) result.colbert_offsets[i + 1] = result.colbert_offsets[i] + static_cast<uint32_t>(length(i) - 1);
     result.colbert.assign(static_cast<size_t>(result.colbert_offsets[count]) * dim_, 0.0f);
   }
+  if (request.hidden) result.hidden.assign(static_cast<size_t>(request.offsets[count]) * hidden_, 0.0f);
   std::vector<std::vector<uint32_t>> sparse_ids(request.sparse ? count : 0);
   std::vector<std::vector<float>> sparse_weights(request.sparse ? count : 0);
   // Per-worker scratch for the heads, which run in parallel over the texts of a batch.
@@ -275,6 +280,7 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
       const int64_t n = length(text);
       const int32_t* text_ids = request.ids.data() + request.offsets[text];
       const float* h = hidden ? hidden + b * len * hidden_ : nullptr;
+      if (request.hidden) std::memcpy(result.hidden.data() + static_cast<size_t>(request.offsets[text]) * hidden_, h, n * hidden_ * sizeof(float));
       if (request.dense) {
         float* dst = result.dense.data() + text * dim_;
         if (h) {

@@ -27,6 +27,7 @@ struct EncodeRequest {
   std::vector<uint32_t> order;     // text indices in processing order
   std::vector<uint32_t> batch_ends;  // exclusive ends into `order`, one per batch
   bool dense = true, sparse = true, colbert = false;
+  bool hidden = false;  // also return last_hidden_state rows (BAAI layout only; fine-tuning the heads)
 };
 
 /// Outputs in the caller's order, laid out as the JS API returns them.
@@ -38,6 +39,7 @@ struct EncodeResult {
   std::vector<float> sparse_weights;
   std::vector<uint32_t> colbert_offsets;    // count + 1, in vectors
   std::vector<float> colbert;               // vectors * dim
+  std::vector<float> hidden;                // tokens * hidden: text i's rows start at request offsets[i]
   // Where the time went (wall clock, this request only).
   double session_ms = 0;  // ONNX Runtime runs
   double heads_ms = 0;    // pooling and the native heads
