@@ -13,6 +13,7 @@ import { HybridIndex, type DocumentId, type SearchHit } from './hybrid_index';
 import { EVAL_MODES, evaluate, formatMetricsTable, readEvalRows } from './evaluate';
 import { SingleBar } from 'cli-progress';
 import { createServer, type M3Server } from './server';
+import { finetuneHeads, type FinetuneEvent } from './finetune';
 
 const DEMO_WARNING = 'bge-m3: using the bundled demo model, whose weights are RANDOM: its vectors and scores mean ' +
   'nothing. For real embeddings download BAAI/bge-m3 (huggingface-cli download BAAI/bge-m3 --local-dir ./bge-m3) ' +
@@ -33,6 +34,12 @@ function nonNegativeInt(value: string): number {
 function nonNegativeNumber(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a non-negative number');
+  return n;
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
   return n;
 }
 
@@ -114,6 +121,46 @@ function readCorpus(file: string): Array<{ id: DocumentId; text: string }> {
 function formatHits(hits: SearchHit[], label: (id: DocumentId) => string): string {
   return hits.map((h, i) => `${String(i + 1).padStart(3)}. ${h.score.toFixed(4)}  (dense ${h.dense.toFixed(4)}, sparse ${h.sparse.toFixed(4)}, ` +
     `colbert ${h.colbert.toFixed(4)})  ${label(h.id)}`).join('\n') + '\n';
+}
+
+/** Progress of finetune-heads: a bar with the running losses on a terminal, or JSON lines. */
+function finetuneReporter(json: boolean): { event: (e: FinetuneEvent) => void; stop: () => void } {
+  if (json) return { event: (e) => process.stdout.write(`${JSON.stringify(e)}\n`), stop: () => {} };
+  if (!process.stderr.isTTY) return { event: () => {}, stop: () => {} };
+  let bar: SingleBar | undefined;
+  let phase = '';
+  let recent: number[][] = [];
+  const stop = () => {
+    bar?.stop();
+    bar = undefined;
+  };
+  return {
+    stop,
+    event: (e) => {
+      if (e.phase === 'encode' || e.phase === 'train') {
+        if (phase !== e.phase) {
+          stop();
+          phase = e.phase;
+          bar = new SingleBar({
+            format: e.phase === 'encode' ? 'encoding {bar} {value}/{total} texts'
+              : 'training {bar} step {value}/{total} | epoch {epoch} | loss {loss} (dense {dense} lex {lex} colbert {colbert}) | {rate} ex/s',
+            stream: process.stderr, hideCursor: true,
+          });
+          bar.start(e.phase === 'encode' ? e.total : e.steps, 0, { epoch: 1, loss: '-', dense: '-', lex: '-', colbert: '-', rate: '0' });
+        }
+        if (e.phase === 'encode') bar!.update(e.done);
+        else {
+          // Means over the last 20 steps: single steps are noisy.
+          recent = [...recent.slice(-19), [e.losses.loss, e.losses.dense, e.losses.lex, e.losses.colbert]];
+          const mean = (k: number) => (recent.reduce((s, r) => s + r[k], 0) / recent.length).toFixed(3);
+          bar!.update(e.step, { epoch: `${e.epoch + 1}/${e.epochs}`, loss: mean(0), dense: mean(1), lex: mean(2), colbert: mean(3),
+            rate: e.examplesPerSecond.toFixed(1) });
+        }
+      } else if (e.phase === 'checkpoint') {
+        bar?.update({});
+      }
+    },
+  };
 }
 
 function addModelFlags(cmd: Command): Command {
@@ -319,6 +366,83 @@ async function main(argv: string[]): Promise<void> {
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
+    });
+
+  program.command('finetune-heads')
+    .description('fine-tune the sparse and ColBERT heads on {query, pos, neg} JSONL with self-knowledge distillation (encoder frozen)')
+    .requiredOption('-m, --model <dir>', 'source model directory (BAAI layout; never modified)')
+    .requiredOption('-d, --data <file>', 'training JSONL: {"query", "pos": [...], "neg": [...]} per line')
+    .requiredOption('-o, --out <dir>', 'output model directory (written atomically)')
+    .option('--epochs <n>', 'passes over the data', positiveInt, 1)
+    .option('--lr <x>', "Adam's learning rate", positiveNumber, 1e-4)
+    .option('--weight-decay <x>', 'AdamW weight decay', nonNegativeNumber, 0)
+    .option('--group-size <n>', 'passages per query: 1 positive + n-1 negatives', positiveInt, 8)
+    .option('--batch-size <n>', 'queries per step (in-batch negatives across them)', positiveInt, 8)
+    .option('--seed <n>', 'shuffling and sampling seed', nonNegativeInt, 0)
+    .option('--temperature <x>', 'InfoNCE temperature', positiveNumber, 0.02)
+    .option('--loss-weights <d,s,c>', 'mode weights in the loss', weightList)
+    .option('--no-self-distill', 'train each mode on its own InfoNCE only (no distillation from the combined score)')
+    .option('--heads <list>', 'heads to train: sparse,colbert', 'sparse,colbert')
+    .option('--max-query-length <n>', 'query truncation in tokens', positiveInt)
+    .option('--max-passage-length <n>', 'passage truncation in tokens', positiveInt)
+    .option('--checkpoint-every <n>', 'steps between checkpoints (0: epoch ends and Ctrl-C only)', nonNegativeInt, 500)
+    .option('--resume', 'continue the interrupted run whose checkpoint is in the work directory')
+    .option('--force', 'replace an existing output directory; discard an old checkpoint when not resuming')
+    .option('--copy-encoder', "copy the encoder's files instead of hard-linking them")
+    .option('--work-dir <dir>', 'hidden-state cache and checkpoints (default: OUT.partial)')
+    .option('--keep-work-dir', 'keep the hidden-state cache after success')
+    .option('-t, --threads <n>', 'ONNX Runtime threads for encoding', positiveInt)
+    .option('--train-threads <n>', 'threads for the training steps (default: all cores)', positiveInt)
+    .option('--json', 'JSON lines of progress on stdout instead of a progress bar')
+    .action(async (opts) => {
+      const heads = String(opts.heads).split(',').map((h) => h.trim()).filter(Boolean);
+      const unknown = heads.filter((h) => h !== 'sparse' && h !== 'colbert');
+      if (unknown.length > 0 || heads.length === 0) throw new M3Error('ERR_INPUT', `--heads takes sparse, colbert or sparse,colbert, not '${opts.heads}'`);
+      const controller = new AbortController();
+      let interrupts = 0;
+      const onSignal = (signal: string) => {
+        if (++interrupts > 1) {
+          process.stderr.write(`bge-m3 finetune-heads: ${signal} again, exiting without a checkpoint\n`);
+          process.exit(130);
+        }
+        process.stderr.write(`\nbge-m3 finetune-heads: ${signal}: finishing the current step and saving a checkpoint\n`);
+        controller.abort();
+      };
+      const onInt = () => onSignal('SIGINT');
+      const onTerm = () => onSignal('SIGTERM');
+      process.on('SIGINT', onInt);
+      process.on('SIGTERM', onTerm);
+      const report = finetuneReporter(!!opts.json);
+      try {
+        const result = await finetuneHeads({
+          model: opts.model, data: opts.data, out: opts.out, epochs: opts.epochs, lr: opts.lr, weightDecay: opts.weightDecay,
+          groupSize: opts.groupSize, batchSize: opts.batchSize, seed: opts.seed, temperature: opts.temperature,
+          weights: opts.lossWeights, selfDistill: opts.selfDistill, trainSparse: heads.includes('sparse'), trainColbert: heads.includes('colbert'),
+          maxQueryLength: opts.maxQueryLength, maxPassageLength: opts.maxPassageLength, checkpointEvery: opts.checkpointEvery,
+          resume: !!opts.resume, force: !!opts.force, encoderFiles: opts.copyEncoder ? 'copy' : 'link', workDir: opts.workDir,
+          keepWorkDir: !!opts.keepWorkDir, threads: opts.trainThreads, load: opts.threads ? { threads: opts.threads } : {},
+          signal: controller.signal, onProgress: report.event,
+        });
+        report.stop();
+        if (opts.json) process.stdout.write(`${JSON.stringify({ phase: 'result', ...result })}\n`);
+        else {
+          const l = result.lastEpoch;
+          process.stdout.write(`Wrote ${result.out}: ${result.steps} steps, ${result.epochs} epoch(s); last epoch's mean loss ${l.loss.toFixed(4)} ` +
+            `(dense ${l.dense.toFixed(3)}, lex ${l.lex.toFixed(3)}, colbert ${l.colbert.toFixed(3)}); ` +
+            `${result.examplesPerSecond.toFixed(1)} examples/s training, ${result.encodedTexts} texts encoded in ${result.encodeSeconds.toFixed(1)} s\n`);
+        }
+      } catch (err) {
+        report.stop();
+        if ((err as { code?: string }).code === 'ERR_ABORTED') {
+          process.stderr.write(`bge-m3 finetune-heads: ${(err as Error).message}\n`);
+          process.exitCode = 130;
+          return;
+        }
+        throw err;
+      } finally {
+        process.off('SIGINT', onInt);
+        process.off('SIGTERM', onTerm);
+      }
     });
 
   addModelFlags(program.command('demo')

@@ -48,9 +48,17 @@ export interface EvaluateResult {
   modes: Record<string, ModeMetrics>;
 }
 
-/** Reads a JSONL file of {query, pos, neg} rows, with errors naming the line. */
-export function readEvalRows(file: string): EvalRow[] {
-  const text = fs.readFileSync(file, 'utf8');
+/**
+ * Reads a JSONL file of {query, pos, neg} rows, with errors naming the line; `check` adds rules
+ * (it throws with the `where` it is given).
+ */
+export function readEvalRows(file: string, check?: (row: EvalRow, where: string) => void): EvalRow[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new M3Error('ERR_INPUT', `cannot read the data file '${file}': ${(err as Error).message}`);
+  }
   return text.split(/\r?\n/).flatMap((line, i) => {
     if (!line.trim()) return [];
     let row: EvalRow;
@@ -60,6 +68,7 @@ export function readEvalRows(file: string): EvalRow[] {
       throw new M3Error('ERR_INPUT', `${file}:${i + 1}: not valid JSON (${(err as Error).message})`);
     }
     checkRow(row, `${file}:${i + 1}`);
+    check?.(row, `${file}:${i + 1}`);
     return [row];
   });
 }

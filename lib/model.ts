@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { M3Error, fromNative, inputError } from './errors';
-import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from './native';
+import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_HIDDEN, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from './native';
 import { planBatches } from './batching';
 import { EncodeOutput, type SparseRow } from './outputs';
 import { pairScores, type PairScores } from './scores';
@@ -293,6 +293,42 @@ export class BGEM3 {
     const run = this.runOptions(options);
     if (run.signal?.aborted) throw abortedError();
     return this.run(tokens, run, callerStack);
+  }
+
+  /**
+   * The encoder's last_hidden_state rows of tokenized texts (BAAI layout only): text i's rows
+   * start at row tokens.offsets[i], `hidden` floats each. What fine-tuning the heads caches.
+   */
+  async hiddenStates(tokens: TokenizedBatch, options: { batchSize?: number; maxBatchTokens?: number; signal?: AbortSignal } = {}):
+    Promise<{ hidden: number; rows: Float32Array }> {
+    const callerStack = new Error().stack;
+    this.checkUsable();
+    if (this.nativeInfo.layout !== 'bge-m3-snapshot') {
+      throw new M3Error('ERR_MODEL_LAYOUT', `'${this.nativeInfo.onnx}' has the heads baked into the graph, so it does not output ` +
+        'last_hidden_state; hidden states (and fine-tuning the heads) need the BAAI layout: an ONNX graph with last_hidden_state ' +
+        'and the heads in colbert_linear / sparse_linear files.');
+    }
+    checkTokens(tokens, this.tokenizer.vocabSize, this.modelMaxLength);
+    const { batchSize, maxBatchTokens, signal } = this.runOptions({ ...options, dense: true });
+    if (signal?.aborted) throw abortedError();
+    const count = tokens.offsets.length - 1;
+    if (count === 0) return { hidden: this.nativeInfo.hidden, rows: new Float32Array(0) };
+    const lengths = new Uint32Array(count);
+    for (let i = 0; i < count; i++) lengths[i] = tokens.offsets[i + 1] - tokens.offsets[i];
+    const plan = planBatches(lengths, batchSize, maxBatchTokens);
+    const jobId = this.nextJob++;
+    const onAbort = () => this.encoder.cancel(jobId);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const raw = await this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, ENCODE_HIDDEN, jobId);
+      if (signal?.aborted) throw abortedError();
+      return { hidden: this.nativeInfo.hidden, rows: raw.hidden };
+    } catch (err) {
+      if ((err as { code?: string })?.code === 'ERR_ABORTED' && signal?.aborted) throw fromNative(abortedError(), callerStack);
+      throw fromNative(err, callerStack);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   /** Encode's output and batching options, checked. */

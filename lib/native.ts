@@ -29,6 +29,8 @@ export interface NativeEncodeResult {
   sparseWeights: Float32Array;
   colbertOffsets: Uint32Array;
   colbert: Float32Array;
+  /** last_hidden_state rows of each text (ENCODE_HIDDEN), at the token offsets. */
+  hidden: Float32Array;
   stats: EncodeStats;
 }
 
@@ -179,6 +181,8 @@ export interface NativeModule {
   lexicalScores(queryIds: Uint32Array, queryWeights: Float32Array, offsets: Uint32Array, ids: Uint32Array,
                 weights: Float32Array, vocabSize: number, threads: number): Promise<Float32Array>;
   lexicalScorePair(aIds: Uint32Array, aWeights: Float32Array, bIds: Uint32Array, bWeights: Float32Array): number;
+  HeadTrainerNative: new (cachePath: string, hidden: number, ids: Int32Array, offsets: Uint32Array, dim: number,
+    params: Float32Array, threads: number) => NativeHeadTrainer;
   m3Loss(dense: Float32Array, lex: Float32Array, colbert: Float32Array, target: Int32Array, queries: number, passages: number,
     options: Record<string, number | boolean>): NativeM3Loss;
 }
@@ -187,6 +191,7 @@ export interface NativeModule {
 export const ENCODE_DENSE = 1;
 export const ENCODE_SPARSE = 2;
 export const ENCODE_COLBERT = 4;
+export const ENCODE_HIDDEN = 8;
 
 /** The package root (dist/lib/native.js -> ../..). */
 export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..');
@@ -235,4 +240,12 @@ export interface NativeM3Loss {
   gradDense: Float64Array;
   gradLex: Float64Array;
   gradColbert: Float64Array;
+}
+
+/** The native head trainer (native/train/head_trainer.h); parameters flat, HeadLayout order. */
+export interface NativeHeadTrainer {
+  step(queries: Int32Array, passages: Int32Array, target: Int32Array, options: Record<string, number | boolean>):
+    Promise<Omit<NativeM3Loss, 'gradDense' | 'gradLex' | 'gradColbert'> & { gradNorm: number; grad?: Float32Array }>;
+  state(): { params: Float32Array; m: Float32Array; v: Float32Array; t: number };
+  setState(params: Float32Array, m: Float32Array, v: Float32Array, t: number): void;
 }
