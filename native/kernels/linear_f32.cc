@@ -4,17 +4,32 @@
 
 namespace m3 {
 
+void TransposeBlocked(const float* src, int64_t rows, int64_t cols, int64_t src_stride, float* dst, int64_t dst_stride) {
+  constexpr int64_t kTile = 32;
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+    const int64_t r1 = std::min(rows, r0 + kTile);
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t c1 = std::min(cols, c0 + kTile);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
+    }
+  }
+}
+
+void PackLinearInto(const float* w, const float* b, int64_t out, int64_t in, PackedLinear* p) {
+  p->in = in;
+  p->out = out;
+  p->out_padded = (out + kLinearColumnBlock - 1) / kLinearColumnBlock * kLinearColumnBlock;
+  p->wt.resize(static_cast<size_t>(in * p->out_padded));
+  p->bias.assign(static_cast<size_t>(p->out_padded), 0.0f);
+  TransposeBlocked(w, out, in, in, p->wt.data(), p->out_padded);
+  for (int64_t k = 0; k < in; ++k) std::fill(p->wt.begin() + k * p->out_padded + out, p->wt.begin() + (k + 1) * p->out_padded, 0.0f);
+  if (b) std::copy(b, b + out, p->bias.begin());
+}
+
 PackedLinear PackLinear(const float* w, const float* b, int64_t out, int64_t in) {
   PackedLinear p;
-  p.in = in;
-  p.out = out;
-  p.out_padded = (out + kLinearColumnBlock - 1) / kLinearColumnBlock * kLinearColumnBlock;
-  p.wt.assign(static_cast<size_t>(in * p.out_padded), 0.0f);
-  p.bias.assign(static_cast<size_t>(p.out_padded), 0.0f);
-  for (int64_t o = 0; o < out; ++o) {
-    for (int64_t k = 0; k < in; ++k) p.wt[k * p.out_padded + o] = w[o * in + k];
-    if (b) p.bias[o] = b[o];
-  }
+  PackLinearInto(w, b, out, in, &p);
   return p;
 }
 

@@ -20,8 +20,15 @@ struct PackedLinear {
   std::vector<float> bias;  // out_padded entries
 };
 
+/// dst[c][r] = src[r][c] for a rows x cols matrix (row strides given), in cache-sized tiles so
+/// neither side is walked with a large stride element by element.
+void TransposeBlocked(const float* src, int64_t rows, int64_t cols, int64_t src_stride, float* dst, int64_t dst_stride);
+
 /// Packs a PyTorch Linear weight w [out][in] (row-major) and bias b [out] (may be null: zero).
 PackedLinear PackLinear(const float* w, const float* b, int64_t out, int64_t in);
+
+/// The same into an existing layer, reusing its buffers (callers that repack every step).
+void PackLinearInto(const float* w, const float* b, int64_t out, int64_t in, PackedLinear* p);
 
 /// y[r][0..out) = x[r] · Wᵀ + b for r in [0, rows). x rows are x_stride floats apart, y rows
 /// y_stride apart (y_stride >= out). Dispatches on ActiveTier().

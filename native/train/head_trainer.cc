@@ -4,12 +4,16 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <numeric>
 
 #include "core/core_error.h"
 #include "core/parallel_for.h"
 #include "kernels/linear_f32.h"
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
 #ifndef _WIN32
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -82,9 +86,7 @@ struct TextForward {
   std::vector<int32_t> lex_pos;   // the position that gave the max
   std::vector<float> lex_grad;    // d(loss)/d(lex_w)
   int64_t rows = 0;               // ColBERT rows: tokens 1 .. n-1
-  std::vector<float> colbert;     // rows x dim, normalised
-  std::vector<float> norms;       // ||C_i|| before normalisation
-  std::vector<float> colbert_grad;  // d(loss)/d(colbert)
+  int64_t first = 0;              // index of its first ColBERT row in the step's stacked rows
 };
 
 double Dot(const float* a, const float* b, int64_t n) {
@@ -93,9 +95,35 @@ double Dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-void Axpy(float alpha, const float* x, float* y, int64_t n) {
+void Axpy(float alpha, const float* __restrict x, float* __restrict y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
+
+/// Flushes subnormal floats to zero on this thread while it lives (x86: MXCSR FTZ and DAZ).
+/// Back-propagated softmax tails produce them, and every operation on one is two orders of
+/// magnitude slower; their contribution is below fp32's resolution of the sums they enter.
+class FlushSubnormals {
+ public:
+#if defined(__x86_64__) || defined(_M_X64)
+  FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }
+  ~FlushSubnormals() { _mm_setcsr(saved_); }
+ private:
+  unsigned saved_;
+#endif
+};
+
+/// ParallelFor with subnormals flushed on every thread.
+void ParallelForFlushed(int64_t count, int threads, const std::function<void(int64_t, int)>& fn) {
+  ParallelFor(count, threads, [&](int64_t i, int worker) {
+    FlushSubnormals flush;
+    fn(i, worker);
+  });
+}
+
+/// Whether a gradient term is worth accumulating. Softmax tails at temperature 0.02 reach
+/// e^-100 and below; such terms change nothing in fp32 but, as subnormal floats, would slow every
+/// operation they enter by two orders of magnitude.
+inline bool Matters(double g) { return std::fabs(g) >= 1e-30; }
 
 /// Lexical weights of a text with the position of each id's max (M3-SEMANTICS.md: ids 0..3 and
 /// weights <= 0 dropped, max per id; the first position wins a tie).
@@ -132,8 +160,24 @@ void ForShared(const TextForward& a, const TextForward& b, Fn fn) {
 
 }  // namespace
 
+struct HeadTrainer::Scratch {
+  PackedLinear colbert_head;  // the ColBERT head packed for the linear kernel
+  PackedLinear passages;      // the passages' normalised ColBERT rows as a packed "weight"
+  PackedLinear stacked;       // every ColBERT row's hidden state: wt[r] = H row (the packed form of Hᵀ)
+  std::vector<float> colbert;       // rows x dim: normalised ColBERT rows of every text
+  std::vector<float> norms;         // rows: their norms before normalisation
+  std::vector<float> colbert_grad;  // rows x dim: d(loss)/d(normalised rows), then d(loss)/d(C)
+  std::vector<float> row_max;       // query rows x passages: max similarity
+  std::vector<int32_t> row_best;    // query rows x passages: the passage row that gave it
+  std::vector<float> dct, grad;
+  std::vector<std::vector<float>> sims;  // per worker
+};
+
+HeadTrainer::~HeadTrainer() = default;
+
 HeadTrainer::HeadTrainer(std::shared_ptr<const HiddenStateCache> cache, int64_t dim, std::vector<float> params, int threads)
-    : cache_(std::move(cache)), threads_(std::max(1, threads)) {
+    : cache_(std::move(cache)), threads_(std::max(1, threads)), scratch_(std::make_unique<Scratch>()) {
+  scratch_->sims.resize(static_cast<size_t>(threads_));
   layout_.hidden = cache_->hidden();
   layout_.dim = dim;
   if (dim < 1) throw CoreError("ERR_INPUT", "HeadTrainer: the ColBERT width must be positive");
@@ -166,70 +210,95 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
     if (t < 0 || t >= cache_->texts()) throw CoreError("ERR_INPUT", "passage text index " + std::to_string(t) + " is out of range");
   const int64_t H = layout_.hidden, D = layout_.dim;
   const HeadLayout& L = layout_;
+  FlushSubnormals flush;
+  Scratch& sc = *scratch_;
   const float* sw = params_.data() + L.sparse_w();
   const float sb = params_[L.sparse_b()];
-  const PackedLinear colbert_head = PackLinear(params_.data() + L.colbert_w(), params_.data() + L.colbert_b(), D, H);
+  PackLinearInto(params_.data() + L.colbert_w(), params_.data() + L.colbert_b(), D, H, &sc.colbert_head);
+  constexpr int64_t kRowChunk = 96;  // rows per call of the linear kernel (one pass over its weight)
 
-  // Forward: queries first, then passages.
+  // Texts: queries first, then passages; their ColBERT rows (tokens 1 .. n-1) stacked in that order.
   std::vector<TextForward> f(static_cast<size_t>(Q + P));
-  ParallelFor(Q + P, threads_, [&](int64_t k, int) {
+  int64_t rows = 0;
+  for (int64_t k = 0; k < Q + P; ++k) {
+    f[k].text = k < Q ? queries[k] : passages[k - Q];
+    f[k].rows = cache_->length(f[k].text) - 1;
+    f[k].first = rows;
+    rows += f[k].rows;
+  }
+  const int64_t query_rows = f[Q].first, passage_rows = rows - query_rows;
+  PackedLinear& stacked = sc.stacked;
+  stacked.in = rows;
+  stacked.out = H;
+  stacked.out_padded = (H + kLinearColumnBlock - 1) / kLinearColumnBlock * kLinearColumnBlock;
+  stacked.wt.resize(static_cast<size_t>(rows * stacked.out_padded));
+  stacked.bias.assign(static_cast<size_t>(stacked.out_padded), 0.0f);
+  const int64_t hs = stacked.out_padded;
+
+  // Forward, per text: dense, lexical weights, and the hidden rows gathered for the ColBERT head.
+  ParallelForFlushed(Q + P, threads_, [&](int64_t k, int) {
     TextForward& x = f[k];
-    x.text = k < Q ? queries[k] : passages[k - Q];
-    const int64_t n = cache_->length(x.text);
+    const int64_t n = x.rows + 1;
     const float* h = cache_->rows(x.text);
-    const int32_t* ids = cache_->ids(x.text);
     x.dense.assign(h, h + H);
     const double norm = std::sqrt(Dot(h, h, H));
     for (float& v : x.dense) v = static_cast<float>(v / std::max(norm, 1e-12));
     std::vector<float> w(static_cast<size_t>(n));
     for (int64_t t = 0; t < n; ++t) w[t] = std::max(0.0f, static_cast<float>(Dot(h + t * H, sw, H) + sb));
-    Lexical(ids, w.data(), n, &x);
-    x.rows = n - 1;
-    x.colbert.resize(static_cast<size_t>(x.rows * D));
-    x.norms.resize(static_cast<size_t>(x.rows));
-    LinearForward(colbert_head, h + H, x.rows, H, x.colbert.data(), D);
+    Lexical(cache_->ids(x.text), w.data(), n, &x);
     for (int64_t i = 0; i < x.rows; ++i) {
-      float* row = x.colbert.data() + i * D;
-      const double r = std::sqrt(Dot(row, row, D));
-      x.norms[i] = static_cast<float>(r);
-      const double inv = 1.0 / std::max(r, 1e-12);
+      float* dst = stacked.wt.data() + (x.first + i) * hs;
+      std::memcpy(dst, h + (i + 1) * H, H * sizeof(float));
+      std::fill(dst + H, dst + hs, 0.0f);
+    }
+  });
+  // The ColBERT head on all rows at once, then each row normalised.
+  sc.colbert.resize(static_cast<size_t>(rows * D));
+  sc.norms.resize(static_cast<size_t>(rows));
+  ParallelForFlushed((rows + kRowChunk - 1) / kRowChunk, threads_, [&](int64_t c, int) {
+    const int64_t r0 = c * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
+    LinearForward(sc.colbert_head, stacked.wt.data() + r0 * hs, r1 - r0, hs, sc.colbert.data() + r0 * D, D);
+    for (int64_t r = r0; r < r1; ++r) {
+      float* row = sc.colbert.data() + r * D;
+      const double norm = std::sqrt(Dot(row, row, D));
+      sc.norms[r] = static_cast<float>(norm);
+      const double inv = 1.0 / std::max(norm, 1e-12);
       for (int64_t d = 0; d < D; ++d) row[d] = static_cast<float>(row[d] * inv);
     }
   });
+  const float* E = sc.colbert.data();
 
-  // Scores. ColBERT: every query row against all passage rows at once, then the max per passage.
-  std::vector<float> s_dense(Q * P), s_lex(Q * P), s_colbert(Q * P);
-  std::vector<int64_t> p_first(P + 1, 0);
-  for (int64_t p = 0; p < P; ++p) p_first[p + 1] = p_first[p] + f[Q + p].rows;
-  const int64_t all_rows = p_first[P];
-  std::vector<float> passage_rows(static_cast<size_t>(all_rows * D));
-  for (int64_t p = 0; p < P; ++p)
-    std::memcpy(passage_rows.data() + p_first[p] * D, f[Q + p].colbert.data(), f[Q + p].colbert.size() * sizeof(float));
-  const PackedLinear packed_passages = PackLinear(passage_rows.data(), nullptr, all_rows, D);
-  std::vector<std::vector<int32_t>> argmax(static_cast<size_t>(Q * P));  // per (q, p): best passage row of each query row
-  ParallelFor(Q, threads_, [&](int64_t q, int) {
-    const TextForward& x = f[q];
-    constexpr int64_t kChunk = 16;
-    std::vector<float> sims(static_cast<size_t>(kChunk * all_rows));
-    std::vector<double> sum(P, 0.0);
-    for (int64_t p = 0; p < P; ++p) argmax[q * P + p].resize(x.rows);
-    for (int64_t i0 = 0; i0 < x.rows; i0 += kChunk) {
-      const int64_t m = std::min(kChunk, x.rows - i0);
-      LinearForward(packed_passages, x.colbert.data() + i0 * D, m, D, sims.data(), all_rows);
-      for (int64_t i = 0; i < m; ++i) {
-        const float* s = sims.data() + i * all_rows;
-        for (int64_t p = 0; p < P; ++p) {
-          int64_t best = p_first[p];
-          for (int64_t j = p_first[p] + 1; j < p_first[p + 1]; ++j)
-            if (s[j] > s[best]) best = j;
-          sum[p] += s[best];
-          argmax[q * P + p][i0 + i] = static_cast<int32_t>(best - p_first[p]);
-        }
+  // MaxSim: every query row against every passage row, in chunks of query rows; the max and
+  // argmax per passage kept per query row.
+  PackLinearInto(E + query_rows * D, nullptr, passage_rows, D, &sc.passages);
+  std::vector<int64_t> passage_first(P + 1);
+  for (int64_t p = 0; p <= P; ++p) passage_first[p] = (p < P ? f[Q + p].first : rows) - query_rows;
+  sc.row_max.resize(static_cast<size_t>(query_rows * P));
+  sc.row_best.resize(static_cast<size_t>(query_rows * P));
+  ParallelForFlushed((query_rows + kRowChunk - 1) / kRowChunk, threads_, [&](int64_t c, int worker) {
+    const int64_t r0 = c * kRowChunk, r1 = std::min(query_rows, r0 + kRowChunk);
+    std::vector<float>& sims = sc.sims[worker];
+    sims.resize(static_cast<size_t>((r1 - r0) * passage_rows));
+    LinearForward(sc.passages, E + r0 * D, r1 - r0, D, sims.data(), passage_rows);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* s = sims.data() + (r - r0) * passage_rows;
+      for (int64_t p = 0; p < P; ++p) {
+        int64_t best = passage_first[p];
+        for (int64_t j = best + 1; j < passage_first[p + 1]; ++j)
+          if (s[j] > s[best]) best = j;
+        sc.row_max[r * P + p] = s[best];
+        sc.row_best[r * P + p] = static_cast<int32_t>(best + query_rows);  // a row of E
       }
     }
+  });
+  std::vector<float> s_dense(Q * P), s_lex(Q * P), s_colbert(Q * P);
+  ParallelForFlushed(Q, threads_, [&](int64_t q, int) {
+    const TextForward& x = f[q];
     for (int64_t p = 0; p < P; ++p) {
       const TextForward& y = f[Q + p];
-      s_colbert[q * P + p] = static_cast<float>(sum[p] / static_cast<double>(x.rows));
+      double sum = 0;
+      for (int64_t r = x.first; r < x.first + x.rows; ++r) sum += sc.row_max[r * P + p];
+      s_colbert[q * P + p] = static_cast<float>(sum / static_cast<double>(x.rows));
       s_dense[q * P + p] = static_cast<float>(Dot(x.dense.data(), y.dense.data(), H));
       double lex = 0;
       ForShared(x, y, [&](size_t a, size_t b) { lex += static_cast<double>(x.lex_w[a]) * y.lex_w[b]; });
@@ -239,7 +308,8 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
 
   StepResult result;
   result.loss = M3Loss(s_dense.data(), s_lex.data(), s_colbert.data(), target.data(), Q, P, o.loss);
-  result.grad.assign(static_cast<size_t>(L.size()), 0.0f);
+  std::vector<float>& grad = sc.grad;
+  grad.assign(static_cast<size_t>(L.size()), 0.0f);
   const std::vector<double>& g_lex = result.loss.grad_lex;
   const std::vector<double>& g_col = result.loss.grad_colbert;
 
@@ -247,18 +317,18 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
     // d(loss)/d(lexical weight) per text and id; queries and passages in separate passes so no
     // two threads write the same text.
     for (auto& x : f) x.lex_grad.assign(x.lex_w.size(), 0.0f);
-    ParallelFor(Q + P, threads_, [&](int64_t k, int) {
+    ParallelForFlushed(Q + P, threads_, [&](int64_t k, int) {
       TextForward& x = f[k];
       if (k < Q) {
         for (int64_t p = 0; p < P; ++p) {
           const float g = static_cast<float>(g_lex[k * P + p]);
-          if (g != 0.0f) ForShared(x, f[Q + p], [&](size_t a, size_t b) { x.lex_grad[a] += g * f[Q + p].lex_w[b]; });
+          if (Matters(g)) ForShared(x, f[Q + p], [&](size_t a, size_t b) { x.lex_grad[a] += g * f[Q + p].lex_w[b]; });
         }
       } else {
         const int64_t p = k - Q;
         for (int64_t q = 0; q < Q; ++q) {
           const float g = static_cast<float>(g_lex[q * P + p]);
-          if (g != 0.0f) ForShared(f[q], x, [&](size_t a, size_t b) { x.lex_grad[b] += g * f[q].lex_w[a]; });
+          if (Matters(g)) ForShared(f[q], x, [&](size_t a, size_t b) { x.lex_grad[b] += g * f[q].lex_w[a]; });
         }
       }
     });
@@ -269,96 +339,92 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
       const float* h = cache_->rows(x.text);
       for (size_t k = 0; k < x.lex_w.size(); ++k) {
         const double g = x.lex_grad[k];
-        if (g == 0.0) continue;
+        if (!Matters(g)) continue;
         const float* row = h + static_cast<int64_t>(x.lex_pos[k]) * H;
         for (int64_t d = 0; d < H; ++d) gw[d] += g * row[d];
         gb += g;
       }
     }
-    for (int64_t d = 0; d < H; ++d) result.grad[L.sparse_w() + d] = static_cast<float>(gw[d]);
-    result.grad[L.sparse_b()] = static_cast<float>(gb);
+    for (int64_t d = 0; d < H; ++d) grad[L.sparse_w() + d] = static_cast<float>(gw[d]);
+    grad[L.sparse_b()] = static_cast<float>(gb);
   }
 
   if (o.train_colbert) {
-    // d(loss)/d(normalised rows) through the mean of maxima.
-    for (auto& x : f) x.colbert_grad.assign(x.colbert.size(), 0.0f);
-    ParallelFor(Q + P, threads_, [&](int64_t k, int) {
-      TextForward& x = f[k];
+    // d(loss)/d(normalised rows) through the mean of maxima: queries' rows and passages' rows in
+    // separate passes so no two threads write the same row.
+    std::vector<float>& dE = sc.colbert_grad;
+    dE.assign(static_cast<size_t>(rows * D), 0.0f);
+    ParallelForFlushed(Q + P, threads_, [&](int64_t k, int) {
+      const TextForward& x = f[k];
       if (k < Q) {
         for (int64_t p = 0; p < P; ++p) {
           const float c = static_cast<float>(g_col[k * P + p] / static_cast<double>(x.rows));
-          if (c == 0.0f) continue;
-          const auto& best = argmax[k * P + p];
-          for (int64_t i = 0; i < x.rows; ++i) Axpy(c, f[Q + p].colbert.data() + best[i] * D, x.colbert_grad.data() + i * D, D);
+          if (!Matters(c)) continue;
+          for (int64_t r = x.first; r < x.first + x.rows; ++r) Axpy(c, E + sc.row_best[r * P + p] * D, dE.data() + r * D, D);
         }
       } else {
         const int64_t p = k - Q;
         for (int64_t q = 0; q < Q; ++q) {
           const float c = static_cast<float>(g_col[q * P + p] / static_cast<double>(f[q].rows));
-          if (c == 0.0f) continue;
-          const auto& best = argmax[q * P + p];
-          for (int64_t i = 0; i < f[q].rows; ++i) Axpy(c, f[q].colbert.data() + i * D, x.colbert_grad.data() + best[i] * D, D);
+          if (!Matters(c)) continue;
+          for (int64_t r = f[q].first; r < f[q].first + f[q].rows; ++r) Axpy(c, E + r * D, dE.data() + sc.row_best[r * P + p] * D, D);
         }
       }
     });
-    // Through the L2 normalisation: dC = (dE - E (E . dE)) / ||C||, stacked as dCᵀ [D x rows]
-    // next to the hidden rows that produced them, so dW = dCᵀ · H is one matrix product.
-    int64_t rows = 0;
-    for (const auto& x : f) rows += x.rows;
-    std::vector<float> dct(static_cast<size_t>(D * rows));
-    PackedLinear stacked;  // "weight" whose packed form is the hidden rows themselves: wt[r] = H row r
-    stacked.in = rows;
-    stacked.out = H;
-    stacked.out_padded = (H + kLinearColumnBlock - 1) / kLinearColumnBlock * kLinearColumnBlock;
-    stacked.wt.assign(static_cast<size_t>(rows * stacked.out_padded), 0.0f);
-    stacked.bias.assign(static_cast<size_t>(stacked.out_padded), 0.0f);
-    std::vector<double> gb(static_cast<size_t>(D), 0.0);
-    int64_t r0 = 0;
-    for (const auto& x : f) {
-      const float* h = cache_->rows(x.text) + H;  // ColBERT rows start at token 1
-      for (int64_t i = 0; i < x.rows; ++i) {
-        const float* e = x.colbert.data() + i * D;
-        const float* de = x.colbert_grad.data() + i * D;
-        const double proj = Dot(e, de, D);
-        const double inv = 1.0 / std::max<double>(x.norms[i], 1e-12);
-        for (int64_t d = 0; d < D; ++d) {
-          const double dc = (de[d] - e[d] * proj) * inv;
-          dct[d * rows + r0 + i] = static_cast<float>(dc);
-          gb[d] += dc;
-        }
-        std::memcpy(stacked.wt.data() + (r0 + i) * stacked.out_padded, h + i * H, H * sizeof(float));
+    // Through the L2 normalisation, in place: dC = (dE - E (E . dE)) / ||C||. Then
+    // dW = dCᵀ · H is one matrix product: the linear kernel with the stacked hidden rows as its
+    // packed weight and dCᵀ as its input; db = the sum of dC's rows.
+    ParallelForFlushed((rows + kRowChunk - 1) / kRowChunk, threads_, [&](int64_t c, int) {
+      for (int64_t r = c * kRowChunk; r < std::min(rows, (c + 1) * kRowChunk); ++r) {
+        const float* e = E + r * D;
+        float* de = dE.data() + r * D;
+        const float proj = static_cast<float>(Dot(e, de, D));
+        const float inv = static_cast<float>(1.0 / std::max<double>(sc.norms[r], 1e-12));
+        for (int64_t d = 0; d < D; ++d) de[d] = (de[d] - e[d] * proj) * inv;
       }
-      r0 += x.rows;
-    }
-    float* gw = result.grad.data() + L.colbert_w();
+    });
+    sc.dct.resize(static_cast<size_t>(D * rows));
+    TransposeBlocked(dE.data(), rows, D, D, sc.dct.data(), rows);
+    float* gw = grad.data() + L.colbert_w();
     const int64_t per = std::max<int64_t>(8, (D + threads_ - 1) / threads_);
-    ParallelFor((D + per - 1) / per, threads_, [&](int64_t part, int) {
+    ParallelForFlushed((D + per - 1) / per, threads_, [&](int64_t part, int) {
       const int64_t d0 = part * per, d1 = std::min(D, d0 + per);
-      LinearForward(stacked, dct.data() + d0 * rows, d1 - d0, rows, gw + d0 * H, H);
+      LinearForward(stacked, sc.dct.data() + d0 * rows, d1 - d0, rows, gw + d0 * H, H);
+      for (int64_t d = d0; d < d1; ++d) {
+        double b = 0;
+        for (int64_t r = 0; r < rows; ++r) b += sc.dct[d * rows + r];
+        grad[L.colbert_b() + d] = static_cast<float>(b);
+      }
     });
-    for (int64_t d = 0; d < D; ++d) result.grad[L.colbert_b() + d] = static_cast<float>(gb[d]);
   }
 
   double sq = 0;
-  for (float g : result.grad) sq += static_cast<double>(g) * g;
+  for (float g : grad) sq += static_cast<double>(g) * g;
   result.grad_norm = std::sqrt(sq);
-  if (o.update) Adam(result.grad, o);
+  if (o.update) Adam(grad, o);
+  else result.grad = grad;
   return result;
 }
 
 void HeadTrainer::Adam(const std::vector<float>& grad, const StepOptions& o) {
   ++t_;
+  // Bias corrections folded into the step size and epsilon (the same arithmetic as
+  // m_hat / (sqrt(v_hat) + eps)), so the loop is plain fp32 the compiler vectorises.
   const double c1 = 1.0 - std::pow(o.beta1, static_cast<double>(t_));
   const double c2 = 1.0 - std::pow(o.beta2, static_cast<double>(t_));
+  const float b1 = static_cast<float>(o.beta1), b2 = static_cast<float>(o.beta2);
+  const float a1 = static_cast<float>(1.0 - o.beta1), a2 = static_cast<float>(1.0 - o.beta2);
+  const float step = static_cast<float>(o.lr / c1), inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(c2));
+  const float eps = static_cast<float>(o.eps), decay = static_cast<float>(o.lr * o.weight_decay);
   auto update = [&](int64_t begin, int64_t end) {
+    float* __restrict p = params_.data();
+    float* __restrict m = m_.data();
+    float* __restrict v = v_.data();
+    const float* __restrict g = grad.data();
     for (int64_t i = begin; i < end; ++i) {
-      const double g = grad[i];
-      const double m = o.beta1 * m_[i] + (1.0 - o.beta1) * g;
-      const double v = o.beta2 * v_[i] + (1.0 - o.beta2) * g * g;
-      m_[i] = static_cast<float>(m);
-      v_[i] = static_cast<float>(v);
-      const double step = (m / c1) / (std::sqrt(v / c2) + o.eps) + o.weight_decay * params_[i];
-      params_[i] = static_cast<float>(params_[i] - o.lr * step);
+      m[i] = b1 * m[i] + a1 * g[i];
+      v[i] = b2 * v[i] + a2 * g[i] * g[i];
+      p[i] -= step * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + eps) + decay * p[i];
     }
   };
   if (o.train_sparse) update(layout_.sparse_w(), layout_.colbert_w());

@@ -61,14 +61,15 @@ struct StepOptions {
 
 struct StepResult {
   M3LossResult loss;           // its grad_* are d(loss)/d(score)
-  std::vector<float> grad;     // d(loss)/d(parameters), HeadLayout order
-  double grad_norm = 0;        // L2 norm of `grad`
+  std::vector<float> grad;     // d(loss)/d(parameters), HeadLayout order (only when !update)
+  double grad_norm = 0;        // L2 norm of the gradient
 };
 
 class HeadTrainer {
  public:
   /// `params` holds HeadLayout{cache.hidden(), dim}.size() floats. `threads` >= 1.
   HeadTrainer(std::shared_ptr<const HiddenStateCache> cache, int64_t dim, std::vector<float> params, int threads);
+  ~HeadTrainer();
 
   /// One group: queries[q] and passages[p] are text indices of the cache; target[q] is the
   /// index in `passages` of query q's positive. Every query is scored against every passage.
@@ -87,11 +88,16 @@ class HeadTrainer {
  private:
   void Adam(const std::vector<float>& grad, const StepOptions& o);
 
+
   std::shared_ptr<const HiddenStateCache> cache_;
   HeadLayout layout_;
   std::vector<float> params_, m_, v_;
   int64_t t_ = 0;
   int threads_ = 1;
+  // Buffers kept from step to step: fresh megabyte-sized allocations would be fresh pages, and
+  // faulting them in costs more than the arithmetic that fills them.
+  struct Scratch;
+  std::unique_ptr<Scratch> scratch_;
 };
 
 }  // namespace m3
