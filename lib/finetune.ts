@@ -172,7 +172,7 @@ interface Step { queries: Int32Array; passages: Int32Array; target: Int32Array }
  * The steps of one epoch: rows shuffled, then for each row one positive and groupSize - 1
  * negatives sampled (with repetition only when the row has too few, as FlagEmbedding does).
  */
-export function planEpoch(examples: readonly Example[], config: Pick<Config, 'seed' | 'groupSize' | 'batchSize'>, epoch: number): Step[] {
+function planEpoch(examples: readonly Example[], config: Pick<Config, 'seed' | 'groupSize' | 'batchSize'>, epoch: number): Step[] {
   const random = rng(Math.imul(config.seed + 1, 0x9e3779b1) ^ Math.imul(epoch + 1, 0x85ebca77));
   const order = shuffle(examples.map((_, i) => i), random);
   const steps: Step[] = [];

@@ -25,3 +25,5 @@ export type { BatcherOptions, BatcherEncodeOptions, BatcherStats, BatchInfo } fr
 export { decodeWire, encodeWire, WIRE_CONTENT_TYPE } from './wire';
 export { m3Loss } from './train';
 export type { M3LossScores, M3LossOptions, M3LossResult } from './train';
+export { finetuneHeads } from './finetune';
+export type { FinetuneOptions, FinetuneEvent, FinetuneResult, StepLosses } from './finetune';
