@@ -17,13 +17,27 @@ void TransposeBlocked(const float* src, int64_t rows, int64_t cols, int64_t src_
 }
 
 void PackLinearInto(const float* w, const float* b, int64_t out, int64_t in, PackedLinear* p) {
+  constexpr int64_t B = kLinearColumnBlock;
   p->in = in;
   p->out = out;
-  p->out_padded = (out + kLinearColumnBlock - 1) / kLinearColumnBlock * kLinearColumnBlock;
+  p->out_padded = (out + B - 1) / B * B;
+  p->panel_stride = in * B;
+  p->wt_view = nullptr;
   p->wt.resize(static_cast<size_t>(in * p->out_padded));
   p->bias.assign(static_cast<size_t>(p->out_padded), 0.0f);
-  TransposeBlocked(w, out, in, in, p->wt.data(), p->out_padded);
-  for (int64_t k = 0; k < in; ++k) std::fill(p->wt.begin() + k * p->out_padded + out, p->wt.begin() + (k + 1) * p->out_padded, 0.0f);
+  // Each panel is the transposition of B rows of W: tile by tile, so both sides stay in cache.
+  for (int64_t c0 = 0; c0 < p->out_padded; c0 += B) {
+    float* panel = p->wt.data() + (c0 / B) * p->panel_stride;
+    const int64_t cols = std::min(B, out - c0);
+    for (int64_t k0 = 0; k0 < in; k0 += B) {
+      const int64_t k1 = std::min(in, k0 + B);
+      for (int64_t k = k0; k < k1; ++k) std::fill(panel + k * B + cols, panel + (k + 1) * B, 0.0f);
+      for (int64_t j = 0; j < cols; ++j) {
+        const float* src = w + (c0 + j) * in;
+        for (int64_t k = k0; k < k1; ++k) panel[k * B + j] = src[k];
+      }
+    }
+  }
   if (b) std::copy(b, b + out, p->bias.begin());
 }
 

@@ -1,6 +1,6 @@
 // Dense layer y = x · Wᵀ + b in fp32, used for BGE-M3's ColBERT head (1024 -> 1024) applied to
-// every token row. The weight is packed once at load (transposed, columns padded) so the
-// kernels stream it with aligned vector loads.
+// every token row, and by the head trainer. The weight is packed once (in column panels) so the
+// kernels stream it contiguously.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -12,12 +12,21 @@ namespace m3 {
 /// Column block width of the packed weight (two AVX-512 vectors).
 constexpr int64_t kLinearColumnBlock = 32;
 
-/// A Linear layer's weight packed for the kernels: wt is [in][out_padded] (row k holds W[:, k]),
-/// out_padded a multiple of kLinearColumnBlock, padding columns zero.
+/// A Linear layer's weight packed for the kernels in column panels: panel p holds columns
+/// [32p, 32p + 32) of the output as `in` rows of kLinearColumnBlock floats (row k = W[32p.., k]),
+/// panels `panel_stride` floats apart (in * 32 when packed by PackLinear); padding columns zero.
+/// A kernel streams one panel from start to end, so its loads are contiguous.
 struct PackedLinear {
   int64_t in = 0, out = 0, out_padded = 0;
+  int64_t panel_stride = 0;
   std::vector<float> wt;
   std::vector<float> bias;  // out_padded entries
+  /// When set, the kernels read the panels here instead of `wt`: a view of `in` consecutive
+  /// rows of another layer's panels (`wt` stays empty, panel_stride is the other layer's).
+  const float* wt_view = nullptr;
+  const float* weights() const { return wt_view ? wt_view : wt.data(); }
+  /// The panel holding output column `col` (a multiple of kLinearColumnBlock for the kernels).
+  const float* panel(int64_t col) const { return weights() + (col / kLinearColumnBlock) * panel_stride; }
 };
 
 /// dst[c][r] = src[r][c] for a rows x cols matrix (row strides given), in cache-sized tiles so

@@ -15,13 +15,12 @@ template <int R>
 __attribute__((target("avx2,fma"))) void Tile(const PackedLinear& layer, const float* x,
                                               int64_t x_stride, int64_t col, float* y,
                                               int64_t y_stride) {
-  const int64_t n = layer.out_padded;
   __m256 acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm256_setzero_ps();
-  const float* w = layer.wt.data() + col;
+  const float* w = layer.panel(col);
   for (int64_t k = 0; k < layer.in; ++k) {
-    const float* wk = w + k * n;
+    const float* wk = w + k * kLinearColumnBlock;
     const __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
     const __m256 w2 = _mm256_loadu_ps(wk + 16), w3 = _mm256_loadu_ps(wk + 24);
     for (int r = 0; r < R; ++r) {

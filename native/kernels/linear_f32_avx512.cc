@@ -16,7 +16,6 @@ template <int R>
 __attribute__((target("avx512f,fma"))) void Tile(const PackedLinear& layer, const float* x,
                                                  int64_t x_stride, int64_t col, float* y,
                                                  int64_t y_stride) {
-  const int64_t n = layer.out_padded;
   __m512 acc[R][2];
   const __m512 b0 = _mm512_loadu_ps(layer.bias.data() + col);
   const __m512 b1 = _mm512_loadu_ps(layer.bias.data() + col + 16);
@@ -24,10 +23,10 @@ __attribute__((target("avx512f,fma"))) void Tile(const PackedLinear& layer, cons
     acc[r][0] = _mm512_setzero_ps();
     acc[r][1] = _mm512_setzero_ps();
   }
-  const float* w = layer.wt.data() + col;
+  const float* w = layer.panel(col);
   for (int64_t k = 0; k < layer.in; ++k) {
-    const __m512 w0 = _mm512_loadu_ps(w + k * n);
-    const __m512 w1 = _mm512_loadu_ps(w + k * n + 16);
+    const __m512 w0 = _mm512_loadu_ps(w + k * kLinearColumnBlock);
+    const __m512 w1 = _mm512_loadu_ps(w + k * kLinearColumnBlock + 16);
     for (int r = 0; r < R; ++r) {
       const __m512 xv = _mm512_set1_ps(x[r * x_stride + k]);
       acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);

@@ -163,7 +163,8 @@ void ForShared(const TextForward& a, const TextForward& b, Fn fn) {
 struct HeadTrainer::Scratch {
   PackedLinear colbert_head;  // the ColBERT head packed for the linear kernel
   PackedLinear passages;      // the passages' normalised ColBERT rows as a packed "weight"
-  PackedLinear stacked;       // every ColBERT row's hidden state: wt[r] = H row (the packed form of Hᵀ)
+  PackedLinear stacked;       // every ColBERT row's hidden state as the packed weight Hᵀ (panels of H rows)
+  std::vector<float> hidden_rows;   // rows x hidden: the same rows, row-major (the ColBERT head's input)
   std::vector<float> colbert;       // rows x dim: normalised ColBERT rows of every text
   std::vector<float> norms;         // rows: their norms before normalisation
   std::vector<float> colbert_grad;  // rows x dim: d(loss)/d(normalised rows), then d(loss)/d(C)
@@ -227,13 +228,15 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
     rows += f[k].rows;
   }
   const int64_t query_rows = f[Q].first, passage_rows = rows - query_rows;
+  constexpr int64_t B = kLinearColumnBlock;
   PackedLinear& stacked = sc.stacked;
   stacked.in = rows;
   stacked.out = H;
-  stacked.out_padded = (H + kLinearColumnBlock - 1) / kLinearColumnBlock * kLinearColumnBlock;
+  stacked.out_padded = (H + B - 1) / B * B;
+  stacked.panel_stride = rows * B;
   stacked.wt.resize(static_cast<size_t>(rows * stacked.out_padded));
   stacked.bias.assign(static_cast<size_t>(stacked.out_padded), 0.0f);
-  const int64_t hs = stacked.out_padded;
+  sc.hidden_rows.resize(static_cast<size_t>(rows * H));
 
   // Forward, per text: dense, lexical weights, and the hidden rows gathered for the ColBERT head.
   ParallelForFlushed(Q + P, threads_, [&](int64_t k, int) {
@@ -246,10 +249,15 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
     std::vector<float> w(static_cast<size_t>(n));
     for (int64_t t = 0; t < n; ++t) w[t] = std::max(0.0f, static_cast<float>(Dot(h + t * H, sw, H) + sb));
     Lexical(cache_->ids(x.text), w.data(), n, &x);
+    std::memcpy(sc.hidden_rows.data() + x.first * H, h + H, x.rows * H * sizeof(float));
     for (int64_t i = 0; i < x.rows; ++i) {
-      float* dst = stacked.wt.data() + (x.first + i) * hs;
-      std::memcpy(dst, h + (i + 1) * H, H * sizeof(float));
-      std::fill(dst + H, dst + hs, 0.0f);
+      const float* src = h + (i + 1) * H;
+      for (int64_t c = 0; c < stacked.out_padded; c += B) {
+        float* dst = stacked.wt.data() + (c / B) * stacked.panel_stride + (x.first + i) * B;
+        const int64_t cols = std::min(B, H - c);
+        std::memcpy(dst, src + c, cols * sizeof(float));
+        std::fill(dst + cols, dst + B, 0.0f);
+      }
     }
   });
   // The ColBERT head on all rows at once, then each row normalised.
@@ -257,7 +265,7 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
   sc.norms.resize(static_cast<size_t>(rows));
   ParallelForFlushed((rows + kRowChunk - 1) / kRowChunk, threads_, [&](int64_t c, int) {
     const int64_t r0 = c * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
-    LinearForward(sc.colbert_head, stacked.wt.data() + r0 * hs, r1 - r0, hs, sc.colbert.data() + r0 * D, D);
+    LinearForward(sc.colbert_head, sc.hidden_rows.data() + r0 * H, r1 - r0, H, sc.colbert.data() + r0 * D, D);
     for (int64_t r = r0; r < r1; ++r) {
       float* row = sc.colbert.data() + r * D;
       const double norm = std::sqrt(Dot(row, row, D));
@@ -385,11 +393,31 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
     });
     sc.dct.resize(static_cast<size_t>(D * rows));
     TransposeBlocked(dE.data(), rows, D, D, sc.dct.data(), rows);
+    // The rows in blocks of kBlock, whose panel slices stay in L2 while the kernel passes over
+    // them once per tile of output rows (whole panels of all rows would come from memory).
+    constexpr int64_t kBlock = 2048;
     float* gw = grad.data() + L.colbert_w();
     const int64_t per = std::max<int64_t>(8, (D + threads_ - 1) / threads_);
-    ParallelForFlushed((D + per - 1) / per, threads_, [&](int64_t part, int) {
+    ParallelForFlushed((D + per - 1) / per, threads_, [&](int64_t part, int worker) {
       const int64_t d0 = part * per, d1 = std::min(D, d0 + per);
-      LinearForward(stacked, sc.dct.data() + d0 * rows, d1 - d0, rows, gw + d0 * H, H);
+      std::vector<float>& partial = sc.sims[worker];
+      for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
+        PackedLinear block;
+        block.in = std::min(kBlock, rows - r0);
+        block.out = H;
+        block.out_padded = stacked.out_padded;
+        block.panel_stride = stacked.panel_stride;
+        block.wt_view = stacked.wt.data() + r0 * B;
+        block.bias.assign(static_cast<size_t>(stacked.out_padded), 0.0f);
+        float* y = gw + d0 * H;
+        if (r0 > 0) {
+          partial.resize(static_cast<size_t>((d1 - d0) * H));
+          y = partial.data();
+        }
+        LinearForward(block, sc.dct.data() + d0 * rows + r0, d1 - d0, rows, y, H);
+        if (r0 > 0)
+          for (int64_t i = 0; i < (d1 - d0) * H; ++i) gw[d0 * H + i] += partial[i];
+      }
       for (int64_t d = d0; d < d1; ++d) {
         double b = 0;
         for (int64_t r = 0; r < rows; ++r) b += sc.dct[d * rows + r];
