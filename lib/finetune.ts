@@ -541,9 +541,17 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
     }
 
     fs.mkdirSync(workDir, { recursive: true });
-    const cache = await buildCache(model, keys, texts, config, path.join(workDir, 'cache'), fingerprint, signal,
-      (done, total) => emit({ phase: 'encode', done, total }));
-    if (signal?.aborted) throw new M3Error('ERR_ABORTED', 'fine-tuning was interrupted while encoding; nothing to resume yet');
+    const interruptedEncoding = () => new M3Error('ERR_ABORTED', 'fine-tuning was interrupted while encoding the texts, before ' +
+      'any training; nothing to resume (the next run encodes them again)');
+    let cache: Cache;
+    try {
+      cache = await buildCache(model, keys, texts, config, path.join(workDir, 'cache'), fingerprint, signal,
+        (done, total) => emit({ phase: 'encode', done, total }));
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_ABORTED' && signal?.aborted) throw interruptedEncoding();
+      throw err;
+    }
+    if (signal?.aborted) throw interruptedEncoding();
     const examples: Example[] = rows.map((r) => ({
       query: cache.index.get(key(r.query, true))!,
       pos: r.pos.map((p) => cache.index.get(key(p, false))!),

@@ -232,6 +232,13 @@ describe('finetuneHeads', () => {
     }
   });
 
+  it('stops without a checkpoint when interrupted while encoding', async () => {
+    const out = path.join(tmp, 'interrupted-early');
+    await rejectsWith(finetuneHeads({ model: TINY, data: task.train.slice(0, 20), out, signal: AbortSignal.abort() }),
+      'ERR_ABORTED', /while encoding the texts, before any training/);
+    assert.ok(!fs.existsSync(out) && !fs.existsSync(path.join(`${out}.partial`, 'checkpoint')));
+  });
+
   it('refuses bad input with errors that name the problem', async () => {
     const file = (name: string, text: string) => {
       const f = path.join(tmp, name);
