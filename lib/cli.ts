@@ -146,7 +146,8 @@ function finetuneReporter(json: boolean): { event: (e: FinetuneEvent) => void; s
               : 'training {bar} step {value}/{total} | epoch {epoch} | loss {loss} (dense {dense} lex {lex} colbert {colbert}) | {rate} ex/s',
             stream: process.stderr, hideCursor: true,
           });
-          bar.start(e.phase === 'encode' ? e.total : e.steps, 0, { epoch: 1, loss: '-', dense: '-', lex: '-', colbert: '-', rate: '0' });
+          bar.start(e.phase === 'encode' ? e.total : e.steps, 0,
+            { epoch: e.phase === 'train' ? `${e.epoch + 1}/${e.epochs}` : '', loss: '-', dense: '-', lex: '-', colbert: '-', rate: '0' });
         }
         if (e.phase === 'encode') bar!.update(e.done);
         else {
