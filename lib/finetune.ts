@@ -3,7 +3,8 @@
  * objective (self-knowledge distillation, lib/train.ts), the encoder frozen:
  *
  *   1. every distinct text is encoded once and its last_hidden_state rows are cached on disk
- *      (mapped by the native trainer, so the cache may exceed memory);
+ *      (memory-mapped by the native trainer where the platform allows, so the cache may exceed
+ *      memory; read into memory on Windows);
  *   2. each step takes `batchSize` rows, each a group of 1 positive + (groupSize - 1) negatives,
  *      scores every query against every passage of the step (in-batch negatives), and updates the
  *      heads with AdamW on analytic gradients computed natively (native/train/head_trainer.cc);
@@ -13,7 +14,11 @@
  *
  * Work in progress lives in `<out>.partial/` (the cache and checkpoints); an interrupted run
  * (AbortSignal, Ctrl-C in the CLI) saves a consistent checkpoint there and `resume` continues it
- * with the same result as an uninterrupted run.
+ * to the same heads as an uninterrupted run.
+ *
+ * As in FlagEmbedding, a text that is the positive of one query of a step and also appears
+ * among the step's other passages (a shared positive, a negative equal to a positive) counts
+ * as a negative there too: deduplicate such rows when it matters.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -102,7 +107,7 @@ export interface FinetuneResult {
   encodeSeconds: number;
   trainSeconds: number;
   examplesPerSecond: number;
-  /** Mean losses of the last epoch's steps run here. */
+  /** Mean losses of the last epoch's steps run by this call (a resumed run counts only its own). */
   lastEpoch: StepLosses;
 }
 
@@ -254,25 +259,55 @@ export function writeSafetensors(file: string, tensors: Record<string, { shape: 
   }
 }
 
-/** Replaces directory `to` with `from` (both on one file system): `to` is never half-written. */
-function swapDirectory(from: string, to: string): void {
-  const old = `${to}.old-${process.pid}`;
+/**
+ * Replaces directory `to` with `from` (both on one file system): `to` is never half-written.
+ * Between the two renames the previous version is at `old`.
+ */
+function swapDirectory(from: string, to: string, old = `${to}.old-${process.pid}`): void {
+  fs.rmSync(old, { recursive: true, force: true });
   const hadOld = fs.existsSync(to);
   if (hadOld) fs.renameSync(to, old);
   fs.renameSync(from, to);
   if (hadOld) fs.rmSync(old, { recursive: true, force: true });
 }
 
+/** Writes a small file and flushes it to disk before returning. */
+function writeFileSynced(file: string, text: string): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Whether `inner` is `outer` or lies inside it (both real paths). */
+function within(inner: string, outer: string): boolean {
+  const rel = path.relative(outer, inner);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/** The real path of `p`, or of its nearest existing ancestor joined with the rest. */
+function realPath(p: string): string {
+  const abs = path.resolve(p);
+  if (fs.existsSync(abs)) return fs.realpathSync(abs);
+  const parent = path.dirname(abs);
+  return parent === abs ? abs : path.join(realPath(parent), path.basename(abs));
+}
+
 /** Hard-links (or copies) the encoder's files from the source model into `dest`, heads excluded. */
 function placeEncoderFiles(src: string, dest: string, mode: 'link' | 'copy'): string[] {
   const placed: string[] = [];
   const walk = (rel: string) => {
-    for (const entry of fs.readdirSync(path.join(src, rel), { withFileTypes: true })) {
+    for (const entry of fs.readdirSync(fs.realpathSync(path.join(src, rel)), { withFileTypes: true })) {
       const name = path.join(rel, entry.name);
       if (entry.name.startsWith('.')) continue;
       if (rel === '' && /^(colbert|sparse)_linear\.(pt|safetensors)$/.test(entry.name)) continue;
       if (rel === '' && entry.name === 'finetune.json') continue;
-      const from = path.join(src, name);
+      // A symlink (a Hugging Face cache snapshot links every file to a blob) is followed: the
+      // output gets the file it points to, never a relative link that would dangle there.
+      const from = fs.realpathSync(path.join(src, name));
       const to = path.join(dest, name);
       const stat = fs.statSync(from);
       if (stat.isDirectory()) {
@@ -397,31 +432,47 @@ interface CheckpointState {
 
 function saveCheckpoint(workDir: string, trainer: NativeHeadTrainer, state: CheckpointState): string {
   const dir = path.join(workDir, 'checkpoint');
-  const tmp = `${dir}.tmp-${process.pid}`;
+  const tmp = `${dir}.tmp`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
   const s = trainer.state();
   writeSafetensors(path.join(tmp, 'trainer.safetensors'), {
     params: { shape: [s.params.length], data: s.params }, m: { shape: [s.m.length], data: s.m }, v: { shape: [s.v.length], data: s.v },
   });
-  fs.writeFileSync(path.join(tmp, 'state.json'), JSON.stringify({ ...state, adamSteps: s.t }, null, 2));
-  swapDirectory(tmp, dir);
+  writeFileSynced(path.join(tmp, 'state.json'), JSON.stringify({ ...state, adamSteps: s.t }, null, 2));
+  swapDirectory(tmp, dir, `${dir}.old`);  // loadCheckpoint falls back to checkpoint.old
   return dir;
 }
 
+/** Removes every checkpoint of the work directory (current, previous and half-written). */
+function removeCheckpoints(workDir: string): void {
+  for (const name of ['checkpoint', 'checkpoint.old', 'checkpoint.tmp']) fs.rmSync(path.join(workDir, name), { recursive: true, force: true });
+}
+
+/**
+ * The work directory's checkpoint: `checkpoint/`, or `checkpoint.old/` when a save was cut off
+ * between its two renames. A checkpoint that cannot be read is an ERR_INPUT naming it.
+ */
 function loadCheckpoint(workDir: string): { state: CheckpointState; params: Float32Array; m: Float32Array; v: Float32Array } | undefined {
-  const dir = path.join(workDir, 'checkpoint');
-  if (!fs.existsSync(path.join(dir, 'state.json'))) return undefined;
-  const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as CheckpointState;
-  if (state.version !== CHECKPOINT_VERSION) {
-    throw new M3Error('ERR_INPUT', `the checkpoint in '${dir}' has version ${state.version}, not ${CHECKPOINT_VERSION}; start over with force`);
+  const dir = [path.join(workDir, 'checkpoint'), path.join(workDir, 'checkpoint.old')]
+    .find((d) => fs.existsSync(path.join(d, 'state.json')));
+  if (!dir) return undefined;
+  const unreadable = (why: string) => new M3Error('ERR_INPUT', `the checkpoint in '${dir}' cannot be used (${why}); ` +
+    'pass force (--force) without resume to start over');
+  let state: CheckpointState;
+  try {
+    state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as CheckpointState;
+  } catch (err) {
+    throw unreadable(`state.json: ${(err as Error).message}`);
   }
+  if (!state || state.version !== CHECKPOINT_VERSION) throw unreadable(`version ${state?.version}, not ${CHECKPOINT_VERSION}`);
   let tensors;
   try {
     tensors = native().readTensorFile(path.join(dir, 'trainer.safetensors'));
   } catch (err) {
-    throw fromNative(err);
+    throw unreadable(fromNative(err).message);
   }
+  if (!tensors.params || !tensors.m || !tensors.v) throw unreadable('trainer.safetensors lacks params, m or v');
   return { state, params: tensors.params.data, m: tensors.m.data, v: tensors.v.data };
 }
 
@@ -461,8 +512,14 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
   const src = path.resolve(options.model);
   const out = path.resolve(options.out);
   const workDir = path.resolve(options.workDir ?? `${out}.partial`);
-  if (out === src || out.startsWith(src + path.sep)) {
-    throw new M3Error('ERR_INPUT', `the output directory '${out}' is inside the source model '${src}', which is never changed; choose another`);
+  // Real paths, so that no symlink lets --force replace (delete) the source or a folder holding it.
+  const realSrc = realPath(src);
+  for (const [what, dir] of [['output directory', out], ['work directory', workDir]] as const) {
+    const real = realPath(dir);
+    if (within(real, realSrc) || within(realSrc, real)) {
+      throw new M3Error('ERR_INPUT', `the ${what} '${dir}' ${within(real, realSrc) ? 'is or lies inside' : 'contains'} the source model ` +
+        `'${src}', which is never changed; choose another`);
+    }
   }
   const force = bool(options.force, 'force', false);
   const resume = bool(options.resume, 'resume', false);
@@ -480,6 +537,7 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
   if (rows.length === 0) throw new M3Error('ERR_INPUT', 'the training data has no rows');
 
   const model = await BGEM3.load(src, options.load ?? {});
+  let trainer: NativeHeadTrainer | undefined;
   try {
     const info = model.info();
     if (info.layout !== 'bge-m3-snapshot') {
@@ -502,9 +560,9 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
       maxPassageLength: num(options.maxPassageLength, 'maxPassageLength', Math.min(8192, info.modelMaxLength), 2, info.modelMaxLength, true),
     };
     if (!config.trainSparse && !config.trainColbert) throw new M3Error('ERR_INPUT', 'trainSparse and trainColbert are both false: nothing to train');
-    if (config.batchSize === 1 && (config.groupSize === 1 || rows.every((r) => !r.neg || r.neg.length === 0))) {
-      throw new M3Error('ERR_INPUT', 'no negatives: with batchSize 1 each query needs "neg" passages (and groupSize > 1); ' +
-        'or use batchSize >= 2 so the other queries\' passages serve as in-batch negatives');
+    if (Math.min(config.batchSize, rows.length) === 1 && (config.groupSize === 1 || rows.every((r) => !r.neg || r.neg.length === 0))) {
+      throw new M3Error('ERR_INPUT', 'no negatives: with one query per step (batchSize 1, or a single row) each query needs "neg" ' +
+        'passages (and groupSize > 1); or give several rows and batchSize >= 2 so the other queries\' passages serve as in-batch negatives');
     }
 
     // Distinct texts by role; the cache order is decided by buildCache.
@@ -519,14 +577,12 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
     const dataHash = sha256(JSON.stringify(rows.map((r) => [r.query, r.pos, r.neg ?? []])));
 
     // A checkpoint from an earlier run: resume it, or discard it only when asked.
-    let checkpoint = loadCheckpoint(workDir);
+    fs.rmSync(path.join(workDir, 'checkpoint.tmp'), { recursive: true, force: true });  // a save cut off midway
+    if (force && !resume) removeCheckpoints(workDir);
+    const checkpoint = loadCheckpoint(workDir);
     if (checkpoint && !resume) {
-      if (!force) {
-        throw new M3Error('ERR_INPUT', `'${workDir}' holds a checkpoint of an interrupted run (step ${checkpoint.state.globalStep}); ` +
-          'resume it with resume (--resume), or pass force (--force) to start over');
-      }
-      fs.rmSync(path.join(workDir, 'checkpoint'), { recursive: true, force: true });
-      checkpoint = undefined;
+      throw new M3Error('ERR_INPUT', `'${workDir}' holds a checkpoint of an interrupted run (step ${checkpoint.state.globalStep}); ` +
+        'resume it with resume (--resume), or pass force (--force) to start over');
     }
     if (resume && !checkpoint) throw new M3Error('ERR_INPUT', `nothing to resume: no checkpoint in '${workDir}'`);
     if (checkpoint) {
@@ -537,6 +593,10 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
       if (changed.length > 0) {
         throw new M3Error('ERR_INPUT', `the checkpoint in '${workDir}' was made with different ${changed.join(', ')}; ` +
           'resume with the same settings, or pass force (--force) without resume to start over');
+      }
+      if (c.epoch > epochs || (c.epoch === epochs && c.stepInEpoch > 0)) {
+        throw new M3Error('ERR_INPUT', `the checkpoint in '${workDir}' is already in epoch ${c.epoch + 1}; ` +
+          `resume with epochs >= ${c.stepInEpoch > 0 ? c.epoch + 1 : c.epoch}`);
       }
     }
 
@@ -568,7 +628,6 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
     params[hidden] = sparse.bias[0];
     params.set(colbert.weight, hidden + 1);
     params.set(colbert.bias, hidden + 1 + dim * hidden);
-    let trainer: NativeHeadTrainer;
     try {
       trainer = new (native().HeadTrainerNative)(path.join(cache.dir, 'hidden.f32'), hidden, cache.ids, cache.offsets, dim, params, threads);
       if (checkpoint) trainer.setState(checkpoint.params, checkpoint.m, checkpoint.v, checkpoint.state.adamSteps);
@@ -633,32 +692,39 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
       }
     }
     const trainSeconds = (performance.now() - trainStart) / 1000;
+    // The trained heads are kept until the output is in place: if writing it fails (a full
+    // disk), resume writes it without training again.
+    saveCheckpoint(workDir, trainer, state(epochs, 0));
 
     // The output directory: encoder files from the source, the new heads, a record of the run.
     const final = trainer.state().params;
     const tmp = `${out}.tmp-${process.pid}`;
     fs.rmSync(tmp, { recursive: true, force: true });
     fs.mkdirSync(tmp, { recursive: true });
-    const placed = placeEncoderFiles(src, tmp, encoderFiles);
-    const meta = { format: 'pt', source: 'bge-m3 finetune-heads' };
-    writeSafetensors(path.join(tmp, 'colbert_linear.safetensors'), {
-      weight: { shape: [dim, hidden], data: final.slice(hidden + 1, hidden + 1 + dim * hidden) },
-      bias: { shape: [dim], data: final.slice(hidden + 1 + dim * hidden) },
-    }, meta);
-    writeSafetensors(path.join(tmp, 'sparse_linear.safetensors'), {
-      weight: { shape: [1, hidden], data: final.slice(0, hidden) }, bias: { shape: [1], data: final.slice(hidden, hidden + 1) },
-    }, meta);
-    fs.writeFileSync(path.join(tmp, 'finetune.json'), `${JSON.stringify({
-      source: src, encoderFiles: { mode: encoderFiles, files: placed }, config, epochs, steps: globalStep, examples: rows.length,
-      lastEpoch, dataHash,
-    }, null, 2)}\n`);
-    if (fs.existsSync(out) && !force) {
+    try {
+      const placed = placeEncoderFiles(src, tmp, encoderFiles);
+      const meta = { format: 'pt', source: 'bge-m3 finetune-heads' };
+      writeSafetensors(path.join(tmp, 'colbert_linear.safetensors'), {
+        weight: { shape: [dim, hidden], data: final.slice(hidden + 1, hidden + 1 + dim * hidden) },
+        bias: { shape: [dim], data: final.slice(hidden + 1 + dim * hidden) },
+      }, meta);
+      writeSafetensors(path.join(tmp, 'sparse_linear.safetensors'), {
+        weight: { shape: [1, hidden], data: final.slice(0, hidden) }, bias: { shape: [1], data: final.slice(hidden, hidden + 1) },
+      }, meta);
+      fs.writeFileSync(path.join(tmp, 'finetune.json'), `${JSON.stringify({
+        source: src, encoderFiles: { mode: encoderFiles, files: placed }, config, epochs, steps: globalStep, examples: rows.length,
+        lastEpoch, dataHash,
+      }, null, 2)}\n`);
+      if (fs.existsSync(out) && !force) {
+        throw new M3Error('ERR_INPUT', `the output directory '${out}' appeared while training; pass force (--force) to replace it, ` +
+          'with resume (--resume) to keep the training done');
+      }
+      swapDirectory(tmp, out);
+    } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
-      throw new M3Error('ERR_INPUT', `the output directory '${out}' appeared while training; pass force (--force) to replace it`);
     }
-    swapDirectory(tmp, out);
     if (!options.keepWorkDir) fs.rmSync(workDir, { recursive: true, force: true });
-    else fs.rmSync(path.join(workDir, 'checkpoint'), { recursive: true, force: true });
+    else removeCheckpoints(workDir);
     emit({ phase: 'done', out });
     const zero: StepLosses = { loss: 0, dense: 0, lex: 0, colbert: 0, inter: 0, distillDense: 0, distillLex: 0, distillColbert: 0 };
     return {
@@ -666,6 +732,7 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
       examplesPerSecond: processed / Math.max(trainMs / 1000, 1e-9), lastEpoch: lastEpoch ?? zero,
     };
   } finally {
+    trainer?.close();
     await model.dispose();
   }
 }

@@ -248,4 +248,6 @@ export interface NativeHeadTrainer {
     Promise<Omit<NativeM3Loss, 'gradDense' | 'gradLex' | 'gradColbert'> & { gradNorm: number; grad?: Float32Array }>;
   state(): { params: Float32Array; m: Float32Array; v: Float32Array; t: number };
   setState(params: Float32Array, m: Float32Array, v: Float32Array, t: number): void;
+  /** Releases the mapped cache and buffers; later calls fail with ERR_DISPOSED. */
+  close(): void;
 }

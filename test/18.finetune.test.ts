@@ -168,6 +168,18 @@ describe('HeadTrainerNative', () => {
     }
   });
 
+  it('rejects use after close, and a step while another runs', async () => {
+    const t = trainerFor(tmp, 4, [[0, 5, 2], [0, 6, 2]], Float32Array.from({ length: 24 }, (_, i) => Math.sin(i)), 4, new Float32Array(25).fill(0.1));
+    const running = t.step(Int32Array.of(0), Int32Array.of(1), Int32Array.of(0), {});
+    const second = t.step(Int32Array.of(0), Int32Array.of(1), Int32Array.of(0), {});
+    const outcomes = await Promise.allSettled([running, second]);
+    assert.ok(outcomes.some((o) => o.status === 'fulfilled'));
+    for (const o of outcomes) if (o.status === 'rejected') assert.match(String(o.reason), /a training step is running/);
+    t.close();
+    assert.throws(() => t.state(), /closed/);
+    assert.throws(() => t.step(Int32Array.of(0), Int32Array.of(1), Int32Array.of(0), {}), /closed/);
+  });
+
   it('refuses a cache that does not match its index, and out-of-range texts', async () => {
     const file = path.join(tmp, 'short.f32');
     fs.writeFileSync(file, Buffer.alloc(40));
@@ -263,6 +275,60 @@ describe('finetuneHeads', () => {
     await rejectsWith(finetuneHeads({ model: TINY, data: [{ query: 'q', pos: ['p'], neg: ['n'] }], out: path.join(TINY, 'x') }), 'ERR_INPUT', /inside the source model/);
     await rejectsWith(finetuneHeads({ model: TINY, data: [{ query: 'q', pos: ['p'], neg: ['n'] }], out: path.join(tmp, 'r'), resume: true }), 'ERR_INPUT', /nothing to resume/);
     await rejectsWith(finetuneHeads({ model: TINY, data: [{ query: 'q', pos: ['p'], neg: ['n'] }], out, force: true, lr: -1 }), 'ERR_INPUT', /lr/);
+  });
+
+  it('never lets the output or work directory be or contain the source, symlinks included', async () => {
+    const parent = path.join(tmp, 'models');
+    const source = path.join(parent, 'bge-m3');
+    fs.mkdirSync(parent, { recursive: true });
+    fs.cpSync(TINY, source, { recursive: true });
+    fs.symlinkSync(source, path.join(tmp, 'alias'));
+    const data = [{ query: 'q', pos: ['p'], neg: ['n'] }];
+    const before = hashDir(source);
+    await rejectsWith(finetuneHeads({ model: source, data, out: parent, force: true }), 'ERR_INPUT', /contains the source model/);
+    await rejectsWith(finetuneHeads({ model: source, data, out: path.join(tmp, 'alias'), force: true }), 'ERR_INPUT', /is or lies inside the source/);
+    await rejectsWith(finetuneHeads({ model: path.join(tmp, 'alias'), data, out: path.join(source, 'onnx'), force: true }), 'ERR_INPUT', /inside the source/);
+    await rejectsWith(finetuneHeads({ model: source, data, out: path.join(tmp, 'elsewhere'), workDir: tmp, force: true }), 'ERR_INPUT', /work directory .* contains the source/);
+    assert.equal(hashDir(source), before);
+  });
+
+  it('follows symlinked model files (a Hugging Face cache snapshot) into real files', async () => {
+    const blobs = path.join(tmp, 'hub', 'blobs');
+    const snapshot = path.join(tmp, 'hub', 'snapshots', 'abc');
+    fs.mkdirSync(path.join(snapshot, 'onnx'), { recursive: true });
+    fs.mkdirSync(blobs, { recursive: true });
+    for (const f of ['config.json', 'tokenizer.json', 'colbert_linear.safetensors', 'sparse_linear.safetensors', 'onnx/model.onnx', 'onnx/model.onnx_data']) {
+      const blob = path.join(blobs, f.replace('/', '_'));
+      fs.copyFileSync(path.join(TINY, f), blob);
+      fs.symlinkSync(path.relative(path.dirname(path.join(snapshot, f)), blob), path.join(snapshot, f));
+    }
+    const out = path.join(tmp, 'from-snapshot');
+    await finetuneHeads({ model: snapshot, data: task.train.slice(0, 16), out, epochs: 1 });
+    assert.ok(!fs.lstatSync(path.join(out, 'onnx', 'model.onnx')).isSymbolicLink());
+    const model = await BGEM3.load(out);
+    assert.equal((await model.encode(['a b c'])).dense!.length, 32);
+    await model.dispose();
+  });
+
+  it('starts over with force past a damaged checkpoint, and resumes from checkpoint.old after a cut-off save', async () => {
+    const rows = task.train.slice(0, 40);
+    const out = path.join(tmp, 'damaged');
+    const controller = new AbortController();
+    const common = { model: start, data: rows, batchSize: 8, epochs: 2, threads: 1 };
+    await rejectsWith(finetuneHeads({ ...common, out, signal: controller.signal,
+      onProgress: (e) => { if (e.phase === 'train' && e.step === 3) controller.abort(); } }), 'ERR_ABORTED');
+    const work = `${out}.partial`;
+    // A save cut off between its renames leaves only checkpoint.old: resume uses it.
+    fs.renameSync(path.join(work, 'checkpoint'), path.join(work, 'checkpoint.old'));
+    const resumed = await finetuneHeads({ ...common, out, resume: true, keepWorkDir: true });
+    assert.equal(resumed.steps, 10);
+    fs.rmSync(out, { recursive: true });
+    // A damaged checkpoint: resume names it; force starts over.
+    fs.mkdirSync(path.join(work, 'checkpoint'), { recursive: true });
+    fs.writeFileSync(path.join(work, 'checkpoint', 'state.json'), '');
+    await rejectsWith(finetuneHeads({ ...common, out, resume: true }), 'ERR_INPUT', /cannot be used \(state\.json/);
+    const fresh = await finetuneHeads({ ...common, out, force: true });
+    assert.equal(fresh.steps, 10);
   });
 
   it('trains on rows without negatives (in-batch negatives), truncates long texts and replaces an output with force', async () => {

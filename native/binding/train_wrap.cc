@@ -8,9 +8,10 @@
 //   [async] step(queries: Int32Array, passages: Int32Array, target: Int32Array, options)
 //             -> { loss terms as m3Loss, gradNorm, grad: Float32Array (only when options.update is false) }
 //   [sync]  state() -> { params, m, v: Float32Array, t } / setState(params, m, v, t)
+//   [sync]  close(): releases the mapped cache and the buffers (a running step finishes first)
 #include <napi.h>
 
-#include <atomic>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <vector>
@@ -95,7 +96,7 @@ class HeadTrainerWrap : public Napi::ObjectWrap<HeadTrainerWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "HeadTrainerNative",
                        {InstanceMethod<&HeadTrainerWrap::Step>("step"), InstanceMethod<&HeadTrainerWrap::State>("state"),
-                        InstanceMethod<&HeadTrainerWrap::SetState>("setState")});
+                        InstanceMethod<&HeadTrainerWrap::SetState>("setState"), InstanceMethod<&HeadTrainerWrap::Close>("close")});
   }
 
   explicit HeadTrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HeadTrainerWrap>(info) {
@@ -117,13 +118,18 @@ class HeadTrainerWrap : public Napi::ObjectWrap<HeadTrainerWrap> {
   }
 
  private:
-  void CheckIdle(Napi::Env env) const {
-    if (*busy_) throw MakeError(env, "ERR_INPUT", "a training step is running on this trainer; await it first");
+  /// The trainer, locked against a running step (the step's thread holds the lock while it runs,
+  /// so nothing can be left locked by a step that never started).
+  std::shared_ptr<m3::HeadTrainer> Idle(Napi::Env env, std::unique_lock<std::mutex>* lock) const {
+    if (!trainer_) throw MakeError(env, "ERR_DISPOSED", "this trainer has been closed");
+    *lock = std::unique_lock<std::mutex>(*mu_, std::try_to_lock);
+    if (!lock->owns_lock()) throw MakeError(env, "ERR_INPUT", "a training step is running on this trainer; await it first");
+    return trainer_;
   }
 
   Napi::Value Step(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    CheckIdle(env);
+    if (!trainer_) throw MakeError(env, "ERR_DISPOSED", "this trainer has been closed");
     auto queries = CopyTypedArray<int32_t>(info[0], napi_int32_array, "queries (Int32Array)");
     auto passages = CopyTypedArray<int32_t>(info[1], napi_int32_array, "passages (Int32Array)");
     auto target = CopyTypedArray<int32_t>(info[2], napi_int32_array, "target (Int32Array)");
@@ -140,11 +146,12 @@ class HeadTrainerWrap : public Napi::ObjectWrap<HeadTrainerWrap> {
       o.eps = Option(opts, "eps", o.eps);
       o.weight_decay = Option(opts, "weightDecay", o.weight_decay);
     }
-    *busy_ = true;
     auto trainer = trainer_;
-    auto busy = busy_;
+    auto mu = mu_;
     return RunDetached(env, [=]() -> Outcome {
-      Outcome outcome = Guard([&]() -> Outcome {
+      return Guard([&]() -> Outcome {
+        std::unique_lock<std::mutex> lock(*mu, std::try_to_lock);
+        if (!lock.owns_lock()) throw m3::CoreError("ERR_INPUT", "a training step is running on this trainer; await it first");
         auto r = std::make_shared<m3::StepResult>(trainer->Step(queries, passages, target, o));
         const bool with_grad = !o.update;
         return Outcome{[r, with_grad](Napi::Env env) -> Napi::Value {
@@ -155,37 +162,43 @@ class HeadTrainerWrap : public Napi::ObjectWrap<HeadTrainerWrap> {
           return out;
         }, "", ""};
       }, "a training step");
-      *busy = false;
-      return outcome;
     }, {info.This()});
   }
 
   Napi::Value State(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    CheckIdle(env);
+    std::unique_lock<std::mutex> lock;
+    auto trainer = Idle(env, &lock);
     Napi::Object out = Napi::Object::New(env);
-    out.Set("params", ToTypedArray(env, std::vector<float>(trainer_->params())));
-    out.Set("m", ToTypedArray(env, std::vector<float>(trainer_->adam_m())));
-    out.Set("v", ToTypedArray(env, std::vector<float>(trainer_->adam_v())));
-    out.Set("t", static_cast<double>(trainer_->adam_steps()));
+    out.Set("params", ToTypedArray(env, std::vector<float>(trainer->params())));
+    out.Set("m", ToTypedArray(env, std::vector<float>(trainer->adam_m())));
+    out.Set("v", ToTypedArray(env, std::vector<float>(trainer->adam_v())));
+    out.Set("t", static_cast<double>(trainer->adam_steps()));
     return out;
   }
 
   Napi::Value SetState(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    CheckIdle(env);
+    std::unique_lock<std::mutex> lock;
+    auto trainer = Idle(env, &lock);
     auto params = CopyTypedArray<float>(info[0], napi_float32_array, "params (Float32Array)");
     auto m = CopyTypedArray<float>(info[1], napi_float32_array, "m (Float32Array)");
     auto v = CopyTypedArray<float>(info[2], napi_float32_array, "v (Float32Array)");
     const int64_t t = info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : -1;
     return GuardSync(env, [&]() -> Napi::Value {
-      trainer_->SetState(std::move(params), std::move(m), std::move(v), t);
+      trainer->SetState(std::move(params), std::move(m), std::move(v), t);
       return env.Undefined();
     }, "setState");
   }
 
+  /// Drops this object's reference; a step in flight keeps its own until it settles.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    trainer_.reset();
+    return info.Env().Undefined();
+  }
+
   std::shared_ptr<m3::HeadTrainer> trainer_;
-  std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<std::mutex> mu_ = std::make_shared<std::mutex>();
 };
 
 }  // namespace

@@ -32,7 +32,7 @@ std::unique_ptr<HiddenStateCache> HiddenStateCache::Open(const std::string& path
   if (offsets.size() < 2 || offsets.front() != 0 || offsets.back() != ids.size())
     throw CoreError("ERR_INPUT", "hidden-state cache: offsets must start at 0 and end at the token count");
   for (size_t i = 1; i < offsets.size(); ++i)
-    if (offsets[i] < offsets[i - 1] + 2)
+    if (static_cast<uint64_t>(offsets[i]) < static_cast<uint64_t>(offsets[i - 1]) + 2)
       throw CoreError("ERR_INPUT", "hidden-state cache: text " + std::to_string(i - 1) + " has fewer than 2 tokens (<s> and </s>)");
   const uint64_t bytes = static_cast<uint64_t>(ids.size()) * static_cast<uint64_t>(hidden) * sizeof(float);
   std::unique_ptr<HiddenStateCache> cache(new HiddenStateCache());
@@ -314,6 +314,10 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
     }
   });
 
+  for (int64_t i = 0; i < Q * P; ++i) {
+    if (!std::isfinite(s_lex[i]) || !std::isfinite(s_colbert[i]))
+      throw CoreError("ERR_RUNTIME", "the heads' scores are no longer finite (training diverged); lower the learning rate");
+  }
   StepResult result;
   result.loss = M3Loss(s_dense.data(), s_lex.data(), s_colbert.data(), target.data(), Q, P, o.loss);
   std::vector<float>& grad = sc.grad;
@@ -322,8 +326,8 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
   const std::vector<double>& g_col = result.loss.grad_colbert;
 
   if (o.train_sparse) {
-    // d(loss)/d(lexical weight) per text and id; queries and passages in separate passes so no
-    // two threads write the same text.
+    // d(loss)/d(lexical weight) per text and id: each item (a query, or a passage) gathers its
+    // own from the other side's weights, so no two threads write the same text.
     for (auto& x : f) x.lex_grad.assign(x.lex_w.size(), 0.0f);
     ParallelForFlushed(Q + P, threads_, [&](int64_t k, int) {
       TextForward& x = f[k];
@@ -358,8 +362,8 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
   }
 
   if (o.train_colbert) {
-    // d(loss)/d(normalised rows) through the mean of maxima: queries' rows and passages' rows in
-    // separate passes so no two threads write the same row.
+    // d(loss)/d(normalised rows) through the mean of maxima: each item (a query, or a passage)
+    // gathers the terms of its own rows, so no two threads write the same row.
     std::vector<float>& dE = sc.colbert_grad;
     dE.assign(static_cast<size_t>(rows * D), 0.0f);
     ParallelForFlushed(Q + P, threads_, [&](int64_t k, int) {
@@ -429,6 +433,9 @@ StepResult HeadTrainer::Step(const std::vector<int32_t>& queries, const std::vec
   double sq = 0;
   for (float g : grad) sq += static_cast<double>(g) * g;
   result.grad_norm = std::sqrt(sq);
+  if (!std::isfinite(result.loss.loss) || !std::isfinite(result.grad_norm))
+    throw CoreError("ERR_RUNTIME", "the loss or its gradient is not finite (training diverged); the heads were not updated; "
+                                   "lower the learning rate");
   if (o.update) Adam(grad, o);
   else result.grad = grad;
   return result;
