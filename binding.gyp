@@ -8,6 +8,7 @@
 #   node-gyp rebuild -- -Dort_include_dir=DIR -Dort_library=FILE -Dort_lib_dir=DIR
 #
 # gyp has no glob: the sources are the .cc files of native/core, native/kernels, native/index and native/binding,
+# and native/kernels/cuda's stub (node-gyp builds no CUDA: the GPU kernels come with the CMake build),
 # listed one by one; test/90.binding-gyp.test.ts fails when this list and the tree disagree.
 {
   'variables': {
@@ -68,6 +69,7 @@
         'native/index/hybrid_index.cc',
         'native/train/m3_loss.cc',
         'native/train/head_trainer.cc',
+        'native/kernels/cuda/maxsim_cuda_stub.cc',
         'native/binding/addon.cc',
         'native/binding/encoder_wrap.cc',
         'native/binding/index_wrap.cc',

@@ -14,6 +14,7 @@ import { EVAL_MODES, evaluate, formatMetricsTable, readEvalRows } from './evalua
 import { SingleBar } from 'cli-progress';
 import { createServer, type M3Server } from './server';
 import { finetuneHeads, type FinetuneEvent } from './finetune';
+import { cudaInfo } from './maxsim';
 
 const DEMO_WARNING = 'bge-m3: using the bundled demo model, whose weights are RANDOM: its vectors and scores mean ' +
   'nothing. For real embeddings download BAAI/bge-m3 (huggingface-cli download BAAI/bge-m3 --local-dir ./bge-m3) ' +
@@ -243,6 +244,7 @@ async function main(argv: string[]): Promise<void> {
         onnxruntime: { version: runtime.ortVersion, providers: runtime.providers, usableProviders: runtime.usableProviders,
           libraryDir: runtime.ortLibraryDir, cudaProviderLibrariesMissing: runtime.cudaMissing },
         cpu: capabilities(),
+        cudaKernels: (({ built, devices, why, names }) => ({ built, devices: names, ...(devices === 0 ? { unavailable: why } : {}) }))(cudaInfo()),
       };
       const model = await openModel(opts);
       try {

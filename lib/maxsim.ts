@@ -4,7 +4,7 @@
  * with any document vector (FlagEmbedding's ColBERT score).
  */
 import { M3Error, fromNative, inputError } from './errors';
-import { native, type IsaTierName, type NativeMultiVectors } from './native';
+import { native, type IsaTierName, type NativeCudaDocs, type NativeCudaInfo, type NativeMultiVectors } from './native';
 import type { MultiVectors } from './outputs';
 
 /** Storage formats: fp32, bfloat16 (round-to-nearest-even) and int8 with a per-row scale. */
@@ -64,10 +64,10 @@ interface PreparedCall {
   single: boolean;
 }
 
-function prepare(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptions): PreparedCall {
-  if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+/** Documents (host arrays) in the native layout, checked. */
+function nativeDocs(docs: MaxSimDocuments, options: Pick<MaxSimOptions, 'dim' | 'format'>): NativeMultiVectors {
   if (!docs || typeof docs !== 'object' || !(docs.offsets instanceof Uint32Array)) {
-    throw inputError('{ offsets: Uint32Array, data } (encode().colbert or quantize() output)', 'docs', docs);
+    throw inputError('{ offsets: Uint32Array, data } (encode().colbert or quantize() output), or DeviceMultiVectors', 'docs', docs);
   }
   const format = FORMAT_OF_DATA(docs.data);
   if (!format) throw inputError('a Float32Array, Uint16Array (bf16) or Int8Array (i8)', 'docs.data', docs.data);
@@ -86,12 +86,17 @@ function prepare(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptio
   if (docs.data.length !== rows * dim) {
     throw new M3Error('ERR_INPUT', `docs.data has ${docs.data.length} values but docs.offsets end at ${rows} rows of dim ${dim} (${rows * dim} values)`);
   }
-  const native: NativeMultiVectors = { format, dim, offsets: docs.offsets, data: docs.data };
+  const out: NativeMultiVectors = { format, dim, offsets: docs.offsets, data: docs.data };
   if (format === 'i8') {
     const q = docs as QuantizedMultiVectors;
     if (!(q.scales instanceof Float32Array)) throw inputError('scales: Float32Array (from quantize())', 'i8 docs', docs);
-    native.scales = q.scales;
+    out.scales = q.scales;
   }
+  return out;
+}
+
+/** Queries as one Float32Array of rows and their offsets. */
+function nativeQueries(query: MaxSimQuery, dim: number): { queries: Float32Array; queryOffsets: Uint32Array; single: boolean } {
   let queries: Float32Array;
   let queryOffsets: Uint32Array;
   let single = false;
@@ -110,7 +115,13 @@ function prepare(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptio
   } else {
     throw inputError('a Float32Array (one query) or { offsets, data } (many)', 'query', query);
   }
-  return { queries, queryOffsets, docs: native, threads: checkThreads(options.threads), single };
+  return { queries, queryOffsets, single };
+}
+
+function prepare(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptions): PreparedCall {
+  if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+  const docsNative = nativeDocs(docs, options);
+  return { ...nativeQueries(query, docsNative.dim), docs: docsNative, threads: checkThreads(options.threads) };
 }
 
 /**
@@ -119,8 +130,9 @@ function prepare(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptio
  * [queries x documents]. An empty document or query scores 0. Do not modify the arrays until
  * the promise settles.
  */
-export async function maxSim(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptions = {}): Promise<Float32Array> {
+export async function maxSim(query: MaxSimQuery, docs: MaxSimDocuments | DeviceMultiVectors, options: MaxSimOptions = {}): Promise<Float32Array> {
   const callerStack = new Error().stack;
+  if (docs instanceof DeviceMultiVectors) return docs.maxSim(query, callerStack);
   const call = prepare(query, docs, options);
   try {
     return await native().maxSim(call.queries, call.queryOffsets, call.docs, call.threads);
@@ -131,6 +143,9 @@ export async function maxSim(query: MaxSimQuery, docs: MaxSimDocuments, options:
 
 /** {@link maxSim} on the calling thread. `isa` forces a lower kernel tier (tests, benchmarks). */
 export function maxSimSync(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptions & { isa?: IsaTierName } = {}): Float32Array {
+  if ((docs as unknown) instanceof DeviceMultiVectors) {
+    throw new M3Error('ERR_INPUT', 'maxSimSync scores host documents; GPU documents (DeviceMultiVectors) are scored with maxSim, which is async');
+  }
   const call = prepare(query, docs, options);
   try {
     return native().maxSimSync(call.queries, call.queryOffsets, call.docs, call.threads, options.isa);
@@ -155,5 +170,71 @@ export function quantize(vectors: MultiVectors, dim: number, format: 'bf16' | 'i
     return { format, dim, offsets: vectors.offsets, data: q.data, scales: q.scales };
   } catch (err) {
     throw fromNative(err);
+  }
+}
+
+/** Whether this build has the CUDA MaxSim kernels, and the devices it can use. */
+export function cudaInfo(): NativeCudaInfo {
+  return native().cudaInfo();
+}
+
+/** Options of {@link DeviceMultiVectors.upload}. */
+export interface DeviceUploadOptions {
+  /** Only 'cuda' (default). */
+  device?: 'cuda';
+  /** CUDA device ordinal (default 0). */
+  deviceId?: number;
+  /** Storage on the device: 'bf16' (default: tensor cores, half the memory) or 'f32'. */
+  format?: 'bf16' | 'f32';
+  /** Vector width, for fp32 documents (quantized ones carry it). */
+  dim?: number;
+}
+
+/**
+ * Documents uploaded once to a GPU and kept there, scored by {@link maxSim} like host documents
+ * (the same scores: bf16 rounds the query as the CPU bf16 kernels do). Needs a build with the
+ * CUDA kernels (CMake found a CUDA toolkit) and an NVIDIA GPU of compute capability 8.0 or newer
+ * for bf16; otherwise upload rejects with ERR_DEVICE saying which is missing.
+ */
+export class DeviceMultiVectors {
+  private constructor(private handle: NativeCudaDocs | undefined, readonly count: number, readonly dim: number,
+    readonly rows: number, readonly format: 'f32' | 'bf16', readonly deviceId: number, readonly bytes: number) {}
+
+  static async upload(docs: MaxSimDocuments, options: DeviceUploadOptions = {}): Promise<DeviceMultiVectors> {
+    const callerStack = new Error().stack;
+    if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+    if (options.device !== undefined && options.device !== 'cuda') throw inputError("'cuda'", 'device', options.device);
+    const deviceId = options.deviceId ?? 0;
+    if (!Number.isInteger(deviceId) || deviceId < 0 || deviceId > 1024) throw inputError('a non-negative integer', 'deviceId', deviceId);
+    const format = options.format ?? 'bf16';
+    if (format !== 'bf16' && format !== 'f32') throw inputError("'bf16' or 'f32'", 'format', format);
+    const host = nativeDocs(docs, { dim: options.dim });
+    if (host.format === 'i8') {
+      throw new M3Error('ERR_INPUT', 'int8 documents have no GPU kernel; upload the fp32 (or bf16) vectors, stored as bf16 or f32');
+    }
+    try {
+      const handle = await native().cudaUpload(host, format, deviceId);
+      const i = native().cudaDocsInfo(handle);
+      return new DeviceMultiVectors(handle, i.count, i.dim, i.rows, i.format, i.device, i.bytes);
+    } catch (err) {
+      throw fromNative(err, callerStack);
+    }
+  }
+
+  /** @internal maxSim's GPU path. */
+  async maxSim(query: MaxSimQuery, callerStack?: string): Promise<Float32Array> {
+    if (!this.handle) throw new M3Error('ERR_DISPOSED', 'These GPU documents have been disposed; upload them again.');
+    const { queries, queryOffsets } = nativeQueries(query, this.dim);
+    try {
+      return await native().cudaMaxSim(this.handle, queries, queryOffsets);
+    } catch (err) {
+      throw fromNative(err, callerStack);
+    }
+  }
+
+  /** Frees the device memory (scoring calls in flight finish first). Idempotent. */
+  dispose(): void {
+    if (this.handle) native().cudaDispose(this.handle);
+    this.handle = undefined;
   }
 }

@@ -174,6 +174,13 @@ export interface NativeModule {
   /** This core's measured fp32 FMA peak in GFLOP/s on a tier (benchmarks). */
   fmaPeak(isa?: IsaTierName, seconds?: number): number;
 
+  // maxsim_wrap.cc: CUDA (native/kernels/cuda)
+  cudaInfo(): NativeCudaInfo;
+  cudaUpload(docs: NativeMultiVectors, store: 'f32' | 'bf16', deviceId: number): Promise<NativeCudaDocs>;
+  cudaMaxSim(docs: NativeCudaDocs, queries: Float32Array, queryOffsets: Uint32Array): Promise<Float32Array>;
+  cudaDocsInfo(docs: NativeCudaDocs): { count: number; dim: number; rows: number; format: 'f32' | 'bf16'; device: number; bytes: number };
+  cudaDispose(docs: NativeCudaDocs): void;
+
   // sparse_wrap.cc
   /** `isa` forces a tier, the AVX-512 table kernel ('avx512-gather') or the sorted merge ('merge'). */
   lexicalScoresSync(queryIds: Uint32Array, queryWeights: Float32Array, offsets: Uint32Array, ids: Uint32Array,
@@ -251,3 +258,15 @@ export interface NativeHeadTrainer {
   /** Releases the mapped cache and buffers; later calls fail with ERR_DISPOSED. */
   close(): void;
 }
+
+/** Whether this build has the CUDA kernels and which devices they can use. */
+export interface NativeCudaInfo {
+  built: boolean;
+  devices: number;
+  /** Why there is no usable device ('' when there is). */
+  why: string;
+  names: string[];
+}
+
+/** An opaque handle to documents resident on a GPU. */
+export type NativeCudaDocs = { readonly __cudaDocs: unique symbol };

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One prepared check for a machine with an NVIDIA GPU (no Node.js needed): builds the C++ core and
-# its test executables with CMake, runs them against the golden outputs on the CPU provider and,
-# where ONNX Runtime's CUDA provider libraries can be found, on the GPU, then measures encoder
-# throughput. Prints a compact summary; finishes in a few minutes.
+# its test executables with CMake (the CUDA MaxSim kernels too, when nvcc is there), runs them
+# against the golden outputs and the CPU serial oracle on the CPU provider and, where ONNX
+# Runtime's CUDA provider libraries can be found, on the GPU; then measures the CUDA MaxSim
+# kernel against the README's H100 targets and encoder throughput. Prints a compact summary;
+# finishes in a few minutes.
 #
 # Needs: the ONNX Runtime headers (.deps/ort-headers, from scripts/fetch-ort-headers.sh) and a
 # libonnxruntime.so.1 (ORT_LIBRARY, default: the one onnxruntime-node ships).
@@ -41,6 +43,13 @@ note "build ok in $(( $(date +%s) - build_start )) s"
 B=$WORK/build
 out=$("$B/weight_readers_test" 2>&1 | tail -1); note "weight readers: $out"
 out=$("$B/maxsim_test" 2>&1 | tail -1); note "maxsim tiers: $out"
+note "cmake: $(grep -o 'bge-m3: .*' "$WORK/cmake.log" | head -1)"
+"$B/maxsim_cuda_test" >"$WORK/maxsim_cuda.log" 2>&1; rc=$?
+tail -12 "$WORK/maxsim_cuda.log"; note "cuda maxsim (rc $rc): $(tail -1 "$WORK/maxsim_cuda.log")"
+if [ "${QUICK:-0}" != 1 ] && [ $rc = 0 ]; then
+  timeout 300 "$B/maxsim_cuda_test" --bench >"$WORK/maxsim_cuda_bench.log" 2>&1
+  while IFS= read -r line; do note "$line"; done < <(grep -E '^(device|bench)' "$WORK/maxsim_cuda_bench.log")
+fi
 grep -m1 -o 'model name.*' /proc/cpuinfo | head -1
 grep -m1 -o -w -E 'avx512_bf16|avx512_vnni|avx512_vp2intersect|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
 for dir in demo-model test/fixtures/tiny-m3-safetensors test/fixtures/tiny-m3-baked; do

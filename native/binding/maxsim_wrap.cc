@@ -4,6 +4,11 @@
 //   [async] maxSim(queries, queryOffsets, docs, threads)           -> Promise<Float32Array>
 //   [sync]  quantize(data, dim, 'bf16' | 'i8')                     -> { data, scales? }
 //   [sync]  fmaPeak(isa, seconds)                                   -> GFLOP/s of this core (benchmarks)
+//   CUDA (native/kernels/cuda; documents resident on a GPU behind an opaque handle):
+//   [sync]  cudaInfo()                                  -> { built, devices, why, names }
+//   [async] cudaUpload(docs, 'f32' | 'bf16', deviceId)  -> Promise<handle>
+//   [async] cudaMaxSim(handle, queries, queryOffsets)   -> Promise<Float32Array [queries x docs]>
+//   [sync]  cudaDocsInfo(handle) -> { count, dim, rows, format, device, bytes } / cudaDispose(handle)
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -15,6 +20,7 @@
 #include "binding/kernels_wrap.h"
 #include "binding/promise_worker.h"
 #include "core/core_error.h"
+#include "kernels/cuda/maxsim_cuda.h"
 #include "kernels/maxsim.h"
 #include "kernels/peak_probe.h"
 #include "kernels/quantize.h"
@@ -48,15 +54,10 @@ struct MaxSimCall {
   std::vector<Napi::Value> arrays;
 };
 
-MaxSimCall ReadCall(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[2].IsObject() || !info[3].IsNumber()) {
-    throw MakeError(env, "ERR_INPUT", "maxSim(queries, queryOffsets, docs, threads)");
-  }
-  MaxSimCall call;
-  auto queries = Typed<float>(info[0], napi_float32_array, "a Float32Array for queries");
-  auto qoff = Typed<uint32_t>(info[1], napi_uint32_array, "a Uint32Array for queryOffsets");
-  Napi::Object docs = info[2].As<Napi::Object>();
+/// Reads a document set ({ format, dim, offsets, data, scales? }) into call->docs, copying the
+/// offsets and keeping the JS arrays in call->arrays.
+void ReadDocs(Napi::Env env, const Napi::Object& docs, MaxSimCall* out) {
+  MaxSimCall& call = *out;
   std::string format_name = docs.Get("format").IsString() ? docs.Get("format").As<Napi::String>().Utf8Value() : "";
   if (!m3::ParseVectorFormat(format_name, &call.docs.format))
     throw MakeError(env, "ERR_INPUT", "docs.format must be 'f32', 'bf16' or 'i8'");
@@ -98,6 +99,14 @@ MaxSimCall ReadCall(const Napi::CallbackInfo& info) {
     throw MakeError(env, "ERR_INPUT", "docs.data has " + std::to_string(data_length) + " elements but offsets say " +
                                           std::to_string(rows) + " rows of " + std::to_string(call.docs.dim));
   }
+  call.arrays.push_back(data);
+}
+
+/// Reads queries (Float32Array rows) and their offsets against docs of call->docs.dim.
+void ReadQueries(Napi::Env env, const Napi::Value& queries_value, const Napi::Value& offsets_value, MaxSimCall* out) {
+  MaxSimCall& call = *out;
+  auto queries = Typed<float>(queries_value, napi_float32_array, "a Float32Array for queries");
+  auto qoff = Typed<uint32_t>(offsets_value, napi_uint32_array, "a Uint32Array for queryOffsets");
   call.query_offsets.assign(qoff.Data(), qoff.Data() + qoff.ElementLength());
   if (call.query_offsets.empty() || call.query_offsets[0] != 0) throw MakeError(env, "ERR_INPUT", "queryOffsets must start at 0");
   for (size_t i = 1; i < call.query_offsets.size(); ++i)
@@ -107,16 +116,25 @@ MaxSimCall ReadCall(const Napi::CallbackInfo& info) {
                                           std::to_string(call.query_offsets.back()) + " rows of " + std::to_string(call.docs.dim));
   }
   call.queries = queries.Data();
+  call.arrays.push_back(queries);
+  // The score matrix must fit a typed array.
+  const uint64_t cells = static_cast<uint64_t>(call.query_offsets.size() - 1) * static_cast<uint64_t>(call.docs.count);
+  if (cells > (uint64_t{1} << 32)) throw MakeError(env, "ERR_INPUT", "maxSim: " + std::to_string(cells) + " scores would not fit a Float32Array; score fewer queries or documents per call");
+}
+
+MaxSimCall ReadCall(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[2].IsObject() || !info[3].IsNumber()) {
+    throw MakeError(env, "ERR_INPUT", "maxSim(queries, queryOffsets, docs, threads)");
+  }
+  MaxSimCall call;
+  ReadDocs(env, info[2].As<Napi::Object>(), &call);
+  ReadQueries(env, info[0], info[1], &call);
   call.threads = std::max(1, info[3].As<Napi::Number>().Int32Value());
   if (info.Length() > 4 && info[4].IsString()) {
     if (!m3::ParseIsaTier(info[4].As<Napi::String>().Utf8Value(), &call.tier)) throw MakeError(env, "ERR_INPUT", "bad isa");
     call.forced_tier = true;
   }
-  // The score matrix must fit a typed array.
-  const uint64_t cells = static_cast<uint64_t>(call.query_offsets.size() - 1) * static_cast<uint64_t>(call.docs.count);
-  if (cells > (uint64_t{1} << 32)) throw MakeError(env, "ERR_INPUT", "maxSim: " + std::to_string(cells) + " scores would not fit a Float32Array; score fewer queries or documents per call");
-  call.arrays.push_back(queries);
-  call.arrays.push_back(data);
   return call;
 }
 
@@ -194,9 +212,111 @@ Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), m3::MeasureFmaPeakGflops(tier, std::min(std::max(seconds, 0.01), 10.0)));
 }
 
+/// What a cudaUpload handle holds; disposing drops the documents, calls in flight keep theirs.
+struct CudaDocs {
+  static constexpr uint64_t kMagic = 0x6d3363756461646fULL;
+  uint64_t magic = kMagic;
+  std::shared_ptr<m3::cuda::DeviceMultiVectors> docs;
+};
+
+std::shared_ptr<m3::cuda::DeviceMultiVectors> CudaDocsOf(const Napi::Value& v) {
+  if (!v.IsExternal() || v.As<Napi::External<CudaDocs>>().Data()->magic != CudaDocs::kMagic)
+    throw MakeError(v.Env(), "ERR_INPUT", "Expected a GPU document set (from cudaUpload)");
+  auto docs = v.As<Napi::External<CudaDocs>>().Data()->docs;
+  if (!docs) throw MakeError(v.Env(), "ERR_DISPOSED", "This GPU document set has been disposed; upload it again.");
+  return docs;
+}
+
+Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string why;
+  const int devices = m3::cuda::DeviceCount(&why);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("built", m3::cuda::Built());
+  out.Set("devices", devices);
+  out.Set("why", why);
+  Napi::Array names = Napi::Array::New(env, devices);
+  for (int i = 0; i < devices; ++i) names.Set(static_cast<uint32_t>(i), m3::cuda::DeviceName(i));
+  out.Set("names", names);
+  return out;
+}
+
+Napi::Value CudaUpload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsString() || !info[2].IsNumber())
+    throw MakeError(env, "ERR_INPUT", "cudaUpload(docs, 'f32' | 'bf16', deviceId)");
+  auto call = std::make_shared<MaxSimCall>();
+  ReadDocs(env, info[0].As<Napi::Object>(), call.get());
+  m3::VectorFormat store;
+  if (!m3::ParseVectorFormat(info[1].As<Napi::String>().Utf8Value(), &store) || store == m3::VectorFormat::kI8)
+    throw MakeError(env, "ERR_INPUT", "GPU documents are stored as 'f32' or 'bf16'");
+  const int device = info[2].As<Napi::Number>().Int32Value();
+  std::vector<Napi::Value> keep = std::move(call->arrays);
+  call->arrays.clear();
+  auto work = [call, store, device]() -> Outcome {
+    std::shared_ptr<m3::cuda::DeviceMultiVectors> docs = m3::cuda::DeviceMultiVectors::Upload(call->docs, store, device);
+    return Outcome{[docs](Napi::Env env) -> Napi::Value {
+      auto* holder = new CudaDocs();
+      holder->docs = docs;
+      return Napi::External<CudaDocs>::New(env, holder, [](Napi::Env, CudaDocs* h) { delete h; });
+    }, "", ""};
+  };
+  auto pending = std::make_shared<PendingPromise>(env);
+  for (const Napi::Value& v : keep) pending->Hold(v);
+  Napi::Promise promise = pending->promise();
+  StartDetached(pending, [pending, work] { pending->Settle(Guard(work, "cudaUpload")); });
+  return promise;
+}
+
+Napi::Value CudaMaxSim(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto docs = CudaDocsOf(info[0]);
+  auto call = std::make_shared<MaxSimCall>();
+  call->docs.dim = docs->dim();
+  call->docs.count = docs->count();
+  ReadQueries(env, info[1], info[2], call.get());
+  std::vector<Napi::Value> keep = std::move(call->arrays);
+  call->arrays.clear();
+  auto work = [call, docs]() -> Outcome {
+    const int64_t n = static_cast<int64_t>(call->query_offsets.size()) - 1;
+    auto scores = std::make_shared<std::vector<float>>(static_cast<size_t>(n * docs->count()));
+    docs->MaxSimBatch(call->queries, call->query_offsets.data(), n, scores->data());
+    return Outcome{[scores](Napi::Env env) -> Napi::Value { return ToTypedArray(env, std::move(*scores)); }, "", ""};
+  };
+  auto pending = std::make_shared<PendingPromise>(env);
+  for (const Napi::Value& v : keep) pending->Hold(v);
+  Napi::Promise promise = pending->promise();
+  StartDetached(pending, [pending, work] { pending->Settle(Guard(work, "cudaMaxSim")); });
+  return promise;
+}
+
+Napi::Value CudaDocsInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto docs = CudaDocsOf(info[0]);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("count", static_cast<double>(docs->count()));
+  out.Set("dim", static_cast<double>(docs->dim()));
+  out.Set("rows", static_cast<double>(docs->rows()));
+  out.Set("format", m3::VectorFormatName(docs->format()));
+  out.Set("device", docs->device());
+  out.Set("bytes", static_cast<double>(docs->device_bytes()));
+  return out;
+}
+
+Napi::Value CudaDispose(const Napi::CallbackInfo& info) {
+  if (info[0].IsExternal() && info[0].As<Napi::External<CudaDocs>>().Data()->magic == CudaDocs::kMagic)
+    info[0].As<Napi::External<CudaDocs>>().Data()->docs.reset();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterMaxSim(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaInfo", Napi::Function::New(env, CudaInfo, "cudaInfo"));
+  exports.Set("cudaUpload", Napi::Function::New(env, CudaUpload, "cudaUpload"));
+  exports.Set("cudaMaxSim", Napi::Function::New(env, CudaMaxSim, "cudaMaxSim"));
+  exports.Set("cudaDocsInfo", Napi::Function::New(env, CudaDocsInfo, "cudaDocsInfo"));
+  exports.Set("cudaDispose", Napi::Function::New(env, CudaDispose, "cudaDispose"));
   exports.Set("maxSimSync", Napi::Function::New(env, MaxSimSync, "maxSimSync"));
   exports.Set("maxSim", Napi::Function::New(env, MaxSimAsync, "maxSim"));
   exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));

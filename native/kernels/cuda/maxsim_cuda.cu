@@ -1,0 +1,415 @@
+// CUDA MaxSim (see maxsim_cuda.h).
+//
+// One thread block per document (grid-stride over documents). The block stages up to
+// `tile_rows` of the document's rows in shared memory, then every warp takes tiles of 16 query
+// rows and computes their similarities to the staged rows:
+//   bf16: WMMA 16x16x16 on tensor cores, fp32 accumulation, one A fragment (16 query rows x 16
+//         dims) reused for up to four 16-row document tiles held as accumulators;
+//   fp32: one warp per query row, the dot products split over the lanes and reduced by shuffles.
+// The block keeps a running max per query row in shared memory; after the document's last
+// slice, one score per query (the mean of its rows' maxima) goes to global memory.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/core_error.h"
+#include "kernels/cuda/maxsim_cuda.h"
+#include "kernels/quantize.h"
+
+namespace m3 {
+namespace cuda {
+
+namespace {
+
+constexpr int kThreads = 128;  // 4 warps per block
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxQueryRows = 4096;  // padded query rows per launch (batches split above it)
+
+void Check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw CoreError("ERR_DEVICE", std::string("CUDA ") + what + " failed: " + cudaGetErrorString(err));
+}
+
+int64_t Pad16(int64_t n) { return (n + 15) / 16 * 16; }
+
+/// Device memory freed on scope exit.
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (ptr) cudaFree(ptr);
+  }
+  void Allocate(size_t n, const char* what) {
+    if (ptr) cudaFree(ptr);
+    ptr = nullptr;
+    bytes = n;
+    if (n == 0) return;
+    const cudaError_t err = cudaMalloc(&ptr, n);
+    if (err != cudaSuccess) {
+      ptr = nullptr;
+      throw CoreError("ERR_DEVICE", std::string("cannot allocate ") + std::to_string(n >> 20) + " MiB on the GPU for " + what +
+                                        ": " + cudaGetErrorString(err));
+    }
+  }
+};
+
+__global__ void MaxSimBf16Kernel(const __nv_bfloat16* __restrict__ docs, const uint32_t* __restrict__ doc_offsets, int64_t count,
+                                 int dim_pad, int tile_rows, const __nv_bfloat16* __restrict__ queries, int query_rows_pad,
+                                 const uint32_t* __restrict__ query_offsets, int num_queries, float* __restrict__ scores,
+                                 int64_t score_stride) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using namespace nvcuda;
+  extern __shared__ __align__(128) unsigned char smem[];
+  __nv_bfloat16* staged = reinterpret_cast<__nv_bfloat16*>(smem);                      // tile_rows x dim_pad
+  float* run_max = reinterpret_cast<float*>(staged + static_cast<size_t>(tile_rows) * dim_pad);  // query_rows_pad
+  float* scratch = run_max + query_rows_pad;                                            // kWarps x 16 x 16
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* mine = scratch + warp * 256;
+  const int vec_per_row = dim_pad / 8;  // 16-byte vectors of 8 bf16
+
+  for (int64_t doc = blockIdx.x; doc < count; doc += gridDim.x) {
+    const int64_t begin = doc_offsets[doc];
+    const int nd = static_cast<int>(doc_offsets[doc + 1] - begin);
+    for (int r = threadIdx.x; r < query_rows_pad; r += blockDim.x) run_max[r] = -INFINITY;
+    __syncthreads();
+    for (int c0 = 0; c0 < nd; c0 += tile_rows) {
+      const int here = min(tile_rows, nd - c0);
+      const int here_pad = (here + 15) / 16 * 16;
+      const uint4* src = reinterpret_cast<const uint4*>(docs + (begin + c0) * static_cast<int64_t>(dim_pad));
+      uint4* dst = reinterpret_cast<uint4*>(staged);
+      for (int i = threadIdx.x; i < here_pad * vec_per_row; i += blockDim.x)
+        dst[i] = i / vec_per_row < here ? src[i] : make_uint4(0, 0, 0, 0);
+      __syncthreads();
+      const int doc_tiles = here_pad / 16;
+      for (int qt = warp; qt < query_rows_pad / 16; qt += kWarps) {
+        for (int t0 = 0; t0 < doc_tiles; t0 += 4) {
+          const int nt = min(4, doc_tiles - t0);
+          wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4];
+          for (int t = 0; t < 4; ++t) wmma::fill_fragment(acc[t], 0.0f);
+          for (int k = 0; k < dim_pad; k += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+            wmma::load_matrix_sync(a, queries + static_cast<int64_t>(qt) * 16 * dim_pad + k, dim_pad);
+            for (int t = 0; t < nt; ++t) {
+              // B = the staged rows transposed: column n of B is document row n.
+              wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+              wmma::load_matrix_sync(b, staged + static_cast<int64_t>(t0 + t) * 16 * dim_pad + k, dim_pad);
+              wmma::mma_sync(acc[t], a, b, acc[t]);
+            }
+          }
+          for (int t = 0; t < nt; ++t) {
+            wmma::store_matrix_sync(mine, acc[t], 16, wmma::mem_row_major);
+            __syncwarp();
+            if (lane < 16) {
+              const int valid = min(16, here - (t0 + t) * 16);
+              float m = run_max[qt * 16 + lane];
+              for (int j = 0; j < valid; ++j) m = fmaxf(m, mine[lane * 16 + j]);
+              run_max[qt * 16 + lane] = m;
+            }
+            __syncwarp();
+          }
+        }
+      }
+      __syncthreads();
+    }
+    for (int q = threadIdx.x; q < num_queries; q += blockDim.x) {
+      const int r0 = static_cast<int>(query_offsets[q]), r1 = static_cast<int>(query_offsets[q + 1]);
+      float s = 0.0f;
+      if (nd > 0 && r1 > r0) {
+        for (int r = r0; r < r1; ++r) s += run_max[r];
+        s /= static_cast<float>(r1 - r0);
+      }
+      scores[static_cast<int64_t>(q) * score_stride + doc] = s;
+    }
+    __syncthreads();
+  }
+#endif
+}
+
+__global__ void MaxSimF32Kernel(const float* __restrict__ docs, const uint32_t* __restrict__ doc_offsets, int64_t count,
+                                int dim_pad, int tile_rows, const float* __restrict__ queries, int query_rows,
+                                const uint32_t* __restrict__ query_offsets, int num_queries, float* __restrict__ scores,
+                                int64_t score_stride) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  float* staged = reinterpret_cast<float*>(smem);                                   // tile_rows x dim_pad
+  float* run_max = staged + static_cast<size_t>(tile_rows) * dim_pad;               // query_rows
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int vec_per_row = dim_pad / 4;  // float4
+
+  for (int64_t doc = blockIdx.x; doc < count; doc += gridDim.x) {
+    const int64_t begin = doc_offsets[doc];
+    const int nd = static_cast<int>(doc_offsets[doc + 1] - begin);
+    for (int r = threadIdx.x; r < query_rows; r += blockDim.x) run_max[r] = -INFINITY;
+    __syncthreads();
+    for (int c0 = 0; c0 < nd; c0 += tile_rows) {
+      const int here = min(tile_rows, nd - c0);
+      const float4* src = reinterpret_cast<const float4*>(docs + (begin + c0) * static_cast<int64_t>(dim_pad));
+      float4* dst = reinterpret_cast<float4*>(staged);
+      for (int i = threadIdx.x; i < here * vec_per_row; i += blockDim.x) dst[i] = src[i];
+      __syncthreads();
+      for (int r = warp; r < query_rows; r += kWarps) {
+        const float* q = queries + static_cast<int64_t>(r) * dim_pad;
+        float m = run_max[r];
+        for (int j = 0; j < here; ++j) {
+          const float* d = staged + static_cast<int64_t>(j) * dim_pad;
+          float dot = 0.0f;
+          for (int k = lane; k < dim_pad; k += 32) dot = fmaf(q[k], d[k], dot);
+          for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+          m = fmaxf(m, dot);
+        }
+        if (lane == 0) run_max[r] = m;
+      }
+      __syncthreads();
+    }
+    for (int q = threadIdx.x; q < num_queries; q += blockDim.x) {
+      const int r0 = static_cast<int>(query_offsets[q]), r1 = static_cast<int>(query_offsets[q + 1]);
+      float s = 0.0f;
+      if (nd > 0 && r1 > r0) {
+        for (int r = r0; r < r1; ++r) s += run_max[r];
+        s /= static_cast<float>(r1 - r0);
+      }
+      scores[static_cast<int64_t>(q) * score_stride + doc] = s;
+    }
+    __syncthreads();
+  }
+}
+
+/// Which device this thread's CUDA calls go to, restored on scope exit.
+class OnDevice {
+ public:
+  explicit OnDevice(int device) {
+    Check(cudaGetDevice(&previous_), "cudaGetDevice");
+    Check(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~OnDevice() { cudaSetDevice(previous_); }
+
+ private:
+  int previous_ = 0;
+};
+
+}  // namespace
+
+struct DeviceMultiVectors::Impl {
+  int device = 0;
+  VectorFormat format = VectorFormat::kBF16;
+  int64_t dim = 0, dim_pad = 0, count = 0, rows = 0;
+  int sms = 1;
+  size_t smem_limit = 48 << 10;
+  int compute_major = 0;
+  DeviceBuffer data, offsets;
+  mutable std::mutex mu;  // one batch at a time per document set (its timing fields)
+  mutable double last_seconds = 0;
+};
+
+bool Built() { return true; }
+
+int DeviceCount(std::string* why) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    if (why) *why = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
+    cudaGetLastError();  // clear the sticky-free error state
+    return 0;
+  }
+  if (n == 0 && why) *why = "no CUDA device is visible (CUDA_VISIBLE_DEVICES, driver)";
+  return n;
+}
+
+std::string DeviceName(int device) {
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return "unknown";
+  return std::string(p.name) + ", compute capability " + std::to_string(p.major) + "." + std::to_string(p.minor) + ", " +
+         std::to_string(p.totalGlobalMem >> 30) + " GiB";
+}
+
+DeviceMultiVectors::DeviceMultiVectors(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+DeviceMultiVectors::~DeviceMultiVectors() {
+  if (!impl_) return;
+  int previous = 0;
+  const bool restore = cudaGetDevice(&previous) == cudaSuccess;
+  cudaSetDevice(impl_->device);  // the buffers are freed on the device that holds them
+  impl_.reset();
+  if (restore) cudaSetDevice(previous);
+}
+
+int64_t DeviceMultiVectors::count() const { return impl_->count; }
+int64_t DeviceMultiVectors::dim() const { return impl_->dim; }
+int64_t DeviceMultiVectors::rows() const { return impl_->rows; }
+VectorFormat DeviceMultiVectors::format() const { return impl_->format; }
+int DeviceMultiVectors::device() const { return impl_->device; }
+int64_t DeviceMultiVectors::device_bytes() const { return static_cast<int64_t>(impl_->data.bytes + impl_->offsets.bytes); }
+double DeviceMultiVectors::last_kernel_seconds() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->last_seconds;
+}
+
+std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVectorSet& docs, VectorFormat format, int device) {
+  std::string why;
+  const int devices = DeviceCount(&why);
+  if (devices == 0) throw CoreError("ERR_DEVICE", why);
+  if (device < 0 || device >= devices)
+    throw CoreError("ERR_DEVICE", "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(devices) + " visible)");
+  if (format != VectorFormat::kF32 && format != VectorFormat::kBF16)
+    throw CoreError("ERR_INPUT", "GPU documents are stored as f32 or bf16, not " + std::string(VectorFormatName(format)));
+  if (docs.format != VectorFormat::kF32 && docs.format != VectorFormat::kBF16)
+    throw CoreError("ERR_INPUT", "upload fp32 or bf16 documents to the GPU (int8 documents have no GPU kernel)");
+  if (docs.dim < 1 || docs.count < 0) throw CoreError("ERR_INPUT", "documents need a positive dim");
+  OnDevice on(device);
+  auto impl = std::make_unique<Impl>();
+  impl->device = device;
+  impl->format = format;
+  impl->dim = docs.dim;
+  impl->dim_pad = Pad16(docs.dim);
+  impl->count = docs.count;
+  impl->rows = docs.count > 0 ? docs.offsets[docs.count] : 0;
+  cudaDeviceProp p{};
+  Check(cudaGetDeviceProperties(&p, device), "cudaGetDeviceProperties");
+  impl->sms = p.multiProcessorCount;
+  impl->smem_limit = p.sharedMemPerBlockOptin;
+  impl->compute_major = p.major;
+  if (format == VectorFormat::kBF16 && p.major < 8)
+    throw CoreError("ERR_DEVICE", DeviceName(device) + " has no bf16 tensor cores (compute capability 8.0 or newer); upload f32");
+  for (int64_t i = 0; i < docs.count; ++i)
+    if (docs.offsets[i + 1] < docs.offsets[i]) throw CoreError("ERR_INPUT", "document offsets must be non-decreasing");
+
+  const size_t elem = format == VectorFormat::kBF16 ? 2 : 4;
+  impl->data.Allocate(static_cast<size_t>(impl->rows) * impl->dim_pad * elem, "the documents");
+  impl->offsets.Allocate((docs.count + 1) * sizeof(uint32_t), "the document offsets");
+  if (docs.count > 0)
+    Check(cudaMemcpy(impl->offsets.ptr, docs.offsets, (docs.count + 1) * sizeof(uint32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
+  // Converted and padded on the host in slices, so host memory stays bounded.
+  const int64_t slice = std::max<int64_t>(1, (64 << 20) / (impl->dim_pad * static_cast<int64_t>(elem)));
+  std::vector<unsigned char> staging(static_cast<size_t>(std::min(slice, std::max<int64_t>(impl->rows, 1)) * impl->dim_pad * elem));
+  int64_t doc = 0;
+  for (int64_t r0 = 0; r0 < impl->rows; r0 += slice) {
+    const int64_t r1 = std::min(impl->rows, r0 + slice);
+    std::fill(staging.begin(), staging.end(), 0);
+    for (int64_t r = r0; r < r1; ++r) {
+      while (docs.offsets[doc + 1] <= r) ++doc;
+      for (int64_t k = 0; k < docs.dim; ++k) {
+        const float x = docs.format == VectorFormat::kF32 ? static_cast<const float*>(docs.data)[r * docs.dim + k]
+                                                          : Bf16ToFloat(static_cast<const uint16_t*>(docs.data)[r * docs.dim + k]);
+        if (!std::isfinite(x))
+          throw CoreError("ERR_INPUT", "document " + std::to_string(doc) + " row " + std::to_string(r - docs.offsets[doc]) +
+                                           " holds a non-finite value");
+        unsigned char* dst = staging.data() + ((r - r0) * impl->dim_pad + k) * elem;
+        if (format == VectorFormat::kBF16) {
+          const uint16_t b = docs.format == VectorFormat::kBF16 ? static_cast<const uint16_t*>(docs.data)[r * docs.dim + k] : FloatToBf16(x);
+          std::memcpy(dst, &b, 2);
+        } else {
+          std::memcpy(dst, &x, 4);
+        }
+      }
+    }
+    Check(cudaMemcpy(static_cast<unsigned char*>(impl->data.ptr) + r0 * impl->dim_pad * elem, staging.data(),
+                     (r1 - r0) * impl->dim_pad * elem, cudaMemcpyHostToDevice),
+          "cudaMemcpy");
+  }
+  return std::unique_ptr<DeviceMultiVectors>(new DeviceMultiVectors(std::move(impl)));
+}
+
+void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query_offsets, int64_t num_queries,
+                                     float* scores) const {
+  const Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mu);
+  m.last_seconds = 0;
+  if (num_queries <= 0) return;
+  if (m.count == 0) return;
+  const int64_t total_rows = query_offsets[num_queries];
+  for (int64_t i = 0; i < total_rows * m.dim; ++i)
+    if (!std::isfinite(queries[i])) throw CoreError("ERR_INPUT", "query row " + std::to_string(i / m.dim) + " holds a non-finite value");
+  OnDevice on(m.device);
+  const bool bf16 = m.format == VectorFormat::kBF16;
+  const size_t elem = bf16 ? 2 : 4;
+  DeviceBuffer d_queries, d_offsets, d_scores;
+  d_scores.Allocate(static_cast<size_t>(num_queries) * m.count * sizeof(float), "the scores");
+  cudaEvent_t start, stop;
+  Check(cudaEventCreate(&start), "cudaEventCreate");
+  Check(cudaEventCreate(&stop), "cudaEventCreate");
+  float total_ms = 0;
+  try {
+    // Queries in groups whose padded rows fit the shared-memory running maxima.
+    for (int64_t q0 = 0; q0 < num_queries;) {
+      int64_t q1 = q0 + 1;
+      while (q1 < num_queries && Pad16(query_offsets[q1 + 1] - query_offsets[q0]) <= kMaxQueryRows) ++q1;
+      const int64_t rows = query_offsets[q1] - query_offsets[q0];
+      const int64_t rows_pad = bf16 ? Pad16(rows) : rows;
+      if (rows_pad > kMaxQueryRows)
+        throw CoreError("ERR_INPUT", "query " + std::to_string(q0) + " has " + std::to_string(rows) + " rows; the GPU kernel takes at most " +
+                                         std::to_string(kMaxQueryRows));
+      std::vector<unsigned char> host(static_cast<size_t>(std::max<int64_t>(rows_pad, 1) * m.dim_pad * elem), 0);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < m.dim; ++k) {
+          const float x = queries[(query_offsets[q0] + r) * m.dim + k];
+          unsigned char* dst = host.data() + (r * m.dim_pad + k) * elem;
+          if (bf16) {
+            const uint16_t b = FloatToBf16(x);
+            std::memcpy(dst, &b, 2);
+          } else {
+            std::memcpy(dst, &x, 4);
+          }
+        }
+      std::vector<uint32_t> offsets(static_cast<size_t>(q1 - q0 + 1));
+      for (int64_t q = q0; q <= q1; ++q) offsets[q - q0] = query_offsets[q] - query_offsets[q0];
+      d_queries.Allocate(host.size(), "the queries");
+      d_offsets.Allocate(offsets.size() * sizeof(uint32_t), "the query offsets");
+      Check(cudaMemcpy(d_queries.ptr, host.data(), host.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+      Check(cudaMemcpy(d_offsets.ptr, offsets.data(), offsets.size() * sizeof(uint32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
+
+      // Document rows staged per slice: as many as shared memory holds next to the maxima.
+      const size_t fixed = rows_pad * sizeof(float) + (bf16 ? kWarps * 256 * sizeof(float) : 0);
+      const size_t per_row = m.dim_pad * elem;
+      int64_t tile_rows = m.smem_limit > fixed ? static_cast<int64_t>((m.smem_limit - fixed) / per_row) : 0;
+      tile_rows = std::min<int64_t>(tile_rows, bf16 ? 64 : 32);
+      if (bf16) tile_rows = tile_rows / 16 * 16;
+      if (tile_rows < (bf16 ? 16 : 1))
+        throw CoreError("ERR_INPUT", "vectors of " + std::to_string(m.dim) + " dimensions do not fit the GPU's shared memory");
+      const size_t smem = fixed + static_cast<size_t>(tile_rows) * per_row;
+      const int grid = static_cast<int>(std::min<int64_t>(m.count, static_cast<int64_t>(m.sms) * 16));
+      float* out = static_cast<float*>(d_scores.ptr) + q0 * m.count;
+      Check(cudaEventRecord(start), "cudaEventRecord");
+      if (bf16) {
+        Check(cudaFuncSetAttribute(MaxSimBf16Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+              "cudaFuncSetAttribute");
+        MaxSimBf16Kernel<<<grid, kThreads, smem>>>(static_cast<const __nv_bfloat16*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
+                                                   m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
+                                                   static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows_pad),
+                                                   static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
+      } else {
+        Check(cudaFuncSetAttribute(MaxSimF32Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+              "cudaFuncSetAttribute");
+        MaxSimF32Kernel<<<grid, kThreads, smem>>>(static_cast<const float*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
+                                                  m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
+                                                  static_cast<const float*>(d_queries.ptr), static_cast<int>(rows),
+                                                  static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
+      }
+      Check(cudaGetLastError(), "kernel launch");
+      Check(cudaEventRecord(stop), "cudaEventRecord");
+      Check(cudaEventSynchronize(stop), "the MaxSim kernel");
+      float ms = 0;
+      Check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+      total_ms += ms;
+      q0 = q1;
+    }
+    Check(cudaMemcpy(scores, d_scores.ptr, static_cast<size_t>(num_queries) * m.count * sizeof(float), cudaMemcpyDeviceToHost),
+          "cudaMemcpy");
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  m.last_seconds = total_ms / 1000.0;
+}
+
+}  // namespace cuda
+}  // namespace m3

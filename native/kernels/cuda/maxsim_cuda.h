@@ -1,0 +1,67 @@
+// MaxSim on an NVIDIA GPU (CUDA): documents uploaded once and kept resident on the device in
+// fp32 or bf16, and batches of queries scored against all of them in one launch per batch. The
+// query x document similarity matrix is never materialised in global memory: each thread block
+// stages a slice of one document's rows in shared memory, computes the similarities of every
+// query row against them (bf16: tensor cores through WMMA, fp32 accumulation; fp32: CUDA
+// cores), keeps a running max per query row and writes one score per query.
+//
+// Plain C++ interface (no CUDA headers): built from maxsim_cuda.cu when CMake finds a CUDA
+// toolkit, from maxsim_cuda_stub.cc otherwise, where every entry point reports ERR_DEVICE.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "kernels/maxsim.h"
+
+namespace m3 {
+namespace cuda {
+
+/// Whether this build has the CUDA kernels (a compile-time fact).
+bool Built();
+
+/// Visible CUDA devices; 0 when not built with CUDA, without a driver or without a device, in
+/// which case `why` (if given) says which.
+int DeviceCount(std::string* why = nullptr);
+
+/// "name, compute capability x.y, N GiB" of a device, for reports.
+std::string DeviceName(int device);
+
+/// A document set resident on one GPU, laid out like MultiVectorSet (rows padded to a multiple
+/// of 16 elements with zeros, which changes no dot product).
+class DeviceMultiVectors {
+ public:
+  /// Uploads `docs` (fp32 or bf16 on the host) to `device`, stored as `format` (kF32 or kBF16;
+  /// fp32 rows are rounded to bf16 as QuantizeBf16 does). Throws CoreError: ERR_DEVICE when
+  /// CUDA is unavailable or the device is out of memory, ERR_INPUT for int8 documents, a
+  /// format other than kF32 / kBF16, or a non-finite value (naming the document and row).
+  static std::unique_ptr<DeviceMultiVectors> Upload(const MultiVectorSet& docs, VectorFormat format, int device);
+  ~DeviceMultiVectors();
+  DeviceMultiVectors(const DeviceMultiVectors&) = delete;
+  DeviceMultiVectors& operator=(const DeviceMultiVectors&) = delete;
+
+  int64_t count() const;
+  int64_t dim() const;
+  int64_t rows() const;
+  VectorFormat format() const;
+  int device() const;
+  /// Bytes held on the device.
+  int64_t device_bytes() const;
+
+  /// scores [num_queries x count], row-major, as MaxSimBatch computes them on the CPU (bf16
+  /// documents: the query rounded to bf16 too, as the CPU kernels do). Thread-safe.
+  /// Throws CoreError(ERR_INPUT) for a non-finite query value, ERR_DEVICE for CUDA failures.
+  void MaxSimBatch(const float* queries, const uint32_t* query_offsets, int64_t num_queries, float* scores) const;
+
+  /// Seconds the last MaxSimBatch spent in its kernels (CUDA events), for benchmarks.
+  double last_kernel_seconds() const;
+
+  struct Impl;
+
+ private:
+  explicit DeviceMultiVectors(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cuda
+}  // namespace m3
