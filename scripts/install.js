@@ -8,7 +8,8 @@
 //     or, failing that, from Debian's libonnxruntime-dev fetched into .deps/ort-headers, and the
 //     library is the libonnxruntime.so.1 shipped inside the onnxruntime-node package.
 // Environment: BGE_M3_SKIP_BUILD=1 skips the build; BGE_M3_BUILD_TESTS=1 also builds the C++
-// test executables; BGE_M3_DEBUG=1 builds with debug info.
+// test executables; BGE_M3_CUDA=0 skips the CUDA kernels even where nvcc is found; BGE_M3_DEBUG=1
+// builds with debug info.
 
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
@@ -28,6 +29,7 @@ function main() {
   const args = [cmakeJs, 'compile', '--directory', root, '--out', path.join(root, 'build'),
     `--CDORT_INCLUDE_DIR=${includeDir}`, `--CDORT_LIBRARY=${library}`, `--CDORT_RPATH=${rpath}`,
     `--CDBGE_M3_BUILD_TESTS=${process.env.BGE_M3_BUILD_TESTS === '1' ? 'ON' : 'OFF'}`,
+    `--CDBGE_M3_CUDA=${process.env.BGE_M3_CUDA === '0' ? 'OFF' : 'ON'}`,
     `--parallel`, String(Math.max(1, require('node:os').availableParallelism()))];
   if (process.env.BGE_M3_DEBUG === '1') args.push('--debug');
   const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
