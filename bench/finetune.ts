@@ -7,7 +7,7 @@
  * Not a test: it writes JSON to bench/results/ and prints tables.
  *
  *   npm run bench:finetune -- [--model .cache/bench-model] [--train 2000] [--held-out 300]
- *                             [--epochs 3] [--lr 3e-4] [--runs 5]
+ *                             [--epochs 3] [--lr 3e-4] [--runs 5] [--full-steps 5]
  *
  * The starting model is the generated one with its sparse head made live (bench/finetune_task.ts,
  * withLiveSparseHead): every token weighted positively, on the published model's scale.
@@ -73,7 +73,7 @@ function toJsonl(file: string, rows: unknown[]): void {
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), {
     model: path.resolve(__dirname, '..', '..', '.cache', 'bench-model'), train: '2000', 'held-out': '300', epochs: '3',
-    lr: '3e-4', runs: '5', topics: '30', fillers: '30', seed: '7',
+    lr: '3e-4', runs: '5', topics: '30', fillers: '30', seed: '7', 'full-steps': '5',
   });
   const generated = path.resolve(flags.model);
   if (!fs.existsSync(generated)) throw new Error(`no model at ${generated}; run scripts/gen-bench-model.sh first`);
@@ -114,7 +114,7 @@ async function main(): Promise<void> {
         speed[threads].push(result.examplesPerSecond);
       }
     }
-    const fullShape = await fullShapeStep(work, Number(flags.runs), 5);
+    const fullShape = await fullShapeStep(work, Number(flags.runs), Number(flags['full-steps']));
     const modes = ['dense', 'sparse', 'colbert', 'all'] as const;
     const table = [
       ['heads', ...modes.map((m) => `${m} MRR@10`)],
@@ -147,7 +147,8 @@ async function main(): Promise<void> {
       },
       evaluations: { before, selfDistill: runs['self-distill'].eval, noSelfDistill: runs['no-self-distill'].eval },
       training: { selfDistill: runs['self-distill'].result, noSelfDistill: runs['no-self-distill'].result },
-      cost: { encodeSeconds: encode.encodeSeconds, encodedTexts: encode.encodedTexts, encodeMsPerRow: encodePerExample * 1000, examplesPerSecond: summary, fullShapeExamplesPerSecond: fullSummary },
+      cost: { encodeSeconds: encode.encodeSeconds, encodedTexts: encode.encodedTexts, encodeMsPerRow: encodePerExample * 1000, examplesPerSecond: summary, fullShapeExamplesPerSecond: fullSummary,
+        encodeOverStep2Threads: encodePerExample * summary['2'].median },
     });
     process.stdout.write(`\nwrote ${file}\n`);
   } finally {

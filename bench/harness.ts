@@ -28,7 +28,7 @@ import { workloads } from './workloads';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const NODE_SCRIPTS = path.join(ROOT, 'dist', 'bench');
-const SCENARIOS = ['encode', 'full-shape', 'maxsim', 'lexical', 'index', 'serve'];
+const SCENARIOS = ['encode', 'full-shape', 'maxsim', 'lexical', 'index', 'serve', 'finetune'];
 const ENGINES = ['bge-m3', 'ort-js', 'transformers'];
 
 interface ChildResult {
@@ -231,7 +231,10 @@ async function main(): Promise<void> {
     else if (s === 'maxsim') r = runNode('maxsim.js', quick ? ['--docs', '6', '--runs', '5'] : [], env);
     else if (s === 'lexical') r = runNode('lexical.js', quick ? ['--docs', '2000', '--runs', '5'] : [], env);
     else if (s === 'index') r = runNode('index.js', quick ? ['--sizes', '2000', '--queries', '20', '--colbert-docs', '200'] : [], env);
-    else if (s === 'serve') {
+    else if (s === 'finetune') {
+      r = runNode('finetune.js', ['--model', o.model,
+        ...(quick ? ['--train', '120', '--held-out', '30', '--epochs', '1', '--runs', '1', '--full-steps', '1'] : [])], env);
+    } else if (s === 'serve') {
       r = runNode('serve.js', ['--model', o.model, ...(quick ? ['--seconds', '1', '--concurrency', '1,4', '--overload', '0'] : [])], env);
     }
     if (r) {

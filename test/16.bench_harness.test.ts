@@ -25,7 +25,7 @@ describe('benchmark harness (quick)', () => {
     const files = fs.readdirSync(results).filter((f) => f.endsWith('.json'));
     const run = JSON.parse(fs.readFileSync(path.join(results, files.find((f) => f.startsWith('run-'))!), 'utf8'));
     assert.deepEqual(run.failures, {});
-    for (const s of ['encode', 'maxsim', 'lexical', 'index', 'serve']) {
+    for (const s of ['encode', 'maxsim', 'lexical', 'index', 'serve', 'finetune']) {
       assert.ok(run.files[s] && fs.existsSync(run.files[s]), `${s} wrote ${run.files[s]}`);
       JSON.parse(fs.readFileSync(run.files[s], 'utf8'));
     }
