@@ -220,7 +220,7 @@ struct CudaDocs {
 };
 
 std::shared_ptr<m3::cuda::DeviceMultiVectors> CudaDocsOf(const Napi::Value& v) {
-  if (!v.IsExternal() || v.As<Napi::External<CudaDocs>>().Data()->magic != CudaDocs::kMagic)
+  if (!v.IsExternal() || !v.As<Napi::External<CudaDocs>>().Data() || v.As<Napi::External<CudaDocs>>().Data()->magic != CudaDocs::kMagic)
     throw MakeError(v.Env(), "ERR_INPUT", "Expected a GPU document set (from cudaUpload)");
   auto docs = v.As<Napi::External<CudaDocs>>().Data()->docs;
   if (!docs) throw MakeError(v.Env(), "ERR_DISPOSED", "This GPU document set has been disposed; upload it again.");
@@ -304,7 +304,8 @@ Napi::Value CudaDocsInfo(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CudaDispose(const Napi::CallbackInfo& info) {
-  if (info[0].IsExternal() && info[0].As<Napi::External<CudaDocs>>().Data()->magic == CudaDocs::kMagic)
+  if (info[0].IsExternal() && info[0].As<Napi::External<CudaDocs>>().Data() &&
+      info[0].As<Napi::External<CudaDocs>>().Data()->magic == CudaDocs::kMagic)
     info[0].As<Napi::External<CudaDocs>>().Data()->docs.reset();
   return info.Env().Undefined();
 }

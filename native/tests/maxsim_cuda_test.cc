@@ -1,7 +1,8 @@
 // The CUDA MaxSim kernels against the CPU serial oracle (MaxSimBatchOn(kSerial)) on random
-// shapes: odd dims, 1..40-row queries, empty documents, documents longer than one shared-memory
-// slice, query batches over the per-launch row limit; fp32 and bf16 storage. Without a CUDA
-// device (or a build without CUDA) it checks the error and exits 0, saying so.
+// shapes: odd dims, empty and 1..40-row queries, empty documents, documents longer than one
+// shared-memory slice, more documents than the grid has blocks, query batches over the
+// per-launch row limit; fp32 and bf16 storage. Without a CUDA device (or a build without CUDA)
+// it checks the error and exits 0 saying so, unless REQUIRE_CUDA=1.
 //
 //   maxsim_cuda_test            correctness
 //   maxsim_cuda_test --bench    the README's H100 targets: 16 queries x 32 rows and 1 query x 32
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -114,6 +116,13 @@ int Bench() {
 int main(int argc, char** argv) {
   std::string why;
   if (m3::cuda::DeviceCount(&why) == 0) {
+    // On a machine that should run the kernels (the device check sets REQUIRE_CUDA=1 where
+    // nvidia-smi sees a GPU), a skip would hide a build without them: fail instead.
+    if (std::getenv("REQUIRE_CUDA") && std::strcmp(std::getenv("REQUIRE_CUDA"), "1") == 0) {
+      std::printf("FAIL REQUIRE_CUDA=1 but no usable CUDA device (%s), built %s\n", why.c_str(),
+                  m3::cuda::Built() ? "with CUDA" : "without CUDA");
+      return 1;
+    }
     // Without a device the entry points must fail cleanly with ERR_DEVICE.
     std::vector<uint32_t> offs{0, 1};
     std::vector<float> row(4, 0.5f);
@@ -149,6 +158,12 @@ int main(int argc, char** argv) {
     RunCase(rng, 128, queries, docs, format);
     std::vector<uint32_t> many(300, 20);  // 6,000 rows: split over two launches
     RunCase(rng, 64, many, {10, 0, 33}, format);
+    RunCase(rng, 24, {0, 5, 0}, {4, 0, 9}, format);  // empty queries score 0
+    // More documents than blocks in the grid (16 per SM): blocks loop over several documents.
+    std::uniform_int_distribution<int> tiny(0, 5);
+    std::vector<uint32_t> small_docs(6000);
+    for (auto& d : small_docs) d = tiny(rng);
+    RunCase(rng, 16, {2, 9}, small_docs, format);
   }
   // Errors: int8 documents, a non-finite query.
   try {

@@ -51,9 +51,10 @@ struct DeviceBuffer {
   void Allocate(size_t n, const char* what) {
     if (ptr) cudaFree(ptr);
     ptr = nullptr;
-    bytes = n;
+    bytes = 0;
     if (n == 0) return;
     const cudaError_t err = cudaMalloc(&ptr, n);
+    bytes = err == cudaSuccess ? n : 0;
     if (err != cudaSuccess) {
       ptr = nullptr;
       throw CoreError("ERR_DEVICE", std::string("cannot allocate ") + std::to_string(n >> 20) + " MiB on the GPU for " + what +
@@ -62,6 +63,12 @@ struct DeviceBuffer {
   }
 };
 
+/// Staged document rows are kStagePad elements longer than a row, so the 16 rows of a B fragment
+/// fall in different shared-memory banks (a 2 KiB stride would put them all in one).
+constexpr int kStagePad = 8;
+/// Leading dimension of a warp's 16x16 fp32 scratch tile (not 16, for the same reason).
+constexpr int kScratchLd = 20;
+
 __global__ void MaxSimBf16Kernel(const __nv_bfloat16* __restrict__ docs, const uint32_t* __restrict__ doc_offsets, int64_t count,
                                  int dim_pad, int tile_rows, const __nv_bfloat16* __restrict__ queries, int query_rows_pad,
                                  const uint32_t* __restrict__ query_offsets, int num_queries, float* __restrict__ scores,
@@ -69,12 +76,14 @@ __global__ void MaxSimBf16Kernel(const __nv_bfloat16* __restrict__ docs, const u
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using namespace nvcuda;
   extern __shared__ __align__(128) unsigned char smem[];
-  __nv_bfloat16* staged = reinterpret_cast<__nv_bfloat16*>(smem);                      // tile_rows x dim_pad
-  float* run_max = reinterpret_cast<float*>(staged + static_cast<size_t>(tile_rows) * dim_pad);  // query_rows_pad
-  float* scratch = run_max + query_rows_pad;                                            // kWarps x 16 x 16
+  const int stride = dim_pad + kStagePad;
+  __nv_bfloat16* staged = reinterpret_cast<__nv_bfloat16*>(smem);                       // tile_rows x stride
+  float* run_max = reinterpret_cast<float*>(staged + static_cast<size_t>(tile_rows) * stride);  // query_rows_pad
+  float* scratch = run_max + query_rows_pad;                                             // kWarps x 16 x kScratchLd
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* mine = scratch + warp * 256;
+  float* mine = scratch + warp * 16 * kScratchLd;
   const int vec_per_row = dim_pad / 8;  // 16-byte vectors of 8 bf16
+  const int vec_stride = stride / 8;
 
   for (int64_t doc = blockIdx.x; doc < count; doc += gridDim.x) {
     const int64_t begin = doc_offsets[doc];
@@ -86,35 +95,44 @@ __global__ void MaxSimBf16Kernel(const __nv_bfloat16* __restrict__ docs, const u
       const int here_pad = (here + 15) / 16 * 16;
       const uint4* src = reinterpret_cast<const uint4*>(docs + (begin + c0) * static_cast<int64_t>(dim_pad));
       uint4* dst = reinterpret_cast<uint4*>(staged);
-      for (int i = threadIdx.x; i < here_pad * vec_per_row; i += blockDim.x)
-        dst[i] = i / vec_per_row < here ? src[i] : make_uint4(0, 0, 0, 0);
+      for (int i = threadIdx.x; i < here_pad * vec_per_row; i += blockDim.x) {
+        const int r = i / vec_per_row, v = i % vec_per_row;
+        dst[r * vec_stride + v] = r < here ? src[i] : make_uint4(0, 0, 0, 0);
+      }
       __syncthreads();
       const int doc_tiles = here_pad / 16;
       for (int qt = warp; qt < query_rows_pad / 16; qt += kWarps) {
         for (int t0 = 0; t0 < doc_tiles; t0 += 4) {
           const int nt = min(4, doc_tiles - t0);
           wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4];
+#pragma unroll
           for (int t = 0; t < 4; ++t) wmma::fill_fragment(acc[t], 0.0f);
           for (int k = 0; k < dim_pad; k += 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
             wmma::load_matrix_sync(a, queries + static_cast<int64_t>(qt) * 16 * dim_pad + k, dim_pad);
-            for (int t = 0; t < nt; ++t) {
-              // B = the staged rows transposed: column n of B is document row n.
-              wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
-              wmma::load_matrix_sync(b, staged + static_cast<int64_t>(t0 + t) * 16 * dim_pad + k, dim_pad);
-              wmma::mma_sync(acc[t], a, b, acc[t]);
+#pragma unroll
+            for (int t = 0; t < 4; ++t) {
+              if (t < nt) {
+                // B = the staged rows transposed: column n of B is document row n.
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+                wmma::load_matrix_sync(b, staged + static_cast<int64_t>(t0 + t) * 16 * stride + k, stride);
+                wmma::mma_sync(acc[t], a, b, acc[t]);
+              }
             }
           }
-          for (int t = 0; t < nt; ++t) {
-            wmma::store_matrix_sync(mine, acc[t], 16, wmma::mem_row_major);
-            __syncwarp();
-            if (lane < 16) {
-              const int valid = min(16, here - (t0 + t) * 16);
-              float m = run_max[qt * 16 + lane];
-              for (int j = 0; j < valid; ++j) m = fmaxf(m, mine[lane * 16 + j]);
-              run_max[qt * 16 + lane] = m;
+#pragma unroll
+          for (int t = 0; t < 4; ++t) {
+            if (t < nt) {
+              wmma::store_matrix_sync(mine, acc[t], kScratchLd, wmma::mem_row_major);
+              __syncwarp();
+              if (lane < 16) {
+                const int valid = min(16, here - (t0 + t) * 16);
+                float m = run_max[qt * 16 + lane];
+                for (int j = 0; j < valid; ++j) m = fmaxf(m, mine[lane * kScratchLd + j]);
+                run_max[qt * 16 + lane] = m;
+              }
+              __syncwarp();
             }
-            __syncwarp();
           }
         }
       }
@@ -131,6 +149,10 @@ __global__ void MaxSimBf16Kernel(const __nv_bfloat16* __restrict__ docs, const u
     }
     __syncthreads();
   }
+#else
+  // Code for devices below compute capability 8.0 (no bf16 tensor cores); Upload refuses bf16
+  // there, so reaching this is a bug: fail loudly rather than return garbage.
+  __trap();
 #endif
 }
 
@@ -277,6 +299,26 @@ std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVector
   impl->compute_major = p.major;
   if (format == VectorFormat::kBF16 && p.major < 8)
     throw CoreError("ERR_DEVICE", DeviceName(device) + " has no bf16 tensor cores (compute capability 8.0 or newer); upload f32");
+  // The kernels may use all of a block's opt-in shared memory: set once to the device's maximum
+  // (the same value from every thread), never per call, where concurrent callers would race.
+  Check(cudaFuncSetAttribute(MaxSimBf16Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(p.sharedMemPerBlockOptin)),
+        "cudaFuncSetAttribute");
+  Check(cudaFuncSetAttribute(MaxSimF32Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(p.sharedMemPerBlockOptin)),
+        "cudaFuncSetAttribute");
+  if (format == VectorFormat::kBF16) {
+    cudaFuncAttributes attr{};
+    Check(cudaFuncGetAttributes(&attr, MaxSimBf16Kernel), "cudaFuncGetAttributes");
+    if (std::max(attr.binaryVersion, attr.ptxVersion) < 80)
+      throw CoreError("ERR_DEVICE", "this build's CUDA kernels target no architecture with bf16 tensor cores (8.0+); rebuild with "
+                                    "CMAKE_CUDA_ARCHITECTURES including 80 or 90, or upload f32");
+  }
+  {
+    // A 16-row slice of documents and 16 query rows must fit shared memory.
+    const size_t elem_bytes = format == VectorFormat::kBF16 ? 2 : 4;
+    const size_t need = 16 * (Pad16(docs.dim) + kStagePad) * elem_bytes + 16 * sizeof(float) + kWarps * 16 * kScratchLd * sizeof(float);
+    if (need > p.sharedMemPerBlockOptin)
+      throw CoreError("ERR_INPUT", "vectors of " + std::to_string(docs.dim) + " dimensions do not fit the GPU kernel's shared memory");
+  }
   for (int64_t i = 0; i < docs.count; ++i)
     if (docs.offsets[i + 1] < docs.offsets[i]) throw CoreError("ERR_INPUT", "document offsets must be non-decreasing");
 
@@ -333,7 +375,10 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
   d_scores.Allocate(static_cast<size_t>(num_queries) * m.count * sizeof(float), "the scores");
   cudaEvent_t start, stop;
   Check(cudaEventCreate(&start), "cudaEventCreate");
-  Check(cudaEventCreate(&stop), "cudaEventCreate");
+  if (cudaEventCreate(&stop) != cudaSuccess) {
+    cudaEventDestroy(start);
+    throw CoreError("ERR_DEVICE", "CUDA cudaEventCreate failed");
+  }
   float total_ms = 0;
   try {
     // Queries in groups whose padded rows fit the shared-memory running maxima.
@@ -365,8 +410,8 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
       Check(cudaMemcpy(d_offsets.ptr, offsets.data(), offsets.size() * sizeof(uint32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
 
       // Document rows staged per slice: as many as shared memory holds next to the maxima.
-      const size_t fixed = rows_pad * sizeof(float) + (bf16 ? kWarps * 256 * sizeof(float) : 0);
-      const size_t per_row = m.dim_pad * elem;
+      const size_t fixed = rows_pad * sizeof(float) + (bf16 ? kWarps * 16 * kScratchLd * sizeof(float) : 0);
+      const size_t per_row = (m.dim_pad + (bf16 ? kStagePad : 0)) * elem;
       int64_t tile_rows = m.smem_limit > fixed ? static_cast<int64_t>((m.smem_limit - fixed) / per_row) : 0;
       tile_rows = std::min<int64_t>(tile_rows, bf16 ? 64 : 32);
       if (bf16) tile_rows = tile_rows / 16 * 16;
@@ -377,15 +422,11 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
       float* out = static_cast<float*>(d_scores.ptr) + q0 * m.count;
       Check(cudaEventRecord(start), "cudaEventRecord");
       if (bf16) {
-        Check(cudaFuncSetAttribute(MaxSimBf16Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-              "cudaFuncSetAttribute");
         MaxSimBf16Kernel<<<grid, kThreads, smem>>>(static_cast<const __nv_bfloat16*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
                                                    m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
                                                    static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows_pad),
                                                    static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
       } else {
-        Check(cudaFuncSetAttribute(MaxSimF32Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-              "cudaFuncSetAttribute");
         MaxSimF32Kernel<<<grid, kThreads, smem>>>(static_cast<const float*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
                                                   m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
                                                   static_cast<const float*>(d_queries.ptr), static_cast<int>(rows),
