@@ -28,7 +28,7 @@ import { M3Error, fromNative, inputError } from './errors';
 import { readEvalRows, type EvalRow } from './evaluate';
 import { BGEM3, type LoadOptions } from './model';
 import { native, type NativeHeadTrainer } from './native';
-import type { M3LossOptions } from './train';
+import { checkLossOptions, nativeLossOptions, type M3LossOptions } from './train';
 
 export interface FinetuneOptions extends M3LossOptions {
   /** Source model directory (BAAI layout: last_hidden_state graph + head files). Never modified. */
@@ -137,14 +137,6 @@ function bool(value: unknown, what: string, fallback: boolean): boolean {
   if (value === undefined) return fallback;
   if (typeof value !== 'boolean') throw inputError('a boolean', what, value);
   return value;
-}
-
-function triple(value: unknown, what: string, fallback: [number, number, number]): [number, number, number] {
-  if (value === undefined) return fallback;
-  if (!Array.isArray(value) || value.length !== 3 || value.some((x) => typeof x !== 'number' || !Number.isFinite(x) || x < 0)) {
-    throw inputError('three finite non-negative numbers [dense, lex, colbert]', what, value);
-  }
-  return [...value] as [number, number, number];
 }
 
 /** A 32-bit PRNG (mulberry32): the same seed gives the same plan on every platform. */
@@ -550,10 +542,7 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
       groupSize: num(options.groupSize, 'groupSize', 8, 1, 4096, true),
       batchSize: num(options.batchSize, 'batchSize', 8, 1, 1 << 16, true),
       seed: num(options.seed, 'seed', 0, 0, 2 ** 31 - 1, true),
-      temperature: num(options.temperature, 'temperature', 0.02, Number.MIN_VALUE),
-      weights: triple(options.weights, 'weights', [1, 0.1, 1]),
-      teacherWeights: triple(options.teacherWeights, 'teacherWeights', [1, 0.3, 1]),
-      selfDistill: bool(options.selfDistill, 'selfDistill', true),
+      ...checkLossOptions(options),
       trainSparse: bool(options.trainSparse, 'trainSparse', true),
       trainColbert: bool(options.trainColbert, 'trainColbert', true),
       maxQueryLength: num(options.maxQueryLength, 'maxQueryLength', Math.min(512, info.modelMaxLength), 2, info.modelMaxLength, true),
@@ -636,9 +625,7 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
     }
 
     const stepOptions = {
-      temperature: config.temperature, wDense: config.weights[0], wLex: config.weights[1], wColbert: config.weights[2],
-      tDense: config.teacherWeights[0], tLex: config.teacherWeights[1], tColbert: config.teacherWeights[2],
-      selfDistill: config.selfDistill, trainSparse: config.trainSparse, trainColbert: config.trainColbert,
+      ...nativeLossOptions(config), trainSparse: config.trainSparse, trainColbert: config.trainColbert,
       lr: config.lr, weightDecay: config.weightDecay, update: true,
     };
     const stepsPerEpoch = Math.ceil(examples.length / config.batchSize);

@@ -49,7 +49,29 @@ function triple(value: unknown, what: string, fallback: [number, number, number]
   if (!Array.isArray(value) || value.length !== 3 || value.some((x) => typeof x !== 'number' || !Number.isFinite(x) || x < 0)) {
     throw inputError('three finite non-negative numbers [dense, lex, colbert]', what, value);
   }
-  return value as [number, number, number];
+  return [...value] as [number, number, number];
+}
+
+/** The objective's options checked, with the defaults filled in (shared with fine-tuning). */
+export function checkLossOptions(options: M3LossOptions): Required<M3LossOptions> {
+  const temperature = options.temperature ?? 0.02;
+  if (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature <= 0) throw inputError('a positive number', 'temperature', temperature);
+  const selfDistill = options.selfDistill ?? true;
+  if (typeof selfDistill !== 'boolean') throw inputError('a boolean', 'selfDistill', selfDistill);
+  return {
+    temperature, selfDistill,
+    weights: triple(options.weights, 'weights', [1, 0.1, 1]),
+    teacherWeights: triple(options.teacherWeights, 'teacherWeights', [1, 0.3, 1]),
+  };
+}
+
+/** Checked options in the native layout (native/binding/train_wrap.cc, LossOptions). */
+export function nativeLossOptions(o: Required<M3LossOptions>): Record<string, number | boolean> {
+  return {
+    temperature: o.temperature, selfDistill: o.selfDistill,
+    wDense: o.weights[0], wLex: o.weights[1], wColbert: o.weights[2],
+    tDense: o.teacherWeights[0], tLex: o.teacherWeights[1], tColbert: o.teacherWeights[2],
+  };
 }
 
 /**
@@ -70,15 +92,9 @@ export function m3Loss(scores: M3LossScores, target: Int32Array | readonly numbe
     throw inputError(`three score matrices of target.length (${queries}) x passages values`, 'scores',
       `lengths ${scores.dense.length}, ${scores.lex.length}, ${scores.colbert.length}`);
   }
-  const temperature = options.temperature ?? 0.02;
-  if (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature <= 0) throw inputError('a positive number', 'temperature', temperature);
-  const [wDense, wLex, wColbert] = triple(options.weights, 'weights', [1, 0.1, 1]);
-  const [tDense, tLex, tColbert] = triple(options.teacherWeights, 'teacherWeights', [1, 0.3, 1]);
-  const selfDistill = options.selfDistill ?? true;
-  if (typeof selfDistill !== 'boolean') throw inputError('a boolean', 'selfDistill', selfDistill);
+  const checked = nativeLossOptions(checkLossOptions(options ?? {}));
   try {
-    const r = native().m3Loss(scores.dense, scores.lex, scores.colbert, t, queries, cells / queries,
-      { temperature, wDense, wLex, wColbert, tDense, tLex, tColbert, selfDistill });
+    const r = native().m3Loss(scores.dense, scores.lex, scores.colbert, t, queries, cells / queries, checked);
     return {
       loss: r.loss, l: r.l, lDistill: r.lDistill,
       terms: { dense: r.dense, lex: r.lex, colbert: r.colbert, inter: r.inter },
