@@ -3,8 +3,11 @@
 # its test executables with CMake (the CUDA MaxSim kernels too, when nvcc is there), runs them
 # against the golden outputs and the CPU serial oracle on the CPU provider and, where ONNX
 # Runtime's CUDA provider libraries can be found, on the GPU; then measures the CUDA MaxSim
-# kernel against the README's H100 targets and encoder throughput. Prints a compact summary;
-# finishes in a few minutes.
+# kernels against the README's H100 targets and PyTorch on the same GPU (scripts/gpu_peers.py),
+# and runs compute-sanitizer on the kernels. Prints a compact summary; finishes in a few minutes.
+# FULL=1 adds CPU encoder throughput on a generated model; QUICK=1 skips every measurement;
+# PEERS=0 skips PyTorch; NCU=1 profiles one launch of the tiled kernel with Nsight Compute.
+# Logs go to $OUT when it is set.
 #
 # Needs: the ONNX Runtime headers (.deps/ort-headers, from scripts/fetch-ort-headers.sh) and a
 # libonnxruntime.so.1 (ORT_LIBRARY, default: the one onnxruntime-node ships).
@@ -17,6 +20,7 @@ WORK=${WORK:-/tmp/bge-m3-device}
 mkdir -p "$WORK/lib"
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
+save() { [ -n "${OUT:-}" ] && cp "$1" "$OUT/" 2>/dev/null; return 0; }
 
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 | head -2
@@ -34,23 +38,53 @@ for f in $cuda_libs; do cp "$f" "$WORK/lib/"; done
 echo "== build"
 build_start=$(date +%s)
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-cmake -S "$ROOT" -B "$WORK/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBGE_M3_BUILD_ADDON=OFF -DBGE_M3_BUILD_TESTS=ON \
+archs=()
+if nvidia-smi -L >/dev/null 2>&1; then  # this GPU's architecture only: a shorter build
+  cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
+  [ -n "$cc" ] && archs=(-DCMAKE_CUDA_ARCHITECTURES="$cc")
+fi
+cmake -S "$ROOT" -B "$WORK/build" "${gen[@]}" "${archs[@]}" -DCMAKE_BUILD_TYPE=Release -DBGE_M3_BUILD_ADDON=OFF -DBGE_M3_BUILD_TESTS=ON \
   -DORT_INCLUDE_DIR="$ORT_HEADERS" -DORT_LIBRARY="$WORK/lib/libonnxruntime.so.1" -DORT_RPATH="$WORK/lib" >"$WORK/cmake.log" 2>&1 \
-  && cmake --build "$WORK/build" -j "$(nproc)" >>"$WORK/cmake.log" 2>&1
+  && cmake --build "$WORK/build" -j "$(nproc)" --target maxsim_cuda_test maxsim_test weight_readers_test encoder_golden_test >>"$WORK/cmake.log" 2>&1
 if [ $? -ne 0 ]; then tail -30 "$WORK/cmake.log"; note "build FAILED"; exit 1; fi
 note "build ok in $(( $(date +%s) - build_start )) s"
+if command -v cuobjdump >/dev/null && [ -f "$WORK/build/libm3_cuda.a" ]; then  # what the tiled kernel compiled to
+  cuobjdump -sass "$WORK/build/libm3_cuda.a" 2>/dev/null | awk '/Function : .*MaxSimTiledKernelILi128/{f=1;next} /Function :/{f=0} f' >"$WORK/tiled128.sass"
+  note "tiled<128> SASS: $(for op in HMMA LDSM LDS LDGSTS ATOMG BAR; do printf '%s %s ' $op "$(grep -c "$op" "$WORK/tiled128.sass")"; done)"
+fi
 
 B=$WORK/build
-out=$("$B/weight_readers_test" 2>&1 | tail -1); note "weight readers: $out"
-out=$("$B/maxsim_test" 2>&1 | tail -1); note "maxsim tiers: $out"
 note "cmake: $(grep -o 'bge-m3: .*' "$WORK/cmake.log" | head -1)"
 require_cuda=0; nvidia-smi -L >/dev/null 2>&1 && require_cuda=1
-REQUIRE_CUDA=$require_cuda "$B/maxsim_cuda_test" >"$WORK/maxsim_cuda.log" 2>&1; rc=$?
-tail -12 "$WORK/maxsim_cuda.log"; note "cuda maxsim (rc $rc): $(tail -1 "$WORK/maxsim_cuda.log")"
-if [ "${QUICK:-0}" != 1 ] && [ $rc = 0 ]; then
-  timeout 300 "$B/maxsim_cuda_test" --bench >"$WORK/maxsim_cuda_bench.log" 2>&1
-  while IFS= read -r line; do note "$line"; done < <(grep -E '^(device|bench)' "$WORK/maxsim_cuda_bench.log")
+REQUIRE_CUDA=$require_cuda timeout 120 "$B/maxsim_cuda_test" >"$WORK/maxsim_cuda.log" 2>&1; rc=$?
+tail -40 "$WORK/maxsim_cuda.log"; note "cuda maxsim (rc $rc): $(tail -1 "$WORK/maxsim_cuda.log")"
+save "$WORK/maxsim_cuda.log"
+if [ "${QUICK:-0}" != 1 ] && [ $require_cuda = 1 ]; then
+  timeout 120 "$B/maxsim_cuda_test" --bench >"$WORK/maxsim_cuda_bench.log" 2>&1; echo "bench rc $?" >>"$WORK/maxsim_cuda_bench.log"
+  while IFS= read -r line; do note "$line"; done < <(grep -E '^(device|bench|FAIL)' "$WORK/maxsim_cuda_bench.log")
+  save "$WORK/maxsim_cuda_bench.log"
+  if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then  # one profiled launch of the default kernel, 16 queries
+    timeout 120 ncu -k regex:MaxSimTiled --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis --section LaunchStats \
+      "$B/maxsim_cuda_test" --bench 16 >"$WORK/ncu.log" 2>&1
+    note "ncu (rc $?): $(grep -E 'Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per' "$WORK/ncu.log" | tr -s ' ' | tr '\n' ';')"
+    save "$WORK/ncu.log"
+  fi
+  if [ "${PEERS:-1}" = 1 ]; then  # PyTorch on the same GPU
+    PYTHONUNBUFFERED=1 timeout 150 python3 scripts/gpu_peers.py >"$WORK/peers.log" 2>&1; echo "peers rc $?" >>"$WORK/peers.log"
+    while IFS= read -r line; do note "$line"; done < <(grep -E '^peer|rc [1-9]|Error' "$WORK/peers.log")
+    save "$WORK/peers.log"
+  fi
+  if command -v compute-sanitizer >/dev/null; then
+    for tool in memcheck racecheck; do
+      timeout 90 compute-sanitizer --tool $tool --error-exitcode 3 "$B/maxsim_cuda_test" --small >"$WORK/sanitizer-$tool.log" 2>&1
+      note "compute-sanitizer $tool (rc $?): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|error' "$WORK/sanitizer-$tool.log" | head -2 | tr '\n' ' ')"
+      save "$WORK/sanitizer-$tool.log"
+    done
+  fi
 fi
+out=$("$B/weight_readers_test" 2>&1 | tail -1); note "weight readers: $out"
+out=$("$B/maxsim_test" 2>&1 | tail -1); note "maxsim tiers: $out"
 grep -m1 -o 'model name.*' /proc/cpuinfo | head -1
 grep -m1 -o -w -E 'avx512_bf16|avx512_vnni|avx512_vp2intersect|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
 for dir in demo-model test/fixtures/tiny-m3-safetensors test/fixtures/tiny-m3-baked; do
@@ -60,8 +94,8 @@ out=$("$B/encoder_golden_test" demo-model test/fixtures/golden.json --device cud
 note "cuda demo-model: $out"
 
 echo "== encoder throughput (generated 6-layer, hidden-384 model)"
-if [ "${QUICK:-0}" = 1 ]; then
-  note "throughput skipped (QUICK=1)"
+if [ "${FULL:-0}" != 1 ]; then
+  note "CPU throughput skipped (FULL=1 runs it)"
 elif python3 scripts/gen_fixtures.py --preset bench --out "$WORK/bench-model" --skip-tokenizer-check >"$WORK/gen.log" 2>&1; then
   vocab=$(python3 -c "import json;print(json.load(open('$WORK/bench-model/config.json'))['vocab_size'])")
   for threads in 1 8 16; do
@@ -74,4 +108,7 @@ else
   tail -5 "$WORK/gen.log"; note "bench model generation FAILED"
 fi
 
+if [ -n "${OUT:-}" ] && [ -f "$WORK/maxsim_cuda_bench.log" ]; then  # the figures as JSON, for bench/results
+  python3 scripts/device_results.py "$WORK/maxsim_cuda_bench.log" $( [ -f "$WORK/peers.log" ] && echo "$WORK/peers.log") >"$OUT/device-results.json" 2>&1
+fi
 echo; echo "== summary"; printf '%s\n' "${summary[@]}"

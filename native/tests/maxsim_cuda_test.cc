@@ -5,7 +5,9 @@
 // it checks the error and exits 0 saying so, unless REQUIRE_CUDA=1.
 //
 //   maxsim_cuda_test            correctness
-//   maxsim_cuda_test --bench    the README's H100 targets: 16 queries x 32 rows and 1 query x 32
+//   maxsim_cuda_test --small    the first cases only (for compute-sanitizer)
+//   maxsim_cuda_test --bench [NQ]  (NQ: that batch size and the default kernel only, for profilers)
+//                               the README's H100 targets: 16 queries x 32 rows and 1 query x 32
 //                               rows against 1M 1024-d bf16 rows (~ 8,000 documents of 128 rows)
 #include <algorithm>
 #include <chrono>
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/core_error.h"
@@ -53,25 +56,41 @@ void RunCase(std::mt19937& rng, int64_t dim, const std::vector<uint32_t>& query_
   set.offsets = doffs.data();
   set.data = format == m3::VectorFormat::kBF16 ? static_cast<const void*>(docs_bf16.data()) : docs_f32.data();
   const int64_t nq = static_cast<int64_t>(query_rows.size());
-  std::vector<float> expected(static_cast<size_t>(nq * set.count)), actual(expected.size(), NAN);
+  std::vector<float> expected(static_cast<size_t>(nq * set.count));
   m3::MaxSimBatchOn(m3::IsaTier::kSerial, queries.data(), qoffs.data(), nq, set, expected.data(), 1);
   auto gpu = m3::cuda::DeviceMultiVectors::Upload(set, format, 0);
-  gpu->MaxSimBatch(queries.data(), qoffs.data(), nq, actual.data());
-  // fp32: accumulation order only; bf16: both sides round the same inputs, fp32 accumulation.
-  const double tol = format == m3::VectorFormat::kBF16 ? 2e-4 : 2e-5;
-  double worst = 0;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    const double err = std::fabs(static_cast<double>(actual[i]) - expected[i]);
-    worst = std::max(worst, std::isnan(actual[i]) ? INFINITY : err);
-    if (!(err <= tol) && failures++ < 20)
-      std::printf("FAIL %s dim %lld: query %zu doc %zu: gpu %.7f cpu %.7f\n", m3::VectorFormatName(format),
-                  static_cast<long long>(dim), i / set.count, i % set.count, actual[i], expected[i]);
+  // bf16: the staged kernel and every configuration of the tiled one (fp32 has one kernel).
+  const bool bf16 = format == m3::VectorFormat::kBF16;
+  std::vector<std::pair<std::string, int>> variants;  // name, BGE_M3_CUDA_TILE (-1: the staged kernel)
+  if (bf16) {
+    const auto names = m3::cuda::TiledConfigNames();
+    for (size_t i = 0; i < names.size(); ++i) variants.emplace_back("tiled " + names[i], static_cast<int>(i));
+    variants.emplace_back("staged", -1);
+  } else {
+    variants.emplace_back("f32", -1);
   }
-  std::printf("ok %-4s dim %4lld queries %3lld docs %4lld rows %6u  worst error %.2e\n", m3::VectorFormatName(format),
-              static_cast<long long>(dim), static_cast<long long>(nq), static_cast<long long>(set.count), doffs.back(), worst);
+  for (const auto& [name_str, config] : variants) {
+    const char* name = name_str.c_str();
+    if (config >= 0) setenv("BGE_M3_CUDA_TILE", std::to_string(config).c_str(), 1);
+    std::vector<float> actual(expected.size(), NAN);
+    gpu->MaxSimBatch(queries.data(), qoffs.data(), nq, actual.data(), config >= 0 ? m3::cuda::Kernel::kTiled : m3::cuda::Kernel::kStaged);
+    unsetenv("BGE_M3_CUDA_TILE");
+    // fp32: accumulation order only; bf16: both sides round the same inputs, fp32 accumulation.
+    const double tol = bf16 ? 2e-4 : 2e-5;
+    double worst = 0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      const double err = std::fabs(static_cast<double>(actual[i]) - expected[i]);
+      worst = std::max(worst, std::isnan(actual[i]) ? INFINITY : err);
+      if (!(err <= tol) && failures++ < 20)
+        std::printf("FAIL %s dim %lld: query %zu doc %zu: gpu %.7f cpu %.7f\n", name, static_cast<long long>(dim), i / set.count,
+                    i % set.count, actual[i], expected[i]);
+    }
+    std::printf("ok %-26s dim %4lld queries %3lld rows %5u docs %5lld rows %6u  worst error %.2e\n", name, static_cast<long long>(dim),
+                static_cast<long long>(nq), qoffs.back(), static_cast<long long>(set.count), doffs.back(), worst);
+  }
 }
 
-int Bench() {
+int Bench(int only_nq) {
   std::mt19937 rng(7);
   const int64_t dim = 1024, doc_len = 128, docs = 8192;  // 1,048,576 rows
   std::printf("device: %s\n", m3::cuda::DeviceName(0).c_str());
@@ -92,21 +111,38 @@ int Bench() {
   set.data = data.data();
   auto gpu = m3::cuda::DeviceMultiVectors::Upload(set, m3::VectorFormat::kBF16, 0);
   const double rows = static_cast<double>(docs * doc_len);
-  for (const int nq : {16, 1}) {
+  for (const int nq : {1, 2, 16, 64}) {
+    if (only_nq > 0 && nq != only_nq) continue;
     std::vector<uint32_t> qoffs(nq + 1);
     for (int q = 0; q <= nq; ++q) qoffs[q] = q * 32;
     const auto queries = RandomUnitRows(rng, nq * 32, dim);
     std::vector<float> scores(static_cast<size_t>(nq * docs));
-    std::vector<double> seconds;
-    for (int run = 0; run < 6; ++run) {
-      gpu->MaxSimBatch(queries.data(), qoffs.data(), nq, scores.data());
-      if (run > 0) seconds.push_back(gpu->last_kernel_seconds());
+    // The default choice first, then every tiled configuration and the staged kernel.
+    const auto names = m3::cuda::TiledConfigNames();
+    for (int config = -2; config < (only_nq > 0 ? -1 : static_cast<int>(names.size())); ++config) {
+      if (config >= 0) setenv("BGE_M3_CUDA_TILE", std::to_string(config).c_str(), 1);
+      const auto kernel = config == -1 ? m3::cuda::Kernel::kStaged : m3::cuda::Kernel::kTiled;
+      const std::string name = config == -2 ? "default" : config == -1 ? "staged" : "tiled " + names[config];
+      std::vector<double> seconds, wall;
+      for (int run = 0; run < 8; ++run) {
+        const auto t0 = std::chrono::steady_clock::now();
+        gpu->MaxSimBatch(queries.data(), qoffs.data(), nq, scores.data(), kernel);
+        const double w = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (run > 1) {
+          seconds.push_back(gpu->last_kernel_seconds());
+          wall.push_back(w);
+        }
+      }
+      unsetenv("BGE_M3_CUDA_TILE");
+      std::sort(seconds.begin(), seconds.end());
+      std::sort(wall.begin(), wall.end());
+      const double s = seconds[seconds.size() / 2];
+      const double flops = 2.0 * nq * 32 * rows * dim;
+      std::printf("bench bf16 %-26s %2d queries x 32 rows vs %.0f rows of %lld: kernels %.3f ms median (best %.3f), %.1f TFLOP/s, "
+                  "%.0f GB/s of documents; call %.3f ms median\n",
+                  name.c_str(), nq, rows, static_cast<long long>(dim), s * 1e3, seconds.front() * 1e3, flops / s / 1e12,
+                  rows * dim * 2 / s / 1e9, wall[wall.size() / 2] * 1e3);
     }
-    std::sort(seconds.begin(), seconds.end());
-    const double s = seconds[seconds.size() / 2];
-    const double flops = 2.0 * nq * 32 * rows * dim;
-    std::printf("bench bf16 %2d queries x 32 rows vs %.0f rows of %lld: %.3f ms median, %.1f TFLOP/s, %.0f GB/s of documents\n", nq, rows,
-                static_cast<long long>(dim), s * 1e3, flops / s / 1e12, rows * dim * 2 / s / 1e9);
   }
   return 0;
 }
@@ -144,13 +180,17 @@ int main(int argc, char** argv) {
     std::printf("SKIP no CUDA device (%s): built %s, ERR_DEVICE checked\n", why.c_str(), m3::cuda::Built() ? "with CUDA" : "without CUDA");
     return 0;
   }
-  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return Bench();
+  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return Bench(argc > 2 ? std::atoi(argv[2]) : 0);
   std::printf("device: %s\n", m3::cuda::DeviceName(0).c_str());
   std::mt19937 rng(20241127);
+  // --small: the first cases only (for compute-sanitizer, which slows kernels a hundredfold).
+  const bool small = argc > 1 && std::strcmp(argv[1], "--small") == 0;
   for (const auto format : {m3::VectorFormat::kF32, m3::VectorFormat::kBF16}) {
     RunCase(rng, 1024, {32, 1, 7}, {128, 0, 3, 300, 1, 64, 65, 17}, format);
     RunCase(rng, 37, {1, 40, 16}, {5, 0, 0, 129, 2}, format);
     RunCase(rng, 8, {3}, {1, 2, 3}, format);
+    RunCase(rng, 64, std::vector<uint32_t>(9, 20), {700, 3, 0, 250, 260}, format);  // 180 query rows: two 128-row tiles
+    if (small) continue;
     std::uniform_int_distribution<int> len(0, 200), qlen(1, 40);
     std::vector<uint32_t> docs(300), queries(150);
     for (auto& d : docs) d = len(rng);
@@ -164,6 +204,11 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> small_docs(6000);
     for (auto& d : small_docs) d = tiny(rng);
     RunCase(rng, 16, {2, 9}, small_docs, format);
+    // 3,000 query rows x 25,000 documents: the per-row maxima exceed their budget, so the tiled
+    // kernel scores the documents in two chunks.
+    std::vector<uint32_t> wide_queries(100, 30), wide_docs(25000);
+    for (auto& d : wide_docs) d = tiny(rng) % 4;
+    RunCase(rng, 16, wide_queries, wide_docs, format);
   }
   // Errors: int8 documents, a non-finite query.
   try {

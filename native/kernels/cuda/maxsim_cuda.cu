@@ -1,6 +1,7 @@
-// CUDA MaxSim (see maxsim_cuda.h).
+// CUDA MaxSim (see maxsim_cuda.h). bf16 documents: the tiled GEMM kernel of maxsim_tiled.cuh by
+// default. The staged kernels below: fp32 documents, and bf16 on request (Kernel::kStaged).
 //
-// One thread block per document (grid-stride over documents). The block stages up to
+// Staged: one thread block per document (grid-stride over documents). The block stages up to
 // `tile_rows` of the document's rows in shared memory, then every warp takes tiles of 16 query
 // rows and computes their similarities to the staged rows:
 //   bf16: WMMA 16x16x16 on tensor cores, fp32 accumulation, one A fragment (16 query rows x 16
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -21,6 +23,7 @@
 
 #include "core/core_error.h"
 #include "kernels/cuda/maxsim_cuda.h"
+#include "kernels/cuda/maxsim_tiled.cuh"
 #include "kernels/quantize.h"
 
 namespace m3 {
@@ -47,6 +50,10 @@ struct DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   ~DeviceBuffer() {
     if (ptr) cudaFree(ptr);
+  }
+  /// At least n bytes, keeping the current allocation when it is large enough (scratch).
+  void Reserve(size_t n, const char* what) {
+    if (n > bytes) Allocate(n, what);
   }
   void Allocate(size_t n, const char* what) {
     if (ptr) cudaFree(ptr);
@@ -179,7 +186,7 @@ __global__ void MaxSimF32Kernel(const float* __restrict__ docs, const uint32_t* 
       __syncthreads();
       for (int r = warp; r < query_rows; r += kWarps) {
         const float* q = queries + static_cast<int64_t>(r) * dim_pad;
-        float m = run_max[r];
+        float m = lane == 0 ? run_max[r] : -INFINITY;  // lane 0 alone reads and writes it
         for (int j = 0; j < here; ++j) {
           const float* d = staged + static_cast<int64_t>(j) * dim_pad;
           float dot = 0.0f;
@@ -217,6 +224,58 @@ class OnDevice {
   int previous_ = 0;
 };
 
+// The tiled kernel's configurations. The first whose query tile covers a batch's padded rows
+// runs it (the last one above 128 rows); BGE_M3_CUDA_TILE=N picks configuration N instead, for
+// benchmarks.
+using TiledFn = void (*)(const __nv_bfloat16*, int64_t, int64_t, const int*, int64_t, int64_t, int, const __nv_bfloat16*, int, int,
+                         float*);
+struct TiledConfig {
+  int bm, bn, bk, stages;
+  TiledFn fn;
+  size_t smem;
+  const char* name;
+};
+#define M3_TILED(BM, BN, BK, ST, WMS, WNS) \
+  {BM, BN, BK, ST, tiled::MaxSimTiledKernel<BM, BN, BK, ST, WMS, WNS>, tiled::SmemBytes(BM, BN, BK, ST), #BM "x" #BN "x" #BK " " #ST " stages"}
+const TiledConfig kTiledConfigs[] = {
+    M3_TILED(32, 128, 64, 4, 1, 8),   // one query of up to 32 rows: memory-bound, deep pipeline
+    M3_TILED(64, 128, 64, 4, 2, 4),
+    M3_TILED(128, 128, 64, 3, 2, 4),  // batches: compute-bound, two blocks per SM
+    M3_TILED(32, 256, 64, 4, 1, 8),
+    M3_TILED(64, 256, 64, 3, 2, 4),
+    M3_TILED(128, 256, 64, 3, 2, 4),
+    M3_TILED(128, 128, 32, 4, 2, 4),
+    M3_TILED(256, 128, 64, 3, 4, 2),
+};
+#undef M3_TILED
+constexpr int kTiledDefault[] = {0, 1, 2};  // by query tile size: 32, 64, 128 rows
+
+template <typename F>
+void ForEachTiled(F&& f) {
+  for (const auto& config : kTiledConfigs) f(config.fn, config.smem);
+}
+
+/// The configuration for `rows_pad` query rows, or null where the device's shared memory is too
+/// small for it (the staged kernel runs then).
+const TiledConfig* PickTiled(int64_t rows_pad, size_t smem_limit) {
+  const TiledConfig* pick = nullptr;
+  if (const char* env = std::getenv("BGE_M3_CUDA_TILE")) {
+    const int i = std::atoi(env);
+    if (i >= 0 && i < static_cast<int>(sizeof(kTiledConfigs) / sizeof(kTiledConfigs[0]))) pick = &kTiledConfigs[i];
+  }
+  if (!pick) {
+    for (const int i : kTiledDefault) {
+      pick = &kTiledConfigs[i];
+      if (rows_pad <= pick->bm) break;
+    }
+  }
+  return pick->smem <= smem_limit ? pick : nullptr;
+}
+
+/// Per (query row, document) maxima are kept for this many bytes at most; longer document sets
+/// are scored in chunks of documents.
+constexpr int64_t kRowMaxBudget = 256 << 20;
+
 }  // namespace
 
 struct DeviceMultiVectors::Impl {
@@ -226,12 +285,27 @@ struct DeviceMultiVectors::Impl {
   int sms = 1;
   size_t smem_limit = 48 << 10;
   int compute_major = 0;
-  DeviceBuffer data, offsets;
-  mutable std::mutex mu;  // one batch at a time per document set (its timing fields)
+  DeviceBuffer data, offsets, row_doc;  // row_doc: each row's document (bf16: the tiled kernel)
+  std::vector<uint32_t> host_offsets;  // chunking documents for the tiled kernel
+  mutable std::mutex mu;  // one batch at a time per document set (its scratch and timing fields)
   mutable double last_seconds = 0;
+  // Scratch reused by every batch (grow-only, freed with the set): allocating and freeing device
+  // memory per call would synchronise the device and cost more than a small batch's kernels.
+  mutable DeviceBuffer queries_buf, query_offsets_buf, scores_buf, rowmax_buf;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  ~Impl() {
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+  }
 };
 
 bool Built() { return true; }
+
+std::vector<std::string> TiledConfigNames() {
+  std::vector<std::string> names;
+  for (const auto& config : kTiledConfigs) names.emplace_back(config.name);
+  return names;
+}
 
 int DeviceCount(std::string* why) {
   int n = 0;
@@ -267,7 +341,9 @@ int64_t DeviceMultiVectors::dim() const { return impl_->dim; }
 int64_t DeviceMultiVectors::rows() const { return impl_->rows; }
 VectorFormat DeviceMultiVectors::format() const { return impl_->format; }
 int DeviceMultiVectors::device() const { return impl_->device; }
-int64_t DeviceMultiVectors::device_bytes() const { return static_cast<int64_t>(impl_->data.bytes + impl_->offsets.bytes); }
+int64_t DeviceMultiVectors::device_bytes() const {
+  return static_cast<int64_t>(impl_->data.bytes + impl_->offsets.bytes + impl_->row_doc.bytes);
+}
 double DeviceMultiVectors::last_kernel_seconds() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->last_seconds;
@@ -306,6 +382,12 @@ std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVector
   Check(cudaFuncSetAttribute(MaxSimF32Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(p.sharedMemPerBlockOptin)),
         "cudaFuncSetAttribute");
   if (format == VectorFormat::kBF16) {
+    ForEachTiled([&](auto kernel, size_t smem) {
+      if (smem <= p.sharedMemPerBlockOptin)
+        Check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), "cudaFuncSetAttribute");
+    });
+  }
+  if (format == VectorFormat::kBF16) {
     cudaFuncAttributes attr{};
     Check(cudaFuncGetAttributes(&attr, MaxSimBf16Kernel), "cudaFuncGetAttributes");
     if (std::max(attr.binaryVersion, attr.ptxVersion) < 80)
@@ -325,6 +407,16 @@ std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVector
   const size_t elem = format == VectorFormat::kBF16 ? 2 : 4;
   impl->data.Allocate(static_cast<size_t>(impl->rows) * impl->dim_pad * elem, "the documents");
   impl->offsets.Allocate((docs.count + 1) * sizeof(uint32_t), "the document offsets");
+  Check(cudaEventCreate(&impl->start), "cudaEventCreate");
+  Check(cudaEventCreate(&impl->stop), "cudaEventCreate");
+  impl->host_offsets.assign(docs.offsets, docs.offsets + docs.count + 1);
+  if (format == VectorFormat::kBF16 && impl->rows > 0) {
+    std::vector<int> row_doc(static_cast<size_t>(impl->rows));
+    for (int64_t d = 0; d < docs.count; ++d)
+      std::fill(row_doc.begin() + docs.offsets[d], row_doc.begin() + docs.offsets[d + 1], static_cast<int>(d));
+    impl->row_doc.Allocate(row_doc.size() * sizeof(int), "the row index");
+    Check(cudaMemcpy(impl->row_doc.ptr, row_doc.data(), row_doc.size() * sizeof(int), cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
   if (docs.count > 0)
     Check(cudaMemcpy(impl->offsets.ptr, docs.offsets, (docs.count + 1) * sizeof(uint32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
   // Converted and padded on the host in slices, so host memory stays bounded.
@@ -358,8 +450,8 @@ std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVector
   return std::unique_ptr<DeviceMultiVectors>(new DeviceMultiVectors(std::move(impl)));
 }
 
-void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query_offsets, int64_t num_queries,
-                                     float* scores) const {
+void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query_offsets, int64_t num_queries, float* scores,
+                                     Kernel kernel) const {
   const Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
   m.last_seconds = 0;
@@ -371,16 +463,11 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
   OnDevice on(m.device);
   const bool bf16 = m.format == VectorFormat::kBF16;
   const size_t elem = bf16 ? 2 : 4;
-  DeviceBuffer d_queries, d_offsets, d_scores;
-  d_scores.Allocate(static_cast<size_t>(num_queries) * m.count * sizeof(float), "the scores");
-  cudaEvent_t start, stop;
-  Check(cudaEventCreate(&start), "cudaEventCreate");
-  if (cudaEventCreate(&stop) != cudaSuccess) {
-    cudaEventDestroy(start);
-    throw CoreError("ERR_DEVICE", "CUDA cudaEventCreate failed");
-  }
+  DeviceBuffer &d_queries = m.queries_buf, &d_offsets = m.query_offsets_buf, &d_scores = m.scores_buf, &d_rowmax = m.rowmax_buf;
+  d_scores.Reserve(static_cast<size_t>(num_queries) * m.count * sizeof(float), "the scores");
+  cudaEvent_t start = m.start, stop = m.stop;
   float total_ms = 0;
-  try {
+  {
     // Queries in groups whose padded rows fit the shared-memory running maxima.
     for (int64_t q0 = 0; q0 < num_queries;) {
       int64_t q1 = q0 + 1;
@@ -404,33 +491,60 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
         }
       std::vector<uint32_t> offsets(static_cast<size_t>(q1 - q0 + 1));
       for (int64_t q = q0; q <= q1; ++q) offsets[q - q0] = query_offsets[q] - query_offsets[q0];
-      d_queries.Allocate(host.size(), "the queries");
-      d_offsets.Allocate(offsets.size() * sizeof(uint32_t), "the query offsets");
+      d_queries.Reserve(host.size(), "the queries");
+      d_offsets.Reserve(offsets.size() * sizeof(uint32_t), "the query offsets");
       Check(cudaMemcpy(d_queries.ptr, host.data(), host.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
       Check(cudaMemcpy(d_offsets.ptr, offsets.data(), offsets.size() * sizeof(uint32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
 
-      // Document rows staged per slice: as many as shared memory holds next to the maxima.
-      const size_t fixed = rows_pad * sizeof(float) + (bf16 ? kWarps * 16 * kScratchLd * sizeof(float) : 0);
-      const size_t per_row = (m.dim_pad + (bf16 ? kStagePad : 0)) * elem;
-      int64_t tile_rows = m.smem_limit > fixed ? static_cast<int64_t>((m.smem_limit - fixed) / per_row) : 0;
-      tile_rows = std::min<int64_t>(tile_rows, bf16 ? 64 : 32);
-      if (bf16) tile_rows = tile_rows / 16 * 16;
-      if (tile_rows < (bf16 ? 16 : 1))
-        throw CoreError("ERR_INPUT", "vectors of " + std::to_string(m.dim) + " dimensions do not fit the GPU's shared memory");
-      const size_t smem = fixed + static_cast<size_t>(tile_rows) * per_row;
-      const int grid = static_cast<int>(std::min<int64_t>(m.count, static_cast<int64_t>(m.sms) * 16));
       float* out = static_cast<float*>(d_scores.ptr) + q0 * m.count;
+      const TiledConfig* shape = bf16 && kernel != Kernel::kStaged ? PickTiled(rows_pad, m.smem_limit) : nullptr;
       Check(cudaEventRecord(start), "cudaEventRecord");
-      if (bf16) {
-        MaxSimBf16Kernel<<<grid, kThreads, smem>>>(static_cast<const __nv_bfloat16*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
-                                                   m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
-                                                   static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows_pad),
-                                                   static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
+      if (shape) {
+        // Per (query row, document) maxima for a chunk of documents at a time, then the means.
+        const int64_t qrows = std::max<int64_t>(rows, 1);
+        const int64_t chunk_max = std::max<int64_t>(1, kRowMaxBudget / (qrows * static_cast<int64_t>(sizeof(float))));
+        d_rowmax.Reserve(static_cast<size_t>(std::min(chunk_max, m.count) * qrows) * sizeof(float), "the per-row maxima");
+        float* rowmax = static_cast<float*>(d_rowmax.ptr);
+        const auto* dev_offsets = static_cast<const uint32_t*>(m.offsets.ptr);
+        for (int64_t d0 = 0; d0 < m.count; d0 += chunk_max) {
+          const int64_t d1 = std::min(m.count, d0 + chunk_max), chunk = d1 - d0;
+          const int64_t row_begin = m.host_offsets[d0], row_end = m.host_offsets[d1];
+          if (row_end > row_begin && rows > 0) {
+            const int64_t fill = chunk * rows;
+            tiled::FillKernel<<<static_cast<int>(std::min<int64_t>((fill + 255) / 256, m.sms * 8LL)), 256>>>(rowmax, fill, -INFINITY);
+            const int64_t m_tiles = (rows_pad + shape->bm - 1) / shape->bm;
+            const int64_t n_tiles = (row_end - row_begin + shape->bn - 1) / shape->bn;
+            shape->fn<<<static_cast<unsigned>(m_tiles * n_tiles), tiled::kThreads, shape->smem>>>(
+                static_cast<const __nv_bfloat16*>(m.data.ptr), row_begin, row_end, static_cast<const int*>(m.row_doc.ptr), d0, chunk,
+                static_cast<int>(m.dim_pad), static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows),
+                static_cast<int>(rows_pad), rowmax);
+          }
+          const dim3 mean_grid(static_cast<unsigned>((chunk + 255) / 256), static_cast<unsigned>(std::min<int64_t>(q1 - q0, 65535)));
+          tiled::MeanOfMaximaKernel<<<mean_grid, 256>>>(rowmax, chunk, dev_offsets + d0, static_cast<const uint32_t*>(d_offsets.ptr),
+                                                         static_cast<int>(q1 - q0), out + d0, m.count);
+        }
       } else {
-        MaxSimF32Kernel<<<grid, kThreads, smem>>>(static_cast<const float*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
-                                                  m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
-                                                  static_cast<const float*>(d_queries.ptr), static_cast<int>(rows),
-                                                  static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
+        // Document rows staged per slice: as many as shared memory holds next to the maxima.
+        const size_t fixed = rows_pad * sizeof(float) + (bf16 ? kWarps * 16 * kScratchLd * sizeof(float) : 0);
+        const size_t per_row = (m.dim_pad + (bf16 ? kStagePad : 0)) * elem;
+        int64_t tile_rows = m.smem_limit > fixed ? static_cast<int64_t>((m.smem_limit - fixed) / per_row) : 0;
+        tile_rows = std::min<int64_t>(tile_rows, bf16 ? 64 : 32);
+        if (bf16) tile_rows = tile_rows / 16 * 16;
+        if (tile_rows < (bf16 ? 16 : 1))
+          throw CoreError("ERR_INPUT", "vectors of " + std::to_string(m.dim) + " dimensions do not fit the GPU's shared memory");
+        const size_t smem = fixed + static_cast<size_t>(tile_rows) * per_row;
+        const int grid = static_cast<int>(std::min<int64_t>(m.count, static_cast<int64_t>(m.sms) * 16));
+        if (bf16) {
+          MaxSimBf16Kernel<<<grid, kThreads, smem>>>(static_cast<const __nv_bfloat16*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
+                                                     m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
+                                                     static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows_pad),
+                                                     static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
+        } else {
+          MaxSimF32Kernel<<<grid, kThreads, smem>>>(static_cast<const float*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
+                                                    m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
+                                                    static_cast<const float*>(d_queries.ptr), static_cast<int>(rows),
+                                                    static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
+        }
       }
       Check(cudaGetLastError(), "kernel launch");
       Check(cudaEventRecord(stop), "cudaEventRecord");
@@ -442,13 +556,7 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
     }
     Check(cudaMemcpy(scores, d_scores.ptr, static_cast<size_t>(num_queries) * m.count * sizeof(float), cudaMemcpyDeviceToHost),
           "cudaMemcpy");
-  } catch (...) {
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    throw;
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   m.last_seconds = total_ms / 1000.0;
 }
 

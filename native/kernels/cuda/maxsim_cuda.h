@@ -1,9 +1,8 @@
 // MaxSim on an NVIDIA GPU (CUDA): documents uploaded once and kept resident on the device in
 // fp32 or bf16, and batches of queries scored against all of them in one launch per batch. The
-// query x document similarity matrix is never materialised in global memory: each thread block
-// stages a slice of one document's rows in shared memory, computes the similarities of every
-// query row against them (bf16: tensor cores through WMMA, fp32 accumulation; fp32: CUDA
-// cores), keeps a running max per query row and writes one score per query.
+// query x document similarity matrix is never materialised in global memory: bf16 documents go
+// through a tensor-core GEMM whose epilogue keeps only each query row's maximum per document;
+// fp32 documents through a CUDA-core kernel that stages each document's rows in shared memory.
 //
 // Plain C++ interface (no CUDA headers): built from maxsim_cuda.cu when CMake finds a CUDA
 // toolkit, from maxsim_cuda_stub.cc otherwise, where every entry point reports ERR_DEVICE.
@@ -11,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "kernels/maxsim.h"
 
@@ -26,6 +26,16 @@ int DeviceCount(std::string* why = nullptr);
 
 /// "name, compute capability x.y, N GiB" of a device, for reports.
 std::string DeviceName(int device);
+
+/// Which bf16 kernel scores a batch. kTiled: the document rows x query rows product as a
+/// pipelined tensor-core GEMM with the MaxSim reduction fused into its epilogue (the default);
+/// kStaged: one block per document staging its rows in shared memory (the first design, kept for
+/// comparison). fp32 documents always use the CUDA-core kernel.
+enum class Kernel { kAuto, kStaged, kTiled };
+
+/// The tiled kernel's configurations ("BMxBNxBK S stages"), in the order BGE_M3_CUDA_TILE
+/// numbers them (benchmarks and tests); empty without CUDA.
+std::vector<std::string> TiledConfigNames();
 
 /// A document set resident on one GPU, laid out like MultiVectorSet (rows padded to a multiple
 /// of 16 elements with zeros, which changes no dot product).
@@ -51,7 +61,8 @@ class DeviceMultiVectors {
   /// scores [num_queries x count], row-major, as MaxSimBatch computes them on the CPU (bf16
   /// documents: the query rounded to bf16 too, as the CPU kernels do). Thread-safe.
   /// Throws CoreError(ERR_INPUT) for a non-finite query value, ERR_DEVICE for CUDA failures.
-  void MaxSimBatch(const float* queries, const uint32_t* query_offsets, int64_t num_queries, float* scores) const;
+  void MaxSimBatch(const float* queries, const uint32_t* query_offsets, int64_t num_queries, float* scores,
+                   Kernel kernel = Kernel::kAuto) const;
 
   /// Seconds the last MaxSimBatch spent in its kernels (CUDA events), for benchmarks.
   double last_kernel_seconds() const;

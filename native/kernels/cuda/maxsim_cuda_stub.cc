@@ -15,6 +15,8 @@ struct DeviceMultiVectors::Impl {};
 
 bool Built() { return false; }
 
+std::vector<std::string> TiledConfigNames() { return {}; }
+
 int DeviceCount(std::string* why) {
   if (why) *why = kNotBuilt;
   return 0;
@@ -36,7 +38,7 @@ int DeviceMultiVectors::device() const { return 0; }
 int64_t DeviceMultiVectors::device_bytes() const { return 0; }
 double DeviceMultiVectors::last_kernel_seconds() const { return 0; }
 
-void DeviceMultiVectors::MaxSimBatch(const float*, const uint32_t*, int64_t, float*) const {
+void DeviceMultiVectors::MaxSimBatch(const float*, const uint32_t*, int64_t, float*, Kernel) const {
   throw CoreError("ERR_DEVICE", kNotBuilt);
 }
 
