@@ -28,6 +28,7 @@
 namespace {
 
 int failures = 0;
+bool wgmma_noted = false;
 
 std::vector<float> RandomUnitRows(std::mt19937& rng, int64_t rows, int64_t dim) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -59,6 +60,10 @@ void RunCase(std::mt19937& rng, int64_t dim, const std::vector<uint32_t>& query_
   std::vector<float> expected(static_cast<size_t>(nq * set.count));
   m3::MaxSimBatchOn(m3::IsaTier::kSerial, queries.data(), qoffs.data(), nq, set, expected.data(), 1);
   auto gpu = m3::cuda::DeviceMultiVectors::Upload(set, format, 0);
+  if (format == m3::VectorFormat::kBF16 && !gpu->uses_wgmma() && !wgmma_noted) {
+    std::printf("note: no wgmma on this device or build; the wgmma configurations fall back to the mma kernel\n");
+    wgmma_noted = true;
+  }
   // bf16: the staged kernel and every configuration of the tiled one (fp32 has one kernel).
   const bool bf16 = format == m3::VectorFormat::kBF16;
   std::vector<std::pair<std::string, int>> variants;  // name, BGE_M3_CUDA_TILE (-1: the staged kernel)
@@ -110,6 +115,7 @@ int Bench(int only_nq) {
   set.offsets = doffs.data();
   set.data = data.data();
   auto gpu = m3::cuda::DeviceMultiVectors::Upload(set, m3::VectorFormat::kBF16, 0);
+  std::printf("device: wgmma kernel %s\n", gpu->uses_wgmma() ? "available" : "not available");
   const double rows = static_cast<double>(docs * doc_len);
   for (const int nq : {1, 2, 16, 64}) {
     if (only_nq > 0 && nq != only_nq) continue;

@@ -24,6 +24,7 @@
 #include "core/core_error.h"
 #include "kernels/cuda/maxsim_cuda.h"
 #include "kernels/cuda/maxsim_tiled.cuh"
+#include "kernels/cuda/maxsim_wgmma.cuh"
 #include "kernels/quantize.h"
 
 namespace m3 {
@@ -231,24 +232,30 @@ using TiledFn = void (*)(const __nv_bfloat16*, int64_t, int64_t, const int*, int
                          float*);
 struct TiledConfig {
   int bm, bn, bk, stages;
+  bool wgmma;  // needs sm_90a code and a compute capability 9.0 device
   TiledFn fn;
   size_t smem;
   const char* name;
 };
-#define M3_TILED(BM, BN, BK, ST, WMS, WNS) \
-  {BM, BN, BK, ST, tiled::MaxSimTiledKernel<BM, BN, BK, ST, WMS, WNS>, tiled::SmemBytes(BM, BN, BK, ST), #BM "x" #BN "x" #BK " " #ST " stages"}
+#define M3_TILED(BM, BN, BK, ST, WMS, WNS)                                                                                       \
+  {BM, BN, BK, ST, false, tiled::MaxSimTiledKernel<BM, BN, BK, ST, WMS, WNS>, tiled::SmemBytes(BM, BN, BK, ST), \
+   "mma " #BM "x" #BN "x" #BK " " #ST " stages"}
+#define M3_WGMMA(BN, ST) \
+  {wg::kBM, BN, wg::kBK, ST, true, wg::MaxSimWgmmaKernel<BN, ST>, wg::SmemBytes(BN, ST), "wgmma 128x" #BN "x64 " #ST " stages"}
 const TiledConfig kTiledConfigs[] = {
+    // Measured on an H100 (README): the three defaults of the mma kernel by batch size, and the
+    // wgmma kernel that takes batches above 64 rows on Hopper.
     M3_TILED(32, 128, 64, 4, 1, 8),   // one query of up to 32 rows: memory-bound, deep pipeline
-    M3_TILED(64, 128, 64, 4, 2, 4),
-    M3_TILED(128, 128, 64, 3, 2, 4),  // batches: compute-bound, two blocks per SM
-    M3_TILED(32, 256, 64, 4, 1, 8),
-    M3_TILED(64, 256, 64, 3, 2, 4),
-    M3_TILED(128, 256, 64, 3, 2, 4),
-    M3_TILED(128, 128, 32, 4, 2, 4),
-    M3_TILED(256, 128, 64, 3, 4, 2),
+    M3_TILED(64, 128, 64, 4, 2, 4),   // two queries
+    M3_TILED(128, 128, 64, 3, 2, 4),  // batches: two blocks per SM
+    M3_WGMMA(128, 3),                 // batches on Hopper: two blocks per SM, one wgmma group in flight
+    M3_WGMMA(256, 4),                 // one block per SM, for comparison
 };
 #undef M3_TILED
+#undef M3_WGMMA
+constexpr int kConfigCount = static_cast<int>(sizeof(kTiledConfigs) / sizeof(kTiledConfigs[0]));
 constexpr int kTiledDefault[] = {0, 1, 2};  // by query tile size: 32, 64, 128 rows
+constexpr int kWgmmaDefault = 3;            // above 64 rows where the device runs wgmma
 
 template <typename F>
 void ForEachTiled(F&& f) {
@@ -257,12 +264,13 @@ void ForEachTiled(F&& f) {
 
 /// The configuration for `rows_pad` query rows, or null where the device's shared memory is too
 /// small for it (the staged kernel runs then).
-const TiledConfig* PickTiled(int64_t rows_pad, size_t smem_limit) {
+const TiledConfig* PickTiled(int64_t rows_pad, size_t smem_limit, bool wgmma) {
   const TiledConfig* pick = nullptr;
   if (const char* env = std::getenv("BGE_M3_CUDA_TILE")) {
     const int i = std::atoi(env);
-    if (i >= 0 && i < static_cast<int>(sizeof(kTiledConfigs) / sizeof(kTiledConfigs[0]))) pick = &kTiledConfigs[i];
+    if (i >= 0 && i < kConfigCount && (wgmma || !kTiledConfigs[i].wgmma)) pick = &kTiledConfigs[i];
   }
+  if (!pick && wgmma && rows_pad > 64) pick = &kTiledConfigs[kWgmmaDefault];
   if (!pick) {
     for (const int i : kTiledDefault) {
       pick = &kTiledConfigs[i];
@@ -285,6 +293,7 @@ struct DeviceMultiVectors::Impl {
   int sms = 1;
   size_t smem_limit = 48 << 10;
   int compute_major = 0;
+  bool wgmma = false;  // this build has the sm_90a kernels and the device runs them
   DeviceBuffer data, offsets, row_doc;  // row_doc: each row's document (bf16: the tiled kernel)
   std::vector<uint32_t> host_offsets;  // chunking documents for the tiled kernel
   mutable std::mutex mu;  // one batch at a time per document set (its scratch and timing fields)
@@ -341,6 +350,7 @@ int64_t DeviceMultiVectors::dim() const { return impl_->dim; }
 int64_t DeviceMultiVectors::rows() const { return impl_->rows; }
 VectorFormat DeviceMultiVectors::format() const { return impl_->format; }
 int DeviceMultiVectors::device() const { return impl_->device; }
+bool DeviceMultiVectors::uses_wgmma() const { return impl_->wgmma; }
 int64_t DeviceMultiVectors::device_bytes() const {
   return static_cast<int64_t>(impl_->data.bytes + impl_->offsets.bytes + impl_->row_doc.bytes);
 }
@@ -381,6 +391,17 @@ std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVector
         "cudaFuncSetAttribute");
   Check(cudaFuncSetAttribute(MaxSimF32Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(p.sharedMemPerBlockOptin)),
         "cudaFuncSetAttribute");
+  // BGE_M3_CUDA_WGMMA=0 keeps Hopper on the mma.sync kernels.
+  const char* wgmma_env = std::getenv("BGE_M3_CUDA_WGMMA");
+  if (format == VectorFormat::kBF16 && p.major == 9 && p.minor == 0 && !(wgmma_env && std::strcmp(wgmma_env, "0") == 0)) {
+    DeviceBuffer flag;
+    flag.Allocate(sizeof(int), "a probe");
+    wg::ProbeWgmmaKernel<<<1, 1>>>(static_cast<int*>(flag.ptr));
+    Check(cudaGetLastError(), "kernel launch");
+    int has = 0;
+    Check(cudaMemcpy(&has, flag.ptr, sizeof(int), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    impl->wgmma = has == 1;
+  }
   if (format == VectorFormat::kBF16) {
     ForEachTiled([&](auto kernel, size_t smem) {
       if (smem <= p.sharedMemPerBlockOptin)
@@ -497,7 +518,7 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
       Check(cudaMemcpy(d_offsets.ptr, offsets.data(), offsets.size() * sizeof(uint32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
 
       float* out = static_cast<float*>(d_scores.ptr) + q0 * m.count;
-      const TiledConfig* shape = bf16 && kernel != Kernel::kStaged ? PickTiled(rows_pad, m.smem_limit) : nullptr;
+      const TiledConfig* shape = bf16 && kernel != Kernel::kStaged ? PickTiled(rows_pad, m.smem_limit, m.wgmma) : nullptr;
       Check(cudaEventRecord(start), "cudaEventRecord");
       if (shape) {
         // Per (query row, document) maxima for a chunk of documents at a time, then the means.
@@ -514,6 +535,7 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
             tiled::FillKernel<<<static_cast<int>(std::min<int64_t>((fill + 255) / 256, m.sms * 8LL)), 256>>>(rowmax, fill, -INFINITY);
             const int64_t m_tiles = (rows_pad + shape->bm - 1) / shape->bm;
             const int64_t n_tiles = (row_end - row_begin + shape->bn - 1) / shape->bn;
+            static_assert(tiled::kThreads == wg::kThreads, "one block size");
             shape->fn<<<static_cast<unsigned>(m_tiles * n_tiles), tiled::kThreads, shape->smem>>>(
                 static_cast<const __nv_bfloat16*>(m.data.ptr), row_begin, row_end, static_cast<const int*>(m.row_doc.ptr), d0, chunk,
                 static_cast<int>(m.dim_pad), static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows),

@@ -55,6 +55,8 @@ class DeviceMultiVectors {
   int64_t rows() const;
   VectorFormat format() const;
   int device() const;
+  /// Whether bf16 batches of more than 64 query rows run the Hopper (wgmma) kernel here.
+  bool uses_wgmma() const;
   /// Bytes held on the device.
   int64_t device_bytes() const;
 
