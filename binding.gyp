@@ -69,6 +69,7 @@
         'native/index/hybrid_index.cc',
         'native/train/m3_loss.cc',
         'native/train/head_trainer.cc',
+        'native/kernels/cuda/heads_cuda_stub.cc',
         'native/kernels/cuda/maxsim_cuda_stub.cc',
         'native/binding/addon.cc',
         'native/binding/encoder_wrap.cc',

@@ -58,6 +58,10 @@ export interface NativeModelInfo {
   hasColbert: boolean;
   graphOutputs: string[];
   workers: number;
+  /** Where the BAAI layout's heads run: 'cuda' when a CUDA session keeps the hidden states on the GPU. */
+  headsDevice: 'cpu' | 'cuda';
+  /** For a CUDA session whose heads run on the CPU: why (empty otherwise). */
+  headsDeviceWhy: string;
 }
 
 export interface NativeEncoder {

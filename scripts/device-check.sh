@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One prepared check for a machine with an NVIDIA GPU (no Node.js needed): builds the C++ core and
-# its test executables with CMake (the CUDA MaxSim kernels too, when nvcc is there), runs them
-# against the golden outputs and the CPU serial oracle on the CPU provider and, where ONNX
-# Runtime's CUDA provider libraries can be found, on the GPU; then measures the CUDA MaxSim
-# kernels against the README's H100 targets and PyTorch on the same GPU (scripts/gpu_peers.py),
-# and runs compute-sanitizer on the kernels. Prints a compact summary; finishes in a few minutes.
+# its test executables with CMake (the CUDA kernels too, when nvcc is there), runs them against
+# the golden outputs and the CPU serial oracle on the CPU provider and, where ONNX Runtime's CUDA
+# provider libraries can be found, on the GPU; checks the CUDA MaxSim kernels against the serial
+# oracle and the GPU heads against the CPU heads, runs compute-sanitizer on the kernels, and
+# measures MaxSim against the README's H100 targets and PyTorch on the same GPU
+# (scripts/gpu_peers.py). Prints a compact summary; finishes in a few minutes.
 # FULL=1 adds CPU encoder throughput on a generated model; QUICK=1 skips every measurement;
 # PEERS=0 skips PyTorch; NCU=1 profiles one launch of the tiled kernel with Nsight Compute;
 # SANITIZERS="memcheck" picks the compute-sanitizer tools.
@@ -47,7 +48,7 @@ if nvidia-smi -L >/dev/null 2>&1; then  # this GPU's architecture only: a shorte
 fi
 cmake -S "$ROOT" -B "$WORK/build" "${gen[@]}" "${archs[@]}" -DCMAKE_BUILD_TYPE=Release -DBGE_M3_BUILD_ADDON=OFF -DBGE_M3_BUILD_TESTS=ON \
   -DORT_INCLUDE_DIR="$ORT_HEADERS" -DORT_LIBRARY="$WORK/lib/libonnxruntime.so.1" -DORT_RPATH="$WORK/lib" >"$WORK/cmake.log" 2>&1 \
-  && cmake --build "$WORK/build" -j "$(nproc)" --target maxsim_cuda_test maxsim_test weight_readers_test encoder_golden_test >>"$WORK/cmake.log" 2>&1
+  && cmake --build "$WORK/build" -j "$(nproc)" --target maxsim_cuda_test heads_cuda_test maxsim_test weight_readers_test encoder_golden_test >>"$WORK/cmake.log" 2>&1
 if [ $? -ne 0 ]; then tail -30 "$WORK/cmake.log"; note "build FAILED"; exit 1; fi
 note "build ok in $(( $(date +%s) - build_start )) s"
 if command -v cuobjdump >/dev/null && [ -f "$WORK/build/libm3_cuda.a" ]; then  # what the tiled kernel compiled to
@@ -62,6 +63,8 @@ require_cuda=0; nvidia-smi -L >/dev/null 2>&1 && require_cuda=1
 REQUIRE_CUDA=$require_cuda timeout 120 "$B/maxsim_cuda_test" >"$WORK/maxsim_cuda.log" 2>&1; rc=$?
 tail -40 "$WORK/maxsim_cuda.log"; note "cuda maxsim (rc $rc): $(tail -1 "$WORK/maxsim_cuda.log")"
 save "$WORK/maxsim_cuda.log"
+REQUIRE_CUDA=$require_cuda timeout 60 "$B/heads_cuda_test" >"$WORK/heads_cuda.log" 2>&1; rc_heads=$?
+tail -8 "$WORK/heads_cuda.log"; note "cuda heads (rc $rc_heads): $(tail -1 "$WORK/heads_cuda.log")"
 if [ "${QUICK:-0}" != 1 ] && [ $require_cuda = 1 ]; then
   no_wgmma=(); [ $rc != 0 ] && no_wgmma=(env BGE_M3_CUDA_WGMMA=0)  # a failing kernel is not timed
   timeout 120 "${no_wgmma[@]}" "$B/maxsim_cuda_test" --bench >"$WORK/maxsim_cuda_bench.log" 2>&1; echo "bench rc $?" >>"$WORK/maxsim_cuda_bench.log"

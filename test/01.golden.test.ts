@@ -25,6 +25,8 @@ for (const [layout, dir] of Object.entries(MODEL_DIRS)) {
       assert.equal(info.dim, dim);
       assert.equal(info.layout, dir.includes('baked') ? 'heads-baked' : 'bge-m3-snapshot');
       assert.equal(info.modelMaxLength, golden.defaultMaxLength);
+      assert.equal(info.headsDevice, 'cpu');  // a CPU session: the heads run where its outputs are
+      assert.equal(info.headsDeviceWhy, '');
     });
 
     for (const c of golden.cases) {

@@ -147,6 +147,8 @@ Napi::Value EncoderWrap::Info(const Napi::CallbackInfo& info) {
   for (const auto& name : e.session().output_names()) outputs.Set(outputs.Length(), name);
   o.Set("graphOutputs", outputs);
   o.Set("workers", Napi::Number::New(env, state_->queue ? state_->queue->workers() : 0));
+  o.Set("headsDevice", e.heads_device());
+  o.Set("headsDeviceWhy", e.gpu_heads_why());
   return o;
 }
 

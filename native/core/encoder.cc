@@ -74,6 +74,19 @@ std::unique_ptr<Encoder> Encoder::Load(const std::string& dir, const LoadSetting
                           ? settings.session.intra_op_threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   enc->Probe(settings.vocab_size);
+  if (enc->session_->cuda() && enc->heads_) {
+    // The heads where the hidden states are. Without usable CUDA kernels here (a build without
+    // them, or a driver older than their runtime) they stay on the CPU, which gives the same
+    // results from outputs copied to the host.
+    try {
+      const M3Heads& h = *enc->heads_;
+      enc->gpu_heads_ = cuda::DeviceHeads::Upload(h.colbert_weight.data(), h.colbert_bias.data(), h.colbert_dim, h.hidden,
+                                                  h.sparse_weight.data(), h.sparse_bias, enc->session_->device_id());
+    } catch (const CoreError& e) {
+      if (e.code() != "ERR_DEVICE") throw;
+      enc->gpu_heads_why_ = e.what();
+    }
+  }
   return enc;
 }
 
@@ -225,6 +238,11 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
   std::vector<HeadScratch> scratch(static_cast<size_t>(head_threads_));
   const auto names = OutputsFor(request.dense, request.sparse, request.colbert);
   const bool hidden_kind = session_->kind() == GraphKind::kHiddenState;
+  // CUDA session with GPU heads: last_hidden_state stays on the device, the heads run there and
+  // only their results come back (hidden states requested for fine-tuning come to the host).
+  const bool on_gpu = gpu_heads_ && hidden_kind && !request.hidden;
+  std::vector<float> gpu_dense, gpu_sparse, gpu_colbert;
+  std::vector<int64_t> gpu_lengths, gpu_colbert_row;
 
   std::vector<int64_t> ids, mask;
   uint32_t begin = 0;
@@ -248,7 +266,7 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
     const auto run_start = std::chrono::steady_clock::now();
     if (cancel) cancel->Attach(&options);
     try {
-      out = session_->Run(ids.data(), mask.data(), batch, len, names, options);
+      out = session_->Run(ids.data(), mask.data(), batch, len, names, options, on_gpu);
     } catch (const Ort::Exception& e) {
       if (cancel) cancel->Detach();
       if (cancel && cancel->cancelled()) throw CoreError("ERR_ABORTED", "encode was aborted.");
@@ -262,12 +280,27 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
     result.batches += 1;
     const auto heads_start = std::chrono::steady_clock::now();
 
+    if (on_gpu) {
+      gpu_lengths.resize(static_cast<size_t>(batch));
+      gpu_colbert_row.assign(static_cast<size_t>(batch) + 1, 0);
+      for (int64_t b = 0; b < batch; ++b) {
+        gpu_lengths[b] = length(request.order[begin + b]);
+        gpu_colbert_row[b + 1] = gpu_colbert_row[b] + gpu_lengths[b] - 1;
+      }
+      if (request.dense) gpu_dense.resize(static_cast<size_t>(batch * hidden_));
+      if (request.sparse) gpu_sparse.resize(static_cast<size_t>(batch * len));
+      if (request.colbert) gpu_colbert.resize(static_cast<size_t>(gpu_colbert_row[batch] * dim_));
+      gpu_heads_->Run(out[0].GetTensorData<float>(), batch, len, gpu_lengths.data(), request.dense ? gpu_dense.data() : nullptr,
+                      request.sparse ? gpu_sparse.data() : nullptr, request.colbert ? gpu_colbert.data() : nullptr);
+    }
     size_t k = 0;
     const float* hidden = nullptr;
     const float* dense = nullptr;
     const float* sparse = nullptr;
     const float* colbert = nullptr;
-    if (hidden_kind) {
+    if (on_gpu) {
+      // The heads ran on the device; the copies below read their results.
+    } else if (hidden_kind) {
       hidden = out[0].GetTensorData<float>();
     } else {
       if (request.dense) dense = out[k++].GetTensorData<float>();
@@ -280,6 +313,15 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
       const int64_t n = length(text);
       const int32_t* text_ids = request.ids.data() + request.offsets[text];
       const float* h = hidden ? hidden + b * len * hidden_ : nullptr;
+      if (on_gpu) {
+        if (request.dense) std::memcpy(result.dense.data() + text * dim_, gpu_dense.data() + b * hidden_, dim_ * sizeof(float));
+        if (request.sparse)
+          AggregateLexicalWeights(text_ids, gpu_sparse.data() + b * len, n, 1, &sparse_ids[text], &sparse_weights[text], &mine.pairs);
+        if (request.colbert)
+          std::memcpy(result.colbert.data() + static_cast<size_t>(result.colbert_offsets[text]) * dim_,
+                      gpu_colbert.data() + gpu_colbert_row[b] * dim_, (n - 1) * dim_ * sizeof(float));
+        return;
+      }
       if (request.hidden) std::memcpy(result.hidden.data() + static_cast<size_t>(request.offsets[text]) * hidden_, h, n * hidden_ * sizeof(float));
       if (request.dense) {
         float* dst = result.dense.data() + text * dim_;
@@ -307,7 +349,7 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
     };
     // The ColBERT head dominates: spread it over the session's threads once it is worth a
     // thread start (about a millisecond of work per thread).
-    const double head_macs = hidden_kind && request.colbert
+    const double head_macs = hidden_kind && request.colbert && !on_gpu
                                  ? static_cast<double>(batch) * len * hidden_ * dim_ : 0.0;
     const int threads = static_cast<int>(std::min<double>(head_threads_, std::max(1.0, head_macs / 2e7)));
     ParallelFor(batch, threads, process);

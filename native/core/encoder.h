@@ -10,6 +10,7 @@
 #include "core/encoder_session.h"
 #include "core/m3_heads.h"
 #include "core/model_files.h"
+#include "kernels/cuda/heads_cuda.h"
 
 namespace m3 {
 
@@ -67,6 +68,10 @@ class Encoder {
   bool has_colbert() const { return has_colbert_; }
   const ModelFiles& files() const { return files_; }
   const EncoderSession& session() const { return *session_; }
+  /// Where the BAAI layout's heads run: "cuda" (a CUDA session whose outputs stay on the GPU)
+  /// or "cpu"; and, for a CUDA session whose heads stay on the CPU, why.
+  const char* heads_device() const { return gpu_heads_ ? "cuda" : "cpu"; }
+  const std::string& gpu_heads_why() const { return gpu_heads_why_; }
 
  private:
   Encoder() = default;
@@ -78,6 +83,8 @@ class Encoder {
   ModelFiles files_;
   std::unique_ptr<EncoderSession> session_;
   std::unique_ptr<M3Heads> heads_;
+  std::unique_ptr<cuda::DeviceHeads> gpu_heads_;  // CUDA sessions (BAAI layout), when the kernels run here
+  std::string gpu_heads_why_;
   int64_t dim_ = 0, hidden_ = 0;
   bool has_dense_ = false, has_sparse_ = false, has_colbert_ = false;
   int head_threads_ = 1;  // threads for the native heads: the session's intra-op thread count

@@ -75,6 +75,9 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   else options.DisableCpuMemArena();
   if (settings.device == "cuda") {
     AppendCuda(options, settings.device_id);
+    cuda_ = true;
+    device_id_ = settings.device_id;
+    cuda_memory_ = Ort::MemoryInfo("Cuda", OrtArenaAllocator, settings.device_id, OrtMemTypeDefault);
   } else if (settings.device != "cpu") {
     throw CoreError("ERR_INPUT", "device must be 'cpu' or 'cuda', got '" + settings.device + "'.");
   }
@@ -125,12 +128,12 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
 
 std::vector<Ort::Value> EncoderSession::Run(const int64_t* ids, const int64_t* mask, int64_t batch,
                                             int64_t len, const std::vector<const char*>& outputs,
-                                            Ort::RunOptions& options) {
+                                            Ort::RunOptions& options, bool on_device) {
+  if (on_device && !cuda_) throw CoreError("ERR_INPUT", "outputs in device memory need a CUDA session");
   const int64_t shape[2] = {batch, len};
   const size_t count = static_cast<size_t>(batch * len);
-  std::vector<Ort::Value> values;
-  std::vector<const char*> names;
   std::vector<int64_t> token_types;
+  Ort::IoBinding binding(session_);
   for (const auto& name : inputs_) {
     const int64_t* data = nullptr;
     if (name == "input_ids") data = ids;
@@ -139,10 +142,13 @@ std::vector<Ort::Value> EncoderSession::Run(const int64_t* ids, const int64_t* m
       token_types.assign(count, 0);
       data = token_types.data();
     }
-    values.push_back(Ort::Value::CreateTensor<int64_t>(cpu_memory_, const_cast<int64_t*>(data), count, shape, 2));
-    names.push_back(name.c_str());
+    // Host inputs: a CUDA session copies them to the device itself.
+    binding.BindInput(name.c_str(), Ort::Value::CreateTensor<int64_t>(cpu_memory_, const_cast<int64_t*>(data), count, shape, 2));
   }
-  return session_.Run(options, names.data(), values.data(), values.size(), outputs.data(), outputs.size());
+  for (const char* name : outputs) binding.BindOutput(name, on_device ? cuda_memory_ : cpu_memory_);
+  session_.Run(options, binding);
+  binding.SynchronizeOutputs();
+  return binding.GetOutputValues();
 }
 
 }  // namespace m3

@@ -42,13 +42,22 @@ class EncoderSession {
   const std::vector<std::string>& output_names() const { return outputs_; }
 
   /// Runs one padded batch: ids and mask are [batch, len] int64. Returns the named outputs in
-  /// order. Ort::Exception propagates (the caller maps it, knowing whether it cancelled).
+  /// order, through an I/O binding: in host memory, or with `on_device` (a CUDA session) in the
+  /// GPU's memory, where ONNX Runtime computed them. Ort::Exception propagates (the caller maps
+  /// it, knowing whether it cancelled).
   std::vector<Ort::Value> Run(const int64_t* ids, const int64_t* mask, int64_t batch, int64_t len,
-                              const std::vector<const char*>& outputs, Ort::RunOptions& options);
+                              const std::vector<const char*>& outputs, Ort::RunOptions& options, bool on_device = false);
+
+  /// Whether the session runs on the CUDA provider, and on which device.
+  bool cuda() const { return cuda_; }
+  int device_id() const { return device_id_; }
 
  private:
   Ort::Session session_{nullptr};
   Ort::MemoryInfo cpu_memory_;
+  Ort::MemoryInfo cuda_memory_{nullptr};  // CUDA sessions: where device-bound outputs go
+  bool cuda_ = false;
+  int device_id_ = 0;
   GraphKind kind_ = GraphKind::kHiddenState;
   std::vector<std::string> inputs_, outputs_;
   bool has_token_type_ids_ = false;

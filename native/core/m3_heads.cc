@@ -53,6 +53,8 @@ M3Heads LoadM3Heads(const std::string& colbert_path, const std::string& sparse_p
   heads.colbert_dim = cw.shape[0];
   ExpectShape(cb, {heads.colbert_dim}, "bias", colbert_path);
   heads.colbert = PackLinear(cw.data.data(), cb.data.data(), heads.colbert_dim, hidden);
+  heads.colbert_weight = cw.data;
+  heads.colbert_bias = cb.data;
 
   const StateDict sparse = LoadTensorFile(sparse_path);
   const Tensor& sw = Require(sparse, "weight", sparse_path);

@@ -14,7 +14,9 @@ struct M3Heads {
   int64_t hidden = 0;       // input width of both heads
   int64_t colbert_dim = 0;  // output width of the ColBERT head
   PackedLinear colbert;
-  std::vector<float> sparse_weight;  // [hidden]
+  std::vector<float> colbert_weight;  // [colbert_dim x hidden] as loaded (the GPU heads upload it)
+  std::vector<float> colbert_bias;    // [colbert_dim]
+  std::vector<float> sparse_weight;   // [hidden]
   float sparse_bias = 0.0f;
 };
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/core_error.h"
+#include "kernels/cuda/cuda_util.cuh"
 #include "kernels/cuda/maxsim_cuda.h"
 #include "kernels/cuda/maxsim_tiled.cuh"
 #include "kernels/cuda/maxsim_wgmma.cuh"
@@ -32,44 +33,15 @@ namespace cuda {
 
 namespace {
 
+using util::Check;
+using util::DeviceBuffer;
+using util::OnDevice;
+
 constexpr int kThreads = 128;  // 4 warps per block
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxQueryRows = 4096;  // padded query rows per launch (batches split above it)
 
-void Check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw CoreError("ERR_DEVICE", std::string("CUDA ") + what + " failed: " + cudaGetErrorString(err));
-}
-
 int64_t Pad16(int64_t n) { return (n + 15) / 16 * 16; }
-
-/// Device memory freed on scope exit.
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (ptr) cudaFree(ptr);
-  }
-  /// At least n bytes, keeping the current allocation when it is large enough (scratch).
-  void Reserve(size_t n, const char* what) {
-    if (n > bytes) Allocate(n, what);
-  }
-  void Allocate(size_t n, const char* what) {
-    if (ptr) cudaFree(ptr);
-    ptr = nullptr;
-    bytes = 0;
-    if (n == 0) return;
-    const cudaError_t err = cudaMalloc(&ptr, n);
-    bytes = err == cudaSuccess ? n : 0;
-    if (err != cudaSuccess) {
-      ptr = nullptr;
-      throw CoreError("ERR_DEVICE", std::string("cannot allocate ") + std::to_string(n >> 20) + " MiB on the GPU for " + what +
-                                        ": " + cudaGetErrorString(err));
-    }
-  }
-};
 
 /// Staged document rows are kStagePad elements longer than a row, so the 16 rows of a B fragment
 /// fall in different shared-memory banks (a 2 KiB stride would put them all in one).
@@ -211,19 +183,6 @@ __global__ void MaxSimF32Kernel(const float* __restrict__ docs, const uint32_t* 
     __syncthreads();
   }
 }
-
-/// Which device this thread's CUDA calls go to, restored on scope exit.
-class OnDevice {
- public:
-  explicit OnDevice(int device) {
-    Check(cudaGetDevice(&previous_), "cudaGetDevice");
-    Check(cudaSetDevice(device), "cudaSetDevice");
-  }
-  ~OnDevice() { cudaSetDevice(previous_); }
-
- private:
-  int previous_ = 0;
-};
 
 // The tiled kernel's configurations. The first whose query tile covers a batch's padded rows
 // runs it (the last one above 128 rows); BGE_M3_CUDA_TILE=N picks configuration N instead, for
