@@ -83,9 +83,11 @@ if [ "${QUICK:-0}" != 1 ] && [ $require_cuda = 1 ]; then
     save "$WORK/peers.log"
   fi
   if command -v compute-sanitizer >/dev/null; then
-    for tool in ${SANITIZERS:-memcheck racecheck}; do
+    for tool in ${SANITIZERS:-memcheck racecheck synccheck}; do
       timeout 90 compute-sanitizer --tool $tool --error-exitcode 3 "$B/maxsim_cuda_test" --small >"$WORK/sanitizer-$tool.log" 2>&1
-      note "compute-sanitizer $tool (rc $?): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|error' "$WORK/sanitizer-$tool.log" | head -2 | tr '\n' ' ')"
+      note "compute-sanitizer $tool maxsim (rc $?): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$WORK/sanitizer-$tool.log" | head -1)"
+      timeout 60 compute-sanitizer --tool $tool --error-exitcode 3 "$B/heads_cuda_test" >>"$WORK/sanitizer-$tool.log" 2>&1
+      note "compute-sanitizer $tool heads (rc $?): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$WORK/sanitizer-$tool.log" | tail -1)"
       save "$WORK/sanitizer-$tool.log"
     done
   fi

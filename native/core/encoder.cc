@@ -261,44 +261,58 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
         mask[b * len + t] = 1;
       }
     }
-    std::vector<Ort::Value> out;
-    Ort::RunOptions options;
-    const auto run_start = std::chrono::steady_clock::now();
-    if (cancel) cancel->Attach(&options);
-    try {
-      out = session_->Run(ids.data(), mask.data(), batch, len, names, options, on_gpu);
-    } catch (const Ort::Exception& e) {
+    auto run_session = [&](bool device_outputs) {
+      std::vector<Ort::Value> values;
+      Ort::RunOptions options;
+      const auto run_start = std::chrono::steady_clock::now();
+      if (cancel) cancel->Attach(&options);
+      try {
+        values = session_->Run(ids.data(), mask.data(), batch, len, names, options, device_outputs);
+      } catch (const Ort::Exception& e) {
+        if (cancel) cancel->Detach();
+        if (cancel && cancel->cancelled()) throw CoreError("ERR_ABORTED", "encode was aborted.");
+        throw CoreError("ERR_RUNTIME", std::string("ONNX Runtime failed on a batch of ") + std::to_string(batch) +
+                                           " texts of up to " + std::to_string(len) + " tokens: " + e.what());
+      }
       if (cancel) cancel->Detach();
-      if (cancel && cancel->cancelled()) throw CoreError("ERR_ABORTED", "encode was aborted.");
-      throw CoreError("ERR_RUNTIME", std::string("ONNX Runtime failed on a batch of ") + std::to_string(batch) +
-                                         " texts of up to " + std::to_string(len) + " tokens: " + e.what());
-    }
-    if (cancel) cancel->Detach();
-    CheckBatchShapes(out, names, batch, len);
-    result.session_ms += MillisecondsSince(run_start);
+      CheckBatchShapes(values, names, batch, len);
+      result.session_ms += MillisecondsSince(run_start);
+      return values;
+    };
+    bool batch_on_gpu = on_gpu;
+    std::vector<Ort::Value> out = run_session(batch_on_gpu);
     result.padded_tokens += batch * len;
     result.batches += 1;
     const auto heads_start = std::chrono::steady_clock::now();
 
-    if (on_gpu) {
-      gpu_lengths.resize(static_cast<size_t>(batch));
-      gpu_colbert_row.assign(static_cast<size_t>(batch) + 1, 0);
-      for (int64_t b = 0; b < batch; ++b) {
-        gpu_lengths[b] = length(request.order[begin + b]);
-        gpu_colbert_row[b + 1] = gpu_colbert_row[b] + gpu_lengths[b] - 1;
+    if (batch_on_gpu) {
+      try {
+        gpu_lengths.resize(static_cast<size_t>(batch));
+        gpu_colbert_row.assign(static_cast<size_t>(batch) + 1, 0);
+        for (int64_t b = 0; b < batch; ++b) {
+          gpu_lengths[b] = length(request.order[begin + b]);
+          gpu_colbert_row[b + 1] = gpu_colbert_row[b] + gpu_lengths[b] - 1;
+        }
+        if (request.dense) gpu_dense.resize(static_cast<size_t>(batch * hidden_));
+        if (request.sparse) gpu_sparse.resize(static_cast<size_t>(batch * len));
+        if (request.colbert) gpu_colbert.resize(static_cast<size_t>(gpu_colbert_row[batch] * dim_));
+        gpu_heads_->Run(out[0].GetTensorData<float>(), batch, len, gpu_lengths.data(), request.dense ? gpu_dense.data() : nullptr,
+                        request.sparse ? gpu_sparse.data() : nullptr, request.colbert ? gpu_colbert.data() : nullptr);
+      } catch (const CoreError& e) {
+        if (e.code() != "ERR_DEVICE") throw;
+        // The GPU heads failed (say, out of device memory beside ONNX Runtime's arena): this batch
+        // again with its outputs on the host, for the CPU heads.
+        batch_on_gpu = false;
+        out.clear();
+        out = run_session(false);
       }
-      if (request.dense) gpu_dense.resize(static_cast<size_t>(batch * hidden_));
-      if (request.sparse) gpu_sparse.resize(static_cast<size_t>(batch * len));
-      if (request.colbert) gpu_colbert.resize(static_cast<size_t>(gpu_colbert_row[batch] * dim_));
-      gpu_heads_->Run(out[0].GetTensorData<float>(), batch, len, gpu_lengths.data(), request.dense ? gpu_dense.data() : nullptr,
-                      request.sparse ? gpu_sparse.data() : nullptr, request.colbert ? gpu_colbert.data() : nullptr);
     }
     size_t k = 0;
     const float* hidden = nullptr;
     const float* dense = nullptr;
     const float* sparse = nullptr;
     const float* colbert = nullptr;
-    if (on_gpu) {
+    if (batch_on_gpu) {
       // The heads ran on the device; the copies below read their results.
     } else if (hidden_kind) {
       hidden = out[0].GetTensorData<float>();
@@ -313,7 +327,7 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
       const int64_t n = length(text);
       const int32_t* text_ids = request.ids.data() + request.offsets[text];
       const float* h = hidden ? hidden + b * len * hidden_ : nullptr;
-      if (on_gpu) {
+      if (batch_on_gpu) {
         if (request.dense) std::memcpy(result.dense.data() + text * dim_, gpu_dense.data() + b * hidden_, dim_ * sizeof(float));
         if (request.sparse)
           AggregateLexicalWeights(text_ids, gpu_sparse.data() + b * len, n, 1, &sparse_ids[text], &sparse_weights[text], &mine.pairs);
@@ -349,7 +363,7 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
     };
     // The ColBERT head dominates: spread it over the session's threads once it is worth a
     // thread start (about a millisecond of work per thread).
-    const double head_macs = hidden_kind && request.colbert && !on_gpu
+    const double head_macs = hidden_kind && request.colbert && !batch_on_gpu
                                  ? static_cast<double>(batch) * len * hidden_ * dim_ : 0.0;
     const int threads = static_cast<int>(std::min<double>(head_threads_, std::max(1.0, head_macs / 2e7)));
     ParallelFor(batch, threads, process);

@@ -146,6 +146,7 @@ std::vector<Ort::Value> EncoderSession::Run(const int64_t* ids, const int64_t* m
     binding.BindInput(name.c_str(), Ort::Value::CreateTensor<int64_t>(cpu_memory_, const_cast<int64_t*>(data), count, shape, 2));
   }
   for (const char* name : outputs) binding.BindOutput(name, on_device ? cuda_memory_ : cpu_memory_);
+  binding.SynchronizeInputs();  // a CUDA session's input copies have landed
   session_.Run(options, binding);
   binding.SynchronizeOutputs();
   return binding.GetOutputValues();

@@ -111,8 +111,14 @@ int Golden(int argc, char** argv) {
       for (int64_t k = 0; k < dim; ++k)
         check(out.colbert[(c0 + r) * dim + k], colbert[r].array[k].number, name + " colbert");
   }
-  std::printf("golden: %zu cases on %s, worst |diff| %.3g (tolerance %.1g): %s\n", cases.size(),
-              Flag(argc, argv, "--device", "cpu").c_str(), worst, tol, failures ? "FAIL" : "ok");
+  // A CUDA session of the BAAI layout should run its heads on the GPU; say where they ran.
+  const bool cuda = Flag(argc, argv, "--device", "cpu") == "cuda";
+  if (cuda && encoder->kind() == m3::GraphKind::kHiddenState && std::string(encoder->heads_device()) != "cuda") {
+    std::printf("FAIL the heads run on the CPU: %s\n", encoder->gpu_heads_why().c_str());
+    ++failures;
+  }
+  std::printf("golden: %zu cases on %s (heads on %s), worst |diff| %.3g (tolerance %.1g): %s\n", cases.size(),
+              Flag(argc, argv, "--device", "cpu").c_str(), encoder->heads_device(), worst, tol, failures ? "FAIL" : "ok");
   return failures ? 1 : 0;
 }
 

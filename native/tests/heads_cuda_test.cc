@@ -76,10 +76,14 @@ void RunCase(std::mt19937& rng, int64_t hidden, int64_t dim, int64_t batch, int6
   std::printf("ok hidden %4lld dim %4lld batch %2lld len %3lld  worst error dense %.1e sparse %.1e colbert %.1e\n",
               static_cast<long long>(hidden), static_cast<long long>(dim), static_cast<long long>(batch), static_cast<long long>(len), wd, ws,
               wc);
-  // Only some outputs.
-  std::vector<float> sparse_only(sparse_cpu.size(), NAN);
+  // One output at a time gives the same values.
+  std::vector<float> dense_only(dense_cpu.size(), NAN), sparse_only(sparse_cpu.size(), NAN), colbert_only(colbert_cpu.size(), NAN);
+  gpu->RunHost(h.data(), batch, len, lengths.data(), dense_only.data(), nullptr, nullptr);
   gpu->RunHost(h.data(), batch, len, lengths.data(), nullptr, sparse_only.data(), nullptr);
+  gpu->RunHost(h.data(), batch, len, lengths.data(), nullptr, nullptr, colbert_only.data());
+  Compare("dense alone", dense, dense_only, 0.0);
   Compare("sparse alone", sparse, sparse_only, 0.0);
+  Compare("colbert alone", colbert, colbert_only, 0.0);
 }
 
 }  // namespace

@@ -66,7 +66,7 @@ void RunCase(std::mt19937& rng, int64_t dim, const std::vector<uint32_t>& query_
   }
   // bf16: the staged kernel and every configuration of the tiled one (fp32 has one kernel).
   const bool bf16 = format == m3::VectorFormat::kBF16;
-  std::vector<std::pair<std::string, int>> variants;  // name, BGE_M3_CUDA_TILE (-1: the staged kernel)
+  std::vector<std::pair<std::string, int>> variants;  // name, tile configuration (-1: the staged kernel)
   if (bf16) {
     const auto names = m3::cuda::TiledConfigNames();
     for (size_t i = 0; i < names.size(); ++i) variants.emplace_back("tiled " + names[i], static_cast<int>(i));
@@ -76,10 +76,9 @@ void RunCase(std::mt19937& rng, int64_t dim, const std::vector<uint32_t>& query_
   }
   for (const auto& [name_str, config] : variants) {
     const char* name = name_str.c_str();
-    if (config >= 0) setenv("BGE_M3_CUDA_TILE", std::to_string(config).c_str(), 1);
     std::vector<float> actual(expected.size(), NAN);
-    gpu->MaxSimBatch(queries.data(), qoffs.data(), nq, actual.data(), config >= 0 ? m3::cuda::Kernel::kTiled : m3::cuda::Kernel::kStaged);
-    unsetenv("BGE_M3_CUDA_TILE");
+    gpu->MaxSimBatch(queries.data(), qoffs.data(), nq, actual.data(), config >= 0 ? m3::cuda::Kernel::kTiled : m3::cuda::Kernel::kStaged,
+                     config);
     // fp32: accumulation order only; bf16: both sides round the same inputs, fp32 accumulation.
     const double tol = bf16 ? 2e-4 : 2e-5;
     double worst = 0;
@@ -126,20 +125,18 @@ int Bench(int only_nq) {
     // The default choice first, then every tiled configuration and the staged kernel.
     const auto names = m3::cuda::TiledConfigNames();
     for (int config = -2; config < (only_nq > 0 ? -1 : static_cast<int>(names.size())); ++config) {
-      if (config >= 0) setenv("BGE_M3_CUDA_TILE", std::to_string(config).c_str(), 1);
       const auto kernel = config == -1 ? m3::cuda::Kernel::kStaged : m3::cuda::Kernel::kTiled;
       const std::string name = config == -2 ? "default" : config == -1 ? "staged" : "tiled " + names[config];
       std::vector<double> seconds, wall;
       for (int run = 0; run < 8; ++run) {
         const auto t0 = std::chrono::steady_clock::now();
-        gpu->MaxSimBatch(queries.data(), qoffs.data(), nq, scores.data(), kernel);
+        gpu->MaxSimBatch(queries.data(), qoffs.data(), nq, scores.data(), kernel, config);
         const double w = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (run > 1) {
           seconds.push_back(gpu->last_kernel_seconds());
           wall.push_back(w);
         }
       }
-      unsetenv("BGE_M3_CUDA_TILE");
       std::sort(seconds.begin(), seconds.end());
       std::sort(wall.begin(), wall.end());
       const double s = seconds[seconds.size() / 2];

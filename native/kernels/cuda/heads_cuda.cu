@@ -65,8 +65,8 @@ __global__ void __launch_bounds__(256) ColbertLinearKernel(const float* __restri
                                                            const float* __restrict__ bias, int dim, float* __restrict__ out) {
   __shared__ float a_s[kTileK][kTile + 4];
   __shared__ float b_s[kTileK][kTile + 4];
-  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kTile;
-  const int d0 = blockIdx.x * kTile;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kTile;  // rows on x: up to 2^31 - 1 tiles
+  const int d0 = blockIdx.y * kTile;
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   float acc[4][4] = {};
   for (int k0 = 0; k0 < hidden_dim; k0 += kTileK) {
@@ -126,8 +126,14 @@ struct DeviceHeads::Impl {
   int64_t hidden = 0, dim = 0;
   float sparse_bias = 0.0f;
   DeviceBuffer colbert_weight, colbert_bias, sparse_weight;
+  // The heads' own stream: waiting for it does not wait for other work on the device (other
+  // sessions' inference), and other work's errors do not surface here.
+  cudaStream_t stream = nullptr;
   mutable std::mutex mu;  // one batch at a time: the scratch below
   mutable DeviceBuffer hidden_in, lengths, src_rows, dense_out, sparse_out, colbert_out;
+  ~Impl() {
+    if (stream) cudaStreamDestroy(stream);
+  }
 };
 
 DeviceHeads::DeviceHeads(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -159,6 +165,19 @@ std::unique_ptr<DeviceHeads> DeviceHeads::Upload(const float* colbert_weight, co
   impl->hidden = hidden;
   impl->dim = dim;
   impl->sparse_bias = sparse_bias;
+  // An image of every kernel for this device (else the heads stay on the CPU; a launch would
+  // fail at the first batch otherwise).
+  for (const void* kernel : {reinterpret_cast<const void*>(DenseKernel), reinterpret_cast<const void*>(SparseKernel),
+                             reinterpret_cast<const void*>(ColbertLinearKernel), reinterpret_cast<const void*>(NormalizeRowsKernel)}) {
+    cudaFuncAttributes attr{};
+    const cudaError_t err = cudaFuncGetAttributes(&attr, kernel);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      throw CoreError("ERR_DEVICE", std::string("the GPU heads cannot run on this device: ") + cudaGetErrorString(err) +
+                                        " (rebuild with CMAKE_CUDA_ARCHITECTURES including its architecture)");
+    }
+  }
+  Check(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   impl->colbert_weight.Allocate(static_cast<size_t>(dim * hidden) * sizeof(float), "the ColBERT head");
   impl->colbert_bias.Allocate(static_cast<size_t>(dim) * sizeof(float), "the ColBERT head");
   impl->sparse_weight.Allocate(static_cast<size_t>(hidden) * sizeof(float), "the sparse head");
@@ -183,15 +202,16 @@ void RunLocked(const DeviceHeads::Impl& m, const float* hidden_states, int64_t b
   const int hidden = static_cast<int>(m.hidden), dim = static_cast<int>(m.dim);
   if (dense) {
     m.dense_out.Reserve(static_cast<size_t>(batch * hidden) * sizeof(float), "the dense vectors");
-    DenseKernel<<<static_cast<unsigned>(batch), 256>>>(hidden_states, len, hidden, m.dense_out.as<float>());
+    DenseKernel<<<static_cast<unsigned>(batch), 256, 0, m.stream>>>(hidden_states, len, hidden, m.dense_out.as<float>());
     Check(cudaGetLastError(), "kernel launch");
   }
   if (sparse) {
     m.lengths.Reserve(static_cast<size_t>(batch) * sizeof(int64_t), "the lengths");
-    Check(cudaMemcpy(m.lengths.ptr, lengths, static_cast<size_t>(batch) * sizeof(int64_t), cudaMemcpyHostToDevice), "cudaMemcpy");
+    Check(cudaMemcpyAsync(m.lengths.ptr, lengths, static_cast<size_t>(batch) * sizeof(int64_t), cudaMemcpyHostToDevice, m.stream),
+          "cudaMemcpyAsync");
     m.sparse_out.Reserve(static_cast<size_t>(batch * len) * sizeof(float), "the token weights");
     const int64_t threads = batch * len * 32;
-    SparseKernel<<<static_cast<unsigned>((threads + 255) / 256), 256>>>(hidden_states, batch, len, hidden, m.lengths.as<int64_t>(),
+    SparseKernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, m.stream>>>(hidden_states, batch, len, hidden, m.lengths.as<int64_t>(),
                                                                          m.sparse_weight.as<float>(), m.sparse_bias, m.sparse_out.as<float>());
     Check(cudaGetLastError(), "kernel launch");
   }
@@ -203,21 +223,27 @@ void RunLocked(const DeviceHeads::Impl& m, const float* hidden_states, int64_t b
     rows = static_cast<int64_t>(src.size());
     if (rows > 0) {
       m.src_rows.Reserve(src.size() * sizeof(int64_t), "the row index");
-      Check(cudaMemcpy(m.src_rows.ptr, src.data(), src.size() * sizeof(int64_t), cudaMemcpyHostToDevice), "cudaMemcpy");
+      Check(cudaMemcpyAsync(m.src_rows.ptr, src.data(), src.size() * sizeof(int64_t), cudaMemcpyHostToDevice, m.stream),
+            "cudaMemcpyAsync");
       m.colbert_out.Reserve(static_cast<size_t>(rows * dim) * sizeof(float), "the ColBERT rows");
-      const dim3 grid(static_cast<unsigned>((dim + kTile - 1) / kTile), static_cast<unsigned>((rows + kTile - 1) / kTile));
-      ColbertLinearKernel<<<grid, 256>>>(hidden_states, m.src_rows.as<int64_t>(), rows, hidden, m.colbert_weight.as<float>(),
+      const dim3 grid(static_cast<unsigned>((rows + kTile - 1) / kTile), static_cast<unsigned>((dim + kTile - 1) / kTile));
+      ColbertLinearKernel<<<grid, 256, 0, m.stream>>>(hidden_states, m.src_rows.as<int64_t>(), rows, hidden, m.colbert_weight.as<float>(),
                                          m.colbert_bias.as<float>(), dim, m.colbert_out.as<float>());
       Check(cudaGetLastError(), "kernel launch");
-      NormalizeRowsKernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256>>>(m.colbert_out.as<float>(), rows, dim);
+      NormalizeRowsKernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256, 0, m.stream>>>(m.colbert_out.as<float>(), rows, dim);
       Check(cudaGetLastError(), "kernel launch");
     }
   }
-  Check(cudaDeviceSynchronize(), "the heads' kernels");
-  if (dense) Check(cudaMemcpy(dense, m.dense_out.ptr, static_cast<size_t>(batch * hidden) * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
-  if (sparse) Check(cudaMemcpy(sparse, m.sparse_out.ptr, static_cast<size_t>(batch * len) * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  if (dense)
+    Check(cudaMemcpyAsync(dense, m.dense_out.ptr, static_cast<size_t>(batch * hidden) * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
+          "cudaMemcpyAsync");
+  if (sparse)
+    Check(cudaMemcpyAsync(sparse, m.sparse_out.ptr, static_cast<size_t>(batch * len) * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
+          "cudaMemcpyAsync");
   if (colbert && rows > 0)
-    Check(cudaMemcpy(colbert, m.colbert_out.ptr, static_cast<size_t>(rows * dim) * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    Check(cudaMemcpyAsync(colbert, m.colbert_out.ptr, static_cast<size_t>(rows * dim) * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
+          "cudaMemcpyAsync");
+  Check(cudaStreamSynchronize(m.stream), "the heads' kernels");
 }
 
 }  // namespace
@@ -228,7 +254,13 @@ void DeviceHeads::Run(const float* hidden_states, int64_t batch, int64_t len, co
   CheckLengths(batch, len, lengths);
   std::lock_guard<std::mutex> lock(impl_->mu);
   OnDevice on(impl_->device);
-  RunLocked(*impl_, hidden_states, batch, len, lengths, dense, sparse, colbert);
+  try {
+    RunLocked(*impl_, hidden_states, batch, len, lengths, dense, sparse, colbert);
+  } catch (...) {
+    cudaStreamSynchronize(impl_->stream);  // nothing launched may still read the caller's memory
+    cudaGetLastError();
+    throw;
+  }
 }
 
 void DeviceHeads::RunHost(const float* hidden_states, int64_t batch, int64_t len, const int64_t* lengths, float* dense, float* sparse,
@@ -239,8 +271,14 @@ void DeviceHeads::RunHost(const float* hidden_states, int64_t batch, int64_t len
   OnDevice on(impl_->device);
   const size_t bytes = static_cast<size_t>(batch * len * impl_->hidden) * sizeof(float);
   impl_->hidden_in.Reserve(bytes, "the hidden states");
-  Check(cudaMemcpy(impl_->hidden_in.ptr, hidden_states, bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
-  RunLocked(*impl_, impl_->hidden_in.as<float>(), batch, len, lengths, dense, sparse, colbert);
+  Check(cudaMemcpyAsync(impl_->hidden_in.ptr, hidden_states, bytes, cudaMemcpyHostToDevice, impl_->stream), "cudaMemcpyAsync");
+  try {
+    RunLocked(*impl_, impl_->hidden_in.as<float>(), batch, len, lengths, dense, sparse, colbert);
+  } catch (...) {
+    cudaStreamSynchronize(impl_->stream);
+    cudaGetLastError();
+    throw;
+  }
 }
 
 }  // namespace cuda

@@ -184,9 +184,9 @@ __global__ void MaxSimF32Kernel(const float* __restrict__ docs, const uint32_t* 
   }
 }
 
-// The tiled kernel's configurations. The first whose query tile covers a batch's padded rows
-// runs it (the last one above 128 rows); BGE_M3_CUDA_TILE=N picks configuration N instead, for
-// benchmarks.
+// The tiled kernels' configurations. By default the first whose query tile covers a batch's
+// padded rows runs it (the last one above 128 rows), or the wgmma kernel above 64 rows where the
+// device runs it; tests and benchmarks name one (MaxSimBatch's tile_config).
 using TiledFn = void (*)(const __nv_bfloat16*, int64_t, int64_t, const int*, int64_t, int64_t, int, const __nv_bfloat16*, int, int,
                          float*);
 struct TiledConfig {
@@ -223,12 +223,9 @@ void ForEachTiled(F&& f) {
 
 /// The configuration for `rows_pad` query rows, or null where the device's shared memory is too
 /// small for it (the staged kernel runs then).
-const TiledConfig* PickTiled(int64_t rows_pad, size_t smem_limit, bool wgmma) {
+const TiledConfig* PickTiled(int64_t rows_pad, size_t smem_limit, bool wgmma, int config) {
   const TiledConfig* pick = nullptr;
-  if (const char* env = std::getenv("BGE_M3_CUDA_TILE")) {
-    const int i = std::atoi(env);
-    if (i >= 0 && i < kConfigCount && (wgmma || !kTiledConfigs[i].wgmma)) pick = &kTiledConfigs[i];
-  }
+  if (config >= 0 && config < kConfigCount && (wgmma || !kTiledConfigs[config].wgmma)) pick = &kTiledConfigs[config];
   if (!pick && wgmma && rows_pad > 64) pick = &kTiledConfigs[kWgmmaDefault];
   if (!pick) {
     for (const int i : kTiledDefault) {
@@ -431,7 +428,7 @@ std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVector
 }
 
 void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query_offsets, int64_t num_queries, float* scores,
-                                     Kernel kernel) const {
+                                     Kernel kernel, int tile_config) const {
   const Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
   m.last_seconds = 0;
@@ -477,7 +474,7 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
       Check(cudaMemcpy(d_offsets.ptr, offsets.data(), offsets.size() * sizeof(uint32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
 
       float* out = static_cast<float*>(d_scores.ptr) + q0 * m.count;
-      const TiledConfig* shape = bf16 && kernel != Kernel::kStaged ? PickTiled(rows_pad, m.smem_limit, m.wgmma) : nullptr;
+      const TiledConfig* shape = bf16 && kernel != Kernel::kStaged ? PickTiled(rows_pad, m.smem_limit, m.wgmma, tile_config) : nullptr;
       Check(cudaEventRecord(start), "cudaEventRecord");
       if (shape) {
         // Per (query row, document) maxima for a chunk of documents at a time, then the means.

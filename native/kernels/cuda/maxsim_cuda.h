@@ -33,8 +33,8 @@ std::string DeviceName(int device);
 /// comparison). fp32 documents always use the CUDA-core kernel.
 enum class Kernel { kAuto, kStaged, kTiled };
 
-/// The tiled kernel's configurations ("BMxBNxBK S stages"), in the order BGE_M3_CUDA_TILE
-/// numbers them (benchmarks and tests); empty without CUDA.
+/// The tiled kernels' configurations ("mma BMxBNxBK S stages", "wgmma ..."), in the order
+/// MaxSimBatch's tile_config numbers them (benchmarks and tests); empty without CUDA.
 std::vector<std::string> TiledConfigNames();
 
 /// A document set resident on one GPU, laid out like MultiVectorSet (rows padded to a multiple
@@ -63,8 +63,10 @@ class DeviceMultiVectors {
   /// scores [num_queries x count], row-major, as MaxSimBatch computes them on the CPU (bf16
   /// documents: the query rounded to bf16 too, as the CPU kernels do). Thread-safe.
   /// Throws CoreError(ERR_INPUT) for a non-finite query value, ERR_DEVICE for CUDA failures.
+  /// tile_config >= 0 runs that tiled configuration (TiledConfigNames; a wgmma one only where
+  /// uses_wgmma(), else the default) instead of the default, for tests and benchmarks.
   void MaxSimBatch(const float* queries, const uint32_t* query_offsets, int64_t num_queries, float* scores,
-                   Kernel kernel = Kernel::kAuto) const;
+                   Kernel kernel = Kernel::kAuto, int tile_config = -1) const;
 
   /// Seconds the last MaxSimBatch spent in its kernels (CUDA events), for benchmarks.
   double last_kernel_seconds() const;

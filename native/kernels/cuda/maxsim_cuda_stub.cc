@@ -39,7 +39,7 @@ bool DeviceMultiVectors::uses_wgmma() const { return false; }
 int64_t DeviceMultiVectors::device_bytes() const { return 0; }
 double DeviceMultiVectors::last_kernel_seconds() const { return 0; }
 
-void DeviceMultiVectors::MaxSimBatch(const float*, const uint32_t*, int64_t, float*, Kernel) const {
+void DeviceMultiVectors::MaxSimBatch(const float*, const uint32_t*, int64_t, float*, Kernel, int) const {
   throw CoreError("ERR_DEVICE", kNotBuilt);
 }
 
