@@ -2,7 +2,8 @@
  * MaxSim throughput: 32 query rows x 1024 dims against documents of 128 to 512 rows held in
  * DRAM (about 260 MB of fp32), on 1 and 2 threads, for the fp32, bf16 and int8 kernels; against
  * this core's measured FMA peak, numpy + OpenBLAS ("GEMM then max"), a plain JS loop and the
- * npm package simsimd (which has no MaxSim: its inner product per row pair, max in JS).
+ * npm package simsimd (which has no MaxSim: its inner product per row pair, max in JS); and, where a
+ * CUDA device is visible, the GPU kernels on the same documents (threads 0 in the JSON).
  * Not a test: writes JSON to bench/results/ and prints a table. Ratios are from the same run; the native
  * kernels are timed round-robin so that passing load hits them alike.
  *
@@ -10,7 +11,7 @@
  */
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { capabilities, colbertScore, maxSimSync, quantize, runtimeInfo } from '../lib';
+import { capabilities, colbertScore, cudaInfo, DeviceMultiVectors, maxSim, maxSimSync, quantize, runtimeInfo } from '../lib';
 import { native } from '../lib/native';
 import { machineInfo, median, parseFlags, timeInterleaved, writeResult } from './common';
 
@@ -76,12 +77,12 @@ async function main(): Promise<void> {
     const f = 2 * NQ * rowCount * DIM;
     const entry = {
       name, threads, docsPerSecMedian: docCount / med, docsPerSecBest: docCount / best,
-      gflopsMedian: f / med / 1e9, gflopsBest: f / best / 1e9, fractionOfPeakBest: f / best / 1e9 / (peak * threads),
+      gflopsMedian: f / med / 1e9, gflopsBest: f / best / 1e9, fractionOfPeakBest: threads > 0 ? f / best / 1e9 / (peak * threads) : null,
     };
     result.push(entry);
-    console.log(`${name.padEnd(26)} t${threads}  ${entry.docsPerSecMedian.toFixed(0).padStart(8)} docs/s median  ` +
+    console.log(`${name.padEnd(26)} ${threads > 0 ? `t${threads}` : 'gpu'}  ${entry.docsPerSecMedian.toFixed(0).padStart(8)} docs/s median  ` +
       `${entry.docsPerSecBest.toFixed(0).padStart(8)} best  ${entry.gflopsBest.toFixed(1).padStart(7)} GFLOP/s (equiv)  ` +
-      `${(100 * entry.fractionOfPeakBest).toFixed(1)}% of fp32 peak`);
+      (entry.fractionOfPeakBest === null ? 'GPU' : `${(100 * entry.fractionOfPeakBest).toFixed(1)}% of fp32 peak`));
     return entry;
   };
   console.log(`fp32 FMA peak: ${peak.toFixed(1)} GFLOP/s per core (AVX-512), ${peakAvx2.toFixed(1)} (AVX2); ` +
@@ -110,6 +111,28 @@ async function main(): Promise<void> {
     } else {
       console.log(`numpy: ${np.error}`);
     }
+  }
+  // The GPU, where one is visible: whole calls (query upload, kernels, score download) on the
+  // documents uploaded once.
+  const cuda = cudaInfo();
+  if (cuda.devices > 0) {
+    for (const format of ['bf16', 'f32'] as const) {
+      const gpuDocs = await DeviceMultiVectors.upload(docs, { dim: DIM, format });
+      try {
+        await maxSim(query, gpuDocs);
+        const seconds: number[] = [];
+        for (let r = 0; r < runs; r++) {
+          const t = performance.now();
+          await maxSim(query, gpuDocs);
+          seconds.push((performance.now() - t) / 1000);
+        }
+        base[`cuda-${format}`] = row(`cuda ${format} (${cuda.names[0]})`, 0, seconds).docsPerSecMedian;
+      } finally {
+        gpuDocs.dispose();
+      }
+    }
+  } else {
+    console.log(`cuda: not measured (${cuda.why || 'no device'})`);
   }
   // The slow baselines run on a few documents and are scaled to documents per second.
   const few = 6;
@@ -141,6 +164,7 @@ async function main(): Promise<void> {
     bf16OverF32: base['bf16-1'] / base['f32-1'], i8OverF32: base['i8-1'] / base['f32-1'],
     twoThreadsOverOne: base['f32-2'] / base['f32-1'], twoThreadsOverOneBest: base['f32-2-best'] / base['f32-1-best'],
     f32OverJs: base['f32-1'] / base.js, f32OverSimsimd: base['f32-1'] / base.simsimd,
+    ...(base['cuda-bf16'] ? { cudaBf16OverCpuBf16TwoThreads: base['cuda-bf16'] / base['bf16-2'] } : {}),
   };
   console.log('ratios (medians, same run):', Object.fromEntries(Object.entries(ratios).map(([k, v]) => [k, Number(v.toFixed(2))])));
   const file = writeResult('maxsim', {
