@@ -26,6 +26,7 @@
 #include "kernels/cuda/maxsim_cuda.h"
 #include "kernels/cuda/maxsim_tiled.cuh"
 #include "kernels/cuda/maxsim_wgmma.cuh"
+#include "kernels/cuda/maxsim_tma.cuh"
 #include "kernels/quantize.h"
 
 namespace m3 {
@@ -192,15 +193,16 @@ using TiledFn = void (*)(const __nv_bfloat16*, int64_t, int64_t, const int*, int
 struct TiledConfig {
   int bm, bn, bk, stages;
   bool wgmma;  // needs sm_90a code and a compute capability 9.0 device
+  bool tma;    // the warp-specialised kernel fed by tensor maps (tma::MaxSimTmaKernel; fn unused)
   TiledFn fn;
   size_t smem;
   const char* name;
 };
 #define M3_TILED(BM, BN, BK, ST, WMS, WNS)                                                                                       \
-  {BM, BN, BK, ST, false, tiled::MaxSimTiledKernel<BM, BN, BK, ST, WMS, WNS>, tiled::SmemBytes(BM, BN, BK, ST), \
+  {BM, BN, BK, ST, false, false, tiled::MaxSimTiledKernel<BM, BN, BK, ST, WMS, WNS>, tiled::SmemBytes(BM, BN, BK, ST), \
    "mma " #BM "x" #BN "x" #BK " " #ST " stages"}
 #define M3_WGMMA(BN, ST) \
-  {wg::kBM, BN, wg::kBK, ST, true, wg::MaxSimWgmmaKernel<BN, ST>, wg::SmemBytes(BN, ST), "wgmma 128x" #BN "x64 " #ST " stages"}
+  {wg::kBM, BN, wg::kBK, ST, true, false, wg::MaxSimWgmmaKernel<BN, ST>, wg::SmemBytes(BN, ST), "wgmma 128x" #BN "x64 " #ST " stages"}
 const TiledConfig kTiledConfigs[] = {
     // Measured on an H100 (README): the three defaults of the mma kernel by batch size, and the
     // wgmma kernel that takes batches above 64 rows on Hopper.
@@ -209,6 +211,9 @@ const TiledConfig kTiledConfigs[] = {
     M3_TILED(128, 128, 64, 3, 2, 4),  // batches: two blocks per SM
     M3_WGMMA(128, 3),                 // batches on Hopper: two blocks per SM, one wgmma group in flight
     M3_WGMMA(256, 4),                 // one block per SM, for comparison
+#ifdef M3_HAVE_TMA
+    {tma::kBM, tma::kBN, tma::kBK, tma::kStages, true, true, nullptr, tma::SmemBytes(), "wgmma+tma 128x256x64 4 stages"},
+#endif
 };
 #undef M3_TILED
 #undef M3_WGMMA
@@ -218,14 +223,19 @@ constexpr int kWgmmaDefault = 3;            // above 64 rows where the device ru
 
 template <typename F>
 void ForEachTiled(F&& f) {
-  for (const auto& config : kTiledConfigs) f(config.fn, config.smem);
+  for (const auto& config : kTiledConfigs)
+    if (config.fn) f(config.fn, config.smem);
+#ifdef M3_HAVE_TMA
+  f(tma::MaxSimTmaKernel, tma::SmemBytes());
+#endif
 }
 
 /// The configuration for `rows_pad` query rows, or null where the device's shared memory is too
 /// small for it (the staged kernel runs then).
-const TiledConfig* PickTiled(int64_t rows_pad, size_t smem_limit, bool wgmma, int config) {
+const TiledConfig* PickTiled(int64_t rows_pad, size_t smem_limit, bool wgmma, bool tma, int config) {
   const TiledConfig* pick = nullptr;
-  if (config >= 0 && config < kConfigCount && (wgmma || !kTiledConfigs[config].wgmma)) pick = &kTiledConfigs[config];
+  if (config >= 0 && config < kConfigCount && (wgmma || !kTiledConfigs[config].wgmma) && (tma || !kTiledConfigs[config].tma))
+    pick = &kTiledConfigs[config];
   if (!pick && wgmma && rows_pad > 64) pick = &kTiledConfigs[kWgmmaDefault];
   if (!pick) {
     for (const int i : kTiledDefault) {
@@ -235,6 +245,46 @@ const TiledConfig* PickTiled(int64_t rows_pad, size_t smem_limit, bool wgmma, in
   }
   return pick->smem <= smem_limit ? pick : nullptr;
 }
+
+#ifdef M3_HAVE_TMA
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*,
+                                   const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+/// The driver's tensor-map encoder (no link against libcuda: fetched through the runtime), or
+/// null where the driver has none.
+EncodeTiledFn TensorMapEncoder() {
+  static const EncodeTiledFn fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+#if CUDART_VERSION >= 12050
+    const cudaError_t err = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &found);
+#else
+    const cudaError_t err = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &p, cudaEnableDefault, &found);
+#endif
+    if (err != cudaSuccess || found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      p = nullptr;
+    }
+    return reinterpret_cast<EncodeTiledFn>(p);
+  }();
+  return fn;
+}
+
+/// A tensor map over `rows` rows of `dim_pad` bf16 (row-major), read in boxes of `box_rows` rows
+/// x 64 dimensions into 128-byte-swizzled shared memory; false where it cannot be made.
+bool MakeTensorMap(CUtensorMap* map, const void* data, int64_t dim_pad, int64_t rows, uint32_t box_rows) {
+  const EncodeTiledFn encode = TensorMapEncoder();
+  if (!encode || rows < 1 || rows >= (int64_t{1} << 31)) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(dim_pad), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(dim_pad) * 2};
+  const cuuint32_t box[2] = {64, box_rows};
+  const cuuint32_t element_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(data), dims, strides, box, element_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+#endif
 
 /// Per (query row, document) maxima are kept for this many bytes at most; longer document sets
 /// are scored in chunks of documents.
@@ -250,6 +300,10 @@ struct DeviceMultiVectors::Impl {
   size_t smem_limit = 48 << 10;
   int compute_major = 0;
   bool wgmma = false;  // this build has the sm_90a kernels and the device runs them
+  bool tma = false;    // and a tensor map over the documents was made (docs_map)
+#ifdef M3_HAVE_TMA
+  CUtensorMap docs_map{};
+#endif
   DeviceBuffer data, offsets, row_doc;  // row_doc: each row's document (bf16: the tiled kernel)
   std::vector<uint32_t> host_offsets;  // chunking documents for the tiled kernel
   mutable std::mutex mu;  // one batch at a time per document set (its scratch and timing fields)
@@ -424,6 +478,9 @@ std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVector
                      (r1 - r0) * impl->dim_pad * elem, cudaMemcpyHostToDevice),
           "cudaMemcpy");
   }
+#ifdef M3_HAVE_TMA
+  if (impl->wgmma && impl->rows > 0) impl->tma = MakeTensorMap(&impl->docs_map, impl->data.ptr, impl->dim_pad, impl->rows, tma::kBN);
+#endif
   return std::unique_ptr<DeviceMultiVectors>(new DeviceMultiVectors(std::move(impl)));
 }
 
@@ -474,7 +531,7 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
       Check(cudaMemcpy(d_offsets.ptr, offsets.data(), offsets.size() * sizeof(uint32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
 
       float* out = static_cast<float*>(d_scores.ptr) + q0 * m.count;
-      const TiledConfig* shape = bf16 && kernel != Kernel::kStaged ? PickTiled(rows_pad, m.smem_limit, m.wgmma, tile_config) : nullptr;
+      const TiledConfig* shape = bf16 && kernel != Kernel::kStaged ? PickTiled(rows_pad, m.smem_limit, m.wgmma, m.tma, tile_config) : nullptr;
       Check(cudaEventRecord(start), "cudaEventRecord");
       if (shape) {
         // Per (query row, document) maxima for a chunk of documents at a time, then the means.
@@ -492,10 +549,23 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
             const int64_t m_tiles = (rows_pad + shape->bm - 1) / shape->bm;
             const int64_t n_tiles = (row_end - row_begin + shape->bn - 1) / shape->bn;
             static_assert(tiled::kThreads == wg::kThreads, "one block size");
-            shape->fn<<<static_cast<unsigned>(m_tiles * n_tiles), tiled::kThreads, shape->smem>>>(
-                static_cast<const __nv_bfloat16*>(m.data.ptr), row_begin, row_end, static_cast<const int*>(m.row_doc.ptr), d0, chunk,
-                static_cast<int>(m.dim_pad), static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows),
-                static_cast<int>(rows_pad), rowmax);
+            const unsigned blocks = static_cast<unsigned>(m_tiles * n_tiles);
+            if (shape->tma) {
+#ifdef M3_HAVE_TMA
+              CUtensorMap queries_map{};
+              if (!MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kBM))
+                throw CoreError("ERR_DEVICE", "CUDA could not describe the queries for the tensor-map kernel");
+              tma::MaxSimTmaKernel<<<blocks, tma::kThreads, shape->smem>>>(queries_map, m.docs_map, row_begin, row_end,
+                                                                           static_cast<const int*>(m.row_doc.ptr), d0, chunk,
+                                                                           static_cast<int>(m.dim_pad), static_cast<int>(rows),
+                                                                           static_cast<int>(rows_pad), rowmax);
+#endif
+            } else {
+              shape->fn<<<blocks, tiled::kThreads, shape->smem>>>(
+                  static_cast<const __nv_bfloat16*>(m.data.ptr), row_begin, row_end, static_cast<const int*>(m.row_doc.ptr), d0, chunk,
+                  static_cast<int>(m.dim_pad), static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows),
+                  static_cast<int>(rows_pad), rowmax);
+            }
           }
           const dim3 mean_grid(static_cast<unsigned>((chunk + 255) / 256), static_cast<unsigned>(std::min<int64_t>(q1 - q0, 65535)));
           tiled::MeanOfMaximaKernel<<<mean_grid, 256>>>(rowmax, chunk, dev_offsets + d0, static_cast<const uint32_t*>(d_offsets.ptr),

@@ -151,6 +151,52 @@ __device__ __forceinline__ void Wgmma(float (&d)[BN / 2], uint64_t desc_a, uint6
     WgmmaM64N128K16(d, desc_a, desc_b);
 }
 
+/// The epilogue of a warpgroup's 64 x BN accumulator tile (query rows row0.., the tile's columns
+/// mapped to documents by col_doc): acc[j * 4 + h * 2 + e] is query row (warp % 4) * 16 +
+/// lane / 4 + h * 8, column j * 8 + (lane % 4) * 2 + e. An 8-column block inside one document
+/// joins the running maximum of the row, whose 4 owning lanes combine it by shuffles when the
+/// document changes; a block holding a document boundary goes to the atomics element by element.
+template <int BN>
+__device__ __forceinline__ void WarpgroupEpilogue(const float (&acc)[BN / 2], const int* col_doc, int row0, int query_rows, float* rowmax,
+                                                  int64_t chunk_docs) {
+  const int lane = threadIdx.x % 32, wq = (threadIdx.x / 32) % 4;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int qr = row0 + wq * 16 + lane / 4 + h * 8;
+    const bool valid = qr < query_rows;
+    float* const out_row = rowmax + static_cast<int64_t>(qr) * chunk_docs;
+    int cur = -1;
+    float best = -INFINITY;
+    auto flush = [&]() {  // warp-uniform: cur is the same in every lane
+      if (cur < 0) return;
+      float m = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, 1));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+      if (lane % 4 == 0 && valid) tiled::AtomicMaxFloat(out_row + cur, m);
+    };
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const int d0 = col_doc[j * 8], d7 = col_doc[j * 8 + 7];  // column docs never decrease, -1 only at the end
+      const float v0 = acc[j * 4 + h * 2], v1 = acc[j * 4 + h * 2 + 1];
+      if (d0 == d7) {
+        if (d0 != cur) {
+          flush();
+          cur = d0;
+          best = -INFINITY;
+        }
+        best = fmaxf(best, fmaxf(v0, v1));
+      } else {
+        flush();
+        cur = -1;
+        const int c = j * 8 + (lane % 4) * 2;
+        const int da = col_doc[c], db = col_doc[c + 1];
+        if (valid && da >= 0) tiled::AtomicMaxFloat(out_row + da, v0);
+        if (valid && db >= 0) tiled::AtomicMaxFloat(out_row + db, v1);
+      }
+    }
+    flush();
+  }
+}
+
 /// Same parameters and block numbering as tiled::MaxSimTiledKernel, with BM = 128. (BN = 128
 /// fits two blocks per SM with the registers ptxas gives it, 117; the measured configuration.)
 template <int BN, int STAGES>
@@ -235,44 +281,7 @@ __global__ void __launch_bounds__(kThreads, 1) MaxSimWgmmaKernel(const __nv_bflo
   tiled::CpAsyncWait<0>();
   __syncthreads();  // col_doc visible
 
-  // Epilogue. acc[j * 4 + h * 2 + e]: query row (warp % 4) * 16 + lane / 4 + h * 8 of the
-  // warpgroup's 64, column j * 8 + (lane % 4) * 2 + e of the tile.
-  const int lane = threadIdx.x % 32, wq = (threadIdx.x / 32) % 4;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int qr = m0 + wgi * 64 + wq * 16 + lane / 4 + h * 8;
-    const bool valid = qr < query_rows;
-    float* const out_row = rowmax + static_cast<int64_t>(qr) * chunk_docs;
-    int cur = -1;
-    float best = -INFINITY;
-    auto flush = [&]() {  // warp-uniform: cur is the same in every lane
-      if (cur < 0) return;
-      float m = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, 1));
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-      if (lane % 4 == 0 && valid) tiled::AtomicMaxFloat(out_row + cur, m);
-    };
-#pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-      const int d0 = col_doc[j * 8], d7 = col_doc[j * 8 + 7];  // column docs never decrease, -1 only at the end
-      const float v0 = acc[j * 4 + h * 2], v1 = acc[j * 4 + h * 2 + 1];
-      if (d0 == d7) {
-        if (d0 != cur) {
-          flush();
-          cur = d0;
-          best = -INFINITY;
-        }
-        best = fmaxf(best, fmaxf(v0, v1));
-      } else {
-        flush();
-        cur = -1;
-        const int c = j * 8 + (lane % 4) * 2;
-        const int da = col_doc[c], db = col_doc[c + 1];
-        if (valid && da >= 0) tiled::AtomicMaxFloat(out_row + da, v0);
-        if (valid && db >= 0) tiled::AtomicMaxFloat(out_row + db, v1);
-      }
-    }
-    flush();
-  }
+  WarpgroupEpilogue<BN>(acc, col_doc, m0 + wgi * 64, query_rows, rowmax, chunk_docs);
 #else
   __trap();  // not sm_90a code: the host never launches it there
 #endif
