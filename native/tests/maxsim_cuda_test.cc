@@ -60,8 +60,9 @@ void RunCase(std::mt19937& rng, int64_t dim, const std::vector<uint32_t>& query_
   std::vector<float> expected(static_cast<size_t>(nq * set.count));
   m3::MaxSimBatchOn(m3::IsaTier::kSerial, queries.data(), qoffs.data(), nq, set, expected.data(), 1);
   auto gpu = m3::cuda::DeviceMultiVectors::Upload(set, format, 0);
-  if (format == m3::VectorFormat::kBF16 && !gpu->uses_wgmma() && !wgmma_noted) {
-    std::printf("note: no wgmma on this device or build; the wgmma configurations fall back to the mma kernel\n");
+  if (format == m3::VectorFormat::kBF16 && !gpu->uses_tma() && !wgmma_noted) {
+    std::printf("note: %s; those configurations fall back to the default kernel\n",
+                gpu->uses_wgmma() ? "no tensor map over the documents (TMA)" : "no wgmma on this device or build");
     wgmma_noted = true;
   }
   // bf16: the staged kernel and every configuration of the tiled one (fp32 has one kernel).
@@ -114,7 +115,8 @@ int Bench(int only_nq) {
   set.offsets = doffs.data();
   set.data = data.data();
   auto gpu = m3::cuda::DeviceMultiVectors::Upload(set, m3::VectorFormat::kBF16, 0);
-  std::printf("device: wgmma kernel %s\n", gpu->uses_wgmma() ? "available" : "not available");
+  std::printf("device: wgmma kernel %s, TMA kernel %s\n", gpu->uses_wgmma() ? "available" : "not available",
+              gpu->uses_tma() ? "available" : "not available");
   const double rows = static_cast<double>(docs * doc_len);
   for (const int nq : {1, 2, 16, 64}) {
     if (only_nq > 0 && nq != only_nq) continue;

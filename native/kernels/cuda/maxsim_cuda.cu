@@ -361,6 +361,7 @@ int64_t DeviceMultiVectors::rows() const { return impl_->rows; }
 VectorFormat DeviceMultiVectors::format() const { return impl_->format; }
 int DeviceMultiVectors::device() const { return impl_->device; }
 bool DeviceMultiVectors::uses_wgmma() const { return impl_->wgmma; }
+bool DeviceMultiVectors::uses_tma() const { return impl_->tma; }
 int64_t DeviceMultiVectors::device_bytes() const {
   return static_cast<int64_t>(impl_->data.bytes + impl_->offsets.bytes + impl_->row_doc.bytes);
 }
@@ -540,6 +541,11 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
         d_rowmax.Reserve(static_cast<size_t>(std::min(chunk_max, m.count) * qrows) * sizeof(float), "the per-row maxima");
         float* rowmax = static_cast<float*>(d_rowmax.ptr);
         const auto* dev_offsets = static_cast<const uint32_t*>(m.offsets.ptr);
+#ifdef M3_HAVE_TMA
+        CUtensorMap queries_map{};
+        if (shape->tma && !MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kBM))
+          throw CoreError("ERR_DEVICE", "CUDA could not describe the queries for the tensor-map kernel");
+#endif
         for (int64_t d0 = 0; d0 < m.count; d0 += chunk_max) {
           const int64_t d1 = std::min(m.count, d0 + chunk_max), chunk = d1 - d0;
           const int64_t row_begin = m.host_offsets[d0], row_end = m.host_offsets[d1];
@@ -552,9 +558,6 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
             const unsigned blocks = static_cast<unsigned>(m_tiles * n_tiles);
             if (shape->tma) {
 #ifdef M3_HAVE_TMA
-              CUtensorMap queries_map{};
-              if (!MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kBM))
-                throw CoreError("ERR_DEVICE", "CUDA could not describe the queries for the tensor-map kernel");
               tma::MaxSimTmaKernel<<<blocks, tma::kThreads, shape->smem>>>(queries_map, m.docs_map, row_begin, row_end,
                                                                            static_cast<const int*>(m.row_doc.ptr), d0, chunk,
                                                                            static_cast<int>(m.dim_pad), static_cast<int>(rows),

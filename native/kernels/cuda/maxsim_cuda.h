@@ -57,6 +57,9 @@ class DeviceMultiVectors {
   int device() const;
   /// Whether bf16 batches of more than 64 query rows run the Hopper (wgmma) kernel here.
   bool uses_wgmma() const;
+  /// Whether the tensor-map (TMA) configuration can run here (uses_wgmma() and a tensor map over
+  /// the documents); where it cannot, naming it runs the default.
+  bool uses_tma() const;
   /// Bytes held on the device.
   int64_t device_bytes() const;
 

@@ -36,6 +36,7 @@ int64_t DeviceMultiVectors::rows() const { return 0; }
 VectorFormat DeviceMultiVectors::format() const { return VectorFormat::kF32; }
 int DeviceMultiVectors::device() const { return 0; }
 bool DeviceMultiVectors::uses_wgmma() const { return false; }
+bool DeviceMultiVectors::uses_tma() const { return false; }
 int64_t DeviceMultiVectors::device_bytes() const { return 0; }
 double DeviceMultiVectors::last_kernel_seconds() const { return 0; }
 

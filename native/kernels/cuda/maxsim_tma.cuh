@@ -1,8 +1,8 @@
 // The Hopper (sm_90a) bf16 MaxSim kernel with warp specialisation: one producer warp issues the
 // bulk tensor copies (TMA, `cp.async.bulk.tensor`) of each stage's query and document tiles into
 // 128-byte-swizzled shared memory, completing on an mbarrier; two consumer warpgroups wait on it,
-// run `wgmma` (64 query rows x 256 document rows each) and release the stage on a second
-// mbarrier. No thread computes load addresses and no block-wide barrier runs in the main loop.
+// run `wgmma` (64 query rows x 256 document rows each) with one group in flight, and release a
+// stage on a second mbarrier once the products reading it are done. No thread computes load addresses and no block-wide barrier runs in the main loop.
 // The epilogue is maxsim_wgmma.cuh's. A wait that never completes traps (after about a second)
 // instead of hanging the device.
 //
@@ -54,11 +54,18 @@ __device__ __forceinline__ void MbarArrive(uint32_t bar) {
 #endif
 }
 
-/// Waits until the phase of parity `parity` of the mbarrier has completed; traps after about a
-/// second (2^31 cycles): a pipeline bug must not hang the GPU.
+__device__ __forceinline__ uint64_t GlobalTimerNs() {
+  uint64_t t = 0;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+
+/// Waits until the phase of parity `parity` of the mbarrier has completed; traps after 20 s of
+/// wall time (the global timer, which preemption and migration do not distort): a pipeline bug
+/// must not hang the GPU.
 __device__ __forceinline__ void MbarWait(uint32_t bar, unsigned parity) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  const long long start = clock64();
+  const uint64_t start = GlobalTimerNs();
   for (;;) {
     uint32_t done = 0;
     asm volatile(
@@ -71,7 +78,7 @@ __device__ __forceinline__ void MbarWait(uint32_t bar, unsigned parity) {
         : "r"(bar), "r"(parity)
         : "memory");
     if (done) return;
-    if (clock64() - start > (1ll << 31)) __trap();
+    if (GlobalTimerNs() - start > 20000000000ull) __trap();
   }
 #endif
 }
@@ -113,7 +120,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       MbarInit(full(s), 1);   // the producer's arrival (with the stage's byte count)
-      MbarInit(empty(s), 2);  // one arrival per consumer warpgroup
+      MbarInit(empty(s), 8);  // one arrival per consumer warp
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -145,6 +152,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int s = kt % kStages;
     MbarWait(full(s), (kt / kStages) & 1);
+    __syncwarp();  // the warp converged again for the .aligned instructions below
     const uint32_t stage = base + static_cast<uint32_t>(s * kStageBytes);
     const uint64_t desc_a = wg::Descriptor(stage + wgi * 64 * 128);
     const uint64_t desc_b = wg::Descriptor(stage + kABytes);
@@ -152,9 +160,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) wg::Wgmma<kBN>(acc, desc_a + 2 * kk, desc_b + 2 * kk);
     wg::WgmmaCommit();
-    wg::WgmmaWaitAll();
-    if (threadIdx.x % 128 == 0) MbarArrive(empty(s));  // this warpgroup is done with the stage
+    // One group in flight: k-tile kt - 1's products are done, so its stage goes back to the producer.
+    wg::WgmmaWait1();
+    if (kt > 0 && lane == 0) MbarArrive(empty((kt - 1) % kStages));
   }
+  wg::WgmmaWaitAll();
 
   wg::WarpgroupEpilogue<kBN>(acc, col_doc, m0 + wgi * 64, query_rows, rowmax, chunk_docs);
 #else
