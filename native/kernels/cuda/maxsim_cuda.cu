@@ -230,20 +230,23 @@ void ForEachTiled(F&& f) {
 #endif
 }
 
-/// The configuration for `rows_pad` query rows, or null where the device's shared memory is too
-/// small for it (the staged kernel runs then).
+/// The configuration for `rows_pad` query rows: the one named (where it can run), else the
+/// default for that many rows, else the largest mma.sync tile that fits the device's shared
+/// memory (GPUs with less of it than the data-center ones); null where none fits (the staged
+/// kernel runs then).
 const TiledConfig* PickTiled(int64_t rows_pad, size_t smem_limit, bool wgmma, bool tma, int config) {
+  auto fits = [&](const TiledConfig* c) { return c->smem <= smem_limit; };
+  if (config >= 0 && config < kConfigCount && (wgmma || !kTiledConfigs[config].wgmma) && (tma || !kTiledConfigs[config].tma) &&
+      fits(&kTiledConfigs[config]))
+    return &kTiledConfigs[config];
+  if (wgmma && rows_pad > 64 && fits(&kTiledConfigs[kWgmmaDefault])) return &kTiledConfigs[kWgmmaDefault];
   const TiledConfig* pick = nullptr;
-  if (config >= 0 && config < kConfigCount && (wgmma || !kTiledConfigs[config].wgmma) && (tma || !kTiledConfigs[config].tma))
-    pick = &kTiledConfigs[config];
-  if (!pick && wgmma && rows_pad > 64) pick = &kTiledConfigs[kWgmmaDefault];
-  if (!pick) {
-    for (const int i : kTiledDefault) {
-      pick = &kTiledConfigs[i];
-      if (rows_pad <= pick->bm) break;
-    }
+  for (const int i : kTiledDefault) {  // ascending tile sizes: the smallest covering the rows
+    if (!fits(&kTiledConfigs[i])) break;
+    pick = &kTiledConfigs[i];
+    if (rows_pad <= pick->bm) break;
   }
-  return pick->smem <= smem_limit ? pick : nullptr;
+  return pick;
 }
 
 #ifdef M3_HAVE_TMA
@@ -502,112 +505,111 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
   d_scores.Reserve(static_cast<size_t>(num_queries) * m.count * sizeof(float), "the scores");
   cudaEvent_t start = m.start, stop = m.stop;
   float total_ms = 0;
-  {
-    // Queries in groups whose padded rows fit the shared-memory running maxima.
-    for (int64_t q0 = 0; q0 < num_queries;) {
-      int64_t q1 = q0 + 1;
-      while (q1 < num_queries && Pad16(query_offsets[q1 + 1] - query_offsets[q0]) <= kMaxQueryRows) ++q1;
-      const int64_t rows = query_offsets[q1] - query_offsets[q0];
-      const int64_t rows_pad = bf16 ? Pad16(rows) : rows;
-      if (rows_pad > kMaxQueryRows)
-        throw CoreError("ERR_INPUT", "query " + std::to_string(q0) + " has " + std::to_string(rows) + " rows; the GPU kernel takes at most " +
-                                         std::to_string(kMaxQueryRows));
-      std::vector<unsigned char> host(static_cast<size_t>(std::max<int64_t>(rows_pad, 1) * m.dim_pad * elem), 0);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < m.dim; ++k) {
-          const float x = queries[(query_offsets[q0] + r) * m.dim + k];
-          unsigned char* dst = host.data() + (r * m.dim_pad + k) * elem;
-          if (bf16) {
-            const uint16_t b = FloatToBf16(x);
-            std::memcpy(dst, &b, 2);
-          } else {
-            std::memcpy(dst, &x, 4);
-          }
-        }
-      std::vector<uint32_t> offsets(static_cast<size_t>(q1 - q0 + 1));
-      for (int64_t q = q0; q <= q1; ++q) offsets[q - q0] = query_offsets[q] - query_offsets[q0];
-      d_queries.Reserve(host.size(), "the queries");
-      d_offsets.Reserve(offsets.size() * sizeof(uint32_t), "the query offsets");
-      Check(cudaMemcpy(d_queries.ptr, host.data(), host.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
-      Check(cudaMemcpy(d_offsets.ptr, offsets.data(), offsets.size() * sizeof(uint32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
-
-      float* out = static_cast<float*>(d_scores.ptr) + q0 * m.count;
-      const TiledConfig* shape = bf16 && kernel != Kernel::kStaged ? PickTiled(rows_pad, m.smem_limit, m.wgmma, m.tma, tile_config) : nullptr;
-      Check(cudaEventRecord(start), "cudaEventRecord");
-      if (shape) {
-        // Per (query row, document) maxima for a chunk of documents at a time, then the means.
-        const int64_t qrows = std::max<int64_t>(rows, 1);
-        const int64_t chunk_max = std::max<int64_t>(1, kRowMaxBudget / (qrows * static_cast<int64_t>(sizeof(float))));
-        d_rowmax.Reserve(static_cast<size_t>(std::min(chunk_max, m.count) * qrows) * sizeof(float), "the per-row maxima");
-        float* rowmax = static_cast<float*>(d_rowmax.ptr);
-        const auto* dev_offsets = static_cast<const uint32_t*>(m.offsets.ptr);
-#ifdef M3_HAVE_TMA
-        CUtensorMap queries_map{};
-        if (shape->tma && !MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kBM))
-          throw CoreError("ERR_DEVICE", "CUDA could not describe the queries for the tensor-map kernel");
-#endif
-        for (int64_t d0 = 0; d0 < m.count; d0 += chunk_max) {
-          const int64_t d1 = std::min(m.count, d0 + chunk_max), chunk = d1 - d0;
-          const int64_t row_begin = m.host_offsets[d0], row_end = m.host_offsets[d1];
-          if (row_end > row_begin && rows > 0) {
-            const int64_t fill = chunk * rows;
-            tiled::FillKernel<<<static_cast<int>(std::min<int64_t>((fill + 255) / 256, m.sms * 8LL)), 256>>>(rowmax, fill, -INFINITY);
-            const int64_t m_tiles = (rows_pad + shape->bm - 1) / shape->bm;
-            const int64_t n_tiles = (row_end - row_begin + shape->bn - 1) / shape->bn;
-            static_assert(tiled::kThreads == wg::kThreads, "one block size");
-            const unsigned blocks = static_cast<unsigned>(m_tiles * n_tiles);
-            if (shape->tma) {
-#ifdef M3_HAVE_TMA
-              tma::MaxSimTmaKernel<<<blocks, tma::kThreads, shape->smem>>>(queries_map, m.docs_map, row_begin, row_end,
-                                                                           static_cast<const int*>(m.row_doc.ptr), d0, chunk,
-                                                                           static_cast<int>(m.dim_pad), static_cast<int>(rows),
-                                                                           static_cast<int>(rows_pad), rowmax);
-#endif
-            } else {
-              shape->fn<<<blocks, tiled::kThreads, shape->smem>>>(
-                  static_cast<const __nv_bfloat16*>(m.data.ptr), row_begin, row_end, static_cast<const int*>(m.row_doc.ptr), d0, chunk,
-                  static_cast<int>(m.dim_pad), static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows),
-                  static_cast<int>(rows_pad), rowmax);
-            }
-          }
-          const dim3 mean_grid(static_cast<unsigned>((chunk + 255) / 256), static_cast<unsigned>(std::min<int64_t>(q1 - q0, 65535)));
-          tiled::MeanOfMaximaKernel<<<mean_grid, 256>>>(rowmax, chunk, dev_offsets + d0, static_cast<const uint32_t*>(d_offsets.ptr),
-                                                         static_cast<int>(q1 - q0), out + d0, m.count);
-        }
-      } else {
-        // Document rows staged per slice: as many as shared memory holds next to the maxima.
-        const size_t fixed = rows_pad * sizeof(float) + (bf16 ? kWarps * 16 * kScratchLd * sizeof(float) : 0);
-        const size_t per_row = (m.dim_pad + (bf16 ? kStagePad : 0)) * elem;
-        int64_t tile_rows = m.smem_limit > fixed ? static_cast<int64_t>((m.smem_limit - fixed) / per_row) : 0;
-        tile_rows = std::min<int64_t>(tile_rows, bf16 ? 64 : 32);
-        if (bf16) tile_rows = tile_rows / 16 * 16;
-        if (tile_rows < (bf16 ? 16 : 1))
-          throw CoreError("ERR_INPUT", "vectors of " + std::to_string(m.dim) + " dimensions do not fit the GPU's shared memory");
-        const size_t smem = fixed + static_cast<size_t>(tile_rows) * per_row;
-        const int grid = static_cast<int>(std::min<int64_t>(m.count, static_cast<int64_t>(m.sms) * 16));
+  // Queries in groups of at most kMaxQueryRows padded rows (the staged kernel keeps their running
+  // maxima in shared memory; the tiled ones bound their per-row maxima by it).
+  for (int64_t q0 = 0; q0 < num_queries;) {
+    int64_t q1 = q0 + 1;
+    while (q1 < num_queries && Pad16(query_offsets[q1 + 1] - query_offsets[q0]) <= kMaxQueryRows) ++q1;
+    const int64_t rows = query_offsets[q1] - query_offsets[q0];
+    const int64_t rows_pad = bf16 ? Pad16(rows) : rows;
+    if (rows_pad > kMaxQueryRows)
+      throw CoreError("ERR_INPUT", "query " + std::to_string(q0) + " has " + std::to_string(rows) + " rows; the GPU kernel takes at most " +
+                                       std::to_string(kMaxQueryRows));
+    std::vector<unsigned char> host(static_cast<size_t>(std::max<int64_t>(rows_pad, 1) * m.dim_pad * elem), 0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < m.dim; ++k) {
+        const float x = queries[(query_offsets[q0] + r) * m.dim + k];
+        unsigned char* dst = host.data() + (r * m.dim_pad + k) * elem;
         if (bf16) {
-          MaxSimBf16Kernel<<<grid, kThreads, smem>>>(static_cast<const __nv_bfloat16*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
-                                                     m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
-                                                     static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows_pad),
-                                                     static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
+          const uint16_t b = FloatToBf16(x);
+          std::memcpy(dst, &b, 2);
         } else {
-          MaxSimF32Kernel<<<grid, kThreads, smem>>>(static_cast<const float*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
-                                                    m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
-                                                    static_cast<const float*>(d_queries.ptr), static_cast<int>(rows),
-                                                    static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
+          std::memcpy(dst, &x, 4);
         }
       }
-      Check(cudaGetLastError(), "kernel launch");
-      Check(cudaEventRecord(stop), "cudaEventRecord");
-      Check(cudaEventSynchronize(stop), "the MaxSim kernel");
-      float ms = 0;
-      Check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-      total_ms += ms;
-      q0 = q1;
+    std::vector<uint32_t> offsets(static_cast<size_t>(q1 - q0 + 1));
+    for (int64_t q = q0; q <= q1; ++q) offsets[q - q0] = query_offsets[q] - query_offsets[q0];
+    d_queries.Reserve(host.size(), "the queries");
+    d_offsets.Reserve(offsets.size() * sizeof(uint32_t), "the query offsets");
+    Check(cudaMemcpy(d_queries.ptr, host.data(), host.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+    Check(cudaMemcpy(d_offsets.ptr, offsets.data(), offsets.size() * sizeof(uint32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
+
+    float* out = static_cast<float*>(d_scores.ptr) + q0 * m.count;
+    const TiledConfig* shape = bf16 && kernel != Kernel::kStaged ? PickTiled(rows_pad, m.smem_limit, m.wgmma, m.tma, tile_config) : nullptr;
+    Check(cudaEventRecord(start), "cudaEventRecord");
+    if (shape) {
+      // Per (query row, document) maxima for a chunk of documents at a time, then the means.
+      const int64_t qrows = std::max<int64_t>(rows, 1);
+      const int64_t chunk_max = std::max<int64_t>(1, kRowMaxBudget / (qrows * static_cast<int64_t>(sizeof(float))));
+      d_rowmax.Reserve(static_cast<size_t>(std::min(chunk_max, m.count) * qrows) * sizeof(float), "the per-row maxima");
+      float* rowmax = static_cast<float*>(d_rowmax.ptr);
+      const auto* dev_offsets = static_cast<const uint32_t*>(m.offsets.ptr);
+#ifdef M3_HAVE_TMA
+      CUtensorMap queries_map{};
+      if (shape->tma && !MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kBM))
+        throw CoreError("ERR_DEVICE", "CUDA could not describe the queries for the tensor-map kernel");
+#endif
+      for (int64_t d0 = 0; d0 < m.count; d0 += chunk_max) {
+        const int64_t d1 = std::min(m.count, d0 + chunk_max), chunk = d1 - d0;
+        const int64_t row_begin = m.host_offsets[d0], row_end = m.host_offsets[d1];
+        if (row_end > row_begin && rows > 0) {
+          const int64_t fill = chunk * rows;
+          tiled::FillKernel<<<static_cast<int>(std::min<int64_t>((fill + 255) / 256, m.sms * 8LL)), 256>>>(rowmax, fill, -INFINITY);
+          const int64_t m_tiles = (rows_pad + shape->bm - 1) / shape->bm;
+          const int64_t n_tiles = (row_end - row_begin + shape->bn - 1) / shape->bn;
+          static_assert(tiled::kThreads == wg::kThreads, "one block size");
+          const unsigned blocks = static_cast<unsigned>(m_tiles * n_tiles);
+          if (shape->tma) {
+#ifdef M3_HAVE_TMA
+            tma::MaxSimTmaKernel<<<blocks, tma::kThreads, shape->smem>>>(queries_map, m.docs_map, row_begin, row_end,
+                                                                         static_cast<const int*>(m.row_doc.ptr), d0, chunk,
+                                                                         static_cast<int>(m.dim_pad), static_cast<int>(rows),
+                                                                         static_cast<int>(rows_pad), rowmax);
+#endif
+          } else {
+            shape->fn<<<blocks, tiled::kThreads, shape->smem>>>(
+                static_cast<const __nv_bfloat16*>(m.data.ptr), row_begin, row_end, static_cast<const int*>(m.row_doc.ptr), d0, chunk,
+                static_cast<int>(m.dim_pad), static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows),
+                static_cast<int>(rows_pad), rowmax);
+          }
+        }
+        const dim3 mean_grid(static_cast<unsigned>((chunk + 255) / 256), static_cast<unsigned>(std::min<int64_t>(q1 - q0, 65535)));
+        tiled::MeanOfMaximaKernel<<<mean_grid, 256>>>(rowmax, chunk, dev_offsets + d0, static_cast<const uint32_t*>(d_offsets.ptr),
+                                                       static_cast<int>(q1 - q0), out + d0, m.count);
+      }
+    } else {
+      // Document rows staged per slice: as many as shared memory holds next to the maxima.
+      const size_t fixed = rows_pad * sizeof(float) + (bf16 ? kWarps * 16 * kScratchLd * sizeof(float) : 0);
+      const size_t per_row = (m.dim_pad + (bf16 ? kStagePad : 0)) * elem;
+      int64_t tile_rows = m.smem_limit > fixed ? static_cast<int64_t>((m.smem_limit - fixed) / per_row) : 0;
+      tile_rows = std::min<int64_t>(tile_rows, bf16 ? 64 : 32);
+      if (bf16) tile_rows = tile_rows / 16 * 16;
+      if (tile_rows < (bf16 ? 16 : 1))
+        throw CoreError("ERR_INPUT", "vectors of " + std::to_string(m.dim) + " dimensions do not fit the GPU's shared memory");
+      const size_t smem = fixed + static_cast<size_t>(tile_rows) * per_row;
+      const int grid = static_cast<int>(std::min<int64_t>(m.count, static_cast<int64_t>(m.sms) * 16));
+      if (bf16) {
+        MaxSimBf16Kernel<<<grid, kThreads, smem>>>(static_cast<const __nv_bfloat16*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
+                                                   m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
+                                                   static_cast<const __nv_bfloat16*>(d_queries.ptr), static_cast<int>(rows_pad),
+                                                   static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
+      } else {
+        MaxSimF32Kernel<<<grid, kThreads, smem>>>(static_cast<const float*>(m.data.ptr), static_cast<const uint32_t*>(m.offsets.ptr),
+                                                  m.count, static_cast<int>(m.dim_pad), static_cast<int>(tile_rows),
+                                                  static_cast<const float*>(d_queries.ptr), static_cast<int>(rows),
+                                                  static_cast<const uint32_t*>(d_offsets.ptr), static_cast<int>(q1 - q0), out, m.count);
+      }
     }
-    Check(cudaMemcpy(scores, d_scores.ptr, static_cast<size_t>(num_queries) * m.count * sizeof(float), cudaMemcpyDeviceToHost),
-          "cudaMemcpy");
+    Check(cudaGetLastError(), "kernel launch");
+    Check(cudaEventRecord(stop), "cudaEventRecord");
+    Check(cudaEventSynchronize(stop), "the MaxSim kernel");
+    float ms = 0;
+    Check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    total_ms += ms;
+    q0 = q1;
   }
+  Check(cudaMemcpy(scores, d_scores.ptr, static_cast<size_t>(num_queries) * m.count * sizeof(float), cudaMemcpyDeviceToHost),
+        "cudaMemcpy");
   m.last_seconds = total_ms / 1000.0;
 }
 
