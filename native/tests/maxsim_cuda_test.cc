@@ -195,7 +195,16 @@ int main(int argc, char** argv) {
     RunCase(rng, 37, {1, 40, 16}, {5, 0, 0, 129, 2}, format);
     RunCase(rng, 8, {3}, {1, 2, 3}, format);
     RunCase(rng, 64, std::vector<uint32_t>(9, 20), {700, 3, 0, 250, 260}, format);  // 180 query rows: two 128-row tiles
+    // 40,000 document rows: more tiles than a persistent kernel has blocks, so each block's
+    // pipeline runs on across tiles (one k-tile each here).
+    RunCase(rng, 16, {3, 30}, std::vector<uint32_t>(400, 100), format);
     if (small) continue;
+    // About 100,000 rows of 200 dimensions: several tiles per block, 4 k-tiles each, which a
+    // 3-stage ring does not divide.
+    std::uniform_int_distribution<int> long_len(0, 500);
+    std::vector<uint32_t> long_docs(400);
+    for (auto& d : long_docs) d = long_len(rng);
+    RunCase(rng, 200, {32, 5}, long_docs, format);
     std::uniform_int_distribution<int> len(0, 200), qlen(1, 40);
     std::vector<uint32_t> docs(300), queries(150);
     for (auto& d : docs) d = len(rng);

@@ -190,19 +190,27 @@ __global__ void MaxSimF32Kernel(const float* __restrict__ docs, const uint32_t* 
 // device runs it; tests and benchmarks name one (MaxSimBatch's tile_config).
 using TiledFn = void (*)(const __nv_bfloat16*, int64_t, int64_t, const int*, int64_t, int64_t, int, const __nv_bfloat16*, int, int,
                          float*);
+#ifdef M3_HAVE_TMA
+using TmaFn = void (*)(CUtensorMap, CUtensorMap, int64_t, int64_t, const int*, int64_t, int64_t, int, int, int, float*);
+#else
+using TmaFn = void (*)();
+#endif
 struct TiledConfig {
   int bm, bn, bk, stages;
   bool wgmma;  // needs sm_90a code and a compute capability 9.0 device
-  bool tma;    // the warp-specialised kernel fed by tensor maps (tma::MaxSimTmaKernel; fn unused)
-  TiledFn fn;
+  TiledFn fn;  // null for the tensor-map kernels
+  TmaFn tma;   // the persistent warp-specialised kernel fed by tensor maps (tma::MaxSimTmaKernel)
   size_t smem;
   const char* name;
 };
 #define M3_TILED(BM, BN, BK, ST, WMS, WNS)                                                                                       \
-  {BM, BN, BK, ST, false, false, tiled::MaxSimTiledKernel<BM, BN, BK, ST, WMS, WNS>, tiled::SmemBytes(BM, BN, BK, ST), \
+  {BM, BN, BK, ST, false, tiled::MaxSimTiledKernel<BM, BN, BK, ST, WMS, WNS>, nullptr, tiled::SmemBytes(BM, BN, BK, ST), \
    "mma " #BM "x" #BN "x" #BK " " #ST " stages"}
 #define M3_WGMMA(BN, ST) \
-  {wg::kBM, BN, wg::kBK, ST, true, false, wg::MaxSimWgmmaKernel<BN, ST>, wg::SmemBytes(BN, ST), "wgmma 128x" #BN "x64 " #ST " stages"}
+  {wg::kBM, BN, wg::kBK, ST, true, wg::MaxSimWgmmaKernel<BN, ST>, nullptr, wg::SmemBytes(BN, ST), "wgmma 128x" #BN "x64 " #ST " stages"}
+#define M3_TMA(BN, ST, PER_SM)                                                                                     \
+  {tma::kBM, BN, tma::kBK, ST, true, nullptr, tma::MaxSimTmaKernel<BN, ST, PER_SM>, tma::SmemBytes(BN, ST), \
+   "wgmma+tma 128x" #BN "x64 " #ST " stages, persistent " #PER_SM "/SM"}
 const TiledConfig kTiledConfigs[] = {
     // Measured on an H100 (README): the three defaults of the mma kernel by batch size, and the
     // wgmma kernel that takes batches above 64 rows on Hopper.
@@ -212,22 +220,25 @@ const TiledConfig kTiledConfigs[] = {
     M3_WGMMA(128, 3),                 // batches on Hopper: two blocks per SM, one wgmma group in flight
     M3_WGMMA(256, 4),                 // one block per SM, for comparison
 #ifdef M3_HAVE_TMA
-    {tma::kBM, tma::kBN, tma::kBK, tma::kStages, true, true, nullptr, tma::SmemBytes(), "wgmma+tma 128x256x64 4 stages"},
+    M3_TMA(256, 4, 1),  // warp-specialised, persistent: one block per SM
+    M3_TMA(128, 3, 2),  // two blocks per SM, whose epilogues overlap each other's products
 #endif
 };
 #undef M3_TILED
 #undef M3_WGMMA
+#undef M3_TMA
 constexpr int kConfigCount = static_cast<int>(sizeof(kTiledConfigs) / sizeof(kTiledConfigs[0]));
 constexpr int kTiledDefault[] = {0, 1, 2};  // by query tile size: 32, 64, 128 rows
 constexpr int kWgmmaDefault = 3;            // above 64 rows where the device runs wgmma
 
 template <typename F>
 void ForEachTiled(F&& f) {
-  for (const auto& config : kTiledConfigs)
+  for (const auto& config : kTiledConfigs) {
     if (config.fn) f(config.fn, config.smem);
 #ifdef M3_HAVE_TMA
-  f(tma::MaxSimTmaKernel, tma::SmemBytes());
+    if (config.tma) f(config.tma, config.smem);
 #endif
+  }
 }
 
 /// The configuration for `rows_pad` query rows: the one named (where it can run), else the
@@ -483,7 +494,8 @@ std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVector
           "cudaMemcpy");
   }
 #ifdef M3_HAVE_TMA
-  if (impl->wgmma && impl->rows > 0) impl->tma = MakeTensorMap(&impl->docs_map, impl->data.ptr, impl->dim_pad, impl->rows, tma::kBN);
+  if (impl->wgmma && impl->rows > 0)
+    impl->tma = MakeTensorMap(&impl->docs_map, impl->data.ptr, impl->dim_pad, impl->rows, tma::kBoxRows);
 #endif
   return std::unique_ptr<DeviceMultiVectors>(new DeviceMultiVectors(std::move(impl)));
 }
@@ -546,7 +558,7 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
       const auto* dev_offsets = static_cast<const uint32_t*>(m.offsets.ptr);
 #ifdef M3_HAVE_TMA
       CUtensorMap queries_map{};
-      if (shape->tma && !MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kBM))
+      if (shape->tma && !MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kBoxRows))
         throw CoreError("ERR_DEVICE", "CUDA could not describe the queries for the tensor-map kernel");
 #endif
       for (int64_t d0 = 0; d0 < m.count; d0 += chunk_max) {
@@ -561,10 +573,15 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
           const unsigned blocks = static_cast<unsigned>(m_tiles * n_tiles);
           if (shape->tma) {
 #ifdef M3_HAVE_TMA
-            tma::MaxSimTmaKernel<<<blocks, tma::kThreads, shape->smem>>>(queries_map, m.docs_map, row_begin, row_end,
-                                                                         static_cast<const int*>(m.row_doc.ptr), d0, chunk,
-                                                                         static_cast<int>(m.dim_pad), static_cast<int>(rows),
-                                                                         static_cast<int>(rows_pad), rowmax);
+            // Persistent: as many blocks as fit on the device at once, each looping over tiles.
+            int per_sm = 0;
+            Check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, shape->tma, tma::kThreads, shape->smem),
+                  "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+            const unsigned grid = std::min<unsigned>(blocks, static_cast<unsigned>(std::max(per_sm, 1) * m.sms));
+            shape->tma<<<grid, tma::kThreads, shape->smem>>>(queries_map, m.docs_map, row_begin, row_end,
+                                                             static_cast<const int*>(m.row_doc.ptr), d0, chunk,
+                                                             static_cast<int>(m.dim_pad), static_cast<int>(rows),
+                                                             static_cast<int>(rows_pad), rowmax);
 #endif
           } else {
             shape->fn<<<blocks, tiled::kThreads, shape->smem>>>(

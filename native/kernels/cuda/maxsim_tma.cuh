@@ -1,10 +1,13 @@
 // The Hopper (sm_90a) bf16 MaxSim kernel with warp specialisation: one producer warp issues the
 // bulk tensor copies (TMA, `cp.async.bulk.tensor`) of each stage's query and document tiles into
 // 128-byte-swizzled shared memory, completing on an mbarrier; two consumer warpgroups wait on it,
-// run `wgmma` (64 query rows x 256 document rows each) with one group in flight, and release a
-// stage on a second mbarrier once the products reading it are done. No thread computes load addresses and no block-wide barrier runs in the main loop.
-// The epilogue is maxsim_wgmma.cuh's. A wait that never completes traps (after about a second)
-// instead of hanging the device.
+// run `wgmma` (64 query rows x BN document rows each) with one group in flight, and release a
+// stage on a second mbarrier once the products reading it are done. No thread computes load
+// addresses and no block-wide barrier runs in the main loop. The blocks are persistent: each
+// walks a strided list of tiles, and the producer keeps loading the next tile's stages while the
+// consumers run the epilogue (maxsim_wgmma.cuh's) of the last one, so with BGE-M3's 16 k-tiles
+// per tile the pipeline does not drain and refill at every tile. A wait that never completes
+// traps (after 20 s) instead of hanging the device.
 //
 // Included by maxsim_cuda.cu only.
 #pragma once
@@ -25,15 +28,17 @@ namespace m3 {
 namespace cuda {
 namespace tma {
 
-constexpr int kBM = 128;  // two consumer warpgroups of 64 query rows
-constexpr int kBN = 256;  // document rows per tile
-constexpr int kBK = 64;   // dimensions per stage: one 128-byte swizzled row
-constexpr int kStages = 4;
-constexpr int kThreads = 288;  // warps 0-7: consumers (two warpgroups); warp 8: the producer
-constexpr int kABytes = kBM * 128, kBBytes = kBN * 128, kStageBytes = kABytes + kBBytes;
+constexpr int kBM = 128;        // two consumer warpgroups of 64 query rows
+constexpr int kBK = 64;         // dimensions per stage: one 128-byte swizzled row
+constexpr int kBoxRows = 128;   // rows per tensor-map box (queries and documents alike)
+constexpr int kThreads = 288;   // warps 0-7: consumers (two warpgroups); warp 8: the producer
+constexpr int kConsumers = 256;
 
-constexpr size_t SmemBytes() {
-  return 1024 + static_cast<size_t>(kStages) * kStageBytes + 2 * kStages * sizeof(uint64_t) + kBN * sizeof(int);
+/// Shared memory of a <BN, STAGES> kernel: alignment slack, the stages, the full and empty
+/// mbarriers, two tiles' column maps.
+constexpr size_t SmemBytes(int bn, int stages) {
+  return 1024 + static_cast<size_t>(stages) * (kBM + bn) * 128 + 2 * static_cast<size_t>(stages) * sizeof(uint64_t) +
+         2 * static_cast<size_t>(bn) * sizeof(int);
 }
 
 __device__ __forceinline__ void MbarInit(uint32_t bar, unsigned count) {
@@ -93,80 +98,107 @@ __device__ __forceinline__ void TmaLoad2d(uint32_t dst, const CUtensorMap* map, 
 #endif
 }
 
-/// Same block numbering and outputs as the other tiled kernels. `queries` is a tensor map over
-/// [query_rows_pad x dim_pad] bf16 with 128 x 64 boxes, `docs` over all document rows
-/// [rows x dim_pad] with 256 x 64 boxes, both 128-byte swizzled; rows past either tensor come
-/// in as zeros.
-__global__ void __launch_bounds__(kThreads, 1)
+/// Consumer warps 0-7 only (the producer warp never joins): named barrier 1.
+__device__ __forceinline__ void ConsumerSync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory"); }
+
+/// Persistent: a grid of at most (blocks per SM x SMs) blocks, block b taking tiles b, b + grid,
+/// ...; tile t is query tile t % m_tiles and document tile t / m_tiles (numbered like the other
+/// tiled kernels, so the blocks running at once share their document tiles through L2). The
+/// producer runs ahead across tile boundaries: the next tile's stages load while the consumers
+/// fold the last one's accumulators into the maxima. Outputs as the other tiled kernels'.
+/// `queries` is a tensor map over [query_rows_pad x dim_pad] bf16, `docs` over all document
+/// rows [rows x dim_pad], both with 128-row x 64 boxes into 128-byte-swizzled shared memory
+/// (a 256-row tile takes two boxes, which land as one 256-row swizzled block); rows past either
+/// tensor come in as zeros.
+template <int BN, int STAGES, int MIN_BLOCKS>
+__global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     MaxSimTmaKernel(const __grid_constant__ CUtensorMap queries, const __grid_constant__ CUtensorMap docs, int64_t row_begin,
                     int64_t row_end, const int* __restrict__ row_doc, int64_t doc_base, int64_t chunk_docs, int dim_pad, int query_rows,
                     int query_rows_pad, float* __restrict__ rowmax) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(BN == 128 || BN == 256, "wgmma N, whole boxes");
+  constexpr int kABytes = kBM * 128, kStageBytes = (kBM + BN) * 128;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t base = (raw + 1023u) & ~1023u;
-  const uint32_t bars = base + kStages * kStageBytes;  // full[kStages], then empty[kStages]
-  int* const col_doc = reinterpret_cast<int*>(smem_raw + (base - raw) + kStages * kStageBytes + 2 * kStages * sizeof(uint64_t));
+  const uint32_t bars = base + STAGES * kStageBytes;  // full[STAGES], then empty[STAGES]
+  int* const col_doc = reinterpret_cast<int*>(smem_raw + (base - raw) + STAGES * kStageBytes + 2 * STAGES * sizeof(uint64_t));
   auto full = [bars](int s) { return bars + static_cast<uint32_t>(s * 8); };
-  auto empty = [bars](int s) { return bars + static_cast<uint32_t>((kStages + s) * 8); };
+  auto empty = [bars](int s) { return bars + static_cast<uint32_t>((STAGES + s) * 8); };
 
   const int m_tiles = (query_rows_pad + kBM - 1) / kBM;
-  const int64_t tile = blockIdx.x;
-  const int m0 = static_cast<int>(tile % m_tiles) * kBM;
-  const int64_t n0 = row_begin + (tile / m_tiles) * kBN;
+  const int64_t tiles = m_tiles * ((row_end - row_begin + BN - 1) / BN);
   const int k_tiles = (dim_pad + kBK - 1) / kBK;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
+    for (int s = 0; s < STAGES; ++s) {
       MbarInit(full(s), 1);   // the producer's arrival (with the stage's byte count)
       MbarInit(empty(s), 8);  // one arrival per consumer warp
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  for (int c = threadIdx.x; c < kBN; c += kThreads) {
-    const int64_t g = n0 + c;
-    col_doc[c] = g < row_end ? static_cast<int>(row_doc[g] - doc_base) : -1;
-  }
   __syncthreads();
 
-  if (warp == 8) {  // the producer
+  if (warp == 8) {  // the producer: one lane issues every copy
     if (lane == 0) {
-      for (int kt = 0; kt < k_tiles; ++kt) {
-        const int s = kt % kStages;
-        if (kt >= kStages) MbarWait(empty(s), ((kt / kStages) & 1) ^ 1);  // the consumers released its last use
-        MbarArriveExpectTx(full(s), kStageBytes);
-        const uint32_t stage = base + static_cast<uint32_t>(s * kStageBytes);
-        TmaLoad2d(stage, &queries, kt * kBK, m0, full(s));
-        TmaLoad2d(stage + kABytes, &docs, kt * kBK, static_cast<int>(n0), full(s));
+      int64_t it = 0;  // stage uses so far: stage it % STAGES, its (it / STAGES)-th use
+      for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const int m0 = static_cast<int>(tile % m_tiles) * kBM;
+        const int n0 = static_cast<int>(row_begin + (tile / m_tiles) * BN);
+        for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+          const int s = static_cast<int>(it % STAGES);
+          if (it >= STAGES) MbarWait(empty(s), static_cast<unsigned>((it / STAGES) & 1) ^ 1);  // the consumers released its last use
+          MbarArriveExpectTx(full(s), kStageBytes);
+          const uint32_t stage = base + static_cast<uint32_t>(s * kStageBytes);
+          TmaLoad2d(stage, &queries, kt * kBK, m0, full(s));
+#pragma unroll
+          for (int b = 0; b < BN / kBoxRows; ++b)
+            TmaLoad2d(stage + kABytes + b * kBoxRows * 128, &docs, kt * kBK, n0 + b * kBoxRows, full(s));
+        }
       }
     }
     return;
   }
 
-  // Consumers.
+  // Consumers: warpgroup wgi computes query rows wgi * 64 .. + 63 of each tile.
   const int wgi = warp / 4;
-  float acc[kBN / 2];
+  int64_t it = 0;
+  int parity = 0;  // which column map this tile uses: tile i's epilogue reads it while tile i + 1 fills the other
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x, parity ^= 1) {
+    const int m0 = static_cast<int>(tile % m_tiles) * kBM;
+    const int64_t n0 = row_begin + (tile / m_tiles) * BN;
+    int* const cols = col_doc + parity * BN;
+    // Every consumer passed the last tile's ConsumerSync, so none still reads this map (from two tiles ago).
+    for (int c = threadIdx.x; c < BN; c += kConsumers) {
+      const int64_t g = n0 + c;
+      cols[c] = g < row_end ? static_cast<int>(row_doc[g] - doc_base) : -1;
+    }
+    float acc[BN / 2];
 #pragma unroll
-  for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.0f;
-  for (int kt = 0; kt < k_tiles; ++kt) {
-    const int s = kt % kStages;
-    MbarWait(full(s), (kt / kStages) & 1);
-    __syncwarp();  // the warp converged again for the .aligned instructions below
-    const uint32_t stage = base + static_cast<uint32_t>(s * kStageBytes);
-    const uint64_t desc_a = wg::Descriptor(stage + wgi * 64 * 128);
-    const uint64_t desc_b = wg::Descriptor(stage + kABytes);
-    wg::WgmmaFence();
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+    int prev = -1;  // the stage whose products may still run
+    for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+      const int s = static_cast<int>(it % STAGES);
+      MbarWait(full(s), static_cast<unsigned>((it / STAGES) & 1));
+      __syncwarp();  // the warp converged again for the .aligned instructions below
+      const uint32_t stage = base + static_cast<uint32_t>(s * kStageBytes);
+      const uint64_t desc_a = wg::Descriptor(stage + wgi * 64 * 128);
+      const uint64_t desc_b = wg::Descriptor(stage + kABytes);
+      wg::WgmmaFence();
 #pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) wg::Wgmma<kBN>(acc, desc_a + 2 * kk, desc_b + 2 * kk);
-    wg::WgmmaCommit();
-    // One group in flight: k-tile kt - 1's products are done, so its stage goes back to the producer.
-    wg::WgmmaWait1();
-    if (kt > 0 && lane == 0) MbarArrive(empty((kt - 1) % kStages));
+      for (int kk = 0; kk < kBK / 16; ++kk) wg::Wgmma<BN>(acc, desc_a + 2 * kk, desc_b + 2 * kk);
+      wg::WgmmaCommit();
+      // One group in flight: the previous k-tile's products are done, so its stage goes back to the producer.
+      wg::WgmmaWait1();
+      if (prev >= 0 && lane == 0) MbarArrive(empty(prev));
+      prev = s;
+    }
+    wg::WgmmaWaitAll();
+    if (prev >= 0 && lane == 0) MbarArrive(empty(prev));
+    ConsumerSync();  // the column map complete
+    wg::WarpgroupEpilogue<BN>(acc, cols, m0 + wgi * 64, query_rows, rowmax, chunk_docs);
   }
-  wg::WgmmaWaitAll();
-
-  wg::WarpgroupEpilogue<kBN>(acc, col_doc, m0 + wgi * 64, query_rows, rowmax, chunk_docs);
 #else
   __trap();
 #endif
