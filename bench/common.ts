@@ -78,3 +78,26 @@ export async function timeInterleaved<T>(cases: TimedCase<T>[], runs: number): P
   }
   return { seconds, first };
 }
+
+/** The encoder dimensions that set its cost, as config.json names them. */
+export interface EncoderShape {
+  num_hidden_layers: number;
+  hidden_size: number;
+  intermediate_size: number;
+}
+
+/**
+ * Useful floating-point operations of one forward pass over texts of these token lengths (no
+ * padding counted), 2 per multiply-add. Per layer and token: the query, key, value and output
+ * projections (4 h^2 multiply-adds), the feed-forward pair (2 h i), and attention, whose scores and
+ * weighted sum cost 2 L h for a token of an L-token text. Embeddings, norms, softmax and the heads
+ * are left out (under 1% for BGE-M3).
+ */
+export function encoderFlops(shape: EncoderShape, lengths: number[]): number {
+  const { num_hidden_layers: layers, hidden_size: h, intermediate_size: i } = shape;
+  for (const [name, v] of Object.entries({ num_hidden_layers: layers, hidden_size: h, intermediate_size: i }))
+    if (!Number.isInteger(v) || v <= 0) throw new Error(`config.json: ${name} must be a positive integer, got ${v}`);
+  let macs = 0;
+  for (const L of lengths) macs += L * (4 * h * h + 2 * h * i) + 2 * L * L * h;
+  return 2 * layers * macs;
+}

@@ -4,18 +4,24 @@
  * Not a test: it writes JSON to bench/results/ and prints a table.
  *
  *   scripts/gen-bench-model.sh            # once: writes .cache/bench-model
- *   npm run bench:encode -- [--runs 7] [--texts 256] [--model DIR]
+ *   npm run bench:encode -- [--runs 7] [--texts 256] [--model DIR] [--batch 32]
+ *   npm run bench:encode -- --device cuda [--device-id 0] [--batch 64] [--attainable TOKENS_PER_S]
  *
  * Each configuration runs `runs` times (after one warm-up); the median and best are reported,
- * for 1 and 2 ONNX Runtime threads separately.
+ * for 1 and 2 ONNX Runtime threads separately on the CPU, once on a GPU. The model's useful
+ * FLOP rate comes with each row (bench/common.ts encoderFlops); --attainable (tokens/s, e.g.
+ * scripts/gpu_peers.py's PyTorch figure for the same model shape and lengths) adds the share of it
+ * reached.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, capabilities, runtimeInfo } from '../lib';
-import { machineInfo, median, parseFlags, writeResult } from './common';
+import { type EncoderShape, encoderFlops, machineInfo, median, parseFlags, writeResult } from './common';
 
 interface Row {
-  threads: number;
+  device: string;
+  threads: number | null;  // ONNX Runtime's intra-op threads (CPU); null on a GPU
+  batch: number;
   outputs: string;
   texts: number;
   tokens: number;
@@ -25,6 +31,10 @@ interface Row {
   headsSharePercentMedian: number;
   headsMsMedian: number;
   sessionMsMedian: number;
+  /** Useful model TFLOP/s at the median rate (encoderFlops); null without config.json's dimensions. */
+  tflopsMedian: number | null;
+  /** Share of --attainable reached at the median rate, when given. */
+  attainablePercent?: number;
 }
 
 /** Passages of varied length (about 60 to 400 tokens) built from a fixed word list. */
@@ -47,7 +57,16 @@ function makeTexts(count: number): string[] {
 }
 
 async function main(): Promise<void> {
-  const flags = parseFlags(process.argv.slice(2), { runs: '7', texts: '256', model: '.cache/bench-model' });
+  const flags = parseFlags(process.argv.slice(2), {
+    runs: '7', texts: '256', model: '.cache/bench-model', device: 'cpu', 'device-id': '0', batch: '', attainable: '',
+  });
+  const device = flags.device;
+  if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
+  const batch = Number(flags.batch || (device === 'cuda' ? 64 : 32));
+  const attainable = flags.attainable ? Number(flags.attainable) : undefined;
+  for (const [name, v] of Object.entries({ batch, 'device-id': Number(flags['device-id']) }))
+    if (!Number.isInteger(v) || v < 0 || (name === 'batch' && v < 1)) throw new Error(`--${name} must be a ${name === 'batch' ? 'positive' : 'non-negative'} integer`);
+  if (attainable !== undefined && !(attainable > 0)) throw new Error('--attainable must be a positive rate in tokens/s');
   const dir = path.resolve(flags.model);
   if (!fs.existsSync(path.join(dir, 'onnx', 'model.onnx'))) {
     console.error(`No benchmark model in ${dir}. Generate it with scripts/gen-bench-model.sh ` +
@@ -61,8 +80,16 @@ async function main(): Promise<void> {
     ['dense', { dense: true, sparse: false, colbert: false }],
     ['dense+sparse+colbert', { dense: true, sparse: true, colbert: true }],
   ];
-  for (const threads of [1, 2]) {
-    const model = await BGEM3.load(dir, { threads });
+  const modelInfo = await describeModel(dir);
+  for (const threads of device === 'cuda' ? [undefined] : [1, 2]) {
+    let model: BGEM3;
+    try {
+      model = await BGEM3.load(dir, { threads, device, deviceId: Number(flags['device-id']) });
+    } catch (err) {
+      // ERR_DEVICE names the provider libraries looked for and how to get them.
+      console.error(`cannot load the model on ${device}: ${(err as Error).message}`);
+      process.exit(2);
+    }
     try {
       for (const [label, outputs] of outputSets) {
         await model.encode(texts.slice(0, 16), outputs);
@@ -72,9 +99,14 @@ async function main(): Promise<void> {
         const sessions: number[] = [];
         const tokenized = await model.tokenize(texts);
         const tokens = tokenized.offsets[texts.length];
+        const lengths = texts.map((_, i) => tokenized.offsets[i + 1] - tokenized.offsets[i]);
+        // A model without config.json's dimensions (a baked export) gets no FLOP rate.
+        const shape = modelInfo as Partial<EncoderShape>;
+        const flops = shape.num_hidden_layers && shape.hidden_size && shape.intermediate_size
+          ? encoderFlops(shape as EncoderShape, lengths) : null;
         for (let r = 0; r < runs; r++) {
           const start = performance.now();
-          const out = await model.encode(texts, { ...outputs, batchSize: 32 });
+          const out = await model.encode(texts, { ...outputs, batchSize: batch });
           const ms = performance.now() - start;
           // Real (unpadded) tokens: what a user's texts cost.
           rates.push(tokens / (ms / 1000));
@@ -82,21 +114,27 @@ async function main(): Promise<void> {
           heads.push(out.stats!.headsMs);
           sessions.push(out.stats!.sessionMs);
         }
+        const rate = median(rates);
         const row: Row = {
-          threads, outputs: label, texts: texts.length, tokens, runs,
-          tokensPerSecMedian: median(rates), tokensPerSecBest: Math.max(...rates),
+          device, threads: threads ?? null, batch, outputs: label, texts: texts.length, tokens, runs,
+          tokensPerSecMedian: rate, tokensPerSecBest: Math.max(...rates),
           headsSharePercentMedian: median(shares), headsMsMedian: median(heads), sessionMsMedian: median(sessions),
+          tflopsMedian: flops === null ? null : (flops * rate) / tokens / 1e12,
+          ...(attainable ? { attainablePercent: (100 * rate) / attainable } : {}),
         };
         rows.push(row);
-        console.log(`threads ${threads}  ${label.padEnd(22)} ${row.tokensPerSecMedian.toFixed(0).padStart(8)} tok/s median  ` +
-          `${row.tokensPerSecBest.toFixed(0).padStart(8)} best  heads ${row.headsSharePercentMedian.toFixed(2)}% of encode time`);
+        const where = threads === undefined ? device : `threads ${threads}`;
+        console.log(`${where}  ${label.padEnd(22)} ${row.tokensPerSecMedian.toFixed(0).padStart(8)} tok/s median  ` +
+          `${row.tokensPerSecBest.toFixed(0).padStart(8)} best  ${row.tflopsMedian === null ? '' : `${row.tflopsMedian.toFixed(3)} TFLOP/s  `}` +
+          `heads ${row.headsSharePercentMedian.toFixed(2)}% of encode time` +
+          (row.attainablePercent !== undefined ? `  ${row.attainablePercent.toFixed(1)}% of the attainable ${attainable} tok/s` : ''));
       }
     } finally {
       await model.dispose();
     }
   }
   const file = writeResult('encode', {
-    benchmark: 'encode', model: dir, modelInfo: await describeModel(dir), machine: machineInfo(),
+    benchmark: 'encode', model: dir, modelInfo, machine: machineInfo(), device, attainableTokensPerSec: attainable ?? null,
     onnxruntime: runtimeInfo().ortVersion, cpu: capabilities(), rows,
   });
   console.log(`wrote ${file}`);

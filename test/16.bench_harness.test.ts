@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { FIXTURES, ROOT } from './helpers';
+import { encoderFlops } from '../bench/common';
 
 const MODEL = path.join(FIXTURES, 'tiny-m3-safetensors');
 
@@ -69,5 +70,44 @@ describe('benchmark harness (quick)', () => {
       assert.ok(report.includes(`(report/${chart})`), `the report shows ${chart}`);
     }
     fs.rmSync(results, { recursive: true, force: true });
+  });
+});
+
+describe('encoder FLOP count', () => {
+  // The forward pass as its matrix products, [rows, inner, cols] per text of L tokens and layer
+  // (attention over all heads together: the head split changes no count).
+  function byProducts(layers: number, h: number, i: number, lengths: number[]): number {
+    let flops = 0;
+    for (const L of lengths) {
+      const products = [
+        [L, h, h], [L, h, h], [L, h, h], // query, key, value
+        [L, h, L], // scores: Q K^T
+        [L, L, h], // weights x V
+        [L, h, h], // output projection
+        [L, h, i], [L, i, h], // feed-forward
+      ];
+      for (const [m, k, n] of products) flops += 2 * m * k * n * layers;
+    }
+    return flops;
+  }
+
+  it('matches the products of the forward pass, and 2 FLOPs per weight per token for BGE-M3', () => {
+    const m3 = { num_hidden_layers: 24, hidden_size: 1024, intermediate_size: 4096 };
+    const lengths = [1, 7, 256, 8192];
+    assert.equal(encoderFlops(m3, lengths), byProducts(24, 1024, 4096, lengths));
+    assert.equal(encoderFlops({ num_hidden_layers: 2, hidden_size: 32, intermediate_size: 48 }, [3, 0, 5]), byProducts(2, 32, 48, [3, 0, 5]));
+    // XLM-RoBERTa large: about 302M weights outside the embeddings, so about 604 MFLOP per token
+    // of a short text.
+    const perToken = encoderFlops(m3, [1]);
+    assert.ok(Math.abs(perToken / 604e6 - 1) < 0.01, `${perToken}`);
+    assert.throws(() => encoderFlops({ num_hidden_layers: 24, hidden_size: 0, intermediate_size: 4096 }, [1]), /hidden_size must be a positive integer/);
+  });
+
+  it('bench:encode rejects an unknown device and a bad batch', () => {
+    for (const [args, message] of [[['--device', 'tpu'], /--device must be cpu or cuda/], [['--batch', '0'], /--batch must be a positive integer/]] as const) {
+      const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'bench', 'encode.js'), ...args, '--model', MODEL], { encoding: 'utf8' });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, message);
+    }
   });
 });

@@ -1,6 +1,8 @@
 #include "core/ort_env.h"
 
 #include <dlfcn.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 
 namespace m3 {
@@ -17,9 +19,13 @@ std::vector<std::string> OrtAvailableProviders() { return Ort::GetAvailableProvi
 std::string OrtLibraryDir() {
   Dl_info info{};
   if (dladdr(reinterpret_cast<void*>(&OrtGetApiBase), &info) == 0 || !info.dli_fname) return "";
-  std::string path = info.dli_fname;
+  const std::string path = info.dli_fname;
   const auto slash = path.rfind('/');
-  return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
+  const std::string dir = slash == std::string::npos ? std::string(".") : path.substr(0, slash);
+  // The folder itself resolved (not the library, which may be a link into another folder): the
+  // same folder the loader reads for "dir/name", without "build/Release/../.." in messages.
+  char resolved[PATH_MAX];
+  return realpath(dir.c_str(), resolved) ? std::string(resolved) : dir;
 }
 
 std::vector<std::string> CudaProviderLibraries() {

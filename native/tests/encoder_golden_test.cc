@@ -3,7 +3,7 @@
 // optionally measures throughput on synthetic token ids.
 //
 //   encoder_golden_test MODEL_DIR GOLDEN_JSON [--device cpu|cuda] [--tolerance 1e-5]
-//   encoder_golden_test MODEL_DIR --bench [--device cpu|cuda] [--threads N] [--batch 32]
+//   encoder_golden_test MODEL_DIR --bench [--device cpu|cuda] [--threads N] [--batch 32] [--attainable TOKENS_PER_S]
 //                       [--length 256] [--texts 512] [--vocab N]
 #include <algorithm>
 #include <chrono>
@@ -154,9 +154,29 @@ int Bench(int argc, char** argv) {
     heads_share = 100.0 * out.heads_ms / ms;
   }
   std::sort(rates.begin(), rates.end());
-  std::printf("bench: %s, %d texts x %d tokens, batch %u: %.0f tokens/s median, %.0f best, heads %.1f%% of time\n",
-              Flag(argc, argv, "--device", "cpu").c_str(), texts, length, batch, rates[rates.size() / 2],
-              rates.back(), heads_share);
+  const double rate = rates[rates.size() / 2];
+  std::printf("bench: %s, %d texts x %d tokens, batch %u: %.0f tokens/s median, %.0f best, heads %.1f%% of time",
+              Flag(argc, argv, "--device", "cpu").c_str(), texts, length, batch, rate, rates.back(), heads_share);
+  // The useful FLOP rate (bench/common.ts encoderFlops: projections, feed-forward and attention,
+  // 2 per multiply-add), where config.json gives the dimensions.
+  std::ifstream config_in(dir + "/config.json");
+  if (config_in) {
+    std::stringstream buf;
+    buf << config_in.rdbuf();
+    const m3::json::Value config = m3::json::Parse(buf.str(), dir + "/config.json");
+    const auto* layers = config.Find("num_hidden_layers");
+    const auto* h = config.Find("hidden_size");
+    const auto* i = config.Find("intermediate_size");
+    if (layers && h && i) {
+      const double hd = static_cast<double>(h->integer), id = static_cast<double>(i->integer);
+      const double per_token = 2.0 * static_cast<double>(layers->integer) * (4 * hd * hd + 2 * hd * id + 2.0 * length * hd);
+      std::printf(", %.3g TFLOP/s", per_token * rate / 1e12);
+    }
+  }
+  // --attainable N: the rate to compare with (tokens/s; scripts/gpu_peers.py's figure for the model's shape).
+  const double attainable = std::atof(Flag(argc, argv, "--attainable", "0").c_str());
+  if (attainable > 0) std::printf(", %.1f%% of the attainable %.0f tokens/s", 100.0 * rate / attainable, attainable);
+  std::printf("\n");
   return 0;
 }
 

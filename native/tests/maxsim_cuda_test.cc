@@ -213,6 +213,7 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> many(300, 20);  // 6,000 rows: split over two launches
     RunCase(rng, 64, many, {10, 0, 33}, format);
     RunCase(rng, 24, {0, 5, 0}, {4, 0, 9}, format);  // empty queries score 0
+    RunCase(rng, 24, {0, 0}, {4, 0, 9}, format);     // a batch of empty queries: no launch, zeros
     // More documents than blocks in the grid (16 per SM): blocks loop over several documents.
     std::uniform_int_distribution<int> tiny(0, 5);
     std::vector<uint32_t> small_docs(6000);

@@ -289,7 +289,8 @@ EncodeTiledFn TensorMapEncoder() {
 /// x 64 dimensions into 128-byte-swizzled shared memory; false where it cannot be made.
 bool MakeTensorMap(CUtensorMap* map, const void* data, int64_t dim_pad, int64_t rows, uint32_t box_rows) {
   const EncodeTiledFn encode = TensorMapEncoder();
-  if (!encode || rows < 1 || rows >= (int64_t{1} << 31)) return false;
+  // Box coordinates are int32, and a tile's last box starts up to 255 rows past its first.
+  if (!encode || rows < 1 || rows >= (int64_t{1} << 31) - 256) return false;
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(dim_pad), static_cast<cuuint64_t>(rows)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(dim_pad) * 2};
   const cuuint32_t box[2] = {64, box_rows};
@@ -558,7 +559,7 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
       const auto* dev_offsets = static_cast<const uint32_t*>(m.offsets.ptr);
 #ifdef M3_HAVE_TMA
       CUtensorMap queries_map{};
-      if (shape->tma && !MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kBoxRows))
+      if (shape->tma && rows > 0 && !MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kBoxRows))
         throw CoreError("ERR_DEVICE", "CUDA could not describe the queries for the tensor-map kernel");
 #endif
       for (int64_t d0 = 0; d0 < m.count; d0 += chunk_max) {

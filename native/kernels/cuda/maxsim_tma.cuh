@@ -66,8 +66,8 @@ __device__ __forceinline__ uint64_t GlobalTimerNs() {
 }
 
 /// Waits until the phase of parity `parity` of the mbarrier has completed; traps after 20 s of
-/// wall time (the global timer, which preemption and migration do not distort): a pipeline bug
-/// must not hang the GPU.
+/// wall time (the global timer): a pipeline bug must not hang the GPU. (A context kept off the
+/// GPU for that long by other work would trap too; no wait here lasts more than microseconds.)
 __device__ __forceinline__ void MbarWait(uint32_t bar, unsigned parity) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   const uint64_t start = GlobalTimerNs();
