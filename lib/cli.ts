@@ -44,6 +44,15 @@ function positiveNumber(value: string): number {
   return n;
 }
 
+/** A byte count: a plain number, or with a binary unit (512M, 8G, 8GiB). */
+function byteSize(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:i?B)?|B)?$/i.exec(value.trim());
+  const power = m?.[2] ? 'KMGT'.indexOf(m[2].toUpperCase()) + 1 : 0;
+  const n = m ? Math.round(Number(m[1]) * 1024 ** power) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a byte count such as 8G, 512M or 1073741824');
+  return n;
+}
+
 function weightList(value: string): [number, number, number] {
   const parts = value.split(',').map(Number);
   if (parts.length !== 3 || parts.some((x) => !Number.isFinite(x) || x < 0)) {
@@ -56,6 +65,8 @@ interface ModelFlags {
   model?: string;
   threads?: number;
   device?: 'cpu' | 'cuda';
+  deviceId?: number;
+  gpuMemLimit?: number;
 }
 
 async function openModel(flags: ModelFlags): Promise<BGEM3> {
@@ -63,6 +74,8 @@ async function openModel(flags: ModelFlags): Promise<BGEM3> {
   if (!flags.model) process.stderr.write(`${DEMO_WARNING}\n`);
   const options: LoadOptions = { device: flags.device ?? 'cpu' };
   if (flags.threads) options.threads = flags.threads;
+  if (flags.deviceId !== undefined) options.deviceId = flags.deviceId;
+  if (flags.gpuMemLimit !== undefined) options.gpuMemLimit = flags.gpuMemLimit;
   return BGEM3.load(dir, options);
 }
 
@@ -169,7 +182,9 @@ function addModelFlags(cmd: Command): Command {
   return cmd
     .option('-m, --model <dir>', 'model directory (BAAI/bge-m3 snapshot or ONNX export); default: the demo model')
     .option('-t, --threads <n>', 'ONNX Runtime threads', positiveInt)
-    .option('--device <device>', "'cpu' or 'cuda'", 'cpu');
+    .option('--device <device>', "'cpu' or 'cuda'", 'cpu')
+    .option('--device-id <n>', 'CUDA device (with --device cuda)', nonNegativeInt)
+    .option('--gpu-mem-limit <bytes>', "ONNX Runtime's GPU arena limit, e.g. 8G (with --device cuda)", byteSize);
 }
 
 async function main(argv: string[]): Promise<void> {

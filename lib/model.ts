@@ -17,6 +17,11 @@ export interface LoadOptions {
   device?: 'cpu' | 'cuda';
   /** CUDA device ordinal (default 0). */
   deviceId?: number;
+  /**
+   * device 'cuda' only: the most bytes ONNX Runtime's GPU memory arena may hold (default: no
+   * limit). The arena grows by what each run asks for, not by powers of two.
+   */
+  gpuMemLimit?: number;
   /** ONNX Runtime intra-op threads per run (default: one per physical core). */
   threads?: number;
   /** ONNX Runtime inter-op threads (default 1). */
@@ -222,6 +227,10 @@ export class BGEM3 {
     if (options.interOpThreads !== undefined) checkInteger(options.interOpThreads, 'interOpThreads', 1, 1024);
     if (options.concurrency !== undefined) checkInteger(options.concurrency, 'concurrency', 1, 64);
     if (options.deviceId !== undefined) checkInteger(options.deviceId, 'deviceId', 0, 1024);
+    if (options.gpuMemLimit !== undefined) {
+      checkInteger(options.gpuMemLimit, 'gpuMemLimit', 1 << 20, Number.MAX_SAFE_INTEGER);
+      if (device !== 'cuda') throw new M3Error('ERR_INPUT', "gpuMemLimit limits the GPU arena of device 'cuda'; pass device: 'cuda' or drop it");
+    }
     const levels = ['disabled', 'basic', 'extended', 'all'];
     if (options.graphOptimization !== undefined && !levels.includes(options.graphOptimization)) {
       throw inputError(levels.map((l) => `'${l}'`).join(', '), 'graphOptimization', options.graphOptimization);
@@ -238,7 +247,7 @@ export class BGEM3 {
     let encoder: NativeEncoder;
     try {
       encoder = await native().Encoder.load(abs, {
-        device, deviceId: options.deviceId, threads: options.threads, interOpThreads: options.interOpThreads,
+        device, deviceId: options.deviceId, gpuMemLimit: options.gpuMemLimit, threads: options.threads, interOpThreads: options.interOpThreads,
         graphOptimization: options.graphOptimization, memoryArena, allowSpinning, onnxFile: options.onnxFile,
         vocabSize: tokenizer.vocabSize, concurrency: options.concurrency,
       });

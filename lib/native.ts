@@ -14,6 +14,7 @@ export interface NativeLoadOptions {
   allowSpinning?: boolean;
   device?: string;
   deviceId?: number;
+  gpuMemLimit?: number;
   onnxFile?: string;
   vocabSize: number;
   concurrency?: number;

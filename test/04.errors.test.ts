@@ -172,6 +172,9 @@ describe('load errors', () => {
     ['an unknown optimisation level', { graphOptimization: 'max' }, /graphOptimization/],
     ['maxLength beyond the position table', { maxLength: 100 }, /maxLength/],
     ['concurrency 0', { concurrency: 0 }, /concurrency/],
+    ['gpuMemLimit on the CPU', { gpuMemLimit: 1 << 30 }, /gpuMemLimit limits the GPU arena of device 'cuda'/],
+    ['gpuMemLimit under 1 MiB', { device: 'cuda', gpuMemLimit: 1000 }, /gpuMemLimit/],
+    ['a fractional gpuMemLimit', { device: 'cuda', gpuMemLimit: 1.5e9 + 0.5 }, /gpuMemLimit/],
   ];
   for (const [name, options, message] of badOptions) {
     it(`option ${name} -> ERR_INPUT`, () => loadFails(DEMO_MODEL, 'ERR_INPUT', message, options));

@@ -69,4 +69,21 @@ describe('bge-m3 CLI', () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /ERR_MODEL_FILES: Model directory .* does not exist/);
   });
+
+  it('checks the GPU flags: --gpu-mem-limit takes byte units and needs --device cuda', () => {
+    let r = run(['encode', 'x', '--gpu-mem-limit', 'lots']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--gpu-mem-limit.*expected a byte count such as 8G/);
+    r = run(['encode', 'x', '--device-id', '-1']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--device-id.*expected a non-negative integer/);
+    // 2G parses to 2 GiB and reaches load, which refuses it on the CPU and names the fix.
+    r = run(['encode', 'x', '--gpu-mem-limit', '2G']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /ERR_INPUT: gpuMemLimit limits the GPU arena of device 'cuda'/);
+    // 512K is 524,288 bytes, under the 1 MiB floor.
+    r = run(['encode', 'x', '--device', 'cuda', '--gpu-mem-limit', '512K']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /integer in \[1048576, \d+\] for gpuMemLimit but received number 524288/);
+  });
 });

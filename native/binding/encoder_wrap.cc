@@ -30,6 +30,7 @@ m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   s.session.allow_spinning = o.Get("allowSpinning").IsBoolean() && o.Get("allowSpinning").As<Napi::Boolean>().Value();
   s.session.device = str("device", "cpu");
   s.session.device_id = static_cast<int>(num("deviceId", 0));
+  s.session.gpu_mem_limit = static_cast<int64_t>(num("gpuMemLimit", 0));
   s.onnx_file = str("onnxFile", "");
   s.vocab_size = static_cast<int64_t>(num("vocabSize", 0));
   return s;

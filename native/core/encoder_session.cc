@@ -29,7 +29,7 @@ std::string FindName(const std::vector<std::string>& names, std::initializer_lis
   return "";
 }
 
-void AppendCuda(Ort::SessionOptions& options, int device_id) {
+void AppendCuda(Ort::SessionOptions& options, int device_id, int64_t gpu_mem_limit) {
   const auto missing = MissingCudaProviderLibraries();
   const std::string dir = OrtLibraryDir();
   if (!missing.empty()) {
@@ -44,11 +44,17 @@ void AppendCuda(Ort::SessionOptions& options, int device_id) {
   const OrtApi& api = Ort::GetApi();
   OrtCUDAProviderOptionsV2* cuda = nullptr;
   Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
-  const std::string id = std::to_string(device_id);
-  // TF32 off: BGE-M3 parity is defined in fp32 (M3-SEMANTICS.md).
-  const char* keys[] = {"device_id", "cudnn_conv_algo_search", "do_copy_in_default_stream", "use_tf32"};
-  const char* values[] = {id.c_str(), "DEFAULT", "1", "0"};
-  OrtStatus* status = api.UpdateCUDAProviderOptions(cuda, keys, values, 4);
+  const std::string id = std::to_string(device_id), limit = std::to_string(gpu_mem_limit);
+  // TF32 off: BGE-M3 parity is defined in fp32 (M3-SEMANTICS.md). The arena grows by what a run
+  // asks for: texts of every length make power-of-two growth hold up to twice the memory used.
+  std::vector<const char*> keys = {"device_id", "cudnn_conv_algo_search", "do_copy_in_default_stream", "use_tf32",
+                                   "arena_extend_strategy"};
+  std::vector<const char*> values = {id.c_str(), "DEFAULT", "1", "0", "kSameAsRequested"};
+  if (gpu_mem_limit > 0) {
+    keys.push_back("gpu_mem_limit");
+    values.push_back(limit.c_str());
+  }
+  OrtStatus* status = api.UpdateCUDAProviderOptions(cuda, keys.data(), values.data(), keys.size());
   if (!status) status = api.SessionOptionsAppendExecutionProvider_CUDA_V2(options, cuda);
   api.ReleaseCUDAProviderOptions(cuda);
   if (status) {
@@ -74,7 +80,7 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   if (settings.memory_arena) options.EnableCpuMemArena();
   else options.DisableCpuMemArena();
   if (settings.device == "cuda") {
-    AppendCuda(options, settings.device_id);
+    AppendCuda(options, settings.device_id, settings.gpu_mem_limit);
     cuda_ = true;
     device_id_ = settings.device_id;
     cuda_memory_ = Ort::MemoryInfo("Cuda", OrtArenaAllocator, settings.device_id, OrtMemTypeDefault);

@@ -19,6 +19,7 @@ struct SessionSettings {
   bool allow_spinning = false;              // ONNX Runtime intra-op threads spin-wait between runs
   std::string device = "cpu";               // cpu | cuda
   int device_id = 0;
+  int64_t gpu_mem_limit = 0;                // cuda: the arena's byte limit; 0: none
 };
 
 /// Which outputs the graph gives (DESIGN.md, "Model directory layouts").
