@@ -37,7 +37,7 @@ void AppendCuda(Ort::SessionOptions& options, int device_id, int64_t gpu_mem_lim
                     "device 'cuda' needs ONNX Runtime's CUDA provider, but " + Join(missing) +
                         " is missing from " + dir +
                         " (the folder of the loaded libonnxruntime). Install it with "
-                        "ONNXRUNTIME_NODE_INSTALL=cuda12 npm install onnxruntime-node, or rebuild with "
+                        "ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (its install script downloads it), or rebuild with "
                         "ORT_ROOT pointing at an ONNX Runtime GPU release; CUDA 12 and cuDNN 9 must be "
                         "on the library path.");
   }
