@@ -301,6 +301,11 @@ def main():
         write_safetensors_copy(out, os.path.join(fx, "tiny-m3-safetensors"), heads)
         write_baked(os.path.join(fx, "tiny-m3-baked"), encoder, heads, cfg, tok,
                     os.path.join(fx, "tiny-m3-baked-alt"))
+        # fp16 / bf16 graph outputs (the encoder widens them): the same models, outputs rounded.
+        write_half_outputs(os.path.join(fx, "tiny-m3-safetensors"), "onnx/model.onnx",
+                           os.path.join(fx, "tiny-m3-fp16-hidden"), ["last_hidden_state"], onnx.TensorProto.FLOAT16)
+        write_half_outputs(os.path.join(fx, "tiny-m3-baked"), "model.onnx", os.path.join(fx, "tiny-m3-baked-bf16"),
+                           ["dense_vecs", "sparse_vecs", "colbert_vecs"], onnx.TensorProto.BFLOAT16)
         golden, stats = build_golden(encoder, heads, cfg, tok_path)
         check_batch_invariance(encoder, heads, golden)
         write_json(os.path.join(fx, "golden.json"), golden, indent=None)

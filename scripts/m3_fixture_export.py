@@ -157,6 +157,30 @@ def write_baked(root, encoder, heads, cfg, tok, alt_root):
         write_json(os.path.join(d, "config.json"), model_config(cfg))
 
 
+def write_half_outputs(src_root, onnx_rel, root, outputs, elem_type):
+    """The model in src_root with the graph outputs `outputs` cast to a 16-bit float type (what
+    fp16 exports give): each output's producer writes `<name>_f32`, a Cast makes `<name>` from
+    it. Everything else (weights, heads, tokenizer, config) is copied, so the outputs are exactly
+    the fp32 model's, rounded."""
+    src = os.path.join(src_root, onnx_rel)
+    model = onnx.load(src)  # external data, if any, is read in
+    graph = model.graph
+    for name in outputs:
+        for node in graph.node:
+            node.output[:] = [f"{name}_f32" if o == name else o for o in node.output]
+        graph.node.append(onnx.helper.make_node("Cast", [f"{name}_f32"], [name], to=elem_type,
+                                                name=f"cast_{name}"))
+        out = next(o for o in graph.output if o.name == name)
+        out.type.tensor_type.elem_type = elem_type
+    dst = os.path.join(root, onnx_rel)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    onnx.save(model, dst)  # small enough for one file
+    onnx.checker.check_model(dst)
+    for rel in os.listdir(src_root):
+        if os.path.isfile(os.path.join(src_root, rel)) and not rel.endswith((".onnx", ".onnx_data")):
+            shutil.copyfile(os.path.join(src_root, rel), os.path.join(root, rel))
+
+
 def write_safetensors_copy(snapshot, root, heads):
     """Same model as the snapshot, with the heads only as .safetensors."""
     os.makedirs(os.path.join(root, "onnx"), exist_ok=True)

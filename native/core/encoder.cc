@@ -8,6 +8,7 @@
 #include "core/core_error.h"
 #include "core/parallel_for.h"
 #include "core/pooling.h"
+#include "core/tensor_file.h"
 
 namespace m3 {
 namespace {
@@ -24,11 +25,44 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 std::vector<int64_t> ShapeOf(const Ort::Value& v) { return v.GetTensorTypeAndShapeInfo().GetShape(); }
 
+/// float32, or a 16-bit float that the encoder widens (fp16 / bf16 exports).
+bool FloatLike(const Ort::Value& v) {
+  const auto type = v.GetTensorTypeAndShapeInfo().GetElementType();
+  return type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 ||
+         type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
+}
+
 void RequireFloat(const Ort::Value& v, const std::string& name) {
-  if (v.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
-    throw CoreError("ERR_MODEL_LAYOUT", "Output '" + name +
-                                            "' is not float32. Use an fp32 export, or convert the graph's "
-                                            "outputs to float32.");
+  if (!FloatLike(v)) {
+    throw CoreError("ERR_MODEL_LAYOUT", "Output '" + name + "' has ONNX element type " +
+                                            std::to_string(static_cast<int>(v.GetTensorTypeAndShapeInfo().GetElementType())) +
+                                            "; bge-m3 reads float32, float16 and bfloat16 outputs. Export the model with "
+                                            "one of those output types.");
+  }
+}
+
+/// An output as floats: float32 in place, a 16-bit float widened into `scratch`.
+const float* FloatData(const Ort::Value& v, std::vector<float>* scratch) {
+  const auto info = v.GetTensorTypeAndShapeInfo();
+  const auto type = info.GetElementType();
+  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return v.GetTensorData<float>();
+  const size_t n = info.GetElementCount();
+  scratch->resize(n);
+  const auto* src = static_cast<const uint16_t*>(v.GetTensorRawData());
+  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) weights::WidenHalfs(src, n, scratch->data());
+  else weights::WidenBFloat16s(src, n, scratch->data());
+  return scratch->data();
+}
+
+/// The GPU heads' reading of a device-resident hidden-state output.
+cuda::HiddenFormat HiddenFormatOf(const Ort::Value& v) {
+  switch (v.GetTensorTypeAndShapeInfo().GetElementType()) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
+      return cuda::HiddenFormat::kF16;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16:
+      return cuda::HiddenFormat::kBF16;
+    default:
+      return cuda::HiddenFormat::kF32;
   }
 }
 
@@ -103,7 +137,7 @@ void Encoder::CheckBatchShapes(const std::vector<Ort::Value>& out, const std::ve
     else if (name == session_->sparse_output())
       ok = s == std::vector<int64_t>{batch, len, 1} || s == std::vector<int64_t>{batch, len};
     else if (name == session_->colbert_output()) ok = s == std::vector<int64_t>{batch, len - 1, dim_};
-    if (!ok || out[i].GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+    if (!ok || !FloatLike(out[i])) {
       throw CoreError("ERR_MODEL_LAYOUT", "Output '" + name + "' has shape " + ShapeString(s) + " for a [" +
                                               std::to_string(batch) + ", " + std::to_string(len) +
                                               "] batch, which does not fit the layout seen at load.");
@@ -242,6 +276,7 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
   // only their results come back (hidden states requested for fine-tuning come to the host).
   const bool on_gpu = gpu_heads_ && hidden_kind && !request.hidden;
   std::vector<float> gpu_dense, gpu_sparse, gpu_colbert;
+  std::vector<float> widened[3];  // 16-bit float outputs as floats, per output
   std::vector<int64_t> gpu_lengths, gpu_colbert_row;
 
   std::vector<int64_t> ids, mask;
@@ -296,7 +331,8 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
         if (request.dense) gpu_dense.resize(static_cast<size_t>(batch * hidden_));
         if (request.sparse) gpu_sparse.resize(static_cast<size_t>(batch * len));
         if (request.colbert) gpu_colbert.resize(static_cast<size_t>(gpu_colbert_row[batch] * dim_));
-        gpu_heads_->Run(out[0].GetTensorData<float>(), batch, len, gpu_lengths.data(), request.dense ? gpu_dense.data() : nullptr,
+        gpu_heads_->Run(out[0].GetTensorRawData(), HiddenFormatOf(out[0]), batch, len, gpu_lengths.data(),
+                        request.dense ? gpu_dense.data() : nullptr,
                         request.sparse ? gpu_sparse.data() : nullptr, request.colbert ? gpu_colbert.data() : nullptr);
       } catch (const CoreError& e) {
         if (e.code() != "ERR_DEVICE") throw;
@@ -315,11 +351,17 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
     if (batch_on_gpu) {
       // The heads ran on the device; the copies below read their results.
     } else if (hidden_kind) {
-      hidden = out[0].GetTensorData<float>();
+      hidden = FloatData(out[0], &widened[0]);
     } else {
-      if (request.dense) dense = out[k++].GetTensorData<float>();
-      if (request.sparse) sparse = out[k++].GetTensorData<float>();
-      if (request.colbert) colbert = out[k++].GetTensorData<float>();
+      if (request.dense) {
+        dense = FloatData(out[k], &widened[k]);
+        ++k;
+      }
+      if (request.sparse) {
+        sparse = FloatData(out[k], &widened[k]);
+        ++k;
+      }
+      if (request.colbert) colbert = FloatData(out[k], &widened[k]);
     }
     auto process = [&](int64_t b, int worker) {
       HeadScratch& mine = scratch[worker];

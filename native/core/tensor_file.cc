@@ -1,6 +1,10 @@
 // Format detection for head weight files and the dtype/file helpers both readers share.
 #include "core/tensor_file.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -72,6 +76,30 @@ float HalfBitsToFloat(uint16_t bits) {
 
 float BFloat16BitsToFloat(uint16_t bits) {
   return FloatFromBits(static_cast<uint32_t>(bits) << 16);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx,f16c"))) static void WidenHalfsF16c(const uint16_t* src, size_t count, float* dst) {
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < count; ++i) dst[i] = HalfBitsToFloat(src[i]);
+}
+#endif
+
+void WidenHalfs(const uint16_t* src, size_t count, float* dst) {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  if (f16c) {
+    WidenHalfsF16c(src, count, dst);
+    return;
+  }
+#endif
+  for (size_t i = 0; i < count; ++i) dst[i] = HalfBitsToFloat(src[i]);
+}
+
+void WidenBFloat16s(const uint16_t* src, size_t count, float* dst) {
+  for (size_t i = 0; i < count; ++i) dst[i] = BFloat16BitsToFloat(src[i]);
 }
 
 // Byte-by-byte assembly keeps decoding correct on any host byte order and any alignment.

@@ -48,6 +48,13 @@ float HalfBitsToFloat(uint16_t bits);
 /// bfloat16 bits to float (exact: bfloat16 is the upper half of a binary32).
 float BFloat16BitsToFloat(uint16_t bits);
 
+/// `count` binary16 values (native byte order) to float, as HalfBitsToFloat does (with the
+/// F16C instructions where the CPU has them, which quiet a signalling NaN).
+void WidenHalfs(const uint16_t* src, size_t count, float* dst);
+
+/// `count` bfloat16 values (native byte order) to float, exactly.
+void WidenBFloat16s(const uint16_t* src, size_t count, float* dst);
+
 /// Decodes one little-endian element of `type` at `src` to float (fp64 is rounded to nearest).
 float DecodeElement(ScalarType type, const uint8_t* src);
 

@@ -1,6 +1,7 @@
 // The GPU heads (kernels/cuda/heads_cuda.h) against the CPU heads (core/m3_heads.h,
 // core/pooling.h) on random hidden states and weights: BGE-M3's shape and odd ones, texts of
-// every length from 1 token to the padded length. Without a CUDA device (or a build without CUDA)
+// every length from 1 token to the padded length, in fp32 and as fp16 / bf16 hidden states
+// (which the GPU widens; the CPU reference reads the same values widened on the host). Without a CUDA device (or a build without CUDA)
 // it checks the error and exits 0 saying so, unless REQUIRE_CUDA=1.
 #include <algorithm>
 #include <cmath>
@@ -13,6 +14,7 @@
 #include "core/core_error.h"
 #include "core/m3_heads.h"
 #include "core/pooling.h"
+#include "core/tensor_file.h"
 #include "kernels/cuda/heads_cuda.h"
 #include "kernels/cuda/maxsim_cuda.h"
 
@@ -30,7 +32,8 @@ double Compare(const char* what, const std::vector<float>& expected, const std::
   return worst;
 }
 
-void RunCase(std::mt19937& rng, int64_t hidden, int64_t dim, int64_t batch, int64_t len) {
+void RunCase(std::mt19937& rng, int64_t hidden, int64_t dim, int64_t batch, int64_t len,
+             m3::cuda::HiddenFormat format = m3::cuda::HiddenFormat::kF32) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_int_distribution<int64_t> length(1, len);
   m3::M3Heads heads;
@@ -48,6 +51,21 @@ void RunCase(std::mt19937& rng, int64_t hidden, int64_t dim, int64_t batch, int6
 
   std::vector<float> h(static_cast<size_t>(batch * len * hidden));
   for (auto& x : h) x = normal(rng);
+  // 16-bit formats: random values of magnitude 2^-4 .. 2^2 drawn as bit patterns, and their
+  // exact widening for the CPU.
+  std::vector<uint16_t> h16(format == m3::cuda::HiddenFormat::kF32 ? 0 : h.size());
+  std::uniform_int_distribution<int> exponent(-4, 1), bit(0, 1);
+  std::uniform_int_distribution<uint32_t> mantissa(0, 0xFFFF);
+  for (size_t i = 0; i < h16.size(); ++i) {
+    const uint32_t sign = static_cast<uint32_t>(bit(rng)) << 15, e = static_cast<uint32_t>(exponent(rng));
+    if (format == m3::cuda::HiddenFormat::kF16)
+      h16[i] = static_cast<uint16_t>(sign | ((e + 15) << 10) | (mantissa(rng) & 0x3FF));
+    else
+      h16[i] = static_cast<uint16_t>(sign | ((e + 127) << 7) | (mantissa(rng) & 0x7F));
+  }
+  if (format == m3::cuda::HiddenFormat::kF16) m3::weights::WidenHalfs(h16.data(), h16.size(), h.data());
+  if (format == m3::cuda::HiddenFormat::kBF16) m3::weights::WidenBFloat16s(h16.data(), h16.size(), h.data());
+  const void* device_input = h16.empty() ? static_cast<const void*>(h.data()) : static_cast<const void*>(h16.data());
   std::vector<int64_t> lengths(static_cast<size_t>(batch));
   for (auto& n : lengths) n = length(rng);
   lengths[0] = 1;  // a text of CLS alone: no ColBERT rows
@@ -68,19 +86,20 @@ void RunCase(std::mt19937& rng, int64_t hidden, int64_t dim, int64_t batch, int6
   auto gpu = m3::cuda::DeviceHeads::Upload(heads.colbert_weight.data(), heads.colbert_bias.data(), dim, hidden, heads.sparse_weight.data(),
                                            heads.sparse_bias, 0);
   std::vector<float> dense(dense_cpu.size(), NAN), sparse(sparse_cpu.size(), NAN), colbert(colbert_cpu.size(), NAN);
-  gpu->RunHost(h.data(), batch, len, lengths.data(), dense.data(), sparse.data(), colbert.data());
+  gpu->RunHost(device_input, format, batch, len, lengths.data(), dense.data(), sparse.data(), colbert.data());
   // Accumulation order differs (fp32 sums of `hidden` products of unit-scale values).
   const double wd = Compare("dense", dense_cpu, dense, 1e-6);
   const double ws = Compare("sparse", sparse_cpu, sparse, 2e-5 * std::sqrt(static_cast<double>(hidden)));
   const double wc = Compare("colbert", colbert_cpu, colbert, 2e-6 * std::sqrt(static_cast<double>(hidden)));
-  std::printf("ok hidden %4lld dim %4lld batch %2lld len %3lld  worst error dense %.1e sparse %.1e colbert %.1e\n",
+  const char* format_name = format == m3::cuda::HiddenFormat::kF32 ? "f32" : format == m3::cuda::HiddenFormat::kF16 ? "f16" : "bf16";
+  std::printf("ok %-4s hidden %4lld dim %4lld batch %2lld len %3lld  worst error dense %.1e sparse %.1e colbert %.1e\n", format_name,
               static_cast<long long>(hidden), static_cast<long long>(dim), static_cast<long long>(batch), static_cast<long long>(len), wd, ws,
               wc);
   // One output at a time gives the same values.
   std::vector<float> dense_only(dense_cpu.size(), NAN), sparse_only(sparse_cpu.size(), NAN), colbert_only(colbert_cpu.size(), NAN);
-  gpu->RunHost(h.data(), batch, len, lengths.data(), dense_only.data(), nullptr, nullptr);
-  gpu->RunHost(h.data(), batch, len, lengths.data(), nullptr, sparse_only.data(), nullptr);
-  gpu->RunHost(h.data(), batch, len, lengths.data(), nullptr, nullptr, colbert_only.data());
+  gpu->RunHost(device_input, format, batch, len, lengths.data(), dense_only.data(), nullptr, nullptr);
+  gpu->RunHost(device_input, format, batch, len, lengths.data(), nullptr, sparse_only.data(), nullptr);
+  gpu->RunHost(device_input, format, batch, len, lengths.data(), nullptr, nullptr, colbert_only.data());
   Compare("dense alone", dense, dense_only, 0.0);
   Compare("sparse alone", sparse, sparse_only, 0.0);
   Compare("colbert alone", colbert, colbert_only, 0.0);
@@ -115,13 +134,15 @@ int main() {
   RunCase(rng, 64, 48, 5, 37);
   RunCase(rng, 100, 13, 3, 70);
   RunCase(rng, 8, 3, 1, 1);
+  RunCase(rng, 1024, 1024, 4, 50, m3::cuda::HiddenFormat::kF16);  // fp16 / bf16 exports' hidden states
+  RunCase(rng, 100, 13, 3, 70, m3::cuda::HiddenFormat::kBF16);
   // Errors: a length outside 1..len.
   try {
     const std::vector<float> w(16, 0.0f), hs(32, 0.0f);
     auto gpu = m3::cuda::DeviceHeads::Upload(w.data(), w.data(), 2, 8, w.data(), 0.0f, 0);
     const int64_t bad = 5;
     std::vector<float> out(16);
-    gpu->RunHost(hs.data(), 1, 4, &bad, nullptr, out.data(), nullptr);
+    gpu->RunHost(hs.data(), m3::cuda::HiddenFormat::kF32, 1, 4, &bad, nullptr, out.data(), nullptr);
     std::printf("FAIL: a length past the padded length was accepted\n");
     ++failures;
   } catch (const m3::CoreError& e) {

@@ -69,6 +69,23 @@ void TestHalfConversion() {
   uint32_t nan_bits;
   std::memcpy(&nan_bits, &nan_value, 4);
   Check(nan_bits == 0x7FC02000u, "fp16 NaN payload is widened, not replaced");
+  // The bulk conversion (F16C where the CPU has it) against the scalar one, every value, at
+  // every offset of a vector (tails included).
+  std::vector<uint16_t> all(0x10000 + 7);
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i * 40503u);  // odd multiplier: a permutation mod 2^16
+  for (size_t offset = 0; offset < 8; ++offset) {
+    std::vector<float> wide(all.size() - offset), bf(all.size() - offset);
+    m3::weights::WidenHalfs(all.data() + offset, wide.size(), wide.data());
+    m3::weights::WidenBFloat16s(all.data() + offset, bf.size(), bf.data());
+    int bulk_mismatches = 0;
+    for (size_t i = 0; i < wide.size(); ++i) {
+      const float one = m3::weights::HalfBitsToFloat(all[offset + i]);
+      const bool same = std::isnan(one) ? std::isnan(wide[i]) : std::memcmp(&one, &wide[i], 4) == 0;
+      const float b = m3::weights::BFloat16BitsToFloat(all[offset + i]);
+      if (!same || (std::isnan(b) ? !std::isnan(bf[i]) : std::memcmp(&b, &bf[i], 4) != 0)) ++bulk_mismatches;
+    }
+    Check(bulk_mismatches == 0, "WidenHalfs / WidenBFloat16s match the scalar conversions at offset " + std::to_string(offset));
+  }
   Check(m3::weights::BFloat16BitsToFloat(0x3F80) == 1.0f, "bf16 0x3F80 is 1.0");
   Check(m3::weights::BFloat16BitsToFloat(0xC049) == -3.140625f, "bf16 0xC049 is -3.140625");
 }

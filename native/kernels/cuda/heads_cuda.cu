@@ -4,6 +4,8 @@
 //   sparse:  one warp per token: ReLU(h . w + b), 0 past the text's length;
 //   ColBERT: an fp32 tiled product of the gathered token rows (every text's tokens after CLS,
 //            packed) with the weight, plus the bias, then one warp per row normalising it.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -106,6 +108,13 @@ __global__ void __launch_bounds__(256) ColbertLinearKernel(const float* __restri
   }
 }
 
+/// n 16-bit floats (fp16 or bf16) widened to fp32, exactly.
+template <typename T>
+__global__ void WidenKernel(const T* __restrict__ src, int64_t n, float* __restrict__ dst) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = static_cast<float>(src[i]);
+}
+
 /// Each of `rows` rows of `dim` floats divided by max(its L2 norm, 1e-12); one warp per row.
 __global__ void NormalizeRowsKernel(float* __restrict__ x, int64_t rows, int dim) {
   const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
@@ -130,7 +139,7 @@ struct DeviceHeads::Impl {
   // sessions' inference), and other work's errors do not surface here.
   cudaStream_t stream = nullptr;
   mutable std::mutex mu;  // one batch at a time: the scratch below
-  mutable DeviceBuffer hidden_in, lengths, src_rows, dense_out, sparse_out, colbert_out;
+  mutable DeviceBuffer hidden_in, hidden_wide, lengths, src_rows, dense_out, sparse_out, colbert_out;
   ~Impl() {
     if (stream) cudaStreamDestroy(stream);
   }
@@ -168,7 +177,8 @@ std::unique_ptr<DeviceHeads> DeviceHeads::Upload(const float* colbert_weight, co
   // An image of every kernel for this device (else the heads stay on the CPU; a launch would
   // fail at the first batch otherwise).
   for (const void* kernel : {reinterpret_cast<const void*>(DenseKernel), reinterpret_cast<const void*>(SparseKernel),
-                             reinterpret_cast<const void*>(ColbertLinearKernel), reinterpret_cast<const void*>(NormalizeRowsKernel)}) {
+                             reinterpret_cast<const void*>(ColbertLinearKernel), reinterpret_cast<const void*>(NormalizeRowsKernel),
+                             reinterpret_cast<const void*>(WidenKernel<__half>), reinterpret_cast<const void*>(WidenKernel<__nv_bfloat16>)}) {
     cudaFuncAttributes attr{};
     const cudaError_t err = cudaFuncGetAttributes(&attr, kernel);
     if (err != cudaSuccess) {
@@ -196,10 +206,24 @@ void CheckLengths(int64_t batch, int64_t len, const int64_t* lengths) {
                                        std::to_string(len));
 }
 
+size_t ElementBytes(HiddenFormat format) { return format == HiddenFormat::kF32 ? 4 : 2; }
+
 /// The heads on device hidden states; the caller holds m.mu and has made m.device current.
-void RunLocked(const DeviceHeads::Impl& m, const float* hidden_states, int64_t batch, int64_t len, const int64_t* lengths, float* dense,
-               float* sparse, float* colbert) {
+void RunLocked(const DeviceHeads::Impl& m, const void* raw_states, HiddenFormat format, int64_t batch, int64_t len, const int64_t* lengths,
+               float* dense, float* sparse, float* colbert) {
   const int hidden = static_cast<int>(m.hidden), dim = static_cast<int>(m.dim);
+  const float* hidden_states = static_cast<const float*>(raw_states);
+  if (format != HiddenFormat::kF32) {  // widened once into scratch, then the fp32 kernels
+    const int64_t n = batch * len * m.hidden;
+    m.hidden_wide.Reserve(static_cast<size_t>(n) * sizeof(float), "the widened hidden states");
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
+    if (format == HiddenFormat::kF16)
+      WidenKernel<<<blocks, 256, 0, m.stream>>>(static_cast<const __half*>(raw_states), n, m.hidden_wide.as<float>());
+    else
+      WidenKernel<<<blocks, 256, 0, m.stream>>>(static_cast<const __nv_bfloat16*>(raw_states), n, m.hidden_wide.as<float>());
+    Check(cudaGetLastError(), "kernel launch");
+    hidden_states = m.hidden_wide.as<float>();
+  }
   if (dense) {
     m.dense_out.Reserve(static_cast<size_t>(batch * hidden) * sizeof(float), "the dense vectors");
     DenseKernel<<<static_cast<unsigned>(batch), 256, 0, m.stream>>>(hidden_states, len, hidden, m.dense_out.as<float>());
@@ -248,14 +272,14 @@ void RunLocked(const DeviceHeads::Impl& m, const float* hidden_states, int64_t b
 
 }  // namespace
 
-void DeviceHeads::Run(const float* hidden_states, int64_t batch, int64_t len, const int64_t* lengths, float* dense, float* sparse,
-                      float* colbert) const {
+void DeviceHeads::Run(const void* hidden_states, HiddenFormat format, int64_t batch, int64_t len, const int64_t* lengths, float* dense,
+                      float* sparse, float* colbert) const {
   if (batch <= 0 || len <= 0) return;
   CheckLengths(batch, len, lengths);
   std::lock_guard<std::mutex> lock(impl_->mu);
   OnDevice on(impl_->device);
   try {
-    RunLocked(*impl_, hidden_states, batch, len, lengths, dense, sparse, colbert);
+    RunLocked(*impl_, hidden_states, format, batch, len, lengths, dense, sparse, colbert);
   } catch (...) {
     cudaStreamSynchronize(impl_->stream);  // nothing launched may still read the caller's memory
     cudaGetLastError();
@@ -263,17 +287,17 @@ void DeviceHeads::Run(const float* hidden_states, int64_t batch, int64_t len, co
   }
 }
 
-void DeviceHeads::RunHost(const float* hidden_states, int64_t batch, int64_t len, const int64_t* lengths, float* dense, float* sparse,
-                          float* colbert) const {
+void DeviceHeads::RunHost(const void* hidden_states, HiddenFormat format, int64_t batch, int64_t len, const int64_t* lengths,
+                          float* dense, float* sparse, float* colbert) const {
   if (batch <= 0 || len <= 0) return;
   CheckLengths(batch, len, lengths);
   std::lock_guard<std::mutex> lock(impl_->mu);
   OnDevice on(impl_->device);
-  const size_t bytes = static_cast<size_t>(batch * len * impl_->hidden) * sizeof(float);
+  const size_t bytes = static_cast<size_t>(batch * len * impl_->hidden) * ElementBytes(format);
   impl_->hidden_in.Reserve(bytes, "the hidden states");
   Check(cudaMemcpyAsync(impl_->hidden_in.ptr, hidden_states, bytes, cudaMemcpyHostToDevice, impl_->stream), "cudaMemcpyAsync");
   try {
-    RunLocked(*impl_, impl_->hidden_in.as<float>(), batch, len, lengths, dense, sparse, colbert);
+    RunLocked(*impl_, impl_->hidden_in.ptr, format, batch, len, lengths, dense, sparse, colbert);
   } catch (...) {
     cudaStreamSynchronize(impl_->stream);
     cudaGetLastError();

@@ -15,10 +15,10 @@ DeviceHeads::DeviceHeads(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DeviceHeads::~DeviceHeads() = default;
 int64_t DeviceHeads::hidden() const { return 0; }
 int64_t DeviceHeads::dim() const { return 0; }
-void DeviceHeads::Run(const float*, int64_t, int64_t, const int64_t*, float*, float*, float*) const {
+void DeviceHeads::Run(const void*, HiddenFormat, int64_t, int64_t, const int64_t*, float*, float*, float*) const {
   throw CoreError("ERR_DEVICE", "this build of bge-m3 has no CUDA kernels");
 }
-void DeviceHeads::RunHost(const float*, int64_t, int64_t, const int64_t*, float*, float*, float*) const {
+void DeviceHeads::RunHost(const void*, HiddenFormat, int64_t, int64_t, const int64_t*, float*, float*, float*) const {
   throw CoreError("ERR_DEVICE", "this build of bge-m3 has no CUDA kernels");
 }
 
