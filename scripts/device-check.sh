@@ -119,5 +119,10 @@ fi
 
 if [ -n "${OUT:-}" ] && [ -f "$WORK/maxsim_cuda_bench.log" ]; then  # the figures as JSON, for bench/results
   python3 scripts/device_results.py "$WORK/maxsim_cuda_bench.log" $( [ -f "$WORK/peers.log" ] && echo "$WORK/peers.log") >"$OUT/device-results.json" 2>&1
+  while IFS= read -r line; do note "$line"; done < <(python3 -c '
+import json, sys
+for f in json.load(open(sys.argv[1])).get("fastest", []):
+    print("fastest at %d queries: %s %.3f ms (%.0f TFLOP/s), default %s ms" % (f["queries"], f["kernel"], f["kernel_ms_median"], f["tflops"], f.get("default_ms_median", "?")))
+' "$OUT/device-results.json" 2>&1)
 fi
 echo; echo "== summary"; printf '%s\n' "${summary[@]}"

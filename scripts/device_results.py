@@ -59,6 +59,18 @@ def main(paths, note=None):
             entry["default_speedup_vs_torch"] = round(peer["ms_median"] / default[0]["kernel_ms_median"], 3)
         ratios.append(entry)
     doc["ratios"] = ratios
+    # Per batch size, the fastest configuration against the default: what a new default would gain.
+    fastest = []
+    for nq in sorted({r["queries"] for r in doc["maxsim"]}):
+        rows = [r for r in doc["maxsim"] if r["queries"] == nq]
+        best = min(rows, key=lambda r: r["kernel_ms_median"])
+        entry = {"queries": nq, "kernel": best["kernel"], "kernel_ms_median": best["kernel_ms_median"], "tflops": best["tflops"]}
+        default = [r for r in rows if r["kernel"] == "default"]
+        if default:
+            entry["default_ms_median"] = default[0]["kernel_ms_median"]
+            entry["speedup_over_default"] = round(default[0]["kernel_ms_median"] / best["kernel_ms_median"], 3)
+        fastest.append(entry)
+    doc["fastest"] = fastest
     if note:
         doc["note"] = note
     json.dump(doc, sys.stdout, indent=1)
