@@ -69,14 +69,19 @@ interface ModelFlags {
   gpuMemLimit?: number;
 }
 
-async function openModel(flags: ModelFlags): Promise<BGEM3> {
-  const dir = flags.model ?? DEMO_MODEL_DIR;
-  if (!flags.model) process.stderr.write(`${DEMO_WARNING}\n`);
+/** The load options the model flags (addModelFlags, addDeviceFlags) give. */
+function loadOptions(flags: ModelFlags): LoadOptions {
   const options: LoadOptions = { device: flags.device ?? 'cpu' };
   if (flags.threads) options.threads = flags.threads;
   if (flags.deviceId !== undefined) options.deviceId = flags.deviceId;
   if (flags.gpuMemLimit !== undefined) options.gpuMemLimit = flags.gpuMemLimit;
-  return BGEM3.load(dir, options);
+  return options;
+}
+
+async function openModel(flags: ModelFlags): Promise<BGEM3> {
+  const dir = flags.model ?? DEMO_MODEL_DIR;
+  if (!flags.model) process.stderr.write(`${DEMO_WARNING}\n`);
+  return BGEM3.load(dir, loadOptions(flags));
 }
 
 /** Texts from the arguments, else from --file (one per line, or JSON lines with a "text" field), else stdin. */
@@ -178,13 +183,17 @@ function finetuneReporter(json: boolean): { event: (e: FinetuneEvent) => void; s
   };
 }
 
-function addModelFlags(cmd: Command): Command {
+function addDeviceFlags(cmd: Command): Command {
   return cmd
-    .option('-m, --model <dir>', 'model directory (BAAI/bge-m3 snapshot or ONNX export); default: the demo model')
-    .option('-t, --threads <n>', 'ONNX Runtime threads', positiveInt)
     .option('--device <device>', "'cpu' or 'cuda'", 'cpu')
     .option('--device-id <n>', 'CUDA device (with --device cuda)', nonNegativeInt)
     .option('--gpu-mem-limit <bytes>', "ONNX Runtime's GPU arena limit, e.g. 8G (with --device cuda)", byteSize);
+}
+
+function addModelFlags(cmd: Command): Command {
+  return addDeviceFlags(cmd
+    .option('-m, --model <dir>', 'model directory (BAAI/bge-m3 snapshot or ONNX export); default: the demo model')
+    .option('-t, --threads <n>', 'ONNX Runtime threads', positiveInt));
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -386,7 +395,7 @@ async function main(argv: string[]): Promise<void> {
       process.on('SIGINT', () => stop('SIGINT'));
     });
 
-  program.command('finetune-heads')
+  addDeviceFlags(program.command('finetune-heads'))
     .description('fine-tune the sparse and ColBERT heads on {query, pos, neg} JSONL with self-knowledge distillation (encoder frozen)')
     .requiredOption('-m, --model <dir>', 'source model directory (BAAI layout; never modified)')
     .requiredOption('-d, --data <file>', 'training JSONL: {"query", "pos": [...], "neg": [...]} per line')
@@ -438,7 +447,7 @@ async function main(argv: string[]): Promise<void> {
           weights: opts.lossWeights, selfDistill: opts.selfDistill, trainSparse: heads.includes('sparse'), trainColbert: heads.includes('colbert'),
           maxQueryLength: opts.maxQueryLength, maxPassageLength: opts.maxPassageLength, checkpointEvery: opts.checkpointEvery,
           resume: !!opts.resume, force: !!opts.force, encoderFiles: opts.copyEncoder ? 'copy' : 'link', workDir: opts.workDir,
-          keepWorkDir: !!opts.keepWorkDir, threads: opts.trainThreads, load: opts.threads ? { threads: opts.threads } : {},
+          keepWorkDir: !!opts.keepWorkDir, threads: opts.trainThreads, load: loadOptions(opts),
           signal: controller.signal, onProgress: report.event,
         });
         report.stop();

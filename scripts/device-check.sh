@@ -84,7 +84,7 @@ if [ "${QUICK:-0}" != 1 ] && [ $require_cuda = 1 ]; then
   fi
   if command -v compute-sanitizer >/dev/null; then
     for tool in ${SANITIZERS:-memcheck racecheck synccheck}; do
-      timeout 90 compute-sanitizer --tool $tool --error-exitcode 3 "$B/maxsim_cuda_test" --small >"$WORK/sanitizer-$tool.log" 2>&1
+      timeout 150 compute-sanitizer --tool $tool --error-exitcode 3 "$B/maxsim_cuda_test" --small >"$WORK/sanitizer-$tool.log" 2>&1
       note "compute-sanitizer $tool maxsim (rc $?): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$WORK/sanitizer-$tool.log" | head -1)"
       timeout 60 compute-sanitizer --tool $tool --error-exitcode 3 "$B/heads_cuda_test" >>"$WORK/sanitizer-$tool.log" 2>&1
       note "compute-sanitizer $tool heads (rc $?): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$WORK/sanitizer-$tool.log" | tail -1)"

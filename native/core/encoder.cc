@@ -32,10 +32,23 @@ bool FloatLike(const Ort::Value& v) {
          type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
 }
 
+std::string ElementTypeName(ONNXTensorElementDataType type) {
+  switch (type) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16: return "int16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return "bool";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING: return "string";
+    default: return "ONNX element type " + std::to_string(static_cast<int>(type));
+  }
+}
+
 void RequireFloat(const Ort::Value& v, const std::string& name) {
   if (!FloatLike(v)) {
-    throw CoreError("ERR_MODEL_LAYOUT", "Output '" + name + "' has ONNX element type " +
-                                            std::to_string(static_cast<int>(v.GetTensorTypeAndShapeInfo().GetElementType())) +
+    throw CoreError("ERR_MODEL_LAYOUT", "Output '" + name + "' is " + ElementTypeName(v.GetTensorTypeAndShapeInfo().GetElementType()) +
                                             "; bge-m3 reads float32, float16 and bfloat16 outputs. Export the model with "
                                             "one of those output types.");
   }

@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "core/core_error.h"
+#include "kernels/cpu_features.h"
 #include "core/safetensors_reader.h"
 #include "core/torch_pickle_reader.h"
 
@@ -89,8 +90,7 @@ __attribute__((target("avx,f16c"))) static void WidenHalfsF16c(const uint16_t* s
 
 void WidenHalfs(const uint16_t* src, size_t count, float* dst) {
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-  if (f16c) {
+  if (DetectCpuFeatures().f16c) {
     WidenHalfsF16c(src, count, dst);
     return;
   }

@@ -24,11 +24,13 @@ CpuFeatures Read() {
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
   const bool osxsave = (c >> 27) & 1;
   const bool fma = (c >> 12) & 1;
+  const bool f16c = (c >> 29) & 1;
   if (!osxsave) return f;
   const uint64_t xcr0 = ReadXcr0();
   const bool os_avx = (xcr0 & 0x6) == 0x6;             // XMM and YMM state
   const bool os_avx512 = os_avx && (xcr0 & 0xe0) == 0xe0;  // opmask, ZMM_Hi256, Hi16_ZMM
   if (!os_avx) return f;
+  f.f16c = f16c;
   unsigned max_leaf = __get_cpuid_max(0, nullptr);
   if (max_leaf < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);

@@ -12,6 +12,7 @@ enum class IsaTier : int { kSerial = 0, kAvx2 = 1, kAvx512 = 2 };
 /// Capability bits as read from CPUID leaf 1 / leaf 7 and XCR0.
 struct CpuFeatures {
   bool avx2 = false, fma = false, avx_vnni = false;
+  bool f16c = false;  // fp16 <-> fp32 conversions (with the OS saving YMM state)
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512_bf16 = false, avx512_vnni = false, avx512_vp2intersect = false;
 };

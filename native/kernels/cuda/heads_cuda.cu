@@ -4,6 +4,7 @@
 //   sparse:  one warp per token: ReLU(h . w + b), 0 past the text's length;
 //   ColBERT: an fp32 tiled product of the gathered token rows (every text's tokens after CLS,
 //            packed) with the weight, plus the bias, then one warp per row normalising it.
+// fp16 and bf16 hidden states are widened as each kernel loads them: no fp32 copy of the batch.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -27,11 +28,17 @@ using util::Check;
 using util::DeviceBuffer;
 using util::OnDevice;
 
-__global__ void DenseKernel(const float* __restrict__ hidden, int64_t len, int hidden_dim, float* __restrict__ dense) {
+// Hidden states are read as fp32, fp16 or bf16 (widened exactly on load).
+__device__ __forceinline__ float ToFloat(float x) { return x; }
+__device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
+__device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__global__ void DenseKernel(const T* __restrict__ hidden, int64_t len, int hidden_dim, float* __restrict__ dense) {
   __shared__ double partial[256];
-  const float* row = hidden + static_cast<int64_t>(blockIdx.x) * len * hidden_dim;  // CLS of text blockIdx.x
+  const T* row = hidden + static_cast<int64_t>(blockIdx.x) * len * hidden_dim;  // CLS of text blockIdx.x
   double sum = 0.0;
-  for (int k = threadIdx.x; k < hidden_dim; k += blockDim.x) sum += static_cast<double>(row[k]) * row[k];
+  for (int k = threadIdx.x; k < hidden_dim; k += blockDim.x) sum += static_cast<double>(ToFloat(row[k])) * ToFloat(row[k]);
   partial[threadIdx.x] = sum;
   __syncthreads();
   for (int s = blockDim.x / 2; s > 0; s >>= 1) {
@@ -39,10 +46,11 @@ __global__ void DenseKernel(const float* __restrict__ hidden, int64_t len, int h
     __syncthreads();
   }
   const float norm = fmaxf(static_cast<float>(sqrt(partial[0])), 1e-12f);
-  for (int k = threadIdx.x; k < hidden_dim; k += blockDim.x) dense[static_cast<int64_t>(blockIdx.x) * hidden_dim + k] = row[k] / norm;
+  for (int k = threadIdx.x; k < hidden_dim; k += blockDim.x) dense[static_cast<int64_t>(blockIdx.x) * hidden_dim + k] = ToFloat(row[k]) / norm;
 }
 
-__global__ void SparseKernel(const float* __restrict__ hidden, int64_t batch, int64_t len, int hidden_dim,
+template <typename T>
+__global__ void SparseKernel(const T* __restrict__ hidden, int64_t batch, int64_t len, int hidden_dim,
                              const int64_t* __restrict__ lengths, const float* __restrict__ w, float bias, float* __restrict__ out) {
   const int64_t token = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
@@ -50,8 +58,8 @@ __global__ void SparseKernel(const float* __restrict__ hidden, int64_t batch, in
   const int64_t b = token / len, t = token % len;
   float acc = 0.0f;
   if (t < lengths[b]) {
-    const float* row = hidden + token * hidden_dim;
-    for (int k = lane; k < hidden_dim; k += 32) acc = fmaf(row[k], w[k], acc);
+    const T* row = hidden + token * hidden_dim;
+    for (int k = lane; k < hidden_dim; k += 32) acc = fmaf(ToFloat(row[k]), w[k], acc);
     for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
     acc = fmaxf(acc + bias, 0.0f);
   }
@@ -62,7 +70,8 @@ constexpr int kTile = 64, kTileK = 16;
 
 /// out[p][d] = sum_k hidden[src_row[p]][k] * weight[d][k] + bias[d] for p < rows, d < dim.
 /// 64 x 64 output tiles, 256 threads of 4 x 4 outputs each.
-__global__ void __launch_bounds__(256) ColbertLinearKernel(const float* __restrict__ hidden, const int64_t* __restrict__ src_row,
+template <typename T>
+__global__ void __launch_bounds__(256) ColbertLinearKernel(const T* __restrict__ hidden, const int64_t* __restrict__ src_row,
                                                            int64_t rows, int hidden_dim, const float* __restrict__ weight,
                                                            const float* __restrict__ bias, int dim, float* __restrict__ out) {
   __shared__ float a_s[kTileK][kTile + 4];
@@ -76,7 +85,7 @@ __global__ void __launch_bounds__(256) ColbertLinearKernel(const float* __restri
     for (int i = threadIdx.x; i < kTile * kTileK; i += 256) {
       const int r = i / kTileK, k = i % kTileK;
       const int64_t p = r0 + r;
-      a_s[k][r] = p < rows && k0 + k < hidden_dim ? hidden[src_row[p] * hidden_dim + k0 + k] : 0.0f;
+      a_s[k][r] = p < rows && k0 + k < hidden_dim ? ToFloat(hidden[src_row[p] * hidden_dim + k0 + k]) : 0.0f;
       const int d = d0 + r;
       b_s[k][r] = d < dim && k0 + k < hidden_dim ? weight[static_cast<int64_t>(d) * hidden_dim + k0 + k] : 0.0f;
     }
@@ -108,13 +117,6 @@ __global__ void __launch_bounds__(256) ColbertLinearKernel(const float* __restri
   }
 }
 
-/// n 16-bit floats (fp16 or bf16) widened to fp32, exactly.
-template <typename T>
-__global__ void WidenKernel(const T* __restrict__ src, int64_t n, float* __restrict__ dst) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    dst[i] = static_cast<float>(src[i]);
-}
-
 /// Each of `rows` rows of `dim` floats divided by max(its L2 norm, 1e-12); one warp per row.
 __global__ void NormalizeRowsKernel(float* __restrict__ x, int64_t rows, int dim) {
   const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
@@ -139,7 +141,7 @@ struct DeviceHeads::Impl {
   // sessions' inference), and other work's errors do not surface here.
   cudaStream_t stream = nullptr;
   mutable std::mutex mu;  // one batch at a time: the scratch below
-  mutable DeviceBuffer hidden_in, hidden_wide, lengths, src_rows, dense_out, sparse_out, colbert_out;
+  mutable DeviceBuffer hidden_in, lengths, src_rows, dense_out, sparse_out, colbert_out;
   ~Impl() {
     if (stream) cudaStreamDestroy(stream);
   }
@@ -176,9 +178,13 @@ std::unique_ptr<DeviceHeads> DeviceHeads::Upload(const float* colbert_weight, co
   impl->sparse_bias = sparse_bias;
   // An image of every kernel for this device (else the heads stay on the CPU; a launch would
   // fail at the first batch otherwise).
-  for (const void* kernel : {reinterpret_cast<const void*>(DenseKernel), reinterpret_cast<const void*>(SparseKernel),
-                             reinterpret_cast<const void*>(ColbertLinearKernel), reinterpret_cast<const void*>(NormalizeRowsKernel),
-                             reinterpret_cast<const void*>(WidenKernel<__half>), reinterpret_cast<const void*>(WidenKernel<__nv_bfloat16>)}) {
+  for (const void* kernel : {reinterpret_cast<const void*>(DenseKernel<float>), reinterpret_cast<const void*>(SparseKernel<float>),
+                             reinterpret_cast<const void*>(ColbertLinearKernel<float>), reinterpret_cast<const void*>(NormalizeRowsKernel),
+                             reinterpret_cast<const void*>(DenseKernel<__half>), reinterpret_cast<const void*>(SparseKernel<__half>),
+                             reinterpret_cast<const void*>(ColbertLinearKernel<__half>),
+                             reinterpret_cast<const void*>(DenseKernel<__nv_bfloat16>),
+                             reinterpret_cast<const void*>(SparseKernel<__nv_bfloat16>),
+                             reinterpret_cast<const void*>(ColbertLinearKernel<__nv_bfloat16>)}) {
     cudaFuncAttributes attr{};
     const cudaError_t err = cudaFuncGetAttributes(&attr, kernel);
     if (err != cudaSuccess) {
@@ -208,25 +214,15 @@ void CheckLengths(int64_t batch, int64_t len, const int64_t* lengths) {
 
 size_t ElementBytes(HiddenFormat format) { return format == HiddenFormat::kF32 ? 4 : 2; }
 
-/// The heads on device hidden states; the caller holds m.mu and has made m.device current.
-void RunLocked(const DeviceHeads::Impl& m, const void* raw_states, HiddenFormat format, int64_t batch, int64_t len, const int64_t* lengths,
-               float* dense, float* sparse, float* colbert) {
+/// The heads on device hidden states of element type T; the caller holds m.mu and has made
+/// m.device current.
+template <typename T>
+void RunTyped(const DeviceHeads::Impl& m, const T* hidden_states, int64_t batch, int64_t len, const int64_t* lengths, float* dense,
+              float* sparse, float* colbert) {
   const int hidden = static_cast<int>(m.hidden), dim = static_cast<int>(m.dim);
-  const float* hidden_states = static_cast<const float*>(raw_states);
-  if (format != HiddenFormat::kF32) {  // widened once into scratch, then the fp32 kernels
-    const int64_t n = batch * len * m.hidden;
-    m.hidden_wide.Reserve(static_cast<size_t>(n) * sizeof(float), "the widened hidden states");
-    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
-    if (format == HiddenFormat::kF16)
-      WidenKernel<<<blocks, 256, 0, m.stream>>>(static_cast<const __half*>(raw_states), n, m.hidden_wide.as<float>());
-    else
-      WidenKernel<<<blocks, 256, 0, m.stream>>>(static_cast<const __nv_bfloat16*>(raw_states), n, m.hidden_wide.as<float>());
-    Check(cudaGetLastError(), "kernel launch");
-    hidden_states = m.hidden_wide.as<float>();
-  }
   if (dense) {
     m.dense_out.Reserve(static_cast<size_t>(batch * hidden) * sizeof(float), "the dense vectors");
-    DenseKernel<<<static_cast<unsigned>(batch), 256, 0, m.stream>>>(hidden_states, len, hidden, m.dense_out.as<float>());
+    DenseKernel<T><<<static_cast<unsigned>(batch), 256, 0, m.stream>>>(hidden_states, len, hidden, m.dense_out.as<float>());
     Check(cudaGetLastError(), "kernel launch");
   }
   if (sparse) {
@@ -235,7 +231,7 @@ void RunLocked(const DeviceHeads::Impl& m, const void* raw_states, HiddenFormat 
           "cudaMemcpyAsync");
     m.sparse_out.Reserve(static_cast<size_t>(batch * len) * sizeof(float), "the token weights");
     const int64_t threads = batch * len * 32;
-    SparseKernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, m.stream>>>(hidden_states, batch, len, hidden, m.lengths.as<int64_t>(),
+    SparseKernel<T><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, m.stream>>>(hidden_states, batch, len, hidden, m.lengths.as<int64_t>(),
                                                                          m.sparse_weight.as<float>(), m.sparse_bias, m.sparse_out.as<float>());
     Check(cudaGetLastError(), "kernel launch");
   }
@@ -251,7 +247,7 @@ void RunLocked(const DeviceHeads::Impl& m, const void* raw_states, HiddenFormat 
             "cudaMemcpyAsync");
       m.colbert_out.Reserve(static_cast<size_t>(rows * dim) * sizeof(float), "the ColBERT rows");
       const dim3 grid(static_cast<unsigned>((rows + kTile - 1) / kTile), static_cast<unsigned>((dim + kTile - 1) / kTile));
-      ColbertLinearKernel<<<grid, 256, 0, m.stream>>>(hidden_states, m.src_rows.as<int64_t>(), rows, hidden, m.colbert_weight.as<float>(),
+      ColbertLinearKernel<T><<<grid, 256, 0, m.stream>>>(hidden_states, m.src_rows.as<int64_t>(), rows, hidden, m.colbert_weight.as<float>(),
                                          m.colbert_bias.as<float>(), dim, m.colbert_out.as<float>());
       Check(cudaGetLastError(), "kernel launch");
       NormalizeRowsKernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256, 0, m.stream>>>(m.colbert_out.as<float>(), rows, dim);
@@ -268,6 +264,18 @@ void RunLocked(const DeviceHeads::Impl& m, const void* raw_states, HiddenFormat 
     Check(cudaMemcpyAsync(colbert, m.colbert_out.ptr, static_cast<size_t>(rows * dim) * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
           "cudaMemcpyAsync");
   Check(cudaStreamSynchronize(m.stream), "the heads' kernels");
+}
+
+void RunLocked(const DeviceHeads::Impl& m, const void* hidden_states, HiddenFormat format, int64_t batch, int64_t len,
+               const int64_t* lengths, float* dense, float* sparse, float* colbert) {
+  switch (format) {
+    case HiddenFormat::kF16:
+      return RunTyped(m, static_cast<const __half*>(hidden_states), batch, len, lengths, dense, sparse, colbert);
+    case HiddenFormat::kBF16:
+      return RunTyped(m, static_cast<const __nv_bfloat16*>(hidden_states), batch, len, lengths, dense, sparse, colbert);
+    default:
+      return RunTyped(m, static_cast<const float*>(hidden_states), batch, len, lengths, dense, sparse, colbert);
+  }
 }
 
 }  // namespace

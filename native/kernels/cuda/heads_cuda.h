@@ -2,8 +2,8 @@
 // ONNX Runtime CUDA provider's output, bound to device memory), so that only the results cross to
 // the host: the dense vector (the normalised CLS row), the sparse head's token weights
 // (ReLU(h . w + b)) and the ColBERT rows (normalise(h W^T + b) for every token after CLS). Same
-// definitions as the CPU heads (core/m3_heads.h, core/pooling.h); fp32 throughout (fp16 and
-// bf16 hidden states, from such exports, are widened first, exactly).
+// definitions as the CPU heads (core/m3_heads.h, core/pooling.h); fp32 arithmetic throughout
+// (fp16 and bf16 hidden states, from such exports, are widened exactly as they are read).
 //
 // Plain C++ interface: built from heads_cuda.cu with the CUDA kernels, from the stub otherwise,
 // where Upload reports ERR_DEVICE.
