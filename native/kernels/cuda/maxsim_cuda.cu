@@ -197,6 +197,7 @@ using TmaFn = void (*)();
 #endif
 struct TiledConfig {
   int bm, bn, bk, stages;
+  int cluster;  // blocks per cluster (tensor-map kernels: sharing each document tile by multicast)
   bool wgmma;  // needs sm_90a code and a compute capability 9.0 device
   TiledFn fn;  // null for the tensor-map kernels
   TmaFn tma;   // the persistent warp-specialised kernel fed by tensor maps (tma::MaxSimTmaKernel)
@@ -204,13 +205,13 @@ struct TiledConfig {
   const char* name;
 };
 #define M3_TILED(BM, BN, BK, ST, WMS, WNS)                                                                                       \
-  {BM, BN, BK, ST, false, tiled::MaxSimTiledKernel<BM, BN, BK, ST, WMS, WNS>, nullptr, tiled::SmemBytes(BM, BN, BK, ST), \
+  {BM, BN, BK, ST, 1, false, tiled::MaxSimTiledKernel<BM, BN, BK, ST, WMS, WNS>, nullptr, tiled::SmemBytes(BM, BN, BK, ST), \
    "mma " #BM "x" #BN "x" #BK " " #ST " stages"}
 #define M3_WGMMA(BN, ST) \
-  {wg::kBM, BN, wg::kBK, ST, true, wg::MaxSimWgmmaKernel<BN, ST>, nullptr, wg::SmemBytes(BN, ST), "wgmma 128x" #BN "x64 " #ST " stages"}
-#define M3_TMA(BN, ST, PER_SM)                                                                                     \
-  {tma::kBM, BN, tma::kBK, ST, true, nullptr, tma::MaxSimTmaKernel<BN, ST, PER_SM>, tma::SmemBytes(BN, ST), \
-   "wgmma+tma 128x" #BN "x64 " #ST " stages, persistent " #PER_SM "/SM"}
+  {wg::kBM, BN, wg::kBK, ST, 1, true, wg::MaxSimWgmmaKernel<BN, ST>, nullptr, wg::SmemBytes(BN, ST), "wgmma 128x" #BN "x64 " #ST " stages"}
+#define M3_TMA(BN, ST, PER_SM, CS, NAME)                                                                               \
+  {tma::kBM, BN, tma::kBK, ST, CS, true, nullptr, tma::MaxSimTmaKernel<BN, ST, PER_SM, CS>, tma::SmemBytes(BN, ST), \
+   "wgmma+tma 128x" #BN "x64 " #ST " stages, " NAME}
 const TiledConfig kTiledConfigs[] = {
     // Measured on an H100 (README): the three defaults of the mma kernel by batch size, and the
     // wgmma kernel that takes batches above 64 rows on Hopper.
@@ -220,8 +221,12 @@ const TiledConfig kTiledConfigs[] = {
     M3_WGMMA(128, 3),                 // batches on Hopper: two blocks per SM, one wgmma group in flight
     M3_WGMMA(256, 4),                 // one block per SM, for comparison
 #ifdef M3_HAVE_TMA
-    M3_TMA(256, 4, 1),  // warp-specialised, persistent: one block per SM
-    M3_TMA(128, 3, 2),  // two blocks per SM, whose epilogues overlap each other's products
+    M3_TMA(256, 4, 1, 1, "persistent 1/SM"),  // warp-specialised, persistent: one block per SM
+    M3_TMA(128, 3, 2, 1, "persistent 2/SM"),  // two blocks per SM, whose epilogues overlap each other's products
+    // Clusters sharing each document tile by multicast: a third (2) or half (4) less L2 traffic
+    // per product, which bounds the one-block kernel near half the tensor-core peak.
+    M3_TMA(256, 4, 1, 2, "persistent 1/SM, clusters of 2"),
+    M3_TMA(256, 4, 1, 4, "persistent 1/SM, clusters of 4"),
 #endif
 };
 #undef M3_TILED
@@ -289,7 +294,7 @@ EncodeTiledFn TensorMapEncoder() {
 /// x 64 dimensions into 128-byte-swizzled shared memory; false where it cannot be made.
 bool MakeTensorMap(CUtensorMap* map, const void* data, int64_t dim_pad, int64_t rows, uint32_t box_rows) {
   const EncodeTiledFn encode = TensorMapEncoder();
-  // Box coordinates are int32, and a tile's last box starts up to 255 rows past its first.
+  // Box coordinates are int32, and a tile's last box starts up to 192 rows past its first.
   if (!encode || rows < 1 || rows >= (int64_t{1} << 31) - 256) return false;
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(dim_pad), static_cast<cuuint64_t>(rows)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(dim_pad) * 2};
@@ -495,8 +500,9 @@ std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVector
           "cudaMemcpy");
   }
 #ifdef M3_HAVE_TMA
-  if (impl->wgmma && impl->rows > 0)
-    impl->tma = MakeTensorMap(&impl->docs_map, impl->data.ptr, impl->dim_pad, impl->rows, tma::kBoxRows);
+  const char* tma_env = std::getenv("BGE_M3_CUDA_TMA");  // 0: no tensor-map kernels (they are never the default)
+  if (impl->wgmma && impl->rows > 0 && !(tma_env && std::strcmp(tma_env, "0") == 0))
+    impl->tma = MakeTensorMap(&impl->docs_map, impl->data.ptr, impl->dim_pad, impl->rows, tma::kDocBoxRows);
 #endif
   return std::unique_ptr<DeviceMultiVectors>(new DeviceMultiVectors(std::move(impl)));
 }
@@ -559,7 +565,7 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
       const auto* dev_offsets = static_cast<const uint32_t*>(m.offsets.ptr);
 #ifdef M3_HAVE_TMA
       CUtensorMap queries_map{};
-      if (shape->tma && rows > 0 && !MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kBoxRows))
+      if (shape->tma && rows > 0 && !MakeTensorMap(&queries_map, d_queries.ptr, m.dim_pad, rows_pad, tma::kQueryBoxRows))
         throw CoreError("ERR_DEVICE", "CUDA could not describe the queries for the tensor-map kernel");
 #endif
       for (int64_t d0 = 0; d0 < m.count; d0 += chunk_max) {
@@ -574,15 +580,37 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
           const unsigned blocks = static_cast<unsigned>(m_tiles * n_tiles);
           if (shape->tma) {
 #ifdef M3_HAVE_TMA
-            // Persistent: as many blocks as fit on the device at once, each looping over tiles.
-            int per_sm = 0;
-            Check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, shape->tma, tma::kThreads, shape->smem),
-                  "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-            const unsigned grid = std::min<unsigned>(blocks, static_cast<unsigned>(std::max(per_sm, 1) * m.sms));
-            shape->tma<<<grid, tma::kThreads, shape->smem>>>(queries_map, m.docs_map, row_begin, row_end,
-                                                             static_cast<const int*>(m.row_doc.ptr), d0, chunk,
-                                                             static_cast<int>(m.dim_pad), static_cast<int>(rows),
-                                                             static_cast<int>(rows_pad), rowmax);
+            // Persistent: as many blocks (clusters) as fit on the device at once, each looping over tiles.
+            const int cs = shape->cluster;
+            cudaLaunchAttribute attr{};
+            attr.id = cudaLaunchAttributeClusterDimension;
+            attr.val.clusterDim.x = static_cast<unsigned>(cs);
+            attr.val.clusterDim.y = 1;
+            attr.val.clusterDim.z = 1;
+            cudaLaunchConfig_t launch{};
+            launch.gridDim = dim3(static_cast<unsigned>(cs));
+            launch.blockDim = dim3(tma::kThreads);
+            launch.dynamicSmemBytes = shape->smem;
+            int resident = 0;  // clusters (blocks where cs = 1) the device holds at once
+            if (cs > 1) {
+              launch.attrs = &attr;
+              launch.numAttrs = 1;
+              Check(cudaOccupancyMaxActiveClusters(&resident, shape->tma, &launch), "cudaOccupancyMaxActiveClusters");
+              if (resident < 1)
+                throw CoreError("ERR_DEVICE", std::string("this GPU cannot hold one cluster of ") + std::to_string(cs) + " blocks of " +
+                                                  std::to_string(shape->smem >> 10) + " KiB shared memory each (configuration " +
+                                                  shape->name + "); name another configuration");
+            } else {
+              Check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, shape->tma, tma::kThreads, shape->smem),
+                    "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+              resident *= m.sms;
+            }
+            const int64_t cluster_tiles = (m_tiles + cs - 1) / cs * n_tiles;
+            launch.gridDim = dim3(static_cast<unsigned>(cs * std::min<int64_t>(cluster_tiles, std::max(resident, 1))));
+            Check(cudaLaunchKernelEx(&launch, shape->tma, queries_map, m.docs_map, row_begin, row_end,
+                                     static_cast<const int*>(m.row_doc.ptr), d0, chunk, static_cast<int>(m.dim_pad),
+                                     static_cast<int>(rows), static_cast<int>(rows_pad), rowmax),
+                  "cudaLaunchKernelEx");
 #endif
           } else {
             shape->fn<<<blocks, tiled::kThreads, shape->smem>>>(
