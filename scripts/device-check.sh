@@ -7,7 +7,8 @@
 # measures MaxSim against the README's H100 targets and PyTorch on the same GPU
 # (scripts/gpu_peers.py). Prints a compact summary; finishes in a few minutes.
 # FULL=1 adds CPU encoder throughput on a generated model; QUICK=1 skips every measurement;
-# PEERS=0 skips PyTorch; NCU=1 profiles one launch of the tiled kernel with Nsight Compute;
+# PEERS=0 skips PyTorch; NCU=1 profiles one launch of the default kernel with Nsight Compute
+# (NCU_CONFIG=N: tile configuration N, numbered as maxsim_cuda_test lists them);
 # SANITIZERS="memcheck" picks the compute-sanitizer tools.
 # Logs go to $OUT when it is set.
 #
@@ -76,10 +77,10 @@ if [ "${QUICK:-0}" != 1 ] && [ $require_cuda = 1 ]; then
   timeout 150 "${disable[@]}" "$B/maxsim_cuda_test" --bench >"$WORK/maxsim_cuda_bench.log" 2>&1; echo "bench rc $?" >>"$WORK/maxsim_cuda_bench.log"
   while IFS= read -r line; do note "$line"; done < <(grep -E '^(device|bench|FAIL)' "$WORK/maxsim_cuda_bench.log")
   save "$WORK/maxsim_cuda_bench.log"
-  if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then  # one profiled launch of the default kernel, 16 queries
-    timeout 120 ncu -k regex:MaxSimTiled --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+  if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then  # one profiled launch at 16 queries: the default, or NCU_CONFIG
+    timeout 120 ncu -k regex:'MaxSim(Tiled|Wgmma|Tma)' --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
       --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis --section LaunchStats \
-      "$B/maxsim_cuda_test" --bench 16 >"$WORK/ncu.log" 2>&1
+      "$B/maxsim_cuda_test" --bench 16 ${NCU_CONFIG:-} >"$WORK/ncu.log" 2>&1
     note "ncu (rc $?): $(grep -E 'Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per' "$WORK/ncu.log" | tr -s ' ' | tr '\n' ';')"
     save "$WORK/ncu.log"
   fi

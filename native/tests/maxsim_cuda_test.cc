@@ -95,7 +95,9 @@ void RunCase(std::mt19937& rng, int64_t dim, const std::vector<uint32_t>& query_
   }
 }
 
-int Bench(int only_nq) {
+/// --bench [NQ [CONFIG]]: every batch size (or NQ queries only: the default kernel, or tile
+/// configuration CONFIG alone, for profilers).
+int Bench(int only_nq, int only_config) {
   std::mt19937 rng(7);
   const int64_t dim = 1024, doc_len = 128, docs = 8192;  // 1,048,576 rows
   std::printf("device: %s\n", m3::cuda::DeviceName(0).c_str());
@@ -115,6 +117,8 @@ int Bench(int only_nq) {
   set.offsets = doffs.data();
   set.data = data.data();
   auto gpu = m3::cuda::DeviceMultiVectors::Upload(set, m3::VectorFormat::kBF16, 0);
+  const auto config_names = m3::cuda::TiledConfigNames();
+  for (size_t i = 0; i < config_names.size(); ++i) std::printf("configuration %zu: %s\n", i, config_names[i].c_str());
   std::printf("device: wgmma kernel %s, TMA kernel %s\n", gpu->uses_wgmma() ? "available" : "not available",
               gpu->uses_tma() ? "available" : "not available");
   const double rows = static_cast<double>(docs * doc_len);
@@ -124,9 +128,24 @@ int Bench(int only_nq) {
     for (int q = 0; q <= nq; ++q) qoffs[q] = q * 32;
     const auto queries = RandomUnitRows(rng, nq * 32, dim);
     std::vector<float> scores(static_cast<size_t>(nq * docs));
-    // The default choice first, then every tiled configuration and the staged kernel.
+    // The default choice first, then the staged kernel and every tiled configuration (NQ given:
+    // the default only, or CONFIG only).
     const auto names = m3::cuda::TiledConfigNames();
-    for (int config = -2; config < (only_nq > 0 ? -1 : static_cast<int>(names.size())); ++config) {
+    if (only_config >= static_cast<int>(names.size())) {
+      std::printf("FAIL no tile configuration %d (%zu configurations)\n", only_config, names.size());
+      return 1;
+    }
+    std::vector<int> order;  // -2: the default choice; -1: the staged kernel; else a tile configuration
+    if (only_config >= 0) {
+      order.push_back(only_config);
+    } else {
+      order.push_back(-2);
+      if (only_nq <= 0) {
+        order.push_back(-1);
+        for (size_t i = 0; i < names.size(); ++i) order.push_back(static_cast<int>(i));
+      }
+    }
+    for (const int config : order) {
       const auto kernel = config == -1 ? m3::cuda::Kernel::kStaged : m3::cuda::Kernel::kTiled;
       const std::string name = config == -2 ? "default" : config == -1 ? "staged" : "tiled " + names[config];
       std::vector<double> seconds, wall;
@@ -185,7 +204,7 @@ int main(int argc, char** argv) {
     std::printf("SKIP no CUDA device (%s): built %s, ERR_DEVICE checked\n", why.c_str(), m3::cuda::Built() ? "with CUDA" : "without CUDA");
     return 0;
   }
-  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return Bench(argc > 2 ? std::atoi(argv[2]) : 0);
+  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return Bench(argc > 2 ? std::atoi(argv[2]) : 0, argc > 3 ? std::atoi(argv[3]) : -1);
   std::printf("device: %s\n", m3::cuda::DeviceName(0).c_str());
   std::mt19937 rng(20241127);
   // --small: the first cases only (for compute-sanitizer, which slows kernels a hundredfold).
