@@ -266,7 +266,8 @@ async function main(argv: string[]): Promise<void> {
       const report: Record<string, unknown> = {
         node: process.version,
         onnxruntime: { version: runtime.ortVersion, providers: runtime.providers, usableProviders: runtime.usableProviders,
-          libraryDir: runtime.ortLibraryDir, cudaProviderLibrariesMissing: runtime.cudaMissing },
+          libraryDir: runtime.ortLibraryDir, cudaProviderLibrariesMissing: runtime.cudaMissing,
+          cudaProvider: runtime.cudaProviderError ? { loads: false, why: runtime.cudaProviderError } : { loads: true } },
         cpu: capabilities(),
         cudaKernels: (({ built, devices, why, names }) => ({ built, devices: names, ...(devices === 0 ? { unavailable: why } : {}) }))(cudaInfo()),
       };

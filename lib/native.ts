@@ -82,6 +82,7 @@ export interface NativeRuntimeInfo {
   providers: string[];
   ortLibraryDir: string;
   cudaMissing: string[];
+  cudaProviderError: string;
   hardwareThreads: number;
 }
 

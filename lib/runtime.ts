@@ -15,20 +15,28 @@ export interface RuntimeInfo {
   ortVersion: string;
   /** Execution providers compiled into that library. */
   providers: string[];
-  /** Providers that can actually be used here ('CUDAExecutionProvider' needs its libraries). */
+  /**
+   * Providers that can actually be loaded here: 'CUDAExecutionProvider' only where its libraries
+   * are present and load (with CUDA and cuDNN); a GPU is still needed to run it.
+   */
   usableProviders: string[];
   /** Folder of the loaded libonnxruntime. */
   ortLibraryDir: string;
   /** CUDA provider libraries missing from ortLibraryDir. */
   cudaMissing: string[];
+  /** Why the CUDA provider cannot be loaded ('' when it can): files missing, or ONNX Runtime's loading error. */
+  cudaProviderError: string;
   hardwareThreads: number;
 }
 
-/** ONNX Runtime's version and providers, as loaded by this addon. */
+/**
+ * ONNX Runtime's version and providers, as loaded by this addon. Where the CUDA provider's files
+ * are present, the first call loads them (once per process) to tell whether they work.
+ */
 export function runtimeInfo(): RuntimeInfo {
   const info = native().runtimeInfo();
   const usable = info.providers.filter((p) => p === 'CPUExecutionProvider' ||
-    (p === 'CUDAExecutionProvider' && info.cudaMissing.length === 0));
+    (p === 'CUDAExecutionProvider' && info.cudaProviderError === ''));
   return { ...info, usableProviders: usable };
 }
 

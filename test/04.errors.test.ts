@@ -4,8 +4,9 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { BGEM3, colbertScore, denseScore, lexicalScore } from '../lib';
-import { DEMO_MODEL, FIXTURES, rejectsWith } from './helpers';
+import { DEMO_MODEL, FIXTURES, ROOT, rejectsWith } from './helpers';
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-errors-'));
 let counter = 0;
@@ -187,5 +188,41 @@ describe('load errors', () => {
       return;
     }
     await loadFails(DEMO_MODEL, 'ERR_DEVICE', /libonnxruntime_providers_.*\.so.*ONNXRUNTIME_NODE_INSTALL=cuda12/, { device: 'cuda' });
+  });
+
+  it("CUDA provider libraries that do not load: info says why and load fails with the loader's error", async (t) => {
+    // A folder holding a link to the real libonnxruntime and two empty provider files, preloaded
+    // into a child process so the addon runs on that copy of the runtime.
+    const { runtimeInfo } = await import('../lib');
+    const real = path.join(runtimeInfo().ortLibraryDir, 'libonnxruntime.so.1');
+    if (process.platform !== 'linux' || !fs.existsSync(real)) {
+      t.skip('needs Linux and libonnxruntime.so.1');
+      return;
+    }
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-fake-provider-'));
+    try {
+      fs.symlinkSync(real, path.join(dir, 'libonnxruntime.so.1'));
+      for (const name of ['libonnxruntime_providers_shared.so', 'libonnxruntime_providers_cuda.so']) fs.writeFileSync(path.join(dir, name), '');
+      const script = `const { runtimeInfo, BGEM3 } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib'))});
+        const info = runtimeInfo();
+        BGEM3.load(${JSON.stringify(DEMO_MODEL)}, { device: 'cuda' })
+          .then(() => ({ loaded: true }), (e) => ({ code: e.code, message: e.message }))
+          .then((load) => console.log(JSON.stringify({ info, load })));`;
+      const r = spawnSync(process.execPath, ['-e', script], {
+        encoding: 'utf8', env: { ...process.env, LD_PRELOAD: path.join(dir, 'libonnxruntime.so.1') },
+      });
+      assert.equal(r.status, 0, r.stderr);
+      const { info, load } = JSON.parse(r.stdout);
+      assert.equal(info.ortLibraryDir, fs.realpathSync(dir), 'the child runs on the preloaded runtime');
+      assert.deepEqual(info.cudaMissing, []);
+      assert.ok(!info.usableProviders.includes('CUDAExecutionProvider'), 'a provider that does not load is not usable');
+      assert.match(info.cudaProviderError, /Failed to load library .*libonnxruntime_providers_shared\.so/);
+      assert.equal(load.code, 'ERR_DEVICE');
+      // The provider is loaded after ONNX Runtime's environment exists, so the loader's own error comes through.
+      assert.match(load.message, /CUDA execution provider could not be enabled \(device 0\): .*Failed to load library .*libonnxruntime_providers_shared\.so/);
+      assert.doesNotMatch(load.message, /DefaultLogger/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,6 @@
 // Module entry: registers the classes and the free functions of the raw native module
 // (lib/native.ts declares its exact shape).
-//   [sync] runtimeInfo()            -> { ortVersion, providers, ortLibraryDir, cudaMissing }
+//   [sync] runtimeInfo()            -> { ortVersion, providers, ortLibraryDir, cudaMissing, cudaProviderError }
 //   [sync] capabilities()           -> { detected, active, features }
 //   [sync] setIsa(name)             -> the tier now in use
 //   [sync] readTensorFile(path)     -> { [name]: { shape, data: Float32Array } }
@@ -37,6 +37,7 @@ Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
   o.Set("providers", StringArray(env, m3::OrtAvailableProviders()));
   o.Set("ortLibraryDir", m3::OrtLibraryDir());
   o.Set("cudaMissing", StringArray(env, m3::MissingCudaProviderLibraries()));
+  o.Set("cudaProviderError", m3::CudaProviderLoadError());
   o.Set("hardwareThreads", Napi::Number::New(env, std::thread::hardware_concurrency()));
   return o;
 }

@@ -41,28 +41,18 @@ void AppendCuda(Ort::SessionOptions& options, int device_id, int64_t gpu_mem_lim
                         "ORT_ROOT pointing at an ONNX Runtime GPU release; CUDA 12 and cuDNN 9 must be "
                         "on the library path.");
   }
-  const OrtApi& api = Ort::GetApi();
-  OrtCUDAProviderOptionsV2* cuda = nullptr;
-  Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
-  const std::string id = std::to_string(device_id), limit = std::to_string(gpu_mem_limit);
+  const std::string id = std::to_string(device_id);
   // TF32 off: BGE-M3 parity is defined in fp32 (M3-SEMANTICS.md). The arena grows by what a run
   // asks for: texts of every length make power-of-two growth hold up to twice the memory used.
-  std::vector<const char*> keys = {"device_id", "cudnn_conv_algo_search", "do_copy_in_default_stream", "use_tf32",
-                                   "arena_extend_strategy"};
-  std::vector<const char*> values = {id.c_str(), "DEFAULT", "1", "0", "kSameAsRequested"};
-  if (gpu_mem_limit > 0) {
-    keys.push_back("gpu_mem_limit");
-    values.push_back(limit.c_str());
-  }
-  OrtStatus* status = api.UpdateCUDAProviderOptions(cuda, keys.data(), values.data(), keys.size());
-  if (!status) status = api.SessionOptionsAppendExecutionProvider_CUDA_V2(options, cuda);
-  api.ReleaseCUDAProviderOptions(cuda);
-  if (status) {
-    const std::string message = api.GetErrorMessage(status);
-    api.ReleaseStatus(status);
-    throw CoreError("ERR_DEVICE", "The CUDA execution provider could not be enabled (device " + id +
-                                      "): " + message + ". Check that the GPU driver, CUDA 12 and cuDNN 9 "
-                                      "libraries are installed and on the library path.");
+  std::vector<std::pair<std::string, std::string>> settings = {
+      {"device_id", id}, {"cudnn_conv_algo_search", "DEFAULT"}, {"do_copy_in_default_stream", "1"}, {"use_tf32", "0"},
+      {"arena_extend_strategy", "kSameAsRequested"}};
+  if (gpu_mem_limit > 0) settings.emplace_back("gpu_mem_limit", std::to_string(gpu_mem_limit));
+  const std::string error = AppendCudaProvider(options, settings);
+  if (!error.empty()) {
+    throw CoreError("ERR_DEVICE", "The CUDA execution provider could not be enabled (device " + id + "): " + error +
+                                      ". Check that the GPU driver, CUDA 12 and cuDNN 9 libraries are installed and on the "
+                                      "library path.");
   }
 }
 
