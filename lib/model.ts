@@ -130,15 +130,38 @@ function abortedError(): M3Error {
 }
 
 /** Usable positions from config.json: max_position_embeddings minus the padding offset. */
-function readModelMaxLength(dir: string): number {
+interface ModelConfig {
+  max_position_embeddings?: unknown;
+  pad_token_id?: unknown;
+  vocab_size?: unknown;
+}
+
+/** The model directory's config.json, or {} without one. */
+function readModelConfig(dir: string): ModelConfig {
   const file = path.join(dir, 'config.json');
-  if (!fs.existsSync(file)) return DEFAULT_MAX_LENGTH;
-  let config: { max_position_embeddings?: unknown; pad_token_id?: unknown };
+  if (!fs.existsSync(file)) return {};
   try {
-    config = JSON.parse(fs.readFileSync(file, 'utf8'));
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (err) {
     throw new M3Error('ERR_MODEL_FILES', `Could not parse '${file}': ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * A tokenizer with ids past the model's embedding table. The encoder's probe at load catches
+ * that too, but only where ONNX Runtime rejects an out-of-range id (the CPU); the CUDA provider
+ * reads such ids as zero embeddings, so config.json's vocab_size is checked first.
+ */
+function checkVocabulary(dir: string, config: ModelConfig, tokenizerIds: number): void {
+  const vocab = config.vocab_size;
+  if (typeof vocab === 'number' && Number.isInteger(vocab) && vocab > 0 && tokenizerIds > vocab) {
+    throw new M3Error('ERR_MODEL_LAYOUT', `The tokenizer and the model do not match: the tokenizer has ${tokenizerIds} ids but ` +
+      `'${path.join(dir, 'config.json')}' gives the model ${vocab} (vocab_size). Use the tokenizer.json that came with this model.`);
+  }
+}
+
+function readModelMaxLength(dir: string, config: ModelConfig): number {
+  const file = path.join(dir, 'config.json');
   const positions = config.max_position_embeddings;
   if (positions === undefined) return DEFAULT_MAX_LENGTH;
   const pad = typeof config.pad_token_id === 'number' ? config.pad_token_id : 1;
@@ -239,11 +262,13 @@ export class BGEM3 {
     const memoryArena = checkBoolean(options.memoryArena, 'memoryArena', true);
     const allowSpinning = checkBoolean(options.allowSpinning, 'allowSpinning', false);
 
-    const modelMaxLength = readModelMaxLength(abs);
+    const config = readModelConfig(abs);
+    const modelMaxLength = readModelMaxLength(abs, config);
     const maxLength = options.maxLength === undefined
       ? Math.min(DEFAULT_MAX_LENGTH, modelMaxLength)
       : checkLength(options.maxLength, 'maxLength', modelMaxLength);
     const tokenizer = await M3Tokenizer.load(findTokenizerFile(abs));
+    checkVocabulary(abs, config, tokenizer.vocabSize);
     let encoder: NativeEncoder;
     try {
       encoder = await native().Encoder.load(abs, {

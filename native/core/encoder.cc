@@ -1,6 +1,7 @@
 #include "core/encoder.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -133,8 +134,49 @@ std::unique_ptr<Encoder> Encoder::Load(const std::string& dir, const LoadSetting
       if (e.code() != "ERR_DEVICE") throw;
       enc->gpu_heads_why_ = e.what();
     }
+    // The first use of device outputs and the GPU heads, checked here rather than at the first
+    // encode: whatever fails falls back to the CPU heads, with the reason.
+    if (enc->gpu_heads_) {
+      try {
+        enc->CheckGpuHeads();
+      } catch (const std::exception& e) {
+        enc->gpu_heads_.reset();
+        enc->gpu_heads_why_ = std::string("the GPU heads failed their check at load, so they run on the CPU: ") + e.what();
+      }
+    }
   }
   return enc;
+}
+
+void Encoder::CheckGpuHeads() const {
+  const int64_t ids[4] = {0, 3, 3, 2};  // <s> <unk> <unk> </s>: ids every XLM-R vocabulary has
+  const int64_t mask[4] = {1, 1, 1, 1};
+  const int64_t len = 4, lengths[1] = {len};
+  const std::vector<const char*> names = {session_->hidden_output().c_str()};
+  std::vector<float> dense(static_cast<size_t>(hidden_)), sparse(static_cast<size_t>(len)), colbert(static_cast<size_t>((len - 1) * dim_));
+  {
+    Ort::RunOptions options;
+    std::vector<Ort::Value> out = session_->Run(ids, mask, 1, len, names, options, true);
+    CheckBatchShapes(out, names, 1, len);
+    gpu_heads_->Run(out[0].GetTensorRawData(), HiddenFormatOf(out[0]), 1, len, lengths, dense.data(), sparse.data(), colbert.data());
+  }
+  Ort::RunOptions options;
+  std::vector<Ort::Value> host = session_->Run(ids, mask, 1, len, names, options, false);
+  std::vector<float> widened;
+  const float* h = FloatData(host[0], &widened);
+  std::vector<float> dense_cpu(h, h + hidden_), sparse_cpu(static_cast<size_t>(len)), colbert_cpu(colbert.size());
+  NormalizeL2(dense_cpu.data(), hidden_);
+  SparseTokenWeights(*heads_, h, len, hidden_, sparse_cpu.data());
+  ColbertRows(*heads_, h + hidden_, len - 1, hidden_, colbert_cpu.data());
+  auto compare = [](const char* what, const std::vector<float>& a, const std::vector<float>& b, double tol) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (!(std::fabs(static_cast<double>(a[i]) - b[i]) <= tol * std::max(1.0, std::fabs(static_cast<double>(b[i])))))
+        throw CoreError("ERR_DEVICE", std::string(what) + " value " + std::to_string(i) + " is " + std::to_string(a[i]) + " on the GPU, " +
+                                          std::to_string(b[i]) + " on the CPU");
+  };
+  compare("dense", dense, dense_cpu, 1e-4);
+  compare("sparse", sparse, sparse_cpu, 1e-3);
+  compare("ColBERT", colbert, colbert_cpu, 1e-4);
 }
 
 void Encoder::CheckBatchShapes(const std::vector<Ort::Value>& out, const std::vector<const char*>& names,

@@ -76,6 +76,9 @@ class Encoder {
  private:
   Encoder() = default;
   void Probe(int64_t vocab_size);
+  /// The GPU heads on a device-resident probe output against the CPU heads on the same output
+  /// copied to the host; throws (CoreError or Ort::Exception) when either path fails or they differ.
+  void CheckGpuHeads() const;
   std::vector<const char*> OutputsFor(bool dense, bool sparse, bool colbert) const;
   void CheckBatchShapes(const std::vector<Ort::Value>& out, const std::vector<const char*>& names,
                         int64_t batch, int64_t len) const;

@@ -4,6 +4,7 @@
 
 #include "core/core_error.h"
 #include "core/ort_env.h"
+#include "kernels/cuda/maxsim_cuda.h"
 
 namespace m3 {
 namespace {
@@ -15,6 +16,14 @@ GraphOptimizationLevel ParseOptimization(const std::string& level) {
   if (level == "all") return ORT_ENABLE_ALL;
   throw CoreError("ERR_INPUT", "graphOptimization must be 'disabled', 'basic', 'extended' or 'all', got '" +
                                    level + "'.");
+}
+
+/// Whether an ONNX Runtime error message comes from the GPU rather than the model files.
+bool IsDeviceFailure(const std::string& message) {
+  for (const char* marker : {"CUDA failure", "CUDA error", "CUBLAS failure", "CUDNN failure", "cudaMalloc", "Failed to allocate memory",
+                             "out of memory"})
+    if (message.find(marker) != std::string::npos) return true;
+  return false;
 }
 
 std::string Join(const std::vector<std::string>& names) {
@@ -80,7 +89,15 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   try {
     session_ = Ort::Session(SharedOrtEnv(), onnx_path.c_str(), options);
   } catch (const Ort::Exception& e) {
-    throw CoreError("ERR_MODEL_FILES", "ONNX Runtime could not load '" + onnx_path + "': " + e.what() +
+    // On a GPU, creating the session also starts the provider and copies the weights to the
+    // device: its failures (out of memory, CUDA, cuBLAS or cuDNN) are the device's, not the files'.
+    const std::string what = e.what();
+    if (cuda_ && IsDeviceFailure(what)) {
+      throw CoreError("ERR_DEVICE", "ONNX Runtime could not start '" + onnx_path + "' on CUDA device " + std::to_string(device_id_) +
+                                        ": " + what + ". Check the device's free memory (and gpuMemLimit) and the CUDA 12 / cuDNN 9 "
+                                        "libraries, or load with device 'cpu'.");
+    }
+    throw CoreError("ERR_MODEL_FILES", "ONNX Runtime could not load '" + onnx_path + "': " + what +
                                            ". If the graph keeps its weights in external data "
                                            "(model.onnx_data), that file must sit next to it.");
   }
@@ -126,6 +143,8 @@ std::vector<Ort::Value> EncoderSession::Run(const int64_t* ids, const int64_t* m
                                             int64_t len, const std::vector<const char*>& outputs,
                                             Ort::RunOptions& options, bool on_device) {
   if (on_device && !cuda_) throw CoreError("ERR_INPUT", "outputs in device memory need a CUDA session");
+  // The inputs' copies at binding and the synchronisations run on the thread's current device.
+  if (cuda_) cuda::MakeCurrent(device_id_);
   const int64_t shape[2] = {batch, len};
   const size_t count = static_cast<size_t>(batch * len);
   std::vector<int64_t> token_types;

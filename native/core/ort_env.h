@@ -34,8 +34,8 @@ std::string AppendCudaProvider(Ort::SessionOptions& options, const std::vector<s
 
 /// Why the CUDA execution provider cannot be loaded here ("" when it can): its libraries are
 /// missing, or loading them fails (say, CUDA or cuDNN libraries not on the library path). Loads
-/// them once, on the first call; says nothing about GPUs (a session on a missing device fails
-/// when it is created).
+/// them once, on the first call. Without a GPU or driver, ONNX Runtime's check of device 0 fails
+/// here too; a session on some other missing device fails when it is created.
 const std::string& CudaProviderLoadError();
 
 }  // namespace m3

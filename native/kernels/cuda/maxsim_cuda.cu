@@ -358,6 +358,10 @@ int DeviceCount(std::string* why) {
   return n;
 }
 
+void MakeCurrent(int device) {
+  if (cudaSetDevice(device) != cudaSuccess) cudaGetLastError();
+}
+
 std::string DeviceName(int device) {
   cudaDeviceProp p{};
   if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return "unknown";

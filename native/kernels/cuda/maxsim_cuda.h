@@ -27,6 +27,10 @@ int DeviceCount(std::string* why = nullptr);
 /// "name, compute capability x.y, N GiB" of a device, for reports.
 std::string DeviceName(int device);
 
+/// Makes `device` the calling thread's current CUDA device, best effort (nothing without CUDA or
+/// a usable driver): work a library does on this thread then lands on that device, not device 0.
+void MakeCurrent(int device);
+
 /// Which bf16 kernel scores a batch. kTiled: the document rows x query rows product as a
 /// pipelined tensor-core GEMM with the MaxSim reduction fused into its epilogue (the default);
 /// kStaged: one block per document staging its rows in shared memory (the first design, kept for

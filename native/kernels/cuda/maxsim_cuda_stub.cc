@@ -22,6 +22,8 @@ int DeviceCount(std::string* why) {
   return 0;
 }
 
+void MakeCurrent(int) {}
+
 std::string DeviceName(int) { return "none"; }
 
 std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVectorSet&, VectorFormat, int) {
