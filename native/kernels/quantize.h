@@ -23,6 +23,14 @@ float Bf16ToFloat(uint16_t bits);
 /// Converts n floats to bf16.
 void QuantizeBf16(const float* x, int64_t n, uint16_t* out);
 
+/// The first of `rows` rows of `dim` floats holding a NaN or an infinity, or -1.
+int64_t FirstNonFiniteRow(const float* x, int64_t rows, int64_t dim);
+
+/// Packs `rows` rows of `dim` floats into rows of `dim_pad` >= dim elements, the rest zero: bf16
+/// bits (as QuantizeBf16) when `bf16`, else floats. Returns the first row holding a non-finite
+/// value (its packed row is undefined), or -1 when every value is finite.
+int64_t PackRows(const float* src, int64_t rows, int64_t dim, int64_t dim_pad, bool bf16, void* dst);
+
 /// Quantizes `rows` rows of `dim` floats to int8 with a per-row scale (max|x| / 127; 1 for an
 /// all-zero row, whose values are all 0).
 void QuantizeI8(const float* x, int64_t rows, int64_t dim, int8_t* out, float* scales);

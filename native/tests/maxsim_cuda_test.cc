@@ -244,7 +244,7 @@ int main(int argc, char** argv) {
     for (auto& d : wide_docs) d = tiny(rng) % 4;
     RunCase(rng, 16, wide_queries, wide_docs, format);
   }
-  // Errors: int8 documents, a non-finite query.
+  // Errors: int8 documents.
   try {
     std::vector<uint32_t> offs{0, 1};
     std::vector<int8_t> row(4, 1);
@@ -261,6 +261,50 @@ int main(int argc, char** argv) {
     ++failures;
   } catch (const m3::CoreError& e) {
     if (e.code() != "ERR_INPUT") ++failures;
+  }
+  // Non-finite values: documents (fp32 and bf16 input, into both stores) name the document and
+  // row; a query names its row.
+  auto expect_input_error = [](const char* what, const std::string& needle, auto&& fn) {
+    try {
+      fn();
+      std::printf("FAIL: %s accepted\n", what);
+      ++failures;
+    } catch (const m3::CoreError& e) {
+      if (e.code() != "ERR_INPUT" || std::string(e.what()).find(needle) == std::string::npos) {
+        std::printf("FAIL: %s: %s %s\n", what, e.code().c_str(), e.what());
+        ++failures;
+      }
+    }
+  };
+  {
+    std::vector<uint32_t> offs{0, 2, 2, 5};  // document 1 is empty; row 4 is document 2's row 2
+    std::vector<float> rows(5 * 6, 0.25f);
+    rows[4 * 6 + 5] = INFINITY;
+    std::vector<uint16_t> rows16(rows.size());
+    m3::QuantizeBf16(rows.data(), static_cast<int64_t>(rows.size()), rows16.data());
+    for (const auto in : {m3::VectorFormat::kF32, m3::VectorFormat::kBF16})
+      for (const auto store : {m3::VectorFormat::kF32, m3::VectorFormat::kBF16}) {
+        m3::MultiVectorSet set;
+        set.format = in;
+        set.dim = 6;
+        set.count = 3;
+        set.offsets = offs.data();
+        set.data = in == m3::VectorFormat::kF32 ? static_cast<const void*>(rows.data()) : rows16.data();
+        expect_input_error("an infinite document value", "document 2 row 2 holds a non-finite value",
+                           [&] { m3::cuda::DeviceMultiVectors::Upload(set, store, 0); });
+      }
+    rows[4 * 6 + 5] = 0.25f;
+    m3::MultiVectorSet set;
+    set.dim = 6;
+    set.count = 3;
+    set.offsets = offs.data();
+    set.data = rows.data();
+    auto gpu = m3::cuda::DeviceMultiVectors::Upload(set, m3::VectorFormat::kBF16, 0);
+    std::vector<float> queries(3 * 6, 0.5f), scores(2 * 3);
+    queries[2 * 6 + 1] = NAN;
+    const uint32_t qoffs[3] = {0, 1, 3};
+    expect_input_error("a NaN query value", "query row 2 holds a non-finite value",
+                       [&] { gpu->MaxSimBatch(queries.data(), qoffs, 2, scores.data()); });
   }
   if (failures) {
     std::printf("%d failures\n", failures);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -132,6 +133,34 @@ int main() {
       threw = e.code() == "ERR_INPUT" && std::string(e.what()).find("document 1") != std::string::npos;
     }
     Expect(threw, "NaN refused naming document 1", 0, 0);
+  }
+  // PackRows (the GPU path's query upload) against FloatToBf16 element by element, with ties,
+  // subnormals, signed zeros and the largest floats; padding zeroed; non-finite rows found.
+  {
+    const int64_t rows = 37, dim = 70, dim_pad = 80;
+    std::vector<float> x(static_cast<size_t>(rows * dim));
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (auto& v : x) v = normal(rng);
+    const float specials[] = {1e-40f, -1e-45f, -0.0f, 0.0f, 3.4028235e38f, -3.4028235e38f, 1.00390625f, 1.01171875f, 65504.0f};
+    for (size_t i = 0; i < sizeof(specials) / sizeof(specials[0]); ++i) x[i * 13] = specials[i];
+    std::vector<uint16_t> packed(static_cast<size_t>(rows * dim_pad), 0xFFFF);
+    std::vector<float> packed32(static_cast<size_t>(rows * dim_pad), NAN);
+    Expect(m3::PackRows(x.data(), rows, dim, dim_pad, true, packed.data()) == -1, "PackRows bf16: all finite", 0, 0);
+    Expect(m3::PackRows(x.data(), rows, dim, dim_pad, false, packed32.data()) == -1, "PackRows f32: all finite", 0, 0);
+    int mismatches = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < dim_pad; ++k) {
+        const uint16_t want = k < dim ? m3::FloatToBf16(x[r * dim + k]) : 0;
+        const float want32 = k < dim ? x[r * dim + k] : 0.0f;
+        if (packed[r * dim_pad + k] != want || std::memcmp(&packed32[r * dim_pad + k], &want32, 4) != 0) ++mismatches;
+      }
+    Expect(mismatches == 0, "PackRows matches FloatToBf16 / the floats, padding zero", mismatches, 0);
+    for (const float bad : {NAN, INFINITY, -INFINITY}) {
+      std::vector<float> y = x;
+      y[21 * dim + 69] = bad;
+      Expect(m3::FirstNonFiniteRow(y.data(), rows, dim) == 21, "FirstNonFiniteRow finds row 21", 0, 0);
+      Expect(m3::PackRows(y.data(), rows, dim, dim_pad, true, packed.data()) == 21, "PackRows stops at row 21", 0, 0);
+    }
   }
   std::printf("maxsim: %d shapes x 3 formats, %d failures\n", cases, failures);
   return failures ? 1 : 0;

@@ -478,24 +478,27 @@ std::unique_ptr<DeviceMultiVectors> DeviceMultiVectors::Upload(const MultiVector
   // Converted and padded on the host in slices, so host memory stays bounded.
   const int64_t slice = std::max<int64_t>(1, (64 << 20) / (impl->dim_pad * static_cast<int64_t>(elem)));
   std::vector<unsigned char> staging(static_cast<size_t>(std::min(slice, std::max<int64_t>(impl->rows, 1)) * impl->dim_pad * elem));
-  int64_t doc = 0;
+  auto non_finite = [&docs](int64_t r) {  // the error for row r, naming its document
+    const int64_t doc = std::upper_bound(docs.offsets, docs.offsets + docs.count + 1, static_cast<uint32_t>(r)) - docs.offsets - 1;
+    return CoreError("ERR_INPUT", "document " + std::to_string(doc) + " row " + std::to_string(r - docs.offsets[doc]) +
+                                      " holds a non-finite value");
+  };
   for (int64_t r0 = 0; r0 < impl->rows; r0 += slice) {
     const int64_t r1 = std::min(impl->rows, r0 + slice);
-    std::fill(staging.begin(), staging.end(), 0);
-    for (int64_t r = r0; r < r1; ++r) {
-      while (docs.offsets[doc + 1] <= r) ++doc;
-      for (int64_t k = 0; k < docs.dim; ++k) {
-        const float x = docs.format == VectorFormat::kF32 ? static_cast<const float*>(docs.data)[r * docs.dim + k]
-                                                          : Bf16ToFloat(static_cast<const uint16_t*>(docs.data)[r * docs.dim + k]);
-        if (!std::isfinite(x))
-          throw CoreError("ERR_INPUT", "document " + std::to_string(doc) + " row " + std::to_string(r - docs.offsets[doc]) +
-                                           " holds a non-finite value");
-        unsigned char* dst = staging.data() + ((r - r0) * impl->dim_pad + k) * elem;
-        if (format == VectorFormat::kBF16) {
-          const uint16_t b = docs.format == VectorFormat::kBF16 ? static_cast<const uint16_t*>(docs.data)[r * docs.dim + k] : FloatToBf16(x);
-          std::memcpy(dst, &b, 2);
-        } else {
-          std::memcpy(dst, &x, 4);
+    if (docs.format == VectorFormat::kF32) {  // whole padded rows, vectorised
+      const int64_t bad = PackRows(static_cast<const float*>(docs.data) + r0 * docs.dim, r1 - r0, docs.dim, impl->dim_pad,
+                                   format == VectorFormat::kBF16, staging.data());
+      if (bad >= 0) throw non_finite(r0 + bad);
+    } else {  // bf16 documents: bits kept for bf16, widened for fp32
+      std::fill(staging.begin(), staging.end(), 0);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t k = 0; k < docs.dim; ++k) {
+          const uint16_t b = static_cast<const uint16_t*>(docs.data)[r * docs.dim + k];
+          const float x = Bf16ToFloat(b);
+          if (!std::isfinite(x)) throw non_finite(r);
+          unsigned char* dst = staging.data() + ((r - r0) * impl->dim_pad + k) * elem;
+          if (format == VectorFormat::kBF16) std::memcpy(dst, &b, 2);
+          else std::memcpy(dst, &x, 4);
         }
       }
     }
@@ -518,9 +521,9 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
   m.last_seconds = 0;
   if (num_queries <= 0) return;
   if (m.count == 0) return;
-  const int64_t total_rows = query_offsets[num_queries];
-  for (int64_t i = 0; i < total_rows * m.dim; ++i)
-    if (!std::isfinite(queries[i])) throw CoreError("ERR_INPUT", "query row " + std::to_string(i / m.dim) + " holds a non-finite value");
+  // Every value finite before any GPU work.
+  const int64_t bad_row = FirstNonFiniteRow(queries, query_offsets[num_queries], m.dim);
+  if (bad_row >= 0) throw CoreError("ERR_INPUT", "query row " + std::to_string(bad_row) + " holds a non-finite value");
   OnDevice on(m.device);
   const bool bf16 = m.format == VectorFormat::kBF16;
   const size_t elem = bf16 ? 2 : 4;
@@ -539,17 +542,7 @@ void DeviceMultiVectors::MaxSimBatch(const float* queries, const uint32_t* query
       throw CoreError("ERR_INPUT", "query " + std::to_string(q0) + " has " + std::to_string(rows) + " rows; the GPU kernel takes at most " +
                                        std::to_string(kMaxQueryRows));
     std::vector<unsigned char> host(static_cast<size_t>(std::max<int64_t>(rows_pad, 1) * m.dim_pad * elem), 0);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t k = 0; k < m.dim; ++k) {
-        const float x = queries[(query_offsets[q0] + r) * m.dim + k];
-        unsigned char* dst = host.data() + (r * m.dim_pad + k) * elem;
-        if (bf16) {
-          const uint16_t b = FloatToBf16(x);
-          std::memcpy(dst, &b, 2);
-        } else {
-          std::memcpy(dst, &x, 4);
-        }
-      }
+    PackRows(queries + static_cast<int64_t>(query_offsets[q0]) * m.dim, rows, m.dim, m.dim_pad, bf16, host.data());  // checked finite above
     std::vector<uint32_t> offsets(static_cast<size_t>(q1 - q0 + 1));
     for (int64_t q = q0; q <= q1; ++q) offsets[q - q0] = query_offsets[q] - query_offsets[q0];
     d_queries.Reserve(host.size(), "the queries");
