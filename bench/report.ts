@@ -126,7 +126,7 @@ async function paddingOf(modelDir: string): Promise<string | undefined> {
     const lengths = Array.from({ length: w.texts.length }, (_, i) => t.offsets[i + 1] - t.offsets[i]);
     let fixed = 0;
     for (let s = 0; s < lengths.length; s += 32) fixed += Math.min(32, lengths.length - s) * Math.max(...lengths.slice(s, s + 32));
-    const plan = planBatches(lengths, 32, 16384);
+    const plan = planBatches(lengths, { batchSize: 32, maxBatchTokens: 16384 });
     let ours = 0;
     let start = 0;
     for (const end of plan.batchEnds) {

@@ -21,15 +21,31 @@ export interface BatchPlan {
  */
 export const RUN_COST_TOKENS = 32;
 
+/** What one model run may hold. */
+export interface BatchLimits {
+  /** Most texts per run. */
+  batchSize: number;
+  /** Most padded tokens per run (texts x the longest one's length). */
+  maxBatchTokens: number;
+  /**
+   * Most attention-score cells per head in a run: texts x length², length the longest text's.
+   * Self-attention holds a [texts, heads, length, length] score tensor per layer, so its memory
+   * grows with the square of the length (two 8192-token texts of BGE-M3: 8.6 GB of scores).
+   * Default: no limit.
+   */
+  maxAttentionCells?: number;
+}
+
 /**
  * Plans batches over texts of the given token lengths: sorted longest first, then cut where the
  * cost model above is lowest (an exact dynamic programme over the sorted order). A batch holds
  * at most `batchSize` texts and, padded to its longest member, at most `maxBatchTokens`
- * tokens; a text longer than the budget gets a batch of its own. Ties keep the caller's order,
- * so the plan is deterministic.
+ * tokens and `maxAttentionCells` attention cells; a text over a budget gets a batch of its own.
+ * Ties keep the caller's order, so the plan is deterministic.
  */
-export function planBatches(lengths: ArrayLike<number>, batchSize: number, maxBatchTokens: number,
-  runCost = RUN_COST_TOKENS): BatchPlan {
+export function planBatches(lengths: ArrayLike<number>, limits: BatchLimits, runCost = RUN_COST_TOKENS): BatchPlan {
+  const { batchSize, maxBatchTokens } = limits;
+  const maxAttentionCells = limits.maxAttentionCells ?? Infinity;
   const n = lengths.length;
   const order = new Uint32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
@@ -41,9 +57,10 @@ export function planBatches(lengths: ArrayLike<number>, batchSize: number, maxBa
   for (let i = 1; i <= n; i++) {
     for (let j = i - 1; j >= 0 && i - j <= batchSize; j--) {
       // Texts j .. i-1, padded to the longest, texts[order[j]]; growing the batch backwards
-      // only raises both factors, so the first one over the budget ends the search.
-      const padded = (i - j) * lengths[order[j]];
-      if (i - j > 1 && padded > maxBatchTokens) break;
+      // only raises both factors, so the first one over a budget ends the search.
+      const longest = lengths[order[j]];
+      const padded = (i - j) * longest;
+      if (i - j > 1 && (padded > maxBatchTokens || padded * longest > maxAttentionCells)) break;
       const cost = best[j] + runCost + padded;
       if (cost <= best[i]) {
         best[i] = cost;

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { M3Error, fromNative, inputError } from './errors';
 import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_HIDDEN, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from './native';
-import { planBatches } from './batching';
+import { planBatches, type BatchLimits } from './batching';
 import { EncodeOutput, type SparseRow } from './outputs';
 import { pairScores, type PairScores } from './scores';
 import { M3Tokenizer, findTokenizerFile, type TokenizedBatch } from './tokenizer';
@@ -57,6 +57,13 @@ export interface EncodeOptions {
   batchSize?: number;
   /** Most padded tokens per batch (default 16384; a longer text gets a batch of its own). */
   maxBatchTokens?: number;
+  /**
+   * Most bytes of one batch's attention scores, texts x heads x length² x 4 (default 1 GiB).
+   * Self-attention memory grows with the square of the length, and ONNX Runtime holds about two
+   * such tensors at its peak, so long texts run in smaller batches: one 8192-token text of
+   * BGE-M3 alone needs 4.3 GB of scores. A text over the budget still runs, alone.
+   */
+  maxAttentionBytes?: number;
   /** Cancels queued work and the run in progress; the promise rejects with ERR_ABORTED. */
   signal?: AbortSignal;
   /**
@@ -76,6 +83,7 @@ export interface ComputeScoreOptions {
   maxPassageLength?: number;
   batchSize?: number;
   maxBatchTokens?: number;
+  maxAttentionBytes?: number;
   signal?: AbortSignal;
 }
 
@@ -91,11 +99,16 @@ export interface ModelInfo extends NativeModelInfo {
   modelMaxLength: number;
   /** Default truncation of encode. */
   maxLength: number;
+  /** Self-attention heads (config.json num_attention_heads; 16, BGE-M3's, without it). */
+  attentionHeads: number;
 }
 
 const DEFAULT_MAX_LENGTH = 8192;
 const DEFAULT_BATCH_SIZE = 32;
 const DEFAULT_MAX_BATCH_TOKENS = 16384;
+const DEFAULT_MAX_ATTENTION_BYTES = 2 ** 30;
+/** BGE-M3's (XLM-RoBERTa large's) attention heads, for a model directory without config.json. */
+const DEFAULT_ATTENTION_HEADS = 16;
 
 function checkInteger(value: unknown, what: string, min: number, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -134,6 +147,7 @@ interface ModelConfig {
   max_position_embeddings?: unknown;
   pad_token_id?: unknown;
   vocab_size?: unknown;
+  num_attention_heads?: unknown;
 }
 
 /** The model directory's config.json, or {} without one. */
@@ -158,6 +172,15 @@ function checkVocabulary(dir: string, config: ModelConfig, tokenizerIds: number)
     throw new M3Error('ERR_MODEL_LAYOUT', `The tokenizer and the model do not match: the tokenizer has ${tokenizerIds} ids but ` +
       `'${path.join(dir, 'config.json')}' gives the model ${vocab} (vocab_size). Use the tokenizer.json that came with this model.`);
   }
+}
+
+function readAttentionHeads(dir: string, config: ModelConfig): number {
+  const heads = config.num_attention_heads;
+  if (heads === undefined) return DEFAULT_ATTENTION_HEADS;
+  if (typeof heads !== 'number' || !Number.isInteger(heads) || heads < 1) {
+    throw new M3Error('ERR_MODEL_LAYOUT', `'${path.join(dir, 'config.json')}': num_attention_heads must be a positive integer, got ${JSON.stringify(heads)}`);
+  }
+  return heads;
 }
 
 function readModelMaxLength(dir: string, config: ModelConfig): number {
@@ -186,8 +209,7 @@ interface RunOptions {
   dense: boolean;
   sparse: boolean;
   colbert: boolean;
-  batchSize: number;
-  maxBatchTokens: number;
+  limits: BatchLimits;
   signal?: AbortSignal;
 }
 
@@ -228,6 +250,8 @@ export class BGEM3 {
     readonly modelMaxLength: number,
     /** Default truncation length of encode. */
     readonly maxLength: number,
+    /** Self-attention heads, for the attention memory of a batch. */
+    private readonly attentionHeads: number,
     private readonly nativeInfo: NativeModelInfo,
   ) {}
 
@@ -264,6 +288,7 @@ export class BGEM3 {
 
     const config = readModelConfig(abs);
     const modelMaxLength = readModelMaxLength(abs, config);
+    const attentionHeads = readAttentionHeads(abs, config);
     const maxLength = options.maxLength === undefined
       ? Math.min(DEFAULT_MAX_LENGTH, modelMaxLength)
       : checkLength(options.maxLength, 'maxLength', modelMaxLength);
@@ -279,7 +304,7 @@ export class BGEM3 {
     } catch (err) {
       throw fromNative(err, callerStack);
     }
-    return new BGEM3(encoder, tokenizer, abs, modelMaxLength, maxLength, encoder.info());
+    return new BGEM3(encoder, tokenizer, abs, modelMaxLength, maxLength, attentionHeads, encoder.info());
   }
 
   /** Width of the dense and ColBERT vectors. */
@@ -291,7 +316,7 @@ export class BGEM3 {
   info(): ModelInfo {
     return {
       ...this.nativeInfo, dir: this.dir, tokenizer: this.tokenizer.file, vocabSize: this.tokenizer.vocabSize,
-      modelMaxLength: this.modelMaxLength, maxLength: this.maxLength,
+      modelMaxLength: this.modelMaxLength, maxLength: this.maxLength, attentionHeads: this.attentionHeads,
     };
   }
 
@@ -333,7 +358,8 @@ export class BGEM3 {
    * The encoder's last_hidden_state rows of tokenized texts (BAAI layout only): text i's rows
    * start at row tokens.offsets[i], `hidden` floats each. What fine-tuning the heads caches.
    */
-  async hiddenStates(tokens: TokenizedBatch, options: { batchSize?: number; maxBatchTokens?: number; signal?: AbortSignal } = {}):
+  async hiddenStates(tokens: TokenizedBatch,
+    options: { batchSize?: number; maxBatchTokens?: number; maxAttentionBytes?: number; signal?: AbortSignal } = {}):
     Promise<{ hidden: number; rows: Float32Array }> {
     const callerStack = new Error().stack;
     this.checkUsable();
@@ -343,13 +369,13 @@ export class BGEM3 {
         'and the heads in colbert_linear / sparse_linear files.');
     }
     checkTokens(tokens, this.tokenizer.vocabSize, this.modelMaxLength);
-    const { batchSize, maxBatchTokens, signal } = this.runOptions({ ...options, dense: true });
+    const { limits, signal } = this.runOptions({ ...options, dense: true });
     if (signal?.aborted) throw abortedError();
     const count = tokens.offsets.length - 1;
     if (count === 0) return { hidden: this.nativeInfo.hidden, rows: new Float32Array(0) };
     const lengths = new Uint32Array(count);
     for (let i = 0; i < count; i++) lengths[i] = tokens.offsets[i + 1] - tokens.offsets[i];
-    const plan = planBatches(lengths, batchSize, maxBatchTokens);
+    const plan = planBatches(lengths, limits);
     const jobId = this.nextJob++;
     const onAbort = () => this.encoder.cancel(jobId);
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -376,7 +402,11 @@ export class BGEM3 {
     const batchSize = options.batchSize === undefined ? DEFAULT_BATCH_SIZE : checkInteger(options.batchSize, 'batchSize', 1, 1 << 20);
     const maxBatchTokens = options.maxBatchTokens === undefined
       ? DEFAULT_MAX_BATCH_TOKENS : checkInteger(options.maxBatchTokens, 'maxBatchTokens', 2, 1 << 30);
-    return { dense, sparse, colbert, batchSize, maxBatchTokens, signal: checkSignal(options.signal) };
+    const maxAttentionBytes = options.maxAttentionBytes === undefined
+      ? DEFAULT_MAX_ATTENTION_BYTES : checkInteger(options.maxAttentionBytes, 'maxAttentionBytes', 1 << 20, Number.MAX_SAFE_INTEGER);
+    // fp32 scores: 4 bytes a cell, one cell per head.
+    const maxAttentionCells = Math.floor(maxAttentionBytes / (4 * this.attentionHeads));
+    return { dense, sparse, colbert, limits: { batchSize, maxBatchTokens, maxAttentionCells }, signal: checkSignal(options.signal) };
   }
 
   /** Runs tokenized texts through the native encoder in length-sorted batches. */
@@ -392,7 +422,7 @@ export class BGEM3 {
     }
     const lengths = new Uint32Array(count);
     for (let i = 0; i < count; i++) lengths[i] = tokens.offsets[i + 1] - tokens.offsets[i];
-    const plan = planBatches(lengths, options.batchSize, options.maxBatchTokens);
+    const plan = planBatches(lengths, options.limits);
     const flags = (dense ? ENCODE_DENSE : 0) | (sparse ? ENCODE_SPARSE : 0) | (colbert ? ENCODE_COLBERT : 0);
     const jobId = this.nextJob++;
     const onAbort = () => this.encoder.cancel(jobId);
@@ -448,7 +478,8 @@ export class BGEM3 {
       ? Math.min(512, this.modelMaxLength) : checkLength(options.maxQueryLength, 'maxQueryLength', this.modelMaxLength);
     const maxPassageLength = options.maxPassageLength === undefined
       ? Math.min(DEFAULT_MAX_LENGTH, this.modelMaxLength) : checkLength(options.maxPassageLength, 'maxPassageLength', this.modelMaxLength);
-    const common = { dense: true, sparse: true, colbert: true, batchSize: options.batchSize, maxBatchTokens: options.maxBatchTokens, signal: options.signal };
+    const common = { dense: true, sparse: true, colbert: true, batchSize: options.batchSize, maxBatchTokens: options.maxBatchTokens,
+      maxAttentionBytes: options.maxAttentionBytes, signal: options.signal };
     const queries = await this.encode(list.map((p) => p[0]), { ...common, maxLength: maxQueryLength });
     const passages = await this.encode(list.map((p) => p[1]), { ...common, maxLength: maxPassageLength });
     return pairScores(queries, passages, weights);

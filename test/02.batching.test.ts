@@ -1,12 +1,16 @@
 /** Batch planning, and results that do not depend on batch size, order or token budget. */
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { BGEM3, type EncodeOutput } from '../lib';
-import { planBatches } from '../lib/batching';
-import { DEMO_MODEL, MODEL_DIRS, assertClose, golden } from './helpers';
+import { planBatches, type BatchLimits } from '../lib/batching';
+import { DEMO_MODEL, MODEL_DIRS, assertClose, golden, longText } from './helpers';
 
 /** The cheapest plan by exhaustive search over every cut of the sorted order (small n only). */
-function bruteForce(lengths: number[], batchSize: number, maxBatchTokens: number, runCost: number): number {
+function bruteForce(lengths: number[], limits: BatchLimits, runCost: number): number {
+  const { batchSize, maxBatchTokens } = limits;
+  const maxAttentionCells = limits.maxAttentionCells ?? Infinity;
   const sorted = [...lengths].sort((a, b) => b - a);
   let best = Infinity;
   const n = sorted.length;
@@ -18,7 +22,7 @@ function bruteForce(lengths: number[], batchSize: number, maxBatchTokens: number
       if (i === n || mask & (1 << (i - 1))) {
         const size = i - start;
         const padded = size * sorted[start];
-        if (size > batchSize || (size > 1 && padded > maxBatchTokens)) ok = false;
+        if (size > batchSize || (size > 1 && (padded > maxBatchTokens || padded * sorted[start] > maxAttentionCells))) ok = false;
         cost += runCost + padded;
         start = i;
       }
@@ -40,13 +44,13 @@ function planCost(lengths: number[], plan: { order: Uint32Array; batchEnds: Uint
 
 describe('planBatches', () => {
   it('sorts longest first, ties in caller order; one batch for equal lengths', () => {
-    const plan = planBatches([3, 9, 5, 9, 2], 8, 1000, 1000);
+    const plan = planBatches([3, 9, 5, 9, 2], { batchSize: 8, maxBatchTokens: 1000 }, 1000);
     assert.deepEqual(Array.from(plan.order), [1, 3, 2, 0, 4]);
     assert.deepEqual(Array.from(plan.batchEnds), [5]);
-    assert.equal(planBatches([7, 7, 7, 7, 7, 7], 4, 1000).batchEnds.length, 2, 'as few runs as batchSize allows');
+    assert.equal(planBatches([7, 7, 7, 7, 7, 7], { batchSize: 4, maxBatchTokens: 1000 }).batchEnds.length, 2, 'as few runs as batchSize allows');
   });
   it('keeps padded tokens within maxBatchTokens and batchSize, a long text alone', () => {
-    const plan = planBatches([10, 4, 4, 4, 4, 30], 100, 12);
+    const plan = planBatches([10, 4, 4, 4, 4, 30], { batchSize: 100, maxBatchTokens: 12 });
     assert.deepEqual(Array.from(plan.order), [5, 0, 1, 2, 3, 4]);
     let start = 0;
     for (const end of plan.batchEnds) {
@@ -58,7 +62,7 @@ describe('planBatches', () => {
   });
   it('splits a batch where padding would cost more than another run', () => {
     // One run of 4 x 100 = 400 padded tokens against two runs of 2 x 100 and 2 x 10 (+ 2 x 32).
-    const plan = planBatches([100, 100, 10, 10], 32, 100000);
+    const plan = planBatches([100, 100, 10, 10], { batchSize: 32, maxBatchTokens: 100000 });
     assert.deepEqual(Array.from(plan.batchEnds), [2, 4]);
   });
   it('finds the cheapest plan (checked against exhaustive search)', () => {
@@ -69,14 +73,34 @@ describe('planBatches', () => {
       const lengths = Array.from({ length: n }, () => 1 + rand(60));
       const batchSize = 1 + rand(6);
       const maxBatchTokens = 20 + rand(200);
+      // Half the trials also bound the attention cells (texts x length²), often below one text's.
+      const maxAttentionCells = trial % 2 ? 100 + rand(6000) : undefined;
       const runCost = rand(50);
-      const plan = planBatches(lengths, batchSize, maxBatchTokens, runCost);
-      assert.equal(planCost(lengths, plan, runCost), bruteForce(lengths, batchSize, maxBatchTokens, runCost),
-        `lengths ${lengths} batchSize ${batchSize} budget ${maxBatchTokens} runCost ${runCost}`);
+      const limits = { batchSize, maxBatchTokens, maxAttentionCells };
+      const plan = planBatches(lengths, limits, runCost);
+      assert.equal(planCost(lengths, plan, runCost), bruteForce(lengths, limits, runCost),
+        `lengths ${lengths} limits ${JSON.stringify(limits)} runCost ${runCost}`);
     }
   });
+  it('keeps texts x length² within maxAttentionCells, a text over it alone', () => {
+    const lengths = [40, 40, 40, 40, 20, 20, 20, 20, 20, 20, 70];
+    const limits = { batchSize: 32, maxBatchTokens: 100000, maxAttentionCells: 2 * 40 * 40 };
+    const plan = planBatches(lengths, limits, 1e6);
+    let start = 0;
+    const sizes: number[] = [];
+    for (const end of plan.batchEnds) {
+      const size = end - start;
+      const longest = lengths[plan.order[start]];
+      assert.ok(size === 1 || size * longest * longest <= limits.maxAttentionCells, `batch of ${size} x ${longest}²`);
+      sizes.push(size);
+      start = end;
+    }
+    // 70² is over the budget alone; pairs of 40s; the 20s in 8 = 3200 / 400 per batch.
+    assert.deepEqual(sizes, [1, 2, 2, 6]);
+    assert.equal(planBatches(lengths, { ...limits, maxAttentionCells: undefined }, 1e6).batchEnds.length, 1, 'no limit: one batch');
+  });
   it('plans nothing for no texts', () => {
-    const plan = planBatches([], 4, 100);
+    const plan = planBatches([], { batchSize: 4, maxBatchTokens: 100 });
     assert.equal(plan.order.length, 0);
     assert.equal(plan.batchEnds.length, 0);
   });
@@ -129,6 +153,21 @@ for (const [layout, dir] of Object.entries(MODEL_DIRS).filter(([name]) => !name.
     it('a small token budget (many batches) gives the same outputs', async () => {
       const all = await model.encode(texts, { colbert: true });
       assertSameOutput(await model.encode(texts, { colbert: true, maxBatchTokens: 40 }), all, 'maxBatchTokens 40');
+    });
+
+    it('an attention budget runs long texts in smaller batches, with the same outputs', async () => {
+      const heads = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).num_attention_heads;
+      assert.equal(model.info().attentionHeads, heads);
+      const long = Array.from({ length: 40 }, (_, i) => `${longText(60)} ${i}`);
+      const lengths = (await model.tokenize(long)).offsets.slice(1).map((end, i, ends) => end - (i ? ends[i - 1] : 0));
+      const free = await model.encode(long, { colbert: true });
+      // 1 MiB of fp32 scores over the model's heads, texts of up to the model's 64 positions.
+      const bounded = await model.encode(long, { colbert: true, maxAttentionBytes: 1 << 20 });
+      const cells = Math.floor((1 << 20) / (4 * heads));
+      const expected = planBatches(lengths, { batchSize: 32, maxBatchTokens: 16384, maxAttentionCells: cells });
+      assert.equal(bounded.stats!.batches, expected.batchEnds.length);
+      assert.ok(bounded.stats!.batches > free.stats!.batches, `${bounded.stats!.batches} batches vs ${free.stats!.batches} without the budget`);
+      assertSameOutput(bounded, free, 'maxAttentionBytes 1 MiB');
     });
   });
 }

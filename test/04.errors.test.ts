@@ -37,6 +37,7 @@ describe('encode arguments', () => {
     ['batchSize 0', () => model.encode(['x'], { batchSize: 0 }), /batchSize/],
     ['a string batchSize', () => model.encode(['x'], { batchSize: '8' as never }), /batchSize/],
     ['maxBatchTokens 1', () => model.encode(['x'], { maxBatchTokens: 1 }), /maxBatchTokens/],
+    ['maxAttentionBytes under 1 MiB', () => model.encode(['x'], { maxAttentionBytes: 1000 }), /maxAttentionBytes/],
     ['no output requested', () => model.encode(['x'], { dense: false, sparse: false }), /at least one/],
     ['a non-boolean flag', () => model.encode(['x'], { colbert: 'yes' as never }), /colbert/],
     ['a non-signal', () => model.encode(['x'], { signal: {} as never }), /signal/],
@@ -166,6 +167,15 @@ describe('load errors', () => {
     for (const t of tok.added_tokens) if (t.content === '<s>') t.id = 1; else if (t.content === '<pad>') t.id = 0;
     fs.writeFileSync(file, JSON.stringify(tok));
     await loadFails(dir, 'ERR_MODEL_LAYOUT', /<s>/);
+  });
+
+  it('a config.json with a nonsensical num_attention_heads', async () => {
+    const dir = copyModel();
+    const configFile = path.join(dir, 'config.json');
+    const config = JSON.parse(fs.readFileSync(configFile, 'utf8'));
+    config.num_attention_heads = 'sixteen';
+    fs.writeFileSync(configFile, JSON.stringify(config));
+    await loadFails(dir, 'ERR_MODEL_LAYOUT', /num_attention_heads must be a positive integer, got "sixteen"/);
   });
 
   it('an unparsable config.json', async () => {
