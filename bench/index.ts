@@ -6,6 +6,9 @@
  *
  *   npm run bench:index -- [--queries 200] [--sizes 10000,100000] [--colbert-docs 2000]
  */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { EncodeOutput, HybridIndex, type SearchOptions } from '../lib';
 import { machineInfo, parseFlags, writeResult } from './common';
 
@@ -126,6 +129,21 @@ function main(): void {
     }
     log({ documents: size, search: 'dense route (hnsw, 100 candidates)', buildDocsPerSecond: size / hnswBuild,
       recallAt10VsExact: found / (10 * queries.count), ...latency(hnsw, queries, denseOnly) });
+    // Persistence: save writes the graph with the vectors; load reads it instead of rebuilding.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-bench-index-'));
+    try {
+      const ts = performance.now();
+      hnsw.save(dir);
+      const saveSeconds = (performance.now() - ts) / 1000;
+      const tl = performance.now();
+      const loaded = HybridIndex.load(dir);
+      const loadSeconds = (performance.now() - tl) / 1000;
+      if (loaded.denseRoute !== 'hnsw' || loaded.size !== size) throw new Error('the saved HNSW index did not load as saved');
+      log({ documents: size, search: 'hnsw index save / load (graph read, not rebuilt)', saveSeconds, loadSeconds,
+        loadVsRebuild: hnswBuild / loadSeconds });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   }
   const cdocs = Number(flags['colbert-docs']);
   const docs = corpus(3, cdocs, 100, [64, 256]);

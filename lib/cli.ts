@@ -301,16 +301,18 @@ async function main(argv: string[]): Promise<void> {
     .requiredOption('-i, --in <file>', 'corpus JSONL')
     .requiredOption('-o, --out <dir>', 'index directory (written atomically)')
     .option('--colbert <format>', "ColBERT storage: f32, bf16, i8 or none", 'f32')
+    .option('--dense <route>', "dense route: exact, or hnsw (an approximate graph, saved with the index, for large corpora)", 'exact')
     .option('--batch <n>', 'texts per encode call', positiveInt, 256)
     .option('--json', 'no progress bar; print a JSON summary'))
     .action(async (opts) => {
       const colbert = opts.colbert === 'none' ? false : opts.colbert;
       if (![false, 'f32', 'bf16', 'i8'].includes(colbert)) throw new M3Error('ERR_INPUT', `--colbert must be f32, bf16, i8 or none, not ${opts.colbert}`);
+      if (opts.dense !== 'exact' && opts.dense !== 'hnsw') throw new M3Error('ERR_INPUT', `--dense must be exact or hnsw, not ${opts.dense}`);
       const docs = readCorpus(opts.in);
       const model = await openModel(opts);
       try {
         const started = performance.now();
-        const ix = HybridIndex.create({ dim: model.dim, vocabSize: model.info().vocabSize, colbert, model });
+        const ix = HybridIndex.create({ dim: model.dim, vocabSize: model.info().vocabSize, colbert, model, dense: opts.dense });
         const progress = progressReporter(!opts.json, 'documents');
         for (let start = 0; start < docs.length; start += opts.batch) {
           const part = docs.slice(start, start + opts.batch);
@@ -319,7 +321,7 @@ async function main(argv: string[]): Promise<void> {
         }
         ix.save(opts.out);
         const seconds = (performance.now() - started) / 1000;
-        const summary = { index: path.resolve(opts.out), documents: ix.size, seconds, documentsPerSecond: ix.size / seconds, colbert, colbertBytesPerDocument: ix.colbertBytesPerDocument };
+        const summary = { index: path.resolve(opts.out), documents: ix.size, seconds, documentsPerSecond: ix.size / seconds, colbert, dense: ix.denseRoute, colbertBytesPerDocument: ix.colbertBytesPerDocument };
         process.stdout.write(opts.json ? `${JSON.stringify(summary)}\n` : `indexed ${ix.size} documents in ${seconds.toFixed(1)} s into ${summary.index}\n`);
       } finally {
         await model.dispose();

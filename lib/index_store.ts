@@ -6,7 +6,10 @@
  * CRC-32) and one `segment-<id>.bin`. A segment is "BGEM3IDX", a u32 version, a u32 section
  * count, then per section a 16-byte name, a u64 length, a u32 CRC-32 and 4 bytes of padding,
  * followed by the data padded to 8 bytes. Sections: `meta` (JSON: dims, vocabulary, ColBERT
- * format, model identity, count), `ids` (JSON array) and the index's arrays.
+ * format, model identity, count, dense route), `ids` (JSON array) and the index's arrays. An
+ * index with the approximate dense route also has `graph-<id>.usearch` (the HNSW graph as usearch
+ * saves it, keyed by slot), named in MANIFEST with its size and CRC-32: derived data, so a graph
+ * that is missing or fails its checksum is rebuilt from the vectors instead of failing the load.
  *
  * save (holding the directory's LOCK, so concurrent saves take turns): write the new segment under
  * a fresh name and fsync it; write a uniquely named MANIFEST temp file, fsync, rename it over
@@ -39,6 +42,18 @@ export interface IndexMeta {
   colbert: 'f32' | 'bf16' | 'i8' | false;
   count: number;
   model?: ModelIdentity;
+  /** The dense route the index was saved with (absent: 'exact'). */
+  dense?: 'exact' | 'hnsw';
+}
+
+/** Writes the HNSW graph to a file (the approximate dense route's own format). */
+export type GraphWriter = (file: string) => void;
+
+/** A graph file named by MANIFEST, not yet verified (see verifyGraph). */
+export interface GraphRef {
+  file: string;
+  bytes: number;
+  crc32: number;
 }
 
 type SectionName = keyof NativeIndexState | 'meta' | 'ids';
@@ -74,12 +89,38 @@ function fsyncDirectory(dir: string): void {
   }
 }
 
-/** Writes an index directory atomically (see the file comment); saves to one directory take turns. */
-export function saveIndex(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState): void {
-  withDirectoryLock(dir, () => writeSegmentAndManifest(dir, meta, ids, state));
+/**
+ * Writes an index directory atomically (see the file comment); saves to one directory take turns.
+ * `graph` writes the HNSW graph, for an index with the approximate dense route.
+ */
+export function saveIndex(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState, graph?: GraphWriter): void {
+  withDirectoryLock(dir, () => writeSegmentAndManifest(dir, meta, ids, state, graph));
 }
 
-function writeSegmentAndManifest(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState): void {
+/** Size and CRC-32 of a file, read in pieces (a graph can be larger than a Buffer). */
+function fileChecksum(file: string): { bytes: number; crc32: number } {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const piece = Buffer.allocUnsafe(16 << 20);
+    let crc = 0;
+    let bytes = 0;
+    for (let n; (n = fs.readSync(fd, piece, 0, piece.length, bytes)) > 0; bytes += n) crc = zlib.crc32(piece.subarray(0, n), crc);
+    return { bytes, crc32: crc };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function fsyncFile(file: string): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function writeSegmentAndManifest(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState, writeGraph?: GraphWriter): void {
   const sections: Array<[SectionName, Buffer]> = [
     ['meta', Buffer.from(JSON.stringify(meta), 'utf8')],
     ['ids', Buffer.from(JSON.stringify(ids), 'utf8')],
@@ -97,21 +138,34 @@ function writeSegmentAndManifest(dir: string, meta: IndexMeta, ids: unknown[], s
     entry.writeUInt32LE(zlib.crc32(data), 24);
     chunks.push(entry, data, Buffer.alloc((8 - (data.length % 8)) % 8));
   }
-  const segment = `segment-${Date.now().toString(36)}-${crypto.randomBytes(4).toString('hex')}.bin`;
+  const generation = `${Date.now().toString(36)}-${crypto.randomBytes(4).toString('hex')}`;
+  const segment = `segment-${generation}.bin`;
   writeFileSynced(path.join(dir, segment), chunks);
   const size = chunks.reduce((n, c) => n + c.length, 0);
   // Empty chunks are skipped: zlib.crc32 of an empty view of a zero-length native buffer
   // returns 0 instead of the running value.
   const crc = chunks.reduce((c, chunk) => (chunk.length ? zlib.crc32(chunk, c) : c), 0);
-  const manifest = { format: FORMAT, version: VERSION, segment, bytes: size, crc32: crc, previous: previousSegment(dir) };
+  let graph: GraphRef | undefined;
+  if (writeGraph) {
+    const file = `graph-${generation}.usearch`;
+    writeGraph(path.join(dir, file));
+    fsyncFile(path.join(dir, file));
+    graph = { file, ...fileChecksum(path.join(dir, file)) };
+  }
+  const previous = currentManifest(dir);
+  const manifest = {
+    format: FORMAT, version: VERSION, segment, bytes: size, crc32: crc, graph,
+    previous: typeof previous?.segment === 'string' ? previous.segment : undefined,
+    previousGraph: typeof previous?.graph?.file === 'string' ? previous.graph.file : undefined,
+  };
   const tmp = path.join(dir, `${MANIFEST}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
   writeFileSynced(tmp, [Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]);
   fs.renameSync(tmp, path.join(dir, MANIFEST));
   fsyncDirectory(dir);
   // The previous generation stays for readers that read the old MANIFEST just before the swap.
-  const keep = new Set([segment, manifest.previous]);
+  const keep = new Set([segment, manifest.previous, graph?.file, manifest.previousGraph]);
   for (const name of fs.readdirSync(dir)) {
-    if (/^segment-.*\.bin$/.test(name) && !keep.has(name)) fs.rmSync(path.join(dir, name), { force: true });
+    if ((/^segment-.*\.bin$/.test(name) || /^graph-.*\.usearch$/.test(name)) && !keep.has(name)) fs.rmSync(path.join(dir, name), { force: true });
   }
 }
 
@@ -140,11 +194,11 @@ function lockHolderAlive(lock: string): boolean {
   }
 }
 
-/** The segment the current MANIFEST names, if any. */
-function previousSegment(dir: string): string | undefined {
+/** The current MANIFEST, if there is a readable one. */
+function currentManifest(dir: string): { segment?: unknown; graph?: { file?: unknown } } | undefined {
   try {
     const m = JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8'));
-    return typeof m.segment === 'string' ? m.segment : undefined;
+    return m && typeof m === 'object' ? m : undefined;
   } catch {
     return undefined;
   }
@@ -214,13 +268,26 @@ function fail(file: string, problem: string): never {
   throw new M3Error('ERR_MODEL_FILES', `Index file '${file}' ${problem}`);
 }
 
-/** Reads and verifies an index directory. */
-export function loadIndex(dir: string, retried = false): { meta: IndexMeta; ids: unknown[]; state: NativeIndexState } {
+/**
+ * The graph file a MANIFEST names, when it is there with the recorded size and checksum; else
+ * undefined and `why` says what is wrong (the caller rebuilds the graph from the vectors).
+ */
+export function verifyGraph(dir: string, ref: GraphRef): { file?: string; why?: string } {
+  const file = path.join(dir, ref.file);
+  if (!fs.existsSync(file)) return { why: `'${file}' is missing` };
+  const { bytes, crc32 } = fileChecksum(file);
+  if (bytes !== ref.bytes) return { why: `'${file}' has ${bytes} bytes but MANIFEST says ${ref.bytes}` };
+  if (crc32 !== ref.crc32) return { why: `'${file}' does not match its checksum in MANIFEST` };
+  return { file };
+}
+
+/** Reads and verifies an index directory (the graph file, if any, is verified by verifyGraph). */
+export function loadIndex(dir: string, retried = false): { meta: IndexMeta; ids: unknown[]; state: NativeIndexState; graph?: GraphRef } {
   const manifestFile = path.join(dir, MANIFEST);
   if (!fs.existsSync(manifestFile)) {
     throw new M3Error('ERR_MODEL_FILES', `'${dir}' is not a bge-m3 index: it has no ${MANIFEST} file (save one with index.save(dir)).`);
   }
-  let manifest: { format?: unknown; version?: unknown; segment?: unknown; bytes?: unknown; crc32?: unknown };
+  let manifest: { format?: unknown; version?: unknown; segment?: unknown; bytes?: unknown; crc32?: unknown; graph?: unknown };
   try {
     manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
   } catch (err) {
@@ -268,8 +335,9 @@ export function loadIndex(dir: string, retried = false): { meta: IndexMeta; ids:
     fail(file, `has an unreadable meta or ids section (${(err as Error).message}).`);
   }
   if (!meta || typeof meta !== 'object' || !Number.isInteger(meta.dim) || !Number.isInteger(meta.vocabSize) ||
-      !Number.isInteger(meta.count) || ![false, 'f32', 'bf16', 'i8'].includes(meta.colbert as string | false)) {
-    fail(file, 'has an invalid meta section (dim, vocabSize, count, colbert).');
+      !Number.isInteger(meta.count) || ![false, 'f32', 'bf16', 'i8'].includes(meta.colbert as string | false) ||
+      ![undefined, 'exact', 'hnsw'].includes(meta.dense)) {
+    fail(file, 'has an invalid meta section (dim, vocabSize, count, colbert, dense).');
   }
   if (!Array.isArray(ids) || ids.length !== meta.count) fail(file, `lists ${Array.isArray(ids) ? ids.length : 'no'} ids for ${meta.count} documents.`);
   const state = {} as Record<string, ArrayBufferView>;
@@ -282,5 +350,8 @@ export function loadIndex(dir: string, retried = false): { meta: IndexMeta; ids:
     new Uint8Array(copy).set(data);
     state[name] = new Type(copy, 0, data.length / size);
   }
-  return { meta, ids, state: state as unknown as NativeIndexState };
+  const g = manifest.graph as Partial<GraphRef> | undefined;
+  const graph = g && typeof g === 'object' && typeof g.file === 'string' && /^graph-[\w-]+\.usearch$/.test(g.file) &&
+    Number.isSafeInteger(g.bytes) && Number.isInteger(g.crc32) ? g as GraphRef : undefined;
+  return { meta, ids, state: state as unknown as NativeIndexState, graph };
 }

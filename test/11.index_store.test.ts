@@ -8,6 +8,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { spawn } from 'node:child_process';
 import { HybridIndex } from '../lib';
 import { FIXTURES, ROOT } from './helpers';
@@ -101,6 +102,99 @@ describe('HybridIndex save/load', () => {
       }
     }
     assert.ok(sawA + sawB === 16);
+  });
+
+  describe('the HNSW graph of the approximate dense route', () => {
+    const denseOnly = { k: 10, routes: ['dense'] as Array<'dense'>, weights: [1, 0, 0] as [number, number, number], denseCandidates: 30 };
+    const COUNT = 2000;
+    function hnswIndex(): HybridIndex {
+      const ix = HybridIndex.create({ dim: SYNTH_DIM, vocabSize: 1000, dense: 'hnsw' });
+      ix.add(Array.from({ length: COUNT }, (_, i) => `d${i}`), syntheticEncoded(5, COUNT));
+      return ix;
+    }
+    const manifestOf = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'MANIFEST'), 'utf8'));
+    const graphFiles = (dir: string) => fs.readdirSync(dir).filter((f) => f.startsWith('graph-')).sort();
+    const ids = (hits: Array<{ id: unknown }>) => hits.map((h) => h.id);
+
+    it('is saved next to the vectors and read back, not rebuilt', (t) => {
+      const ix = hnswIndex();
+      ix.remove(['d3', 'd7']);  // save compacts: the saved graph is keyed by the renumbered slots
+      const dir = freshDir();
+      ix.save(dir);
+      const { graph } = manifestOf(dir);
+      assert.match(graph.file, /^graph-[\w-]+\.usearch$/);
+      assert.equal(fs.statSync(path.join(dir, graph.file)).size, graph.bytes);
+      const warn = t.mock.method(process, 'emitWarning');
+      const loaded = HybridIndex.load(dir);
+      assert.equal(warn.mock.callCount(), 0);
+      assert.equal(loaded.denseRoute, 'hnsw', 'the saved route is the default');
+      assert.equal(loaded.size, COUNT - 2);
+      for (let q = 0; q < queries.count; q++) assert.deepEqual(loaded.search(queries.row(q), denseOnly), ix.search(queries.row(q), denseOnly));
+      assert.equal(HybridIndex.load(dir, { dense: 'exact' }).denseRoute, 'exact');
+      ix.save(dir);
+      ix.save(dir);
+      assert.equal(graphFiles(dir).length, 2, 'the current and the previous graph are kept, older ones removed');
+      // Saved with the exact route: no graph; the files of older generations go as saves follow.
+      const exact = HybridIndex.load(dir, { dense: 'exact' });
+      exact.save(dir);
+      assert.equal(manifestOf(dir).graph, undefined);
+      exact.save(dir);
+      assert.deepEqual(graphFiles(dir), []);
+      assert.equal(HybridIndex.load(dir).denseRoute, 'exact');
+      assert.equal(HybridIndex.load(dir, { dense: 'hnsw' }).search(queries.row(0), denseOnly).length, 10, 'built from the vectors');
+      assert.equal(warn.mock.callCount(), 0, 'no graph saved is no warning');
+    });
+
+    it('the candidates come from the saved graph file', () => {
+      // A graph whose key j holds document COUNT-1-j's vector: the dense route then recalls
+      // mirrored documents, which proves load() used the file rather than the vectors.
+      const dir = freshDir();
+      hnswIndex().save(dir);
+      const m = manifestOf(dir);
+      const docs = syntheticEncoded(5, COUNT);
+      const mirrored = new Float32Array(docs.dense!.length);
+      for (let j = 0; j < COUNT; j++) mirrored.set(docs.row(COUNT - 1 - j).dense!, j * SYNTH_DIM);
+      const { Index } = require('usearch');
+      const graph = new Index({ dimensions: SYNTH_DIM, metric: 'ip', connectivity: 16, expansion_add: 128, expansion_search: 128 });
+      graph.add(BigUint64Array.from({ length: COUNT }, (_, i) => BigInt(i)), mirrored);
+      const file = path.join(dir, m.graph.file);
+      graph.save(file);
+      const bytes = fs.readFileSync(file);
+      fs.writeFileSync(path.join(dir, 'MANIFEST'), JSON.stringify({ ...m, graph: { file: m.graph.file, bytes: bytes.length, crc32: zlib.crc32(bytes) } }));
+      const loaded = HybridIndex.load(dir);
+      const exact = HybridIndex.load(dir, { dense: 'exact' });
+      const one = { ...denseOnly, k: 1, denseCandidates: 1 };
+      for (let q = 0; q < queries.count; q++) {
+        const want = exact.search(queries.row(q), one)[0].id as string;
+        assert.equal(loaded.search(queries.row(q), one)[0].id, `d${COUNT - 1 - Number(want.slice(1))}`);
+      }
+    });
+
+    it('a damaged or missing graph file is rebuilt from the vectors, with a warning that names it', (t) => {
+      const dir = freshDir();
+      hnswIndex().save(dir);
+      const file = path.join(dir, manifestOf(dir).graph.file);
+      const original = fs.readFileSync(file);
+      const exact = HybridIndex.load(dir, { dense: 'exact' });
+      const warn = t.mock.method(process, 'emitWarning', () => {});
+      const damaged = Buffer.from(original);
+      damaged[damaged.length >> 1] ^= 0x10;
+      for (const [bytes, why] of [[damaged, /checksum/], [original.subarray(0, 1000), /has 1000 bytes but MANIFEST says/], [null, /missing/]] as const) {
+        if (bytes) fs.writeFileSync(file, bytes); else fs.rmSync(file);
+        const before = warn.mock.callCount();
+        const loaded = HybridIndex.load(dir);
+        assert.equal(warn.mock.callCount(), before + 1);
+        const message = String(warn.mock.calls[before].arguments[0]);
+        assert.match(message, /rebuilding the HNSW graph/);
+        assert.ok(message.includes(file) && why.test(message), message);
+        let found = 0;
+        for (let q = 0; q < queries.count; q++) {
+          const want = ids(exact.search(queries.row(q), denseOnly));
+          found += ids(loaded.search(queries.row(q), denseOnly)).filter((id) => want.includes(id)).length;
+        }
+        assert.ok(found >= 0.9 * 10 * queries.count, `recall of the rebuilt graph ${found}`);
+      }
+    });
   });
 
   it('takes over a stale lock: an empty LOCK left by a writer killed before filling it', () => {

@@ -105,6 +105,18 @@ describe('index, search and eval CLI', () => {
     const demo = run(['demo']);
     assert.equal(demo.status, 0, demo.stderr);
     assert.match(demo.stdout, /MRR@10/);
+    // --dense hnsw: the graph is saved with the index and search uses it; the same top hit here.
+    const hnswOut = path.join(tmp, 'index-hnsw');
+    const hnsw = run(['index', 'build', '--in', corpus, '--out', hnswOut, '--dense', 'hnsw', '--json']);
+    assert.equal(hnsw.status, 0, hnsw.stderr);
+    assert.equal(JSON.parse(hnsw.stdout).dense, 'hnsw');
+    assert.ok(fs.readdirSync(hnswOut).some((f) => /^graph-.*\.usearch$/.test(f)));
+    const viaGraph = run(['search', '--index', hnswOut, rows[0].query, '--k', '3', '--json']);
+    assert.equal(viaGraph.status, 0, viaGraph.stderr);
+    assert.equal(JSON.parse(viaGraph.stdout).hits[0].id, hits[0].id);
+    const badRoute = run(['index', 'build', '--in', corpus, '--out', hnswOut, '--dense', 'ivf']);
+    assert.equal(badRoute.status, 1);
+    assert.match(badRoute.stderr, /--dense must be exact or hnsw, not ivf/);
     const missing = run(['search', '--index', path.join(tmp, 'nope'), 'q']);
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, /ERR_MODEL_FILES: .*no MANIFEST/);
