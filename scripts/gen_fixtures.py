@@ -306,6 +306,8 @@ def main():
                            os.path.join(fx, "tiny-m3-fp16-hidden"), ["last_hidden_state"], onnx.TensorProto.FLOAT16)
         write_half_outputs(os.path.join(fx, "tiny-m3-baked"), "model.onnx", os.path.join(fx, "tiny-m3-baked-bf16"),
                            ["dense_vecs", "sparse_vecs", "colbert_vecs"], onnx.TensorProto.BFLOAT16)
+        # int32 input_ids / attention_mask (the encoder feeds what the graph declares).
+        write_int32_inputs(os.path.join(fx, "tiny-m3-safetensors"), "onnx/model.onnx", os.path.join(fx, "tiny-m3-int32-inputs"))
         golden, stats = build_golden(encoder, heads, cfg, tok_path)
         check_batch_invariance(encoder, heads, golden)
         write_json(os.path.join(fx, "golden.json"), golden, indent=None)

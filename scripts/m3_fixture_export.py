@@ -181,6 +181,38 @@ def write_half_outputs(src_root, onnx_rel, root, outputs, elem_type):
             shutil.copyfile(os.path.join(src_root, rel), os.path.join(root, rel))
 
 
+def write_int32_inputs(src_root, onnx_rel, root):
+    """The model in src_root taking int32 input_ids / attention_mask (as some exports do): each
+    input becomes int32 and a Cast gives the graph its int64 tensor back, so the outputs are
+    exactly the int64 model's. Everything else is copied, the external weights included."""
+    src = os.path.join(src_root, onnx_rel)
+    model = onnx.load(src, load_external_data=False)
+    graph = model.graph
+    casts = []
+    for inp in graph.input:
+        if inp.name not in ("input_ids", "attention_mask"):
+            continue
+        wide = f"{inp.name}_int64"
+        for node in graph.node:
+            node.input[:] = [wide if i == inp.name else i for i in node.input]
+        casts.append(onnx.helper.make_node("Cast", [inp.name], [wide], to=onnx.TensorProto.INT64,
+                                           name=f"cast_{inp.name}"))
+        inp.type.tensor_type.elem_type = onnx.TensorProto.INT32
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    dst = os.path.join(root, onnx_rel)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    onnx.save(model, dst)
+    for dirpath, _, files in os.walk(src_root):
+        for name in files:
+            rel = os.path.relpath(os.path.join(dirpath, name), src_root)
+            if rel != onnx_rel:
+                os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+                shutil.copyfile(os.path.join(src_root, rel), os.path.join(root, rel))
+    onnx.checker.check_model(dst)
+
+
 def write_safetensors_copy(snapshot, root, heads):
     """Same model as the snapshot, with the heads only as .safetensors."""
     os.makedirs(os.path.join(root, "onnx"), exist_ok=True)

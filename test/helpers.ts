@@ -14,6 +14,8 @@ export const MODEL_DIRS: Record<string, string> = {
   'snapshot (.safetensors heads)': path.join(FIXTURES, 'tiny-m3-safetensors'),
   'heads-baked': path.join(FIXTURES, 'tiny-m3-baked'),
   'heads-baked (alt names)': path.join(FIXTURES, 'tiny-m3-baked-alt'),
+  // int32 input_ids / attention_mask, cast to int64 inside the graph (write_int32_inputs).
+  'snapshot (int32 inputs)': path.join(FIXTURES, 'tiny-m3-int32-inputs'),
 };
 
 export interface GoldenCase {

@@ -114,12 +114,19 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
                                               Join(inputs_) + "); a BGE-M3 graph takes input_ids and attention_mask.");
     }
   }
-  has_token_type_ids_ = std::find(inputs_.begin(), inputs_.end(), "token_type_ids") != inputs_.end();
-  for (const auto& name : inputs_) {
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    const std::string& name = inputs_[i];
     if (name != "input_ids" && name != "attention_mask" && name != "token_type_ids") {
       throw CoreError("ERR_MODEL_LAYOUT", "'" + onnx_path + "' has an unexpected input '" + name +
                                               "' (inputs: " + Join(inputs_) + ").");
     }
+    const auto type = session_.GetInputTypeInfo(i).GetTensorTypeAndShapeInfo().GetElementType();
+    if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 && type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) {
+      throw CoreError("ERR_MODEL_LAYOUT", "'" + onnx_path + "' input '" + name + "' has ONNX element type " +
+                                              std::to_string(static_cast<int>(type)) +
+                                              "; a BGE-M3 graph takes int64 (or int32) token ids and masks.");
+    }
+    input_int32_.push_back(type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32);
   }
 
   hidden_ = FindName(outputs_, {"last_hidden_state"});
@@ -148,8 +155,11 @@ std::vector<Ort::Value> EncoderSession::Run(const int64_t* ids, const int64_t* m
   const int64_t shape[2] = {batch, len};
   const size_t count = static_cast<size_t>(batch * len);
   std::vector<int64_t> token_types;
+  std::vector<std::vector<int32_t>> narrow;  // int32 copies for a graph that takes int32
+  narrow.reserve(inputs_.size());
   Ort::IoBinding binding(session_);
-  for (const auto& name : inputs_) {
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    const std::string& name = inputs_[i];
     const int64_t* data = nullptr;
     if (name == "input_ids") data = ids;
     else if (name == "attention_mask") data = mask;
@@ -158,7 +168,13 @@ std::vector<Ort::Value> EncoderSession::Run(const int64_t* ids, const int64_t* m
       data = token_types.data();
     }
     // Host inputs: a CUDA session copies them to the device itself.
-    binding.BindInput(name.c_str(), Ort::Value::CreateTensor<int64_t>(cpu_memory_, const_cast<int64_t*>(data), count, shape, 2));
+    if (input_int32_[i]) {
+      // Token ids (below the vocabulary size), 0/1 masks and zero token types all fit.
+      narrow.emplace_back(data, data + count);
+      binding.BindInput(name.c_str(), Ort::Value::CreateTensor<int32_t>(cpu_memory_, narrow.back().data(), count, shape, 2));
+    } else {
+      binding.BindInput(name.c_str(), Ort::Value::CreateTensor<int64_t>(cpu_memory_, const_cast<int64_t*>(data), count, shape, 2));
+    }
   }
   for (const char* name : outputs) binding.BindOutput(name, on_device ? cuda_memory_ : cpu_memory_);
   binding.SynchronizeInputs();  // a CUDA session's input copies have landed

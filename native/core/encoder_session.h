@@ -42,7 +42,8 @@ class EncoderSession {
   const std::string& colbert_output() const { return colbert_; }
   const std::vector<std::string>& output_names() const { return outputs_; }
 
-  /// Runs one padded batch: ids and mask are [batch, len] int64. Returns the named outputs in
+  /// Runs one padded batch: ids and mask are [batch, len] int64 (narrowed for a graph whose inputs
+  /// are int32). Returns the named outputs in
   /// order, through an I/O binding: in host memory, or with `on_device` (a CUDA session) in the
   /// GPU's memory, where ONNX Runtime computed them. Ort::Exception propagates (the caller maps
   /// it, knowing whether it cancelled).
@@ -61,7 +62,7 @@ class EncoderSession {
   int device_id_ = 0;
   GraphKind kind_ = GraphKind::kHiddenState;
   std::vector<std::string> inputs_, outputs_;
-  bool has_token_type_ids_ = false;
+  std::vector<bool> input_int32_;  // per input: the graph takes int32 (else int64)
   std::string hidden_, dense_, sparse_, colbert_;
 };
 
