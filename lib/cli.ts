@@ -371,7 +371,10 @@ async function main(argv: string[]): Promise<void> {
         server = await createServer({
           model, index, logger: !!opts.log, bodyLimit: opts.bodyLimit, maxTexts: opts.maxTexts, maxTextTokens: opts.maxTextTokens,
           requestTimeoutMs: opts.timeoutMs, maxEventLoopDelayMs: opts.maxEventLoopDelay,
-          batching: opts.batching ? { maxWaitMs: opts.maxWaitMs, maxBatchTokens: opts.maxBatchTokens, maxQueue: opts.maxQueue, maxQueueTokens: opts.maxQueueTokens } : false,
+          // --no-batching: each request alone (one request per batch, no wait), the same queue limits.
+          batching: opts.batching
+            ? { maxWaitMs: opts.maxWaitMs, maxBatchTokens: opts.maxBatchTokens, maxQueue: opts.maxQueue, maxQueueTokens: opts.maxQueueTokens }
+            : { maxWaitMs: 0, maxBatchTexts: 1, maxQueue: opts.maxQueue, maxQueueTokens: opts.maxQueueTokens },
         });
         const address = await server.listen({ host: opts.host, port: opts.port });
         process.stdout.write(`bge-m3 serve: listening on ${address}\n`);

@@ -27,7 +27,10 @@ export interface ServerOptions {
   index?: HybridIndex;
   /** The model name /v1/embeddings reports (default: the model directory's name). */
   modelName?: string;
-  /** Batcher options, or false to encode each request alone (same queue limits). Default: batching on. */
+  /**
+   * Batcher options, or false to encode each request alone (the default queue limits; pass
+   * { maxWaitMs: 0, maxBatchTexts: 1, maxQueue, ... } for others). Default: batching on.
+   */
   batching?: boolean | BatcherOptions;
   /** Largest request body in bytes (default 8 MiB); larger is answered 413. */
   bodyLimit?: number;
@@ -120,7 +123,14 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   const bodyLimit = options.bodyLimit ?? 8 * 1024 * 1024;
   const maxTexts = options.maxTexts ?? 256;
   const maxTextTokens = Math.min(options.maxTextTokens ?? model.maxLength, model.modelMaxLength);
+  if (!Number.isInteger(maxTextTokens) || maxTextTokens < 2) {
+    throw new M3Error('ERR_INPUT', `maxTextTokens must be an integer >= 2 (room for <s> and </s>), got ${String(options.maxTextTokens)}`);
+  }
   const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+  // setTimeout's limit: a longer delay fires at once (Node caps it to 1 ms).
+  if (!Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 1 || requestTimeoutMs > 2 ** 31 - 1) {
+    throw new M3Error('ERR_INPUT', `requestTimeoutMs must be an integer in [1, ${2 ** 31 - 1}] ms, got ${String(options.requestTimeoutMs)}`);
+  }
   const retryAfter = String(options.retryAfterSeconds ?? 1);
   const modelName = options.modelName ?? path.basename(model.info().dir);
   const batcherOptions: BatcherOptions = options.batching === false
@@ -138,8 +148,17 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
     logger: options.logger ?? false,
     bodyLimit,
     forceCloseConnections: 'idle',
+    // A request whose body has not arrived in full by then is answered 408 and its connection
+    // closed: a client that stalls mid-upload cannot hold a connection (or a shutdown) forever.
+    requestTimeout: requestTimeoutMs,
+    // Node checks requestTimeout only every 30 s; a socket silent for twice the request timeout
+    // is closed at once (an answer is due by then anyway: 503 at requestTimeoutMs).
+    connectionTimeout: 2 * requestTimeoutMs,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
   });
+
+  // JSON bodies only: without its text/plain parser, fastify answers any other type 415.
+  app.removeContentTypeParser('text/plain');
 
   const sendError = (reply: FastifyReply, err: HttpError) => {
     if (err.retryAfter) reply.header('Retry-After', retryAfter);
@@ -179,16 +198,17 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
     metrics.request(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode, reply.elapsedTime / 1000);
   });
 
-  /** An abort signal for one request: its timeout, or the client going away. */
-  const requestSignal = (reply: FastifyReply): AbortSignal => {
+  /** An abort controller for one request: its timeout, or the client going away, aborts it. */
+  const requestController = (reply: FastifyReply): AbortController => {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), requestTimeoutMs);
     reply.raw.once('close', () => {
       clearTimeout(timer);
       if (!reply.raw.writableFinished) controller.abort();
     });
-    return controller.signal;
+    return controller;
   };
+  const requestSignal = (reply: FastifyReply): AbortSignal => requestController(reply).signal;
 
   const checkCount = (n: number, what: string) => {
     if (n > maxTexts) throw new M3Error('ERR_TOO_LONG', `${n} ${what} in one request; the limit is ${maxTexts} (--max-texts). Split the request.`);
@@ -199,6 +219,23 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
       throw new M3Error('ERR_INPUT', `${what} ${requested} is over this server's limit of ${maxTextTokens} tokens per text (--max-text-tokens)`);
     }
     return requested;
+  };
+
+  /**
+   * Queries and passages with all three outputs, encoded concurrently (each with its own
+   * truncation); when one fails the other is cancelled, and both promises are always awaited.
+   */
+  const encodeBoth = async (reply: FastifyReply, truncate: boolean, ...parts: Array<[string[], number]>) => {
+    const both = requestController(reply);
+    const { signal } = both;
+    const runs = parts.map(([texts, maxLength]) =>
+      batcher.encode(texts, { dense: true, sparse: true, colbert: true, truncate, maxLength, signal }));
+    try {
+      return await Promise.all(runs);
+    } catch (err) {
+      both.abort();
+      throw err;
+    }
   };
 
   const unpressured = { pressureHandler: () => undefined };
@@ -248,12 +285,10 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
     checkCount(b.pairs.length, 'pairs');
     const weights = weightsOf(b.weights, [1, 1, 1]);
     if (weights[0] + weights[1] === 0) throw new M3Error('ERR_INPUT', `weights ${JSON.stringify(weights)}: dense and sparse cannot both be 0 ('sparse+dense' would divide by zero)`);
-    const signal = requestSignal(reply);
-    const common = { dense: true, sparse: true, colbert: true, truncate: b.truncate ?? true, signal };
-    const [queries, passages] = await Promise.all([
-      batcher.encode(b.pairs.map((p) => p[0]), { ...common, maxLength: Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? 512) }),
-      batcher.encode(b.pairs.map((p) => p[1]), { ...common, maxLength: lengthOf(b.max_passage_length, 'max_passage_length') }),
-    ]);
+    const queryLength = Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? 512);
+    const passageLength = lengthOf(b.max_passage_length, 'max_passage_length');
+    const [queries, passages] = await encodeBoth(reply, b.truncate ?? true,
+      [b.pairs.map((p) => p[0]), queryLength], [b.pairs.map((p) => p[1]), passageLength]);
     const scores = pairScores(queries, passages, weights);
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(scores)) out[k] = Array.from(v as Float32Array);
@@ -265,12 +300,9 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
     checkCount(b.documents.length, 'documents');
     const weights = weightsOf(b.weights, DEFAULT_WEIGHTS);
     const docs = b.documents.map((d) => (typeof d === 'string' ? d : d.text));
-    const signal = requestSignal(reply);
-    const common = { dense: true, sparse: true, colbert: true, truncate: b.truncate ?? true, signal };
-    const [q, d] = await Promise.all([
-      batcher.encode(b.query, { ...common, maxLength: Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? 512) }),
-      batcher.encode(docs, { ...common, maxLength: lengthOf(b.max_passage_length, 'max_passage_length') }),
-    ]);
+    const queryLength = Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? 512);
+    const passageLength = lengthOf(b.max_passage_length, 'max_passage_length');
+    const [q, d] = await encodeBoth(reply, b.truncate ?? true, [[b.query], queryLength], [docs, passageLength]);
     const query = q.row(0);
     const sparse = lexicalScoresSync(query.sparse!, d.sparse!);
     const colbert = maxSimSync(query.colbert!, d.colbert!, { dim: d.dim });

@@ -5,6 +5,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
+import * as net from 'node:net';
 import { BGEM3, HybridIndex } from '../lib';
 import { createServer, type M3Server, type ServerOptions } from '../lib/server';
 import { decodeWire } from '../lib/wire';
@@ -171,7 +172,40 @@ describe('bge-m3 serve (in process)', () => {
     expectError(await post(server, '/encode', {}), 400, 'invalid_body', /texts/);
     const text = await server.app.inject({ method: 'POST', url: '/encode', payload: '<texts/>', headers: { 'content-type': 'application/xml' } });
     expectError(text, 415, 'unsupported_media_type');
+    const plain = await server.app.inject({ method: 'POST', url: '/encode', payload: '{"texts":"x"}', headers: { 'content-type': 'text/plain' } });
+    expectError(plain, 415, 'unsupported_media_type');
     expectError(await server.app.inject({ method: 'GET', url: '/nope' }), 404, 'not_found', /Routes:/);
+  });
+
+  it('a bad length limit in /score or /rerank is a 400, and the server keeps serving', async () => {
+    // The limit is checked before any encode starts: an encode started and then left without a
+    // handler would reject later, unhandled, and take the process down.
+    const long = longText(200);
+    expectError(await post(server, '/rerank', { query: long, documents: ['b'], truncate: false, max_passage_length: 10_000 }),
+      400, 'invalid_input', /max_passage_length 10000 is over this server's limit/);
+    expectError(await post(server, '/score', { pairs: [[long, 'b']], truncate: false, max_passage_length: 10_000 }),
+      400, 'invalid_input', /max_passage_length/);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal((await server.app.inject({ method: 'GET', url: '/health' })).statusCode, 200);
+    // One side failing (a query over the limit with truncate: false) fails the request cleanly.
+    expectError(await post(server, '/rerank', { query: long, documents: ['b'], truncate: false }), 413, 'text_too_long');
+  });
+
+  it('refuses server limits that would break every request', async () => {
+    await assert.rejects(createServer({ model, maxTextTokens: 1 }), /maxTextTokens must be an integer >= 2/);
+    await assert.rejects(createServer({ model, requestTimeoutMs: 3_000_000_000 }), /requestTimeoutMs must be an integer in \[1, 2147483647\]/);
+  });
+
+  it('a client that stalls mid-upload is disconnected', async () => {
+    const s = await make({ requestTimeoutMs: 300 });
+    const address = new URL(await s.listen({ host: '127.0.0.1', port: 0 }));
+    const socket = net.connect(Number(address.port), '127.0.0.1');
+    const started = Date.now();
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    socket.on('error', () => {});
+    socket.write('POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"input":');
+    await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error('still connected after 10 s')), 10_000))]);
+    assert.ok(Date.now() - started < 10_000);
   });
 
   it('limits: texts per request (413) and body bytes (413)', async () => {
