@@ -9,7 +9,7 @@ import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_HIDDEN, ENCODE_SPARSE, native, typ
 import { planBatches, type BatchLimits } from './batching';
 import { EncodeOutput, type SparseRow } from './outputs';
 import { pairScores, type PairScores } from './scores';
-import { M3Tokenizer, findTokenizerFile, type TokenizedBatch } from './tokenizer';
+import { CLS_ID, EOS_ID, M3Tokenizer, findTokenizerFile, type TokenizedBatch } from './tokenizer';
 
 /** Options of {@link BGEM3.load}. */
 export interface LoadOptions {
@@ -224,9 +224,14 @@ function checkTokens(tokens: TokenizedBatch, vocabSize: number, modelMaxLength: 
   }
   for (let i = 0; i + 1 < offsets.length; i++) {
     const n = offsets[i + 1] - offsets[i];
-    if (offsets[i + 1] < offsets[i] || n < 1 || n > modelMaxLength) {
+    if (offsets[i + 1] < offsets[i] || n < 2 || n > modelMaxLength) {
       throw new M3Error('ERR_INPUT', `tokens: text ${i} has ${offsets[i + 1] < offsets[i] ? 'decreasing offsets' : `${n} tokens`}; ` +
-        `each text needs 1 to ${modelMaxLength} tokens (tokenize() with maxLength truncates)`);
+        `each text needs 2 to ${modelMaxLength} tokens, <s> and </s> included (tokenize() with maxLength truncates)`);
+    }
+    // The heads read <s> as the dense row and drop it from the ColBERT rows: a text must be framed.
+    if (ids[offsets[i]] !== CLS_ID || ids[offsets[i + 1] - 1] !== EOS_ID) {
+      throw new M3Error('ERR_INPUT', `tokens: text ${i} is [${ids[offsets[i]]} … ${ids[offsets[i + 1] - 1]}]; each text must start with ` +
+        `<s> (id ${CLS_ID}) and end with </s> (id ${EOS_ID}), as tokenize() gives`);
     }
   }
   for (let j = 0; j < ids.length; j++) {
@@ -490,13 +495,15 @@ export class BGEM3 {
     if (!row || !(row.ids instanceof Uint32Array) || !(row.weights instanceof Float32Array) || row.ids.length !== row.weights.length) {
       throw inputError('{ ids: Uint32Array, weights: Float32Array } of equal lengths', 'row', row);
     }
-    const out: Record<string, number> = {};
+    // A Map, then own properties: pieces such as 'constructor' or '__proto__' are keys like any other.
+    const out = new Map<string, number>();
     for (let i = 0; i < row.ids.length; i++) {
       const piece = this.tokenizer.piece(row.ids[i]);
       // Two ids can decode to the same piece; keep the larger weight, as a lexical match would.
-      if (!(piece in out) || row.weights[i] > out[piece]) out[piece] = row.weights[i];
+      const had = out.get(piece);
+      if (had === undefined || row.weights[i] > had) out.set(piece, row.weights[i]);
     }
-    return out;
+    return Object.fromEntries(out);
   }
 
   /** Releases the session. Pending and running encodes reject with ERR_DISPOSED. Idempotent. */

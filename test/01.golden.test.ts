@@ -5,6 +5,9 @@
  */
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { BGEM3 } from '../lib';
 import { MODEL_DIRS, assertClose, golden, type GoldenScores } from './helpers';
 
@@ -78,6 +81,30 @@ describe('convertIdToToken', () => {
       for (const key of Object.keys(expected)) assert.ok(Math.abs(map[key] - expected[key]) <= 1e-5, key);
     } finally {
       await model.dispose();
+    }
+  });
+
+  it('keeps pieces named like Object built-ins as keys of their own', async () => {
+    // A copy of the demo model whose tokenizer names five pieces after Object.prototype members.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-pieces-'));
+    try {
+      fs.cpSync(MODEL_DIRS['snapshot (.pt heads)'], dir, { recursive: true });
+      const file = path.join(dir, 'tokenizer.json');
+      const tok = JSON.parse(fs.readFileSync(file, 'utf8'));
+      const names = ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf'];
+      names.forEach((name, k) => { tok.model.vocab[100 + k][0] = `\u2581${name}`; });
+      fs.writeFileSync(file, JSON.stringify(tok));
+      const model = await BGEM3.load(dir);
+      try {
+        const map = model.convertIdToToken({ ids: Uint32Array.of(100, 101, 102, 103, 104), weights: Float32Array.of(0.1, 0.2, 0.3, 0.4, 0.5) });
+        assert.deepEqual(Object.keys(map), names);
+        names.forEach((name, k) => assert.equal(Object.getOwnPropertyDescriptor(map, name)?.value, Math.fround(0.1 * (k + 1))));
+        assert.equal(Object.getPrototypeOf(map), Object.prototype);
+      } finally {
+        await model.dispose();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

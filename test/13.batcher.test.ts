@@ -221,6 +221,9 @@ describe('Batcher', () => {
     await rejectsWith(model.encodeTokens({ ids: Int32Array.of(0, 2), offsets: Uint32Array.of(0, 0, 2) }), 'ERR_INPUT', /text 0 has 0 tokens/);
     await rejectsWith(model.encodeTokens({ ids: [0, 2], offsets: [0, 2] } as never), 'ERR_INPUT', /Int32Array/);
     await rejectsWith(model.encodeTokens({ ids: new Int32Array(100).fill(5), offsets: Uint32Array.of(0, 100) }), 'ERR_INPUT', /100 tokens/);
+    await rejectsWith(model.encodeTokens({ ids: Int32Array.of(0), offsets: Uint32Array.of(0, 1) }), 'ERR_INPUT', /text 0 has 1 tokens; each text needs 2 to/);
+    await rejectsWith(model.encodeTokens({ ids: Int32Array.of(0, 2, 5, 6, 7), offsets: Uint32Array.of(0, 2, 5) }), 'ERR_INPUT',
+      /text 1 is \[5 … 7\]; each text must start with <s> \(id 0\) and end with <\/s> \(id 2\)/);
   });
 
   it('shares no state between a batch\'s callers beyond read-only views', async () => {
