@@ -66,6 +66,7 @@
         'native/kernels/sparse_dot_avx2.cc',
         'native/kernels/sparse_dot_avx512.cc',
         'native/kernels/sparse_dot_serial.cc',
+        'native/index/dir_lock.cc',
         'native/index/hybrid_index.cc',
         'native/train/m3_loss.cc',
         'native/train/head_trainer.cc',

@@ -21,7 +21,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import * as zlib from 'node:zlib';
-import { M3Error } from './errors';
+import { M3Error, fromNative } from './errors';
+import { native } from './native';
 import type { NativeIndexState } from './native';
 
 export const FORMAT = 'bge-m3-hybrid-index';
@@ -169,31 +170,6 @@ function writeSegmentAndManifest(dir: string, meta: IndexMeta, ids: unknown[], s
   }
 }
 
-/** Whether the process named in a LOCK file still runs (a missing or unreadable lock: no). */
-function lockHolderAlive(lock: string): boolean {
-  let pid: number;
-  try {
-    pid = Number(fs.readFileSync(lock, 'utf8'));
-  } catch {
-    return false;
-  }
-  if (!Number.isInteger(pid) || pid <= 0) {
-    // No process id: a lock from a writer killed between creating and filling the file (older
-    // versions created it empty first). Give a writer a moment, then take it over.
-    try {
-      return Date.now() - fs.statSync(lock).mtimeMs < 2000;
-    } catch {
-      return false;
-    }
-  }
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** The current MANIFEST, if there is a readable one. */
 function currentManifest(dir: string): { segment?: unknown; graph?: { file?: unknown } } | undefined {
   try {
@@ -205,37 +181,42 @@ function currentManifest(dir: string): { segment?: unknown; graph?: { file?: unk
 }
 
 /**
- * Runs `fn` holding the directory's LOCK file, so saves from several processes take turns
- * (a concurrent save would otherwise delete the other's segment). The lock names its process;
- * a lock whose process is gone (killed mid-save) is taken over at once.
+ * Runs `fn` holding the directory's LOCK, so saves from several processes (and several index
+ * objects in one process) take turns: an exclusive flock on the file LOCK, which the kernel
+ * releases when its holder exits, however it exits, so a killed save never leaves a lock that
+ * others must guess is stale. LOCK holds the holder's process id, for people; it is removed on
+ * release.
  */
 export function withDirectoryLock<T>(dir: string, fn: () => T, timeoutMs = 10 * 60 * 1000): T {
   fs.mkdirSync(dir, { recursive: true });
   const lock = path.join(dir, 'LOCK');
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    // The lock appears with its process id already in it: written to a private file, then
-    // hard-linked into place (the link fails if a LOCK exists), so no reader sees it empty.
-    const mine = `${lock}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-    fs.writeFileSync(mine, String(process.pid));
-    try {
-      fs.linkSync(mine, lock);
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      if (!lockHolderAlive(lock) || Date.now() > deadline) {
-        fs.rmSync(lock, { force: true });
-        continue;
+  let fd: number;
+  try {
+    while ((fd = native().tryLockFile(lock)) < 0) {
+      if (Date.now() > deadline) {
+        let holder = '';
+        try {
+          holder = fs.readFileSync(lock, 'utf8').trim();
+        } catch {
+          // gone already: say nothing about who held it
+        }
+        throw new M3Error('ERR_RUNTIME', `'${lock}' stayed locked for ${Math.round(timeoutMs / 1000)} s${holder ? ` by process ${holder}` : ''}; ` +
+          'another save to this index directory is still running.');
       }
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-    } finally {
-      fs.rmSync(mine, { force: true });
     }
+  } catch (err) {
+    throw fromNative(err);
   }
   try {
+    // Inside the lock no other save runs: a MANIFEST temp file here is a killed save's leftover.
+    for (const name of fs.readdirSync(dir)) {
+      if (/^MANIFEST\..*\.tmp$/.test(name) || /^LOCK\.\d+\.\w+$/.test(name)) fs.rmSync(path.join(dir, name), { force: true });
+    }
     return fn();
   } finally {
-    fs.rmSync(lock, { force: true });
+    native().unlockFile(fd, lock, true);
   }
 }
 

@@ -163,6 +163,10 @@ export interface NativeIndexState {
 export interface NativeModule {
   Encoder: NativeEncoderClass;
   HybridIndexNative: new (dim: number, vocabSize: number, colbertFormat: 'f32' | 'bf16' | 'i8' | null) => NativeHybridIndex;
+  /** An exclusive flock on `path` (created if missing): its descriptor, or -1 while another holds it. */
+  tryLockFile(path: string): number;
+  /** Releases tryLockFile's lock; with `remove`, deletes the file first. */
+  unlockFile(fd: number, path: string, remove: boolean): void;
   runtimeInfo(): NativeRuntimeInfo;
   capabilities(): NativeCapabilities;
   setIsa(name: IsaTierName): IsaTierName;

@@ -197,19 +197,53 @@ describe('HybridIndex save/load', () => {
     });
   });
 
-  it('takes over a stale lock: an empty LOCK left by a writer killed before filling it', () => {
+  it('a LOCK file or temp files left by a killed save do not block or accumulate', () => {
     const dir = freshDir();
     const ix = buildSynthetic(1);
     ix.save(dir);
-    const lock = path.join(dir, 'LOCK');
-    fs.writeFileSync(lock, '');
-    const old = new Date(Date.now() - 60_000);
-    fs.utimesSync(lock, old, old);
+    // What a save killed at the wrong moment leaves (this version's LOCK, an older version's
+    // private lock file, a MANIFEST temp file): nobody holds a lock on them.
+    fs.writeFileSync(path.join(dir, 'LOCK'), '12345');
+    fs.writeFileSync(path.join(dir, 'LOCK.4242.abc123'), '4242');
+    fs.writeFileSync(path.join(dir, 'MANIFEST.4242.deadbeef.tmp'), '{');
     const started = Date.now();
     ix.save(dir);
     assert.ok(Date.now() - started < 5000, 'no wait for a lock nobody holds');
-    assert.ok(!fs.existsSync(lock), 'the lock is released');
-    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('LOCK')), [], 'no private lock files left');
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('LOCK') || f.endsWith('.tmp')), [], 'no lock or temp files left');
+    assert.equal(HybridIndex.load(dir).size, ix.size);
+  });
+
+  it('the lock excludes other processes, and a holder killed with SIGKILL releases it', async () => {
+    const dir = freshDir();
+    fs.mkdirSync(dir);
+    const store = JSON.stringify(path.join(ROOT, 'dist', 'lib', 'index_store.js'));
+    // Each process enters the lock 300 times; inside, it creates a marker file exclusively.
+    const stress = `const fs = require('fs'); const { withDirectoryLock } = require(${store});
+      let overlaps = 0; const marker = ${JSON.stringify(path.join(dir, 'INSIDE'))};
+      for (let i = 0; i < 300; i++) withDirectoryLock(${JSON.stringify(dir)}, () => {
+        try { fs.writeFileSync(marker, '', { flag: 'wx' }); } catch { overlaps++; return; }
+        const until = Date.now() + 1; while (Date.now() < until);
+        fs.rmSync(marker);
+      });
+      process.stdout.write(String(overlaps));`;
+    const run = (script: string) => new Promise<string>((resolve) => {
+      const p = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      p.stdout.on('data', (d) => { out += d; });
+      p.once('exit', () => resolve(out));
+    });
+    assert.deepEqual(await Promise.all([run(stress), run(stress), run(stress)]), ['0', '0', '0'], 'never two holders at once');
+    // A holder that never releases (killed while inside): the next one gets the lock at once.
+    const holder = spawn(process.execPath, ['-e', `require(${store}).withDirectoryLock(${JSON.stringify(dir)}, () => { console.log('in'); for (;;); });`],
+      { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((resolve) => holder.stdout.once('data', resolve));
+    const { withDirectoryLock } = await import('../lib/index_store');
+    assert.throws(() => withDirectoryLock(dir, () => 1, 200), /LOCK' stayed locked for 0 s by process \d+; another save/);
+    holder.kill('SIGKILL');
+    await new Promise((resolve) => holder.once('exit', resolve));
+    const started = Date.now();
+    assert.equal(withDirectoryLock(dir, () => 7, 5000), 7);
+    assert.ok(Date.now() - started < 1000);
   });
 
   it('concurrent saves from two processes take turns and leave a loadable index', async () => {

@@ -22,6 +22,7 @@
 #include "binding/promise_worker.h"
 #include "core/core_error.h"
 #include "core/parallel_for.h"
+#include "index/dir_lock.h"
 #include "index/hybrid_index.h"
 
 namespace m3js {
@@ -321,10 +322,32 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
 
 }  // namespace
 
+/// tryLockFile(path) -> fd, or -1 while another holds it.
+Napi::Value TryLockFileJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw MakeError(env, "ERR_INPUT", "tryLockFile: expected a path");
+  try {
+    return Napi::Number::New(env, m3::TryLockFile(info[0].As<Napi::String>().Utf8Value()));
+  } catch (const m3::CoreError& e) {
+    throw MakeError(env, e.code(), e.what());
+  }
+}
+
+/// unlockFile(fd, path, remove)
+Napi::Value UnlockFileJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsBoolean())
+    throw MakeError(env, "ERR_INPUT", "unlockFile: expected (fd, path, remove)");
+  m3::UnlockFile(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::String>().Utf8Value(), info[2].As<Napi::Boolean>().Value());
+  return env.Undefined();
+}
+
 void RegisterIndex(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = HybridIndexWrap::Define(env);
   // Kept alive by the exports object, which holds the constructor.
   exports.Set("HybridIndexNative", ctor);
+  exports.Set("tryLockFile", Napi::Function::New(env, TryLockFileJs, "tryLockFile"));
+  exports.Set("unlockFile", Napi::Function::New(env, UnlockFileJs, "unlockFile"));
 }
 
 }  // namespace m3js
