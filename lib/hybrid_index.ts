@@ -304,7 +304,7 @@ export class HybridIndex {
     let raw;
     try {
       const denseSlots = this.hnsw && params.denseRoute && !params.exhaustive
-        ? Uint32Array.from(this.hnsw.search(query.dense, Math.min(params.denseCandidates, this.hnsw.size())).keys, Number) : undefined;
+        ? this.graphCandidates(this.hnsw, query.dense, params.denseCandidates) : undefined;
       raw = this.index.search(query.dense, query.sparse.ids, query.sparse.weights, query.colbert ?? null, { ...params, denseSlots });
     } catch (err) {
       throw fromNative(err);
@@ -376,11 +376,37 @@ export class HybridIndex {
     };
   }
 
+  /**
+   * The dense route's candidates from the HNSW graph: up to `want` live slots, nearest first.
+   * The graph also holds removed slots (see removeSlots), so it is asked for more until enough
+   * live ones come back. Where even the whole graph's answer falls short (an approximate graph
+   * need not reach every node), undefined: the exact route then keeps the promise of k results.
+   */
+  private graphCandidates(graph: UsearchIndex, query: Float32Array, want: number): Uint32Array | undefined {
+    const total = graph.size();
+    // Enough entries to hold `want` live ones if the removed ones are spread evenly.
+    const first = Math.ceil((want * total) / Math.max(1, this.slotOf.size));
+    for (let ask = Math.min(first, total); ; ask = Math.min(total, ask * 2)) {
+      const seen = new Set<number>();
+      const live: number[] = [];
+      for (const key of graph.search(query, ask).keys) {
+        const slot = Number(key);
+        if (this.idOfSlot[slot] === undefined || seen.has(slot)) continue;
+        seen.add(slot);
+        live.push(slot);
+        if (live.length === want) return Uint32Array.from(live);
+      }
+      if (ask >= total) return live.length >= Math.min(want, this.slotOf.size) ? Uint32Array.from(live) : undefined;
+    }
+  }
+
   /** Drops slots whose ids are no longer mapped (removed, or re-added elsewhere). */
   private removeSlots(slots: readonly number[]): void {
     if (slots.length === 0) return;
     this.index.remove(Uint32Array.from(slots));
-    this.hnsw?.remove(BigUint64Array.from(slots, (s) => BigInt(s)));
+    // Removed slots stay in the HNSW graph until the next compaction rebuilds it (search skips
+    // them): usearch 2.25 may keep a removed key reachable after reusing its node, so the graph
+    // is never asked to forget single entries.
     for (const s of slots) this.idOfSlot[s] = undefined;
     this.removedSinceCompact += slots.length;
     // Reclaim storage once removed slots outnumber live ones.

@@ -157,6 +157,31 @@ describe('HybridIndex.searchBatch', () => {
 });
 
 describe('HybridIndex dense: hnsw (usearch)', () => {
+  it('replacing and removing documents keeps k live results (removed entries of the graph are skipped)', async () => {
+    const { syntheticEncoded } = await import('./index_synthetic');
+    const ids = Array.from({ length: 40 }, (_, i) => i);
+    const index = HybridIndex.create({ dim: 64, vocabSize: 1000, dense: 'hnsw' });
+    const exact = HybridIndex.create({ dim: 64, vocabSize: 1000 });
+    const options = { k: 10, routes: ['dense'] as Array<'dense'>, weights: [1, 0, 0] as [number, number, number], denseCandidates: 10 };
+    for (let round = 0; round < 6; round++) {
+      const docs = syntheticEncoded(10 + round, ids.length);
+      index.add(ids, docs);  // every round replaces all 40 documents
+      exact.add(ids, docs);
+      if (round === 3) {
+        index.remove(ids.slice(0, 25));
+        exact.remove(ids.slice(0, 25));
+        ids.splice(0, 25);
+      }
+      const query = docs.row(docs.count - 1);
+      const hits = index.search(query, options);
+      assert.equal(hits.length, Math.min(10, ids.length), `round ${round}: ${hits.length} hits`);
+      assert.ok(hits.every((h) => ids.includes(h.id as number)));
+      // Each hit carries the current document's score: the exact route's for that id.
+      const want = new Map(exact.search(query, { ...options, k: 40, denseCandidates: 40 }).map((h) => [h.id, h.dense]));
+      for (const h of hits) assert.ok(Math.abs(h.dense - want.get(h.id)!) <= 1e-6);
+    }
+  });
+
   it('recalls the exact route\'s top 10 on a 3,000-document corpus, and forgets removed documents across compaction', async () => {
     const { syntheticEncoded } = await import('./index_synthetic');
     const docs = syntheticEncoded(5, 3000);
