@@ -85,8 +85,17 @@ function weightsOf(w: [number, number, number] | undefined, fallback: [number, n
 
 /** An M3Error, fastify error or anything else, as a status and an OpenAI-style error body. */
 function classify(err: FastifyError | M3Error | Error, options: { bodyLimit: number; requestTimeoutMs: number }): HttpError {
-  const e = err as FastifyError & { code?: string; validation?: Array<{ instancePath: string; message?: string; params?: Record<string, unknown> }> };
+  const e = err as FastifyError & { code?: string; validation?: Array<{ keyword?: string; instancePath: string; message?: string; params?: Record<string, unknown> }> };
   if (e.validation) {
+    // A value that fits none of a field's shapes: say what the shapes are, not each mismatch.
+    const choice = e.validation.find((v) => v.keyword === 'anyOf');
+    if (choice) {
+      const where = `body${choice.instancePath}`;
+      const shapes = /^\/documents\/\d+$/.test(choice.instancePath)
+        ? 'a string or an object { text }'
+        : 'a string or a non-empty array of strings (token-id arrays are not accepted: send the text)';
+      return { status: 400, type: 'invalid_request_error', code: 'invalid_body', message: `${where} must be ${shapes}` };
+    }
     const v = e.validation[0];
     const field = v.params?.additionalProperty ? `: unknown field '${String(v.params.additionalProperty)}'` : '';
     return { status: 400, type: 'invalid_request_error', code: 'invalid_body', message: `${e.message}${field}` };

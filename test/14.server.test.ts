@@ -76,7 +76,9 @@ describe('bge-m3 serve (in process)', () => {
   it('POST /v1/embeddings refuses over-long texts (413), wrong dimensions and token arrays (400)', async () => {
     expectError(await post(server, '/v1/embeddings', { input: ['ok', longText(200)] }), 413, 'text_too_long', /text 1 has \d+ tokens/);
     expectError(await post(server, '/v1/embeddings', { input: 'x', dimensions: 7 }), 400, 'invalid_input', /dimensions 7/);
-    expectError(await post(server, '/v1/embeddings', { input: [[1, 2, 3]] }), 400, 'invalid_body', /input/);
+    expectError(await post(server, '/v1/embeddings', { input: [[1, 2, 3]] }), 400, 'invalid_body',
+      /^body\/input must be a string or a non-empty array of strings \(token-id arrays are not accepted/);
+    expectError(await post(server, '/rerank', { query: 'q', documents: ['a', 5] }), 400, 'invalid_body', /^body\/documents\/1 must be a string or an object \{ text \}$/);
     expectError(await post(server, '/v1/embeddings', { input: [] }), 400, 'invalid_body');
   });
 
