@@ -116,8 +116,10 @@ export class M3Tokenizer {
   /** Loads and checks tokenizer.json: XLM-R special ids and the `<s> … </s>` template. */
   static async load(file: string): Promise<M3Tokenizer> {
     let tokenizer: Tokenizer;
+    let text: string;
     try {
-      tokenizer = Tokenizer.fromFile(file);
+      text = fs.readFileSync(file, 'utf8');
+      tokenizer = Tokenizer.fromString(text);
     } catch (err) {
       throw new M3Error('ERR_MODEL_FILES', `Could not read tokenizer '${file}': ${(err as Error).message}`, { cause: err });
     }
@@ -138,9 +140,9 @@ export class M3Tokenizer {
     }
     let json: unknown;
     try {
-      json = JSON.parse(fs.readFileSync(file, 'utf8'));
+      json = JSON.parse(text);
     } catch {
-      json = undefined;  // the library read it; without our own reading, no prefix tokenization
+      json = undefined;  // the library parsed it; without our own parse, no prefix tokenization
     }
     return new M3Tokenizer(tokenizer, file, tokenizer.getVocabSize(true), prefixTokenizable(json));
   }
