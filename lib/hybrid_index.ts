@@ -42,7 +42,7 @@ export interface HybridIndexOptions {
    * The dense route: 'exact' inner products over every document (default), or 'hnsw', an
    * approximate graph index (the npm package usearch) for large corpora: faster, with a recall
    * below 1 that the index benchmark reports. save() writes the graph next to the vectors, and
-   * load() reads it back instead of rebuilding it (about 60x faster for 20,000 documents).
+   * load() reads it back instead of rebuilding it (100,000 documents: 12 s instead of 195 s).
    */
   dense?: 'exact' | 'hnsw';
 }
@@ -384,6 +384,7 @@ export class HybridIndex {
    */
   private graphCandidates(graph: UsearchIndex, query: Float32Array, want: number): Uint32Array | undefined {
     const total = graph.size();
+    if (total === 0) return undefined;
     // Enough entries to hold `want` live ones if the removed ones are spread evenly.
     const first = Math.ceil((want * total) / Math.max(1, this.slotOf.size));
     for (let ask = Math.min(first, total); ; ask = Math.min(total, ask * 2)) {

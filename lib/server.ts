@@ -232,7 +232,7 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
 
   /**
    * Queries and passages with all three outputs, encoded concurrently (each with its own
-   * truncation); when one fails the other is cancelled, and both promises are always awaited.
+   * truncation); when one fails the other is cancelled (Promise.all handles its later rejection).
    */
   const encodeBoth = async (reply: FastifyReply, truncate: boolean, ...parts: Array<[string[], number]>) => {
     const both = requestController(reply);
