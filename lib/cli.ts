@@ -67,6 +67,7 @@ interface ModelFlags {
   device?: 'cpu' | 'cuda';
   deviceId?: number;
   gpuMemLimit?: number;
+  fusedAttention?: boolean;
 }
 
 /** The load options the model flags (addModelFlags, addDeviceFlags) give. */
@@ -75,6 +76,7 @@ function loadOptions(flags: ModelFlags): LoadOptions {
   if (flags.threads) options.threads = flags.threads;
   if (flags.deviceId !== undefined) options.deviceId = flags.deviceId;
   if (flags.gpuMemLimit !== undefined) options.gpuMemLimit = flags.gpuMemLimit;
+  if (flags.fusedAttention === false) options.fusedAttention = false;
   return options;
 }
 
@@ -193,7 +195,8 @@ function addDeviceFlags(cmd: Command): Command {
 function addModelFlags(cmd: Command): Command {
   return addDeviceFlags(cmd
     .option('-m, --model <dir>', 'model directory (BAAI/bge-m3 snapshot or ONNX export); default: the demo model')
-    .option('-t, --threads <n>', 'ONNX Runtime threads', positiveInt));
+    .option('-t, --threads <n>', 'ONNX Runtime threads', positiveInt)
+    .option('--no-fused-attention', "run the graph's own attention ops instead of the fused CPU kernel"));
 }
 
 async function main(argv: string[]): Promise<void> {

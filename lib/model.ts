@@ -37,6 +37,14 @@ export interface LoadOptions {
    * the native heads use right after each run, and burn CPU while a server idles).
    */
   allowSpinning?: boolean;
+  /**
+   * Run each self-attention block of the graph as one fused kernel (default true; CPU with
+   * AVX-512 only). The graph is rewritten as it loads: the softmax(q·kᵀ·scale + mask)·v core of
+   * each block becomes one node whose scores never leave the cache, instead of a
+   * batch x heads x length² tensor per layer. `info().fusedAttentionBlocks` says how many blocks
+   * run fused, `info().attentionNote` why none do. false runs the graph's own attention ops.
+   */
+  fusedAttention?: boolean;
   /** Default truncation length for encode (default 8192, never more than the model's positions). */
   maxLength?: number;
   /** The graph file, relative to the model directory, when it is not onnx/model.onnx or model.onnx. */
@@ -295,6 +303,7 @@ export class BGEM3 {
     if (options.onnxFile !== undefined && typeof options.onnxFile !== 'string') throw inputError('a path', 'onnxFile', options.onnxFile);
     const memoryArena = checkBoolean(options.memoryArena, 'memoryArena', true);
     const allowSpinning = checkBoolean(options.allowSpinning, 'allowSpinning', false);
+    const fusedAttention = checkBoolean(options.fusedAttention, 'fusedAttention', true);
 
     const config = readModelConfig(abs);
     const modelMaxLength = readModelMaxLength(abs, config);
@@ -308,7 +317,7 @@ export class BGEM3 {
     try {
       encoder = await native().Encoder.load(abs, {
         device, deviceId: options.deviceId, gpuMemLimit: options.gpuMemLimit, threads: options.threads, interOpThreads: options.interOpThreads,
-        graphOptimization: options.graphOptimization, memoryArena, allowSpinning, onnxFile: options.onnxFile,
+        graphOptimization: options.graphOptimization, memoryArena, allowSpinning, fusedAttention, onnxFile: options.onnxFile,
         vocabSize: tokenizer.vocabSize, concurrency: options.concurrency,
       });
     } catch (err) {

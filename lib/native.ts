@@ -12,6 +12,7 @@ export interface NativeLoadOptions {
   graphOptimization?: string;
   memoryArena?: boolean;
   allowSpinning?: boolean;
+  fusedAttention?: boolean;
   device?: string;
   deviceId?: number;
   gpuMemLimit?: number;
@@ -63,6 +64,10 @@ export interface NativeModelInfo {
   headsDevice: 'cpu' | 'cuda';
   /** For a CUDA session whose heads run on the CPU: why (empty otherwise). */
   headsDeviceWhy: string;
+  /** Self-attention blocks running as the fused CPU kernel (0: the graph's own attention ops). */
+  fusedAttentionBlocks: number;
+  /** Why no block runs fused, when the fusion was looked for (empty otherwise). */
+  attentionNote: string;
 }
 
 export interface NativeEncoder {
@@ -173,6 +178,9 @@ export interface NativeModule {
   readTensorFile(path: string): Record<string, NativeTensor>;
   linearForward(w: Float32Array, b: Float32Array, out: number, inp: number, x: Float32Array,
                 rows: number, isa: IsaTierName): Float32Array;
+  /** The fused attention kernel on one tier: dims [batch, heads, qLen, kvLen, headDim, vDim]. */
+  attentionForward(q: Float32Array, kt: Float32Array, v: Float32Array, mask: Float32Array | null,
+                   dims: number[], maskStrides: number[], scale: number, isa: IsaTierName): Float32Array;
 
   // maxsim_wrap.cc
   /** scores[k * docs + i]: query k (rows queryOffsets[k]..[k+1]) against document i. */

@@ -308,6 +308,10 @@ def main():
                            ["dense_vecs", "sparse_vecs", "colbert_vecs"], onnx.TensorProto.BFLOAT16)
         # int32 input_ids / attention_mask (the encoder feeds what the graph declares).
         write_int32_inputs(os.path.join(fx, "tiny-m3-safetensors"), "onnx/model.onnx", os.path.join(fx, "tiny-m3-int32-inputs"))
+        # Attention exported in other styles (SDPA's pre-scaled q and k, Mul scales, mask on the
+        # left), and a block the fused attention must leave alone.
+        write_attention_variants(os.path.join(fx, "tiny-m3-safetensors"), "onnx/model.onnx",
+                                 os.path.join(fx, "tiny-m3-attention-sdpa"), os.path.join(fx, "tiny-m3-attention-partial"))
         golden, stats = build_golden(encoder, heads, cfg, tok_path)
         check_batch_invariance(encoder, heads, golden)
         write_json(os.path.join(fx, "golden.json"), golden, indent=None)

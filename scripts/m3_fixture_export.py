@@ -16,6 +16,7 @@ import zipfile
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -201,6 +202,12 @@ def write_int32_inputs(src_root, onnx_rel, root):
     nodes = casts + list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes)
+    copy_model_dir(src_root, onnx_rel, model, root)
+
+
+def copy_model_dir(src_root, onnx_rel, model, root):
+    """Writes `model` as root/onnx_rel and copies every other file of src_root (the external
+    weights included), then checks the graph."""
     dst = os.path.join(root, onnx_rel)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     onnx.save(model, dst)
@@ -211,6 +218,68 @@ def write_int32_inputs(src_root, onnx_rel, root):
                 os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
                 shutil.copyfile(os.path.join(src_root, rel), os.path.join(root, rel))
     onnx.checker.check_model(dst)
+
+
+def attention_blocks(graph):
+    """(matmul, div, add, softmax) of each attention block of an eager-exported graph, in order."""
+    producer = {o: n for n in graph.node for o in n.output}
+    blocks = []
+    for node in graph.node:
+        if node.op_type == "Softmax":
+            add = producer[node.input[0]]
+            div = producer[add.input[0]]
+            blocks.append((producer[div.input[0]], div, add, node))
+    return blocks
+
+
+def constant_value(graph, name):
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return float(onnx.numpy_helper.to_array(node.attribute[0].t))
+    raise KeyError(name)
+
+
+def write_attention_variants(src_root, onnx_rel, sdpa_root, partial_root):
+    """Two rewrites of src_root's eager attention that compute the same outputs, for the fused
+    attention's pattern matcher:
+    - sdpa_root: block 0 as torch exports scaled_dot_product_attention (q and k each scaled by
+      c^-1/2 before the MatMul, the mask added on the left); block 1 scaled by Mul with a scalar
+      initializer on the left, Softmax with an explicit axis 3.
+    - partial_root: block 1's attention probabilities also read by a dangling Identity, so only
+      block 0 may be fused."""
+    model = onnx.load(os.path.join(src_root, onnx_rel), load_external_data=False)
+    graph = model.graph
+    (mm0, div0, add0, _), (_, div1, _, sm1) = [[n.name for n in block] for block in attention_blocks(graph)[:2]]
+    c0 = constant_value(graph, next(n for n in graph.node if n.name == div0).input[1])
+    root_scale = onnx.numpy_helper.from_array(np.array(c0 ** -0.5, dtype=np.float32))
+    nodes = []
+    for node in graph.node:
+        if node.name == mm0:
+            nodes.append(onnx.helper.make_node("Constant", [], ["sdpa_scale_0"], value=root_scale, name="sdpa_scale_0"))
+            for i, side in enumerate(("q", "k")):
+                nodes.append(onnx.helper.make_node("Mul", [node.input[i], "sdpa_scale_0"], [f"sdpa_{side}_0"], name=f"sdpa_{side}_0"))
+            node.input[:] = ["sdpa_q_0", "sdpa_k_0"]
+            scores0 = node.output[0]
+        elif node.name == div0:
+            continue
+        elif node.name == add0:
+            node.input[:] = [node.input[1], scores0]
+        elif node.name == div1:
+            c1 = constant_value(graph, node.input[1])
+            graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.0 / c1, dtype=np.float32), "attn_scale_1"))
+            node = onnx.helper.make_node("Mul", ["attn_scale_1", node.input[0]], [node.output[0]], name="attn_scale_mul_1")
+        elif node.name == sm1:
+            del node.attribute[:]
+            node.attribute.append(onnx.helper.make_attribute("axis", 3))
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    copy_model_dir(src_root, onnx_rel, model, sdpa_root)
+
+    model = onnx.load(os.path.join(src_root, onnx_rel), load_external_data=False)
+    sm1 = attention_blocks(model.graph)[1][3]
+    model.graph.node.append(onnx.helper.make_node("Identity", [sm1.output[0]], ["unused_probs_1"], name="unused_probs_1"))
+    copy_model_dir(src_root, onnx_rel, model, partial_root)
 
 
 def write_safetensors_copy(snapshot, root, heads):

@@ -1,4 +1,7 @@
-/** The ColBERT head's dense-layer kernel on every tier against a float64 reference, and CPU dispatch. */
+/**
+ * The ColBERT head's dense-layer kernel and the fused attention kernel on every tier against
+ * float64 references, and CPU dispatch.
+ */
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { capabilities, setIsa } from '../lib';
@@ -58,6 +61,85 @@ describe('linear kernel (ColBERT head)', () => {
       setIsa(caps.detected);
     }
     assert.equal(capabilities().active, caps.detected);
+  });
+});
+
+/** softmax(scale * q · kt + mask) · v in float64, per (b, h, i). */
+function attentionReference(q: Float32Array, kt: Float32Array, v: Float32Array, mask: Float32Array | null,
+  [B, H, Sq, Skv, d, dv]: number[], [sb, sh, sq]: number[], scale: number): Float64Array {
+  const out = new Float64Array(B * H * Sq * dv);
+  const s = new Float64Array(Skv);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const bh = b * H + h;
+      for (let i = 0; i < Sq; i++) {
+        let max = -Infinity;
+        for (let j = 0; j < Skv; j++) {
+          let dot = 0;
+          for (let k = 0; k < d; k++) dot += q[(bh * Sq + i) * d + k] * kt[(bh * d + k) * Skv + j];
+          s[j] = dot * scale + (mask ? mask[b * sb + h * sh + i * sq + j] : 0);
+          max = Math.max(max, s[j]);
+        }
+        let sum = 0;
+        for (let j = 0; j < Skv; j++) { s[j] = Math.exp(s[j] - max); sum += s[j]; }
+        for (let j = 0; j < Skv; j++) {
+          for (let c = 0; c < dv; c++) out[(bh * Sq + i) * dv + c] += (s[j] / sum) * v[(bh * Skv + j) * dv + c];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+describe('fused attention kernel', () => {
+  const detected = capabilities().detected;
+  const tiers = ORDER.slice(0, ORDER.indexOf(detected) + 1);
+  const FLOAT_MIN = -3.4028234663852886e38;
+  // [batch, heads, qLen, kvLen, headDim, vDim]: register-tile and block tails, several units per
+  // head (kvLen 600 gives 54-row blocks), value widths across the 64-column chunks.
+  const shapes = [
+    [1, 1, 1, 1, 1, 1], [2, 3, 7, 5, 8, 8], [1, 2, 13, 49, 17, 33], [2, 1, 100, 97, 64, 64],
+    [1, 2, 130, 600, 16, 80], [1, 1, 5, 1000, 3, 5], [3, 2, 33, 48, 32, 32],
+  ];
+  for (const tier of tiers) {
+    it(`${tier}: matches a float64 reference with padding, full and head-broadcast masks`, () => {
+      for (const dims of shapes) {
+        const [B, H, Sq, Skv, d, dv] = dims;
+        const seed = dims.reduce((a, x) => a * 31 + x, 7);
+        const q = random(B * H * Sq * d, seed), kt = random(B * H * d * Skv, seed + 1), v = random(B * H * Skv * dv, seed + 2);
+        // Padding over keys (HF's finite minimum), one per text: text b keeps Skv - b keys.
+        const padding = new Float32Array(B * Skv);
+        for (let b = 0; b < B; b++) for (let j = Math.max(1, Skv - b); j < Skv; j++) padding[b * Skv + j] = FLOAT_MIN;
+        const full = random(B * H * Sq * Skv, seed + 3).map((x) => 4 * x);
+        const perHead = random(H * Sq * Skv, seed + 4).map((x) => x < -0.8 ? -10000 : x);
+        const cases: Array<[string, Float32Array | null, number[]]> = [
+          ['none', null, [0, 0, 0]], ['padding', padding, [Skv, 0, 0]],
+          ['full', full, [H * Sq * Skv, Sq * Skv, Skv]], ['per head', perHead, [0, Sq * Skv, Skv]],
+        ];
+        for (const [name, mask, strides] of cases) {
+          for (const scale of [1 / Math.sqrt(d), 6]) {
+            const got = native().attentionForward(q, kt, v, mask, dims, strides, scale, tier);
+            const want = attentionReference(q, kt, v, mask, dims, strides, scale);
+            assert.equal(got.length, want.length);
+            for (let i = 0; i < want.length; i++) {
+              assert.ok(Math.abs(got[i] - want[i]) <= 2e-6 * (1 + Math.sqrt(Skv)),
+                `${tier} ${JSON.stringify(dims)} mask ${name} scale ${scale}: out[${i}] ${got[i]} vs ${want[i]}`);
+            }
+          }
+        }
+      }
+    });
+  }
+
+  it('a row whose keys are all masked but one returns that key\'s value row exactly', () => {
+    const dims = [1, 1, 3, 40, 8, 20];
+    const q = random(3 * 8, 5), kt = random(8 * 40, 6), v = random(40 * 20, 7);
+    const mask = new Float32Array(40).fill(FLOAT_MIN);
+    mask[17] = 0;
+    for (const tier of tiers) {
+      const got = native().attentionForward(q, kt, v, mask, dims, [0, 0, 0], 1, tier);
+      for (let i = 0; i < 3; i++) for (let c = 0; c < 20; c++) assert.equal(got[i * 20 + c], v[17 * 20 + c], `${tier} row ${i} col ${c}`);
+    }
   });
 });
 

@@ -62,6 +62,15 @@ describe('bge-m3 CLI', () => {
     assert.equal(out.model.layout, 'bge-m3-snapshot');
     assert.equal(out.model.dim, golden.dim);
     assert.equal(out.model.demo, true);
+    assert.equal(out.model.fusedAttentionBlocks, out.cpu.active === 'avx512' ? 2 : 0);
+  });
+
+  it('--no-fused-attention runs the graph\'s own attention', () => {
+    const r = run(['info', '--no-fused-attention']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.model.fusedAttentionBlocks, 0);
+    assert.equal(out.model.attentionNote, '');
   });
 
   it('fails with a clear message and exit code 1 for a bad model directory', () => {

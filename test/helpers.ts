@@ -16,6 +16,10 @@ export const MODEL_DIRS: Record<string, string> = {
   'heads-baked (alt names)': path.join(FIXTURES, 'tiny-m3-baked-alt'),
   // int32 input_ids / attention_mask, cast to int64 inside the graph (write_int32_inputs).
   'snapshot (int32 inputs)': path.join(FIXTURES, 'tiny-m3-int32-inputs'),
+  // Attention exported as SDPA does (q and k pre-scaled, mask on the left) and with a Mul scale
+  // (write_attention_variants); and one whose block 1 the fused attention must leave alone.
+  'snapshot (SDPA-style attention)': path.join(FIXTURES, 'tiny-m3-attention-sdpa'),
+  'snapshot (one block not fusable)': path.join(FIXTURES, 'tiny-m3-attention-partial'),
 };
 
 export interface GoldenCase {

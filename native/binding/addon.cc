@@ -5,6 +5,7 @@
 //   [sync] setIsa(name)             -> the tier now in use
 //   [sync] readTensorFile(path)     -> { [name]: { shape, data: Float32Array } }
 //   [sync] linearForward(w, b, out, in, x, rows, isa) -> Float32Array (kernel checks)
+//   [sync] attentionForward(q, kt, v, mask|null, dims, maskStrides, scale, isa) -> Float32Array (kernel checks)
 #include <napi.h>
 
 #include <thread>
@@ -18,6 +19,7 @@
 #include "core/core_error.h"
 #include "core/ort_env.h"
 #include "core/tensor_file.h"
+#include "kernels/attention.h"
 #include "kernels/cpu_features.h"
 #include "kernels/linear_f32.h"
 
@@ -111,6 +113,48 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   return ToTypedArray(env, std::move(y));
 }
 
+/// attentionForward(q, kt, v, mask | null, [batch, heads, qLen, kvLen, headDim, vDim],
+/// [maskStrideB, maskStrideH, maskStrideQ], scale, isa): the fused attention on one tier.
+Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto q = CopyTypedArray<float>(info[0], napi_float32_array, "q");
+  auto kt = CopyTypedArray<float>(info[1], napi_float32_array, "kt");
+  auto v = CopyTypedArray<float>(info[2], napi_float32_array, "v");
+  std::vector<float> mask;
+  if (!info[3].IsNull()) mask = CopyTypedArray<float>(info[3], napi_float32_array, "mask");
+  auto ints = [&](const Napi::Value& value, size_t n) {
+    if (!value.IsArray() || value.As<Napi::Array>().Length() != n) throw MakeError(env, "ERR_INPUT", "attentionForward: bad dims");
+    std::vector<int64_t> out(n);
+    for (size_t i = 0; i < n; ++i) out[i] = value.As<Napi::Array>().Get(static_cast<uint32_t>(i)).As<Napi::Number>().Int64Value();
+    return out;
+  };
+  const std::vector<int64_t> d = ints(info[4], 6), ms = ints(info[5], 3);
+  m3::IsaTier tier;
+  if (!m3::ParseIsaTier(info[7].As<Napi::String>().Utf8Value(), &tier)) throw MakeError(env, "ERR_INPUT", "bad isa");
+  m3::AttentionArgs a;
+  a.batch = d[0], a.heads = d[1], a.q_len = d[2], a.kv_len = d[3], a.head_dim = d[4], a.v_dim = d[5];
+  for (int64_t x : d)
+    if (x < 1) throw MakeError(env, "ERR_INPUT", "attentionForward: dims must be positive");
+  const int64_t bh = a.batch * a.heads;
+  if (static_cast<int64_t>(q.size()) != bh * a.q_len * a.head_dim || static_cast<int64_t>(kt.size()) != bh * a.head_dim * a.kv_len ||
+      static_cast<int64_t>(v.size()) != bh * a.kv_len * a.v_dim) {
+    throw MakeError(env, "ERR_INPUT", "attentionForward: sizes do not match");
+  }
+  if (!mask.empty()) {
+    const int64_t last = (a.batch - 1) * ms[0] + (a.heads - 1) * ms[1] + (a.q_len - 1) * ms[2] + a.kv_len;
+    if (ms[0] < 0 || ms[1] < 0 || ms[2] < 0 || last > static_cast<int64_t>(mask.size()))
+      throw MakeError(env, "ERR_INPUT", "attentionForward: the mask is too small for its strides");
+    a.mask = mask.data();
+    a.mask_stride_b = ms[0], a.mask_stride_h = ms[1], a.mask_stride_q = ms[2];
+  }
+  a.q = q.data(), a.kt = kt.data(), a.v = v.data();
+  a.scale = info[6].As<Napi::Number>().FloatValue();
+  std::vector<float> out(static_cast<size_t>(bh * a.q_len * a.v_dim));
+  a.out = out.data();
+  m3::AttentionForwardOn(tier, a);
+  return ToTypedArray(env, std::move(out));
+}
+
 void Cleanup(void* arg) {
   // The environment is going away (process exit or worker termination): stop every model that
   // was not disposed, then wait for all other work on the addon's threads (loads, closes,
@@ -132,6 +176,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
   exports.Set("readTensorFile", Napi::Function::New(env, ReadTensorFile, "readTensorFile"));
   exports.Set("linearForward", Napi::Function::New(env, LinearForward, "linearForward"));
+  exports.Set("attentionForward", Napi::Function::New(env, AttentionForward, "attentionForward"));
   RegisterMaxSim(env, exports);
   RegisterSparse(env, exports);
   RegisterIndex(env, exports);

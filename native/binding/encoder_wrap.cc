@@ -31,6 +31,7 @@ m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   s.session.device = str("device", "cpu");
   s.session.device_id = static_cast<int>(num("deviceId", 0));
   s.session.gpu_mem_limit = static_cast<int64_t>(num("gpuMemLimit", 0));
+  s.session.fused_attention = !o.Get("fusedAttention").IsBoolean() || o.Get("fusedAttention").As<Napi::Boolean>().Value();
   s.onnx_file = str("onnxFile", "");
   s.vocab_size = static_cast<int64_t>(num("vocabSize", 0));
   return s;
@@ -150,6 +151,8 @@ Napi::Value EncoderWrap::Info(const Napi::CallbackInfo& info) {
   o.Set("workers", Napi::Number::New(env, state_->queue ? state_->queue->workers() : 0));
   o.Set("headsDevice", e.heads_device());
   o.Set("headsDeviceWhy", e.gpu_heads_why());
+  o.Set("fusedAttentionBlocks", Napi::Number::New(env, e.session().fused_attention_blocks()));
+  o.Set("attentionNote", e.session().attention_note());
   return o;
 }
 

@@ -2,8 +2,14 @@
 
 #include <algorithm>
 
+#include <fstream>
+#include <sstream>
+
+#include "core/attention_fusion.h"
 #include "core/core_error.h"
+#include "core/fused_attention_op.h"
 #include "core/ort_env.h"
+#include "kernels/cpu_features.h"
 #include "kernels/cuda/maxsim_cuda.h"
 
 namespace m3 {
@@ -67,6 +73,36 @@ void AppendCuda(Ort::SessionOptions& options, int device_id, int64_t gpu_mem_lim
 
 }  // namespace
 
+void EncoderSession::OpenFused(const std::string& onnx_path, const Ort::SessionOptions& options) {
+  if (ActiveTier() != IsaTier::kAvx512) {
+    attention_note_ = "the fused attention kernel needs AVX-512 (this CPU runs the " + std::string(IsaTierName(ActiveTier())) +
+                      " kernels)";
+    return;
+  }
+  std::ifstream in(onnx_path, std::ios::binary);
+  if (!in) return;  // the plain load below reports the file
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  AttentionFusion fusion = FuseAttentionBlocks(bytes.str());
+  if (fusion.fused == 0) {
+    attention_note_ = "no attention block of the graph matches the fused pattern";
+    return;
+  }
+  Ort::SessionOptions fused = options.Clone();
+  AddFusedAttentionOps(fused);
+  // The rewritten graph is loaded from memory: external weights are found next to the file.
+  const size_t slash = onnx_path.find_last_of('/');
+  fused.AddConfigEntry("session.model_external_initializers_file_folder_path",
+                       slash == std::string::npos ? "." : onnx_path.substr(0, slash).c_str());
+  try {
+    session_ = Ort::Session(SharedOrtEnv(), fusion.model.data(), fusion.model.size(), fused);
+    fused_blocks_ = fusion.fused;
+  } catch (const Ort::Exception& e) {
+    // For instance a float16 graph (the kernel is fp32): the graph's own attention runs instead.
+    attention_note_ = std::string("ONNX Runtime refused the fused graph: ") + e.what();
+  }
+}
+
 EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettings& settings)
     : cpu_memory_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)) {
   Ort::SessionOptions options;
@@ -86,8 +122,9 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   } else if (settings.device != "cpu") {
     throw CoreError("ERR_INPUT", "device must be 'cpu' or 'cuda', got '" + settings.device + "'.");
   }
+  if (!cuda_ && settings.fused_attention) OpenFused(onnx_path, options);
   try {
-    session_ = Ort::Session(SharedOrtEnv(), onnx_path.c_str(), options);
+    if (!session_) session_ = Ort::Session(SharedOrtEnv(), onnx_path.c_str(), options);
   } catch (const Ort::Exception& e) {
     // On a GPU, creating the session also starts the provider and copies the weights to the
     // device: its failures (out of memory, CUDA, cuBLAS or cuDNN) are the device's, not the files'.

@@ -20,6 +20,7 @@ struct SessionSettings {
   std::string device = "cpu";               // cpu | cuda
   int device_id = 0;
   int64_t gpu_mem_limit = 0;                // cuda: the arena's byte limit; 0: none
+  bool fused_attention = true;              // cpu, AVX-512: attention blocks as one fused node
 };
 
 /// Which outputs the graph gives (DESIGN.md, "Model directory layouts").
@@ -50,11 +51,20 @@ class EncoderSession {
   std::vector<Ort::Value> Run(const int64_t* ids, const int64_t* mask, int64_t batch, int64_t len,
                               const std::vector<const char*>& outputs, Ort::RunOptions& options, bool on_device = false);
 
+  /// Attention blocks running as the fused kernel (0: the graph's own attention), and why not
+  /// when they were looked for but none run fused.
+  int fused_attention_blocks() const { return fused_blocks_; }
+  const std::string& attention_note() const { return attention_note_; }
+
   /// Whether the session runs on the CUDA provider, and on which device.
   bool cuda() const { return cuda_; }
   int device_id() const { return device_id_; }
 
  private:
+  /// Opens the graph with its attention blocks fused, when it has any and the CPU runs the
+  /// AVX-512 kernels; leaves session_ empty (and says why in attention_note_) otherwise.
+  void OpenFused(const std::string& onnx_path, const Ort::SessionOptions& options);
+
   Ort::Session session_{nullptr};
   Ort::MemoryInfo cpu_memory_;
   Ort::MemoryInfo cuda_memory_{nullptr};  // CUDA sessions: where device-bound outputs go
@@ -64,6 +74,8 @@ class EncoderSession {
   std::vector<std::string> inputs_, outputs_;
   std::vector<bool> input_int32_;  // per input: the graph takes int32 (else int64)
   std::string hidden_, dense_, sparse_, colbert_;
+  int fused_blocks_ = 0;
+  std::string attention_note_;
 };
 
 }  // namespace m3

@@ -1,0 +1,132 @@
+/**
+ * The fused attention against the graph's own attention ops (`fusedAttention: false`), on the
+ * same model in the same run. Not a test: it writes JSON to bench/results/ and prints a table.
+ *
+ *   npm run bench:attention -- [--runs 5] [--model .cache/bench-model] [--lengths 128,512]
+ *                              [--long-model .cache/bench-model-full] [--long-lengths 2048,8192]
+ *
+ * Short texts: both models loaded in one process, their runs interleaved (32 texts per length,
+ * 1 and 2 threads); tokens/s median and best. Long texts (one text per encode, 2 threads, BGE-M3's
+ * full shape from `scripts/gen-bench-model.sh full`): each configuration in a child process of
+ * its own, so its peak resident memory (maxRSS) is its own; `--long-runs` runs each (default 1:
+ * an 8192-token text takes minutes unfused).
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BGEM3, capabilities, runtimeInfo } from '../lib';
+import { machineInfo, median, parseFlags, writeResult } from './common';
+import { uniform } from './workloads';
+
+interface ShortRow {
+  length: number; threads: number; texts: number; runs: number;
+  fusedTokensPerSec: { median: number; best: number };
+  graphTokensPerSec: { median: number; best: number };
+  speedupMedian: number;
+}
+
+interface LongRow {
+  length: number; threads: number; attention: 'fused' | 'graph'; fusedBlocks: number; runs: number;
+  secondsMedian: number; secondsBest: number; maxRssMiB: number;
+}
+
+/** Child mode: encode one long text `runs` times and print one JSON line. */
+async function child(dir: string, fused: boolean, length: number, threads: number, runs: number): Promise<void> {
+  const model = await BGEM3.load(dir, { threads, fusedAttention: fused });
+  const [text] = uniform(length, 1, model.info().modelMaxLength).texts;
+  const seconds: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const start = performance.now();
+    const out = await model.encode([text], { dense: true, maxLength: length });
+    seconds.push((performance.now() - start) / 1000);
+    if (out.tokenCount !== length) throw new Error(`the text gave ${out.tokenCount} tokens, not ${length}`);
+  }
+  const fusedBlocks = model.info().fusedAttentionBlocks;
+  await model.dispose();
+  console.log(JSON.stringify({ seconds, fusedBlocks, maxRssKiB: process.resourceUsage().maxRSS }));
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--child') {
+    const [dir, fused, length, threads, runs] = argv.slice(1);
+    await child(dir, fused === '1', Number(length), Number(threads), Number(runs));
+    return;
+  }
+  const flags = parseFlags(argv, {
+    runs: '5', model: '.cache/bench-model', lengths: '128,512', 'long-model': '.cache/bench-model-full',
+    'long-lengths': '2048,8192', 'long-runs': '1',
+  });
+  const runs = Math.max(5, Number(flags.runs));
+  const dir = path.resolve(flags.model);
+  if (!fs.existsSync(path.join(dir, 'onnx', 'model.onnx'))) {
+    console.error(`No benchmark model in ${dir}: run scripts/gen-bench-model.sh, or pass --model DIR.`);
+    process.exit(2);
+  }
+  if (capabilities().detected !== 'avx512') console.warn('this CPU has no AVX-512: nothing is fused, both columns run the graph');
+  const short: ShortRow[] = [];
+  for (const threads of [1, 2]) {
+    const fused = await BGEM3.load(dir, { threads });
+    const graph = await BGEM3.load(dir, { threads, fusedAttention: false });
+    try {
+      for (const length of flags.lengths.split(',').map(Number)) {
+        const w = uniform(length, 32, fused.info().modelMaxLength);
+        const rates: Record<'fused' | 'graph', number[]> = { fused: [], graph: [] };
+        await fused.encode(w.texts.slice(0, 4), { maxLength: w.maxLength });
+        await graph.encode(w.texts.slice(0, 4), { maxLength: w.maxLength });
+        for (let r = 0; r < runs; r++) {
+          for (const [name, model] of [['fused', fused], ['graph', graph]] as const) {
+            const start = performance.now();
+            const out = await model.encode(w.texts, { maxLength: w.maxLength });
+            rates[name].push(out.tokenCount / ((performance.now() - start) / 1000));
+          }
+        }
+        const row: ShortRow = {
+          length: w.maxLength, threads, texts: w.texts.length, runs,
+          fusedTokensPerSec: { median: median(rates.fused), best: Math.max(...rates.fused) },
+          graphTokensPerSec: { median: median(rates.graph), best: Math.max(...rates.graph) },
+          speedupMedian: median(rates.fused) / median(rates.graph),
+        };
+        short.push(row);
+        console.log(`${w.maxLength} tokens x ${row.texts}, ${threads} thread(s): fused ${row.fusedTokensPerSec.median.toFixed(0)} tok/s ` +
+          `(best ${row.fusedTokensPerSec.best.toFixed(0)}), graph ${row.graphTokensPerSec.median.toFixed(0)} ` +
+          `(best ${row.graphTokensPerSec.best.toFixed(0)}): ${row.speedupMedian.toFixed(2)}x`);
+      }
+    } finally {
+      await fused.dispose();
+      await graph.dispose();
+    }
+  }
+
+  const long: LongRow[] = [];
+  const longDir = path.resolve(flags['long-model']);
+  if (fs.existsSync(path.join(longDir, 'onnx', 'model.onnx'))) {
+    const longRuns = Math.max(1, Number(flags['long-runs']));
+    for (const length of flags['long-lengths'].split(',').map(Number)) {
+      for (const attention of ['fused', 'graph'] as const) {
+        const outText = execFileSync(process.execPath, [__filename, '--child', longDir, attention === 'fused' ? '1' : '0',
+          String(length), '2', String(longRuns)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+        const r = JSON.parse(outText.trim().split('\n').pop()!);
+        const row: LongRow = {
+          length, threads: 2, attention, fusedBlocks: r.fusedBlocks, runs: longRuns,
+          secondsMedian: median(r.seconds), secondsBest: Math.min(...r.seconds), maxRssMiB: r.maxRssKiB / 1024,
+        };
+        long.push(row);
+        console.log(`${length}-token text, 2 threads, ${attention}: ${row.secondsMedian.toFixed(1)} s (best ${row.secondsBest.toFixed(1)}), ` +
+          `peak RSS ${row.maxRssMiB.toFixed(0)} MiB`);
+      }
+    }
+  } else {
+    console.log(`no ${longDir}: long texts skipped (scripts/gen-bench-model.sh full)`);
+  }
+  const file = writeResult('attention', {
+    benchmark: 'attention', model: dir, longModel: long.length ? longDir : null, machine: machineInfo(),
+    onnxruntime: runtimeInfo().ortVersion, cpu: capabilities(), short, long,
+  });
+  console.log(`wrote ${file}`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

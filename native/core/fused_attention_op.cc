@@ -1,0 +1,140 @@
+#include "core/fused_attention_op.h"
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/attention_fusion.h"
+#include "kernels/attention.h"
+
+namespace m3 {
+namespace {
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+struct Job {
+  AttentionArgs args;
+  IsaTier tier;
+};
+
+void RunUnit(void* data, size_t unit) {
+  const Job& job = *static_cast<const Job*>(data);
+  thread_local std::vector<float> scratch;
+  const size_t need = AttentionScratchFloats(job.args);
+  if (scratch.size() < need) scratch.resize(need);
+  AttentionRunUnit(job.tier, job.args, static_cast<int64_t>(unit), scratch.data());
+}
+
+struct FusedAttentionKernel {
+  float scale = 1.0f;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    try {
+      Compute(Ort::KernelContext(context));
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Ort::GetApi().CreateStatus(ORT_RUNTIME_EXCEPTION, e.what());
+    }
+  }
+
+  void Compute(Ort::KernelContext ctx) {
+    const Ort::ConstValue q = ctx.GetInput(0), kt = ctx.GetInput(1), v = ctx.GetInput(2);
+    const Ort::ConstValue mask = ctx.GetInputCount() > 3 ? ctx.GetInput(3) : Ort::ConstValue(nullptr);
+    std::vector<int64_t> qs = q.GetTensorTypeAndShapeInfo().GetShape();
+    std::vector<int64_t> ks = kt.GetTensorTypeAndShapeInfo().GetShape();
+    std::vector<int64_t> vs = v.GetTensorTypeAndShapeInfo().GetShape();
+    const size_t rank = qs.size();
+    auto fail = [&](const std::string& what) {
+      throw std::runtime_error("FusedAttention: " + what + " (q " + ShapeText(qs) + ", kt " + ShapeText(ks) + ", v " +
+                               ShapeText(vs) + "); load the model with fusedAttention: false to run the graph's own attention");
+    };
+    if ((rank != 3 && rank != 4) || ks.size() != rank || vs.size() != rank) fail("q, kt and v must all have rank 3 or 4");
+    if (rank == 3) {
+      qs.insert(qs.begin() + 1, 1);
+      ks.insert(ks.begin() + 1, 1);
+      vs.insert(vs.begin() + 1, 1);
+    }
+    AttentionArgs a;
+    a.batch = qs[0];
+    a.heads = qs[1];
+    a.q_len = qs[2];
+    a.head_dim = qs[3];
+    a.kv_len = ks[3];
+    a.v_dim = vs[3];
+    if (ks[0] != a.batch || vs[0] != a.batch || ks[1] != a.heads || vs[1] != a.heads) fail("batch and head dimensions differ");
+    if (ks[2] != a.head_dim || vs[2] != a.kv_len) fail("q · kt or the weights · v do not chain");
+    std::vector<int64_t> out_shape = {a.batch, a.heads, a.q_len, a.v_dim};
+    if (rank == 3) out_shape.erase(out_shape.begin() + 1);
+    Ort::UnownedValue out = ctx.GetOutput(0, out_shape);
+    a.q = q.GetTensorData<float>();
+    a.kt = kt.GetTensorData<float>();
+    a.v = v.GetTensorData<float>();
+    a.out = out.GetTensorMutableData<float>();
+    a.scale = scale;
+    if (mask) {
+      // Right-aligned broadcasting against [B,H,Sq,Skv]: a dimension of 1 gets stride 0. A mask
+      // constant along the keys shifts every score of a row alike, which the softmax cancels.
+      std::vector<int64_t> ms = mask.GetTensorTypeAndShapeInfo().GetShape();
+      if (ms.size() > 4) fail("the mask has rank " + std::to_string(ms.size()));
+      const std::vector<int64_t> full = {a.batch, a.heads, a.q_len, a.kv_len};
+      std::vector<int64_t> dims(4 - ms.size(), 1);
+      dims.insert(dims.end(), ms.begin(), ms.end());
+      int64_t strides[4], stride = 1;
+      for (int d = 3; d >= 0; --d) {
+        if (dims[d] != 1 && dims[d] != full[d]) fail("the mask " + ShapeText(ms) + " does not broadcast to the scores");
+        strides[d] = dims[d] == 1 ? 0 : stride;
+        stride *= dims[d];
+      }
+      if (dims[3] == full[3] || full[3] == 1) {
+        a.mask = mask.GetTensorData<float>();
+        a.mask_stride_b = strides[0];
+        a.mask_stride_h = strides[1];
+        a.mask_stride_q = strides[2];
+      }
+    }
+    if (a.batch * a.heads * a.q_len * a.v_dim == 0) return;
+    if (a.kv_len == 0) fail("there are no keys");
+    Job job{a, ActiveTier()};
+    ctx.ParallelFor(RunUnit, static_cast<size_t>(AttentionUnitCount(a)), 0, &job);
+  }
+};
+
+struct FusedAttentionOp : Ort::CustomOpBase<FusedAttentionOp, FusedAttentionKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    try {
+      auto* k = new FusedAttentionKernel();
+      k->scale = Ort::ConstKernelInfo(info).GetAttribute<float>("scale");
+      *kernel = k;
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, e.what());
+    }
+  }
+  const char* GetName() const { return kFusedAttentionOp; }
+  size_t GetInputTypeCount() const { return 4; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
+    return index == 3 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
+                      : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
+}  // namespace
+
+void AddFusedAttentionOps(Ort::SessionOptions& options) {
+  static FusedAttentionOp op;
+  static Ort::CustomOpDomain* domain = [] {
+    auto* d = new Ort::CustomOpDomain(kFusedAttentionDomain);
+    d->Add(&op);
+    return d;
+  }();
+  options.Add(*domain);
+}
+
+}  // namespace m3

@@ -1,0 +1,14 @@
+// The FusedAttention custom operator (domain bge_m3) that attention_fusion.h rewrites graphs to,
+// computed by kernels/attention.h on ONNX Runtime's intra-op threads.
+//   inputs:  q [B,H,Sq,d], kt [B,H,d,Skv], v [B,H,Skv,dv] (or rank 3: [B,S,d] with one head),
+//            mask (optional): additive, broadcastable to [B,H,Sq,Skv]
+//   output:  [B,H,Sq,dv]; attribute scale (float)
+#pragma once
+#include <onnxruntime_cxx_api.h>
+
+namespace m3 {
+
+/// Registers the bge_m3 operator domain on session options (the domain lives for the process).
+void AddFusedAttentionOps(Ort::SessionOptions& options);
+
+}  // namespace m3

@@ -1,0 +1,66 @@
+// Fused scaled dot-product attention for the encoder's self-attention blocks:
+//   out[b,h,i,:] = softmax_j(scale * q[b,h,i,:] · k[b,h,j,:] + mask[b,h,i,j]) · v[b,h,j,:]
+// computed a block of query rows at a time, so the B x H x L x L score tensor that an unfused
+// graph materialises (16 x 8192² floats = 4 GiB per layer for one 8192-token text of BGE-M3)
+// never exists: a block's scores stay in cache. The layouts are the ones the exported graph
+// already has at the attention's first MatMul: q [B,H,Sq,d], the key transposed kt [B,H,d,Skv]
+// and v [B,H,Skv,dv], all contiguous.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu_features.h"
+
+namespace m3 {
+
+struct AttentionArgs {
+  int64_t batch = 0, heads = 0, q_len = 0, kv_len = 0, head_dim = 0, v_dim = 0;
+  const float* q = nullptr;   // [batch][heads][q_len][head_dim]
+  const float* kt = nullptr;  // [batch][heads][head_dim][kv_len]
+  const float* v = nullptr;   // [batch][heads][kv_len][v_dim]
+  /// Additive mask, may be null. Element (b, h, i, j) is mask[b*mask_stride_b + h*mask_stride_h +
+  /// i*mask_stride_q + j]; a zero stride broadcasts that dimension (a padding mask [B,1,1,Skv]
+  /// has mask_stride_h = mask_stride_q = 0).
+  const float* mask = nullptr;
+  int64_t mask_stride_b = 0, mask_stride_h = 0, mask_stride_q = 0;
+  float scale = 1.0f;
+  float* out = nullptr;  // [batch][heads][q_len][v_dim]
+};
+
+/// Query rows per unit of work: as many as keep the block's kv_len scores within about 128 KiB.
+int64_t AttentionRowsPerUnit(int64_t kv_len);
+
+/// Independent units of work (batch x heads x query-row blocks), in any order or concurrently.
+int64_t AttentionUnitCount(const AttentionArgs& args);
+
+/// Floats between rows of a block's scores: kv_len rounded up to 16, plus 16 when that is a
+/// multiple of 256 (rows a power of two apart would share cache sets).
+int64_t AttentionScoreStride(int64_t kv_len);
+
+/// Floats of scratch one unit needs (one buffer per concurrent caller).
+size_t AttentionScratchFloats(const AttentionArgs& args);
+
+/// Computes unit `unit` of the output on `tier` (clamped to what the CPU supports).
+void AttentionRunUnit(IsaTier tier, const AttentionArgs& args, int64_t unit, float* scratch);
+
+/// The whole attention on `tier`, on the calling thread (tests and benchmarks).
+void AttentionForwardOn(IsaTier tier, const AttentionArgs& args);
+
+namespace attention {
+/// One unit's query rows [row_begin, row_begin + rows) of head (b, h); scratch holds
+/// AttentionScratchFloats floats. Per-tier kernels (attention_<isa>.cc).
+struct Block {
+  const float* q;     // first query row of the block, head_dim floats per row
+  const float* kt;    // [head_dim][kv_len] of this head
+  const float* v;     // [kv_len][v_dim] of this head
+  const float* mask;  // row 0's mask (null: none)
+  int64_t mask_stride_q;
+  float* out;  // first output row, v_dim floats per row
+  int64_t rows, kv_len, head_dim, v_dim;
+  float scale;
+};
+void BlockSerial(const Block& block, float* scratch);
+void BlockAvx512(const Block& block, float* scratch);
+}  // namespace attention
+
+}  // namespace m3
