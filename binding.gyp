@@ -53,6 +53,7 @@
         'native/core/torch_pickle_reader.cc',
         'native/core/zip_reader.cc',
         'native/kernels/attention.cc',
+        'native/kernels/attention_avx2.cc',
         'native/kernels/attention_avx512.cc',
         'native/kernels/cpu_features.cc',
         'native/kernels/dense_dot.cc',

@@ -5,16 +5,21 @@
  *   npm run bench:attention -- [--runs 5] [--model .cache/bench-model] [--lengths 128,512]
  *                              [--long-model .cache/bench-model-full] [--long-lengths 2048,8192]
  *
+ * Kernel: the attention kernel alone on one thread (`attentionKernelTimes`: timed in C++ over
+ * inputs allocated once), per tier, for `--kernel-shapes` (heads x length x head dim, one text), in GFLOP/s (4 x heads x
+ * length² x dim per call).
+ *
  * Short texts: both models loaded in one process, their runs interleaved (32 texts per length,
  * 1 and 2 threads); tokens/s median and best. Long texts (one text per encode, 2 threads, BGE-M3's
  * full shape from `scripts/gen-bench-model.sh full`): each configuration in a child process of
- * its own, so its peak resident memory (maxRSS) is its own; `--long-runs` runs each (default 1:
- * an 8192-token text takes minutes unfused).
+ * its own, so its peak resident memory (maxRSS) is its own; `--long-runs` runs each (default 5;
+ * on 2 cores the 8192-token rows take about 12 minutes, most of it unfused).
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, capabilities, runtimeInfo } from '../lib';
+import { native, type IsaTierName } from '../lib/native';
 import { machineInfo, median, parseFlags, writeResult } from './common';
 import { uniform } from './workloads';
 
@@ -23,6 +28,11 @@ interface ShortRow {
   fusedTokensPerSec: { median: number; best: number };
   graphTokensPerSec: { median: number; best: number };
   speedupMedian: number;
+}
+
+interface KernelRow {
+  tier: IsaTierName; heads: number; length: number; headDim: number; runs: number;
+  gflopsMedian: number; gflopsBest: number;
 }
 
 interface LongRow {
@@ -55,7 +65,7 @@ async function main(): Promise<void> {
   }
   const flags = parseFlags(argv, {
     runs: '5', model: '.cache/bench-model', lengths: '128,512', 'long-model': '.cache/bench-model-full',
-    'long-lengths': '2048,8192', 'long-runs': '1',
+    'long-lengths': '2048,8192', 'long-runs': '5', 'kernel-shapes': '16x512x64,16x2048x64,1x8192x64,12x512x32',
   });
   const runs = Math.max(5, Number(flags.runs));
   const dir = path.resolve(flags.model);
@@ -63,7 +73,19 @@ async function main(): Promise<void> {
     console.error(`No benchmark model in ${dir}: run scripts/gen-bench-model.sh, or pass --model DIR.`);
     process.exit(2);
   }
-  if (capabilities().detected !== 'avx512') console.warn('this CPU has no AVX-512: nothing is fused, both columns run the graph');
+  const detected = capabilities().detected;
+  if (detected === 'serial') console.warn('this CPU has neither AVX2 nor AVX-512: nothing is fused, both columns run the graph');
+  const kernel: KernelRow[] = [];
+  for (const shape of flags['kernel-shapes'].split(',').filter(Boolean)) {
+    const [heads, length, headDim] = shape.split('x').map(Number);
+    for (const tier of (['avx2', 'avx512'] as const).filter((t) => t === 'avx2' ? detected !== 'serial' : detected === 'avx512')) {
+      const ms = Array.from(native().attentionKernelTimes([1, heads, length, length, headDim, headDim], tier, runs));
+      const gflops = ms.map((t) => (4 * heads * length * length * headDim) / (t / 1000) / 1e9);
+      const row: KernelRow = { tier, heads, length, headDim, runs, gflopsMedian: median(gflops), gflopsBest: Math.max(...gflops) };
+      kernel.push(row);
+      console.log(`kernel ${tier}, ${heads} heads x ${length} x ${headDim}: ${row.gflopsMedian.toFixed(0)} GFLOP/s (best ${row.gflopsBest.toFixed(0)})`);
+    }
+  }
   const short: ShortRow[] = [];
   for (const threads of [1, 2]) {
     const fused = await BGEM3.load(dir, { threads });
@@ -121,7 +143,7 @@ async function main(): Promise<void> {
   }
   const file = writeResult('attention', {
     benchmark: 'attention', model: dir, longModel: long.length ? longDir : null, machine: machineInfo(),
-    onnxruntime: runtimeInfo().ortVersion, cpu: capabilities(), short, long,
+    onnxruntime: runtimeInfo().ortVersion, cpu: capabilities(), kernel, short, long,
   });
   console.log(`wrote ${file}`);
 }

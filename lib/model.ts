@@ -39,7 +39,7 @@ export interface LoadOptions {
   allowSpinning?: boolean;
   /**
    * Run each self-attention block of the graph as one fused kernel (default true; CPU with
-   * AVX-512 only). The graph is rewritten as it loads: the softmax(q·kᵀ·scale + mask)·v core of
+   * AVX2 or AVX-512). The graph is rewritten as it loads: the softmax(q·kᵀ·scale + mask)·v core of
    * each block becomes one node whose scores never leave the cache, instead of a
    * batch x heads x length² tensor per layer. `info().fusedAttentionBlocks` says how many blocks
    * run fused, `info().attentionNote` why none do. false runs the graph's own attention ops.

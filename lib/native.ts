@@ -181,6 +181,8 @@ export interface NativeModule {
   /** The fused attention kernel on one tier: dims [batch, heads, qLen, kvLen, headDim, vDim]. */
   attentionForward(q: Float32Array, kt: Float32Array, v: Float32Array, mask: Float32Array | null,
                    dims: number[], maskStrides: number[], scale: number, isa: IsaTierName): Float32Array;
+  /** The attention kernel timed on the calling thread: ms per run (dims as attentionForward's). */
+  attentionKernelTimes(dims: number[], isa: IsaTierName, runs: number): Float64Array;
 
   // maxsim_wrap.cc
   /** scores[k * docs + i]: query k (rows queryOffsets[k]..[k+1]) against document i. */

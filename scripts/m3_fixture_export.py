@@ -245,8 +245,9 @@ def write_attention_variants(src_root, onnx_rel, sdpa_root, partial_root):
     - sdpa_root: block 0 as torch exports scaled_dot_product_attention (q and k each scaled by
       c^-1/2 before the MatMul, the mask added on the left); block 1 scaled by Mul with a scalar
       initializer on the left, Softmax with an explicit axis 3.
-    - partial_root: block 1's attention probabilities also read by a dangling Identity, so only
-      block 0 may be fused."""
+    - partial_root: block 0 with the heads folded into the batch (rank-3 q, kt, v and a
+      [B*H, 1, L] mask, as some exports give); block 1's attention probabilities also read by a
+      dangling Identity, so only block 0 may be fused."""
     model = onnx.load(os.path.join(src_root, onnx_rel), load_external_data=False)
     graph = model.graph
     (mm0, div0, add0, _), (_, div1, _, sm1) = [[n.name for n in block] for block in attention_blocks(graph)[:2]]
@@ -277,8 +278,46 @@ def write_attention_variants(src_root, onnx_rel, sdpa_root, partial_root):
     copy_model_dir(src_root, onnx_rel, model, sdpa_root)
 
     model = onnx.load(os.path.join(src_root, onnx_rel), load_external_data=False)
-    sm1 = attention_blocks(model.graph)[1][3]
-    model.graph.node.append(onnx.helper.make_node("Identity", [sm1.output[0]], ["unused_probs_1"], name="unused_probs_1"))
+    graph = model.graph
+    (mm0, _, add0, sm0), (_, _, _, sm1) = attention_blocks(graph)[:2]
+    mm0, add0, probs0, probs1 = mm0.name, add0.name, sm0.output[0], sm1.output[0]
+    mm2 = next(n for n in graph.node if n.op_type == "MatMul" and n.input[0] == probs0).name
+    with open(os.path.join(src_root, "config.json"), encoding="utf-8") as f:
+        heads = json.load(f)["num_attention_heads"]
+    for name, value in (("r3_minus1", [-1]), ("r3_one", [1]), ("r3_two", [2]), ("r3_three", [3]), ("r3_four", [4]),
+                        ("r3_heads", [1, heads, 1, 1])):
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array(value, dtype=np.int64), name))
+
+    def fold(x, tag):  # [B, H, a, b] -> [B*H, a, b]
+        return [onnx.helper.make_node("Shape", [x], [f"r3_{tag}_shape"]),
+                onnx.helper.make_node("Slice", [f"r3_{tag}_shape", "r3_two", "r3_four"], [f"r3_{tag}_tail"]),
+                onnx.helper.make_node("Concat", ["r3_minus1", f"r3_{tag}_tail"], [f"r3_{tag}_to"], axis=0),
+                onnx.helper.make_node("Reshape", [x, f"r3_{tag}_to"], [f"r3_{tag}"])]
+
+    nodes = []
+    for node in graph.node:
+        if node.name == mm0:
+            nodes += fold(node.input[0], "q") + fold(node.input[1], "k")
+            node.input[:] = ["r3_q", "r3_k"]
+        elif node.name == add0:
+            mask = node.input[1]
+            nodes += [onnx.helper.make_node("Expand", [mask, "r3_heads"], ["r3_mask4"]),
+                      onnx.helper.make_node("Shape", [mask], ["r3_mask_shape"]),
+                      onnx.helper.make_node("Slice", ["r3_mask_shape", "r3_three", "r3_four"], ["r3_mask_len"]),
+                      onnx.helper.make_node("Concat", ["r3_minus1", "r3_one", "r3_mask_len"], ["r3_mask_to"], axis=0),
+                      onnx.helper.make_node("Reshape", ["r3_mask4", "r3_mask_to"], ["r3_mask"])]
+            node.input[1] = "r3_mask"
+        elif node.name == mm2:
+            nodes += fold(node.input[1], "v")
+            out = node.output[0]
+            node.input[1] = "r3_v"
+            node.output[0] = "r3_out"
+            nodes.append(node)
+            node = onnx.helper.make_node("Reshape", ["r3_out", "r3_q_shape"], [out])
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.node.append(onnx.helper.make_node("Identity", [probs1], ["unused_probs_1"], name="unused_probs_1"))
     copy_model_dir(src_root, onnx_rel, model, partial_root)
 
 

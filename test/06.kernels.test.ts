@@ -96,10 +96,11 @@ describe('fused attention kernel', () => {
   const tiers = ORDER.slice(0, ORDER.indexOf(detected) + 1);
   const FLOAT_MIN = -3.4028234663852886e38;
   // [batch, heads, qLen, kvLen, headDim, vDim]: register-tile and block tails, several units per
-  // head (kvLen 600 gives 54-row blocks), value widths across the 64-column chunks.
+  // head, value widths across the 64-column chunks, and rows longer than one key chunk (512:
+  // the online softmax over 2 and 5 chunks, the last one short).
   const shapes = [
     [1, 1, 1, 1, 1, 1], [2, 3, 7, 5, 8, 8], [1, 2, 13, 49, 17, 33], [2, 1, 100, 97, 64, 64],
-    [1, 2, 130, 600, 16, 80], [1, 1, 5, 1000, 3, 5], [3, 2, 33, 48, 32, 32],
+    [1, 2, 130, 600, 16, 80], [1, 1, 5, 1000, 3, 5], [3, 2, 33, 48, 32, 32], [1, 1, 70, 2100, 64, 64],
   ];
   for (const tier of tiers) {
     it(`${tier}: matches a float64 reference with padding, full and head-broadcast masks`, () => {
@@ -130,6 +131,13 @@ describe('fused attention kernel', () => {
       }
     });
   }
+
+  it('attentionKernelTimes (the benchmark\'s entry) times each run and checks its dims', () => {
+    const ms = native().attentionKernelTimes([1, 2, 40, 40, 16, 16], 'serial', 3);
+    assert.equal(ms.length, 3);
+    for (const t of ms) assert.ok(t > 0 && t < 10_000);
+    assert.throws(() => native().attentionKernelTimes([1, 2, 0, 40, 16, 16], 'serial', 1), (e: { code?: string }) => e.code === 'ERR_INPUT');
+  });
 
   it('a row whose keys are all masked but one returns that key\'s value row exactly', () => {
     const dims = [1, 1, 3, 40, 8, 20];

@@ -6,8 +6,11 @@
 //   [sync] readTensorFile(path)     -> { [name]: { shape, data: Float32Array } }
 //   [sync] linearForward(w, b, out, in, x, rows, isa) -> Float32Array (kernel checks)
 //   [sync] attentionForward(q, kt, v, mask|null, dims, maskStrides, scale, isa) -> Float32Array (kernel checks)
+//   [sync] attentionKernelTimes(dims, isa, runs) -> Float64Array of ms per run (benchmark)
 #include <napi.h>
 
+#include <chrono>
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -155,6 +158,41 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   return ToTypedArray(env, std::move(out));
 }
 
+/// attentionKernelTimes([batch, heads, qLen, kvLen, headDim, vDim], isa, runs): the kernel timed
+/// on the calling thread over inputs allocated (and touched) once, without a mask.
+Napi::Value AttentionKernelTimes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsString() || !info[2].IsNumber())
+    throw MakeError(env, "ERR_INPUT", "attentionKernelTimes(dims, isa, runs)");
+  Napi::Array d = info[0].As<Napi::Array>();
+  m3::AttentionArgs a;
+  int64_t* fields[] = {&a.batch, &a.heads, &a.q_len, &a.kv_len, &a.head_dim, &a.v_dim};
+  if (d.Length() != 6) throw MakeError(env, "ERR_INPUT", "attentionKernelTimes: dims has 6 entries");
+  for (uint32_t i = 0; i < 6; ++i) {
+    *fields[i] = d.Get(i).As<Napi::Number>().Int64Value();
+    if (*fields[i] < 1 || *fields[i] > (1 << 20)) throw MakeError(env, "ERR_INPUT", "attentionKernelTimes: dims must be in [1, 2^20]");
+  }
+  m3::IsaTier tier;
+  if (!m3::ParseIsaTier(info[1].As<Napi::String>().Utf8Value(), &tier)) throw MakeError(env, "ERR_INPUT", "bad isa");
+  const int runs = std::max(1, info[2].As<Napi::Number>().Int32Value());
+  const int64_t bh = a.batch * a.heads;
+  std::vector<float> q(bh * a.q_len * a.head_dim), kt(bh * a.head_dim * a.kv_len), v(bh * a.kv_len * a.v_dim),
+      out(bh * a.q_len * a.v_dim);
+  for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<float>((i * 37 % 101) - 50) / 50.0f;
+  for (size_t i = 0; i < kt.size(); ++i) kt[i] = static_cast<float>((i * 53 % 97) - 48) / 48.0f;
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 29 % 89) - 44) / 44.0f;
+  a.q = q.data(), a.kt = kt.data(), a.v = v.data(), a.out = out.data();
+  a.scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+  m3::AttentionForwardOn(tier, a);  // warm-up
+  std::vector<double> ms(static_cast<size_t>(runs));
+  for (int r = 0; r < runs; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    m3::AttentionForwardOn(tier, a);
+    ms[r] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  }
+  return ToTypedArray(env, std::move(ms));
+}
+
 void Cleanup(void* arg) {
   // The environment is going away (process exit or worker termination): stop every model that
   // was not disposed, then wait for all other work on the addon's threads (loads, closes,
@@ -177,6 +215,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readTensorFile", Napi::Function::New(env, ReadTensorFile, "readTensorFile"));
   exports.Set("linearForward", Napi::Function::New(env, LinearForward, "linearForward"));
   exports.Set("attentionForward", Napi::Function::New(env, AttentionForward, "attentionForward"));
+  exports.Set("attentionKernelTimes", Napi::Function::New(env, AttentionKernelTimes, "attentionKernelTimes"));
   RegisterMaxSim(env, exports);
   RegisterSparse(env, exports);
   RegisterIndex(env, exports);

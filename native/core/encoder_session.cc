@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include <fstream>
-#include <sstream>
 
 #include "core/attention_fusion.h"
 #include "core/core_error.h"
@@ -74,16 +73,20 @@ void AppendCuda(Ort::SessionOptions& options, int device_id, int64_t gpu_mem_lim
 }  // namespace
 
 void EncoderSession::OpenFused(const std::string& onnx_path, const Ort::SessionOptions& options) {
-  if (ActiveTier() != IsaTier::kAvx512) {
-    attention_note_ = "the fused attention kernel needs AVX-512 (this CPU runs the " + std::string(IsaTierName(ActiveTier())) +
-                      " kernels)";
+  if (ActiveTier() == IsaTier::kSerial) {
+    attention_note_ = "the fused attention kernel needs AVX2 or AVX-512 (this CPU runs the serial kernels)";
     return;
   }
-  std::ifstream in(onnx_path, std::ios::binary);
-  if (!in) return;  // the plain load below reports the file
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  AttentionFusion fusion = FuseAttentionBlocks(bytes.str());
+  AttentionFusion fusion;
+  {
+    // One copy of the file (a graph with its weights inside may be 2 GB): freed once rewritten.
+    std::ifstream in(onnx_path, std::ios::binary | std::ios::ate);
+    if (!in) return;  // the plain load below reports the file
+    std::string bytes(static_cast<size_t>(in.tellg()), '\0');
+    in.seekg(0);
+    if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) return;
+    fusion = FuseAttentionBlocks(bytes);
+  }
   if (fusion.fused == 0) {
     attention_note_ = "no attention block of the graph matches the fused pattern";
     return;

@@ -20,7 +20,7 @@ struct SessionSettings {
   std::string device = "cpu";               // cpu | cuda
   int device_id = 0;
   int64_t gpu_mem_limit = 0;                // cuda: the arena's byte limit; 0: none
-  bool fused_attention = true;              // cpu, AVX-512: attention blocks as one fused node
+  bool fused_attention = true;              // cpu, AVX2 / AVX-512: attention blocks as one fused node
 };
 
 /// Which outputs the graph gives (DESIGN.md, "Model directory layouts").
@@ -62,7 +62,7 @@ class EncoderSession {
 
  private:
   /// Opens the graph with its attention blocks fused, when it has any and the CPU runs the
-  /// AVX-512 kernels; leaves session_ empty (and says why in attention_note_) otherwise.
+  /// AVX2 or AVX-512 kernels; leaves session_ empty (and says why in attention_note_) otherwise.
   void OpenFused(const std::string& onnx_path, const Ort::SessionOptions& options);
 
   Ort::Session session_{nullptr};

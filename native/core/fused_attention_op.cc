@@ -52,11 +52,17 @@ struct FusedAttentionKernel {
       throw std::runtime_error("FusedAttention: " + what + " (q " + ShapeText(qs) + ", kt " + ShapeText(ks) + ", v " +
                                ShapeText(vs) + "); load the model with fusedAttention: false to run the graph's own attention");
     };
-    if ((rank != 3 && rank != 4) || ks.size() != rank || vs.size() != rank) fail("q, kt and v must all have rank 3 or 4");
-    if (rank == 3) {
-      qs.insert(qs.begin() + 1, 1);
-      ks.insert(ks.begin() + 1, 1);
-      vs.insert(vs.begin() + 1, 1);
+    if (rank < 2 || rank > 4 || ks.size() != rank || vs.size() != rank) fail("q, kt and v must all have rank 2, 3 or 4");
+    // Rank 3 is [batch, len, dim] (heads folded into the batch), rank 2 one [len, dim] matrix.
+    while (qs.size() < 4) {
+      qs.insert(qs.begin(), 1);
+      ks.insert(ks.begin(), 1);
+      vs.insert(vs.begin(), 1);
+    }
+    if (rank == 3) {  // [1, B, ...] -> [B, 1, ...]
+      std::swap(qs[0], qs[1]);
+      std::swap(ks[0], ks[1]);
+      std::swap(vs[0], vs[1]);
     }
     AttentionArgs a;
     a.batch = qs[0];
@@ -69,6 +75,7 @@ struct FusedAttentionKernel {
     if (ks[2] != a.head_dim || vs[2] != a.kv_len) fail("q · kt or the weights · v do not chain");
     std::vector<int64_t> out_shape = {a.batch, a.heads, a.q_len, a.v_dim};
     if (rank == 3) out_shape.erase(out_shape.begin() + 1);
+    if (rank == 2) out_shape.erase(out_shape.begin(), out_shape.begin() + 2);
     Ort::UnownedValue out = ctx.GetOutput(0, out_shape);
     a.q = q.GetTensorData<float>();
     a.kt = kt.GetTensorData<float>();
@@ -76,24 +83,28 @@ struct FusedAttentionKernel {
     a.out = out.GetTensorMutableData<float>();
     a.scale = scale;
     if (mask) {
-      // Right-aligned broadcasting against [B,H,Sq,Skv]: a dimension of 1 gets stride 0. A mask
-      // constant along the keys shifts every score of a row alike, which the softmax cancels.
+      // Right-aligned broadcasting against the scores ([B,H,Sq,Skv], [B,Sq,Skv] or [Sq,Skv] by
+      // rank): a dimension of 1 gets stride 0. A mask constant along the keys shifts every score
+      // of a row alike, which the softmax cancels.
       std::vector<int64_t> ms = mask.GetTensorTypeAndShapeInfo().GetShape();
-      if (ms.size() > 4) fail("the mask has rank " + std::to_string(ms.size()));
-      const std::vector<int64_t> full = {a.batch, a.heads, a.q_len, a.kv_len};
-      std::vector<int64_t> dims(4 - ms.size(), 1);
+      const std::vector<int64_t> full = rank == 4   ? std::vector<int64_t>{a.batch, a.heads, a.q_len, a.kv_len}
+                                        : rank == 3 ? std::vector<int64_t>{a.batch, a.q_len, a.kv_len}
+                                                    : std::vector<int64_t>{a.q_len, a.kv_len};
+      if (ms.size() > rank) fail("the mask " + ShapeText(ms) + " has a higher rank than the scores");
+      std::vector<int64_t> dims(rank - ms.size(), 1);
       dims.insert(dims.end(), ms.begin(), ms.end());
-      int64_t strides[4], stride = 1;
-      for (int d = 3; d >= 0; --d) {
+      std::vector<int64_t> strides(rank);
+      int64_t stride = 1;
+      for (size_t d = rank; d-- > 0;) {
         if (dims[d] != 1 && dims[d] != full[d]) fail("the mask " + ShapeText(ms) + " does not broadcast to the scores");
         strides[d] = dims[d] == 1 ? 0 : stride;
         stride *= dims[d];
       }
-      if (dims[3] == full[3] || full[3] == 1) {
+      if (dims[rank - 1] == a.kv_len) {
         a.mask = mask.GetTensorData<float>();
-        a.mask_stride_b = strides[0];
-        a.mask_stride_h = strides[1];
-        a.mask_stride_q = strides[2];
+        a.mask_stride_q = strides[rank - 2];
+        a.mask_stride_b = rank >= 3 ? strides[0] : 0;
+        a.mask_stride_h = rank == 4 ? strides[1] : 0;
       }
     }
     if (a.batch * a.heads * a.q_len * a.v_dim == 0) return;

@@ -1,6 +1,6 @@
 // The FusedAttention custom operator (domain bge_m3) that attention_fusion.h rewrites graphs to,
 // computed by kernels/attention.h on ONNX Runtime's intra-op threads.
-//   inputs:  q [B,H,Sq,d], kt [B,H,d,Skv], v [B,H,Skv,dv] (or rank 3: [B,S,d] with one head),
+//   inputs:  q [B,H,Sq,d], kt [B,H,d,Skv], v [B,H,Skv,dv] (or rank 3 without H, rank 2 without B and H),
 //            mask (optional): additive, broadcastable to [B,H,Sq,Skv]
 //   output:  [B,H,Sq,dv]; attribute scale (float)
 #pragma once

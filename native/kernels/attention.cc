@@ -9,7 +9,7 @@ namespace m3 {
 
 int64_t AttentionRowsPerUnit(int64_t kv_len) {
   constexpr int64_t kScoreFloats = 32 * 1024;  // 128 KiB of scores per block
-  const int64_t rows = kScoreFloats / std::max<int64_t>(1, kv_len);
+  const int64_t rows = kScoreFloats / std::clamp<int64_t>(kv_len, 1, kAttentionKeyChunk);
   return std::clamp<int64_t>(rows / 6 * 6, 6, 96);
 }
 
@@ -25,8 +25,12 @@ int64_t AttentionScoreStride(int64_t kv_len) {
 
 size_t AttentionScratchFloats(const AttentionArgs& args) {
   const int64_t rows = std::min(AttentionRowsPerUnit(args.kv_len), args.q_len);
-  constexpr int64_t kPackedKeyBlock = 48;  // attention_avx512.cc's key block
-  return static_cast<size_t>(rows * (AttentionScoreStride(args.kv_len) + 1) + args.head_dim * kPackedKeyBlock);
+  const int64_t chunk = std::min(args.kv_len, kAttentionKeyChunk);
+  // Scores of a chunk and three floats per row, the packed key block, the running outputs; the
+  // serial kernel's full score rows fit in the same.
+  const int64_t vector =
+      rows * (AttentionScoreStride(chunk) + 3) + args.head_dim * attention::kAttentionPackedKeys + rows * args.v_dim;
+  return static_cast<size_t>(std::max(vector, rows * args.kv_len));
 }
 
 void AttentionRunUnit(IsaTier tier, const AttentionArgs& args, int64_t unit, float* scratch) {
@@ -49,7 +53,8 @@ void AttentionRunUnit(IsaTier tier, const AttentionArgs& args, int64_t unit, flo
   block.v_dim = args.v_dim;
   block.scale = args.scale;
   if (tier > DetectedTier()) tier = DetectedTier();
-  if (tier == IsaTier::kAvx512) attention::BlockAvx512(block, scratch);
+  if (tier == IsaTier::kAvx512) attention::RunBlock(block, attention::OpsAvx512(), scratch);
+  else if (tier == IsaTier::kAvx2) attention::RunBlock(block, attention::OpsAvx2(), scratch);
   else attention::BlockSerial(block, scratch);
 }
 
@@ -60,6 +65,51 @@ void AttentionForwardOn(IsaTier tier, const AttentionArgs& args) {
 }
 
 namespace attention {
+
+void RunBlock(const Block& b, const BlockOps& ops, float* scratch) {
+  // Scratch (AttentionScratchFloats): scores of one key chunk (rows x ld), three floats per row,
+  // the packed kt slice, and for several chunks the rows' unnormalised outputs.
+  const int64_t chunk = std::min(b.kv_len, kAttentionKeyChunk);
+  const int64_t ld = AttentionScoreStride(chunk);
+  float* scores = scratch;
+  float* row_max = scores + b.rows * ld;
+  float* row_sum = row_max + b.rows;
+  float* factor = row_sum + b.rows;
+  float* kpack = factor + b.rows;
+  if (b.kv_len == chunk) {
+    // All keys at once: the exact softmax (max first), as the serial oracle computes it.
+    ops.scores(b, 0, b.kv_len, scores, ld, kpack);
+    for (int64_t r = 0; r < b.rows; ++r) {
+      float* s = scores + r * ld;
+      factor[r] = 1.0f / ops.exp_sum(s, b.kv_len, ops.row_max(s, b.kv_len));
+    }
+    ops.weighted(b, scores, ld, 0, b.kv_len, factor, b.out, b.v_dim, false);
+    return;
+  }
+  // Longer rows: the online softmax over key chunks. Each chunk's weights are taken against the
+  // running maximum; what was summed before a new maximum is rescaled by e^(old - new).
+  constexpr float kNone = -std::numeric_limits<float>::infinity();
+  float* acc = kpack + b.head_dim * kAttentionPackedKeys;
+  std::fill(row_max, row_max + b.rows, kNone);
+  std::fill(row_sum, row_sum + b.rows, 0.0f);
+  std::fill(acc, acc + b.rows * b.v_dim, 0.0f);
+  for (int64_t j0 = 0; j0 < b.kv_len; j0 += chunk) {
+    const int64_t n = std::min(chunk, b.kv_len - j0);
+    ops.scores(b, j0, n, scores, ld, kpack);
+    for (int64_t r = 0; r < b.rows; ++r) {
+      float* s = scores + r * ld;
+      const float m = std::max(row_max[r], ops.row_max(s, n));
+      factor[r] = row_max[r] == kNone ? 0.0f : ops.exp(row_max[r] - m);
+      row_sum[r] = row_sum[r] * factor[r] + ops.exp_sum(s, n, m);
+      row_max[r] = m;
+    }
+    ops.weighted(b, scores, ld, j0, n, factor, acc, b.v_dim, true);
+  }
+  for (int64_t r = 0; r < b.rows; ++r) {
+    const float inv = 1.0f / row_sum[r];
+    for (int64_t c = 0; c < b.v_dim; ++c) b.out[r * b.v_dim + c] = acc[r * b.v_dim + c] * inv;
+  }
+}
 
 // The oracle: scores, then the exact softmax of each row (max first), then the weighted sum.
 void BlockSerial(const Block& blk, float* scratch) {

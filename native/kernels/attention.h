@@ -27,7 +27,11 @@ struct AttentionArgs {
   float* out = nullptr;  // [batch][heads][q_len][v_dim]
 };
 
-/// Query rows per unit of work: as many as keep the block's kv_len scores within about 128 KiB.
+/// Keys whose scores a block holds at once; longer rows run an online softmax over chunks.
+constexpr int64_t kAttentionKeyChunk = 512;
+
+/// Query rows per unit of work: as many as keep one key chunk's scores within about 128 KiB
+/// (at least 6, at most 96: longer rows re-read k and v once per unit, so units stay large).
 int64_t AttentionRowsPerUnit(int64_t kv_len);
 
 /// Independent units of work (batch x heads x query-row blocks), in any order or concurrently.
@@ -60,7 +64,29 @@ struct Block {
   float scale;
 };
 void BlockSerial(const Block& block, float* scratch);
-void BlockAvx512(const Block& block, float* scratch);
+
+/// Most keys a vector kernel packs from kt at a time (head_dim x this floats of scratch).
+constexpr int64_t kAttentionPackedKeys = 48;
+
+/// The vector kernels' steps, which RunBlock strings together (attention_<isa>.cc).
+struct BlockOps {
+  /// scores[r][0..n) (ld apart) for keys [j_begin, j_begin + n): scaled, masked; kpack is scratch.
+  void (*scores)(const Block& b, int64_t j_begin, int64_t n, float* scores, int64_t ld, float* kpack);
+  /// out[r] (out_ld apart) = acc[r] * factor[r], or with `accumulate` out[r] * factor[r] + acc[r],
+  /// where acc[r] = sum_{j < n} p[r][j] * v[j_begin + j].
+  void (*weighted)(const Block& b, const float* p, int64_t ld, int64_t j_begin, int64_t n, const float* factor,
+                   float* out, int64_t out_ld, bool accumulate);
+  float (*row_max)(const float* s, int64_t n);
+  /// s[j] = e^(s[j] - max) in place; returns their sum.
+  float (*exp_sum)(float* s, int64_t n, float max);
+  float (*exp)(float x);
+};
+const BlockOps& OpsAvx2();
+const BlockOps& OpsAvx512();
+
+/// One block on a vector tier: the exact softmax when kv_len fits one key chunk, else the online
+/// softmax over chunks.
+void RunBlock(const Block& block, const BlockOps& ops, float* scratch);
 }  // namespace attention
 
 }  // namespace m3

@@ -24,6 +24,7 @@ constexpr int kRows = 6;
 /// Keys per block of scores; the block's slice of kt is packed contiguously (kt's rows are
 /// kv_len floats apart, often a power of two that would map them onto a few cache sets).
 constexpr int64_t kKeys = 48;
+static_assert(kKeys <= kAttentionPackedKeys, "the packed kt block must fit its scratch");
 
 M3_AVX512 inline __mmask16 TailMask(int64_t valid) {
   return valid >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << valid) - 1);
@@ -82,16 +83,18 @@ M3_AVX512 void TileScores(const Block& b, const float* q, const float* kt, const
   }
 }
 
-/// out[r][0..16*NV) = inv_sum[r] * sum_j p[r][j] * v[j][0..16*NV) for R rows.
+/// acc[r] = sum_{j < n} p[r][j] * v[j][0..16*NV) for R rows, then
+///   out[r] = acc[r] * factor[r]                (accumulate false: the last step, 1 / row sum)
+///   out[r] = out[r] * factor[r] + acc[r]       (accumulate true: a key chunk of the online softmax)
 template <int R, int NV>
-M3_AVX512 void TileWeighted(const Block& b, const float* p, int64_t ld, const float* v, const float* inv_sum,
-                            float* out, __mmask16 last) {
+M3_AVX512 void TileWeighted(const Block& b, const float* p, int64_t ld, int64_t n, const float* v, const float* factor,
+                            float* out, int64_t out_ld, bool accumulate, __mmask16 last) {
   __m512 acc[R][NV];
 #pragma GCC unroll 12
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_setzero_ps();
-  const int64_t n = b.kv_len, v_dim = b.v_dim;
+  const int64_t v_dim = b.v_dim;
   for (int64_t j = 0; j < n; ++j) {
     const float* vrow = v + j * v_dim;
     __m512 vv[NV];
@@ -108,17 +111,20 @@ M3_AVX512 void TileWeighted(const Block& b, const float* p, int64_t ld, const fl
   // Unrolled like the main loop: GCC then keeps the accumulators in registers throughout.
 #pragma GCC unroll 12
   for (int r = 0; r < R; ++r) {
-    const __m512 inv = _mm512_set1_ps(inv_sum[r]);
+    const __m512 f = _mm512_set1_ps(factor[r]);
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) {
       const __mmask16 m = c + 1 < NV ? static_cast<__mmask16>(0xffff) : last;
-      _mm512_mask_storeu_ps(out + r * b.v_dim + 16 * c, m, _mm512_mul_ps(acc[r][c], inv));
+      float* o = out + r * out_ld + 16 * c;
+      const __m512 x = accumulate ? _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, o), f, acc[r][c]) : _mm512_mul_ps(acc[r][c], f);
+      _mm512_mask_storeu_ps(o, m, x);
     }
   }
 }
 
 using ScoresFn = void (*)(const Block&, const float*, const float*, const float*, float*, int64_t, __mmask16);
-using WeightedFn = void (*)(const Block&, const float*, int64_t, const float*, const float*, float*, __mmask16);
+using WeightedFn = void (*)(const Block&, const float*, int64_t, int64_t, const float*, const float*, float*, int64_t, bool,
+                           __mmask16);
 
 template <int NV>
 constexpr ScoresFn kScores[kRows + 1] = {nullptr, TileScores<1, NV>, TileScores<2, NV>, TileScores<3, NV>,
@@ -153,13 +159,16 @@ WeightedFn WeightedTile(int rows, int vectors) {
   }
 }
 
-/// Softmax numerators of one score row in place; returns 1 / their sum.
-M3_AVX512 float ExpRow(float* s, int64_t n) {
+M3_AVX512 float RowMax(const float* s, int64_t n) {
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   __m512 mx = neg_inf;
-  for (int64_t j = 0; j < n; j += 16)
-    mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(neg_inf, TailMask(n - j), s + j));
-  const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+  for (int64_t j = 0; j < n; j += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(neg_inf, TailMask(n - j), s + j));
+  return _mm512_reduce_max_ps(mx);
+}
+
+/// s[j] = e^(s[j] - max) in place for j < n; returns their sum.
+M3_AVX512 float ExpSum(float* s, int64_t n, float max) {
+  const __m512 row_max = _mm512_set1_ps(max);
   __m512 sum = _mm512_setzero_ps();
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = TailMask(n - j);
@@ -167,21 +176,19 @@ M3_AVX512 float ExpRow(float* s, int64_t n) {
     _mm512_mask_storeu_ps(s + j, m, e);
     sum = _mm512_add_ps(sum, e);
   }
-  return 1.0f / _mm512_reduce_add_ps(sum);
+  return _mm512_reduce_add_ps(sum);
 }
 
-}  // namespace
+M3_AVX512 float ExpScalar(float x) {
+  return _mm512_cvtss_f32(Exp(_mm512_set1_ps(x)));
+}
 
-M3_AVX512 void BlockAvx512(const Block& b, float* scratch) {
-  // Scratch: scores (rows x ld, ld padded off a power of two), 1/sum per row, the packed kt slice.
-  const int64_t ld = AttentionScoreStride(b.kv_len);
-  float* scores = scratch;
-  float* inv_sum = scores + b.rows * ld;
-  float* kpack = inv_sum + b.rows;
+/// scores[r][0..n) for keys [j_begin, j_begin + n) of the block, scaled and masked.
+M3_AVX512 void Scores(const Block& b, int64_t j_begin, int64_t n, float* scores, int64_t ld, float* kpack) {
   // Key blocks outer, row tiles inner: the packed slice (head_dim x 48 floats) stays in L1 while
   // every row tile of the block passes over it.
-  for (int64_t j0 = 0; j0 < b.kv_len; j0 += kKeys) {
-    const int64_t keys = std::min(kKeys, b.kv_len - j0);
+  for (int64_t j0 = j_begin; j0 < j_begin + n; j0 += kKeys) {
+    const int64_t keys = std::min(kKeys, j_begin + n - j0);
     const int vectors = static_cast<int>((keys + 15) / 16);
     const __mmask16 last = TailMask(keys - 16 * (vectors - 1));
     for (int64_t k = 0; k < b.head_dim; ++k) {
@@ -193,10 +200,14 @@ M3_AVX512 void BlockAvx512(const Block& b, float* scratch) {
     for (int64_t r0 = 0; r0 < b.rows; r0 += kRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kRows, b.rows - r0));
       const float* mask = b.mask ? b.mask + r0 * b.mask_stride_q + j0 : nullptr;
-      ScoresTile(rows, vectors)(b, b.q + r0 * b.head_dim, kpack, mask, scores + r0 * ld + j0, ld, last);
+      ScoresTile(rows, vectors)(b, b.q + r0 * b.head_dim, kpack, mask, scores + r0 * ld + (j0 - j_begin), ld, last);
     }
   }
-  for (int64_t r = 0; r < b.rows; ++r) inv_sum[r] = ExpRow(scores + r * ld, b.kv_len);
+}
+
+/// out[r] (out_ld apart) from the weights p[r][0..n) (ld apart) and v's rows [j_begin, j_begin + n).
+M3_AVX512 void Weighted(const Block& b, const float* p, int64_t ld, int64_t j_begin, int64_t n, const float* factor,
+                        float* out, int64_t out_ld, bool accumulate) {
   constexpr int64_t kColumns = 64;
   for (int64_t c0 = 0; c0 < b.v_dim; c0 += kColumns) {
     const int64_t cols = std::min(kColumns, b.v_dim - c0);
@@ -205,9 +216,17 @@ M3_AVX512 void BlockAvx512(const Block& b, float* scratch) {
     const int tile_rows = WeightedRows(vectors);
     for (int64_t r0 = 0; r0 < b.rows; r0 += tile_rows) {
       const int rows = static_cast<int>(std::min<int64_t>(tile_rows, b.rows - r0));
-      WeightedTile(rows, vectors)(b, scores + r0 * ld, ld, b.v + c0, inv_sum + r0, b.out + r0 * b.v_dim + c0, last);
+      WeightedTile(rows, vectors)(b, p + r0 * ld, ld, n, b.v + j_begin * b.v_dim + c0, factor + r0,
+                                  out + r0 * out_ld + c0, out_ld, accumulate, last);
     }
   }
+}
+
+}  // namespace
+
+const BlockOps& OpsAvx512() {
+  static const BlockOps ops{Scores, Weighted, RowMax, ExpSum, ExpScalar};
+  return ops;
 }
 
 }  // namespace attention
