@@ -101,12 +101,13 @@ async function encodeSection(r: Json, out: string, charts: string[]): Promise<st
   }
   lines.push('', '### Where the misses come from', '',
     '- **Against onnxruntime-node and transformers.js on uniform lengths** (about 1.0x at 32 and 128 tokens): all three run ' +
-    'the same ONNX Runtime build on the same graph, and with equal lengths there is no padding to save. ONNX Runtime takes ' +
-    "about 99% of this package's encode time with all three outputs and all of it with dense only (`EncodeStats.sessionMs` " +
-    'against `headsMs`), so parity is the ceiling there without changing the numerics (int8 or bf16 weights) or the graph ' +
-    '(a fused attention kernel). At 512 tokens the attention budget (`maxAttentionBytes`, 16 MiB on the CPU) runs a few ' +
-    'texts per batch instead of 32, whose activations and attention scores stay in cache: the gain over fixed batches of ' +
-    '32 there is larger on one thread than on two, where each run has less work to share.',
+    'the same ONNX Runtime build, and with equal lengths there is no padding to save. ONNX Runtime takes about 99% of ' +
+    "this package's encode time with all three outputs and all of it with dense only (`EncodeStats.sessionMs` against " +
+    "`headsMs`); this package's one change to that work is the fused attention (each layer's attention as one kernel whose " +
+    'scores stay in cache), which matters little at 32 and 128 tokens, where attention is a small share of the model, and ' +
+    'more with length (`npm run bench:attention`). Beyond that, parity is the ceiling without changing the numerics ' +
+    '(int8 or bf16 weights). At 512 tokens the attention budget (`maxAttentionBytes`, 16 MiB on the CPU) also runs a few ' +
+    'texts per batch instead of 32, whose activations stay in cache.',
     `- **Against onnxruntime-node on the mixed corpus**: length-sorted batching saves the padding. ${padding ?? ''} ` +
     'The rest of the gain comes from the cache-sized batches of the longer texts (above) and, on two threads, from the ' +
     'smaller, tighter batches parallelising better.',

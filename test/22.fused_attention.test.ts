@@ -6,6 +6,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { BGEM3, capabilities, setIsa, type EncodeOutput } from '../lib';
 import { DEMO_MODEL, FIXTURES } from './helpers';
@@ -133,6 +135,30 @@ describe('fused attention', () => {
         setIsa(detected);
       }
     });
+  });
+
+  it('damaged graph files (cut short, bytes changed) load or fail with a model error, never crash', async () => {
+    const src = path.join(FIXTURES, 'tiny-m3-baked');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-fused-'));
+    try {
+      for (const name of fs.readdirSync(src)) fs.copyFileSync(path.join(src, name), path.join(dir, name));
+      const bytes = fs.readFileSync(path.join(src, 'model.onnx'));
+      let seed = 7;
+      const next = () => (seed = (seed * 1103515245 + 12345) >>> 0);
+      for (let i = 0; i < 24; i++) {
+        const damaged = Buffer.from(i % 2 ? bytes.subarray(0, next() % bytes.length) : bytes);
+        if (i % 2 === 0) for (let k = 0; k < 4; k++) damaged[next() % damaged.length] = next() & 0xff;
+        fs.writeFileSync(path.join(dir, 'model.onnx'), damaged);
+        try {
+          const m = await BGEM3.load(dir);
+          await m.dispose();
+        } catch (err) {
+          assert.ok(['ERR_MODEL_FILES', 'ERR_MODEL_LAYOUT'].includes((err as { code?: string }).code ?? ''), String(err));
+        }
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('fusedAttention must be a boolean', async () => {

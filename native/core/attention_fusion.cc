@@ -164,17 +164,18 @@ std::optional<Node> ParseNode(const Field& field) {
 std::optional<float> ScalarOf(std::string_view tensor) {
   auto fields = Fields(tensor);
   if (!fields) return std::nullopt;
-  int64_t type = 0, elements = 1;
+  int64_t type = 0;
+  bool one_element = true;  // every dimension is 1 (or there are none)
   std::string_view raw, packed_floats, packed_doubles;
   std::vector<float> floats;
   for (const auto& f : *fields) {
-    if (f.number == 1 && f.wire == kVarint) elements *= static_cast<int64_t>(f.value);
+    if (f.number == 1 && f.wire == kVarint) one_element = one_element && f.value == 1;
     else if (f.number == 1 && f.wire == kBytes) {
       const char* p = f.bytes.data();
       const char* end = p + f.bytes.size();
       uint64_t d;
       while (p < end)
-        if (ReadVarint(p, end, &d)) elements *= static_cast<int64_t>(d);
+        if (ReadVarint(p, end, &d)) one_element = one_element && d == 1;
         else return std::nullopt;
     } else if (f.number == 2 && f.wire == kVarint) type = static_cast<int64_t>(f.value);
     else if (f.number == 9 && f.wire == kBytes) raw = f.bytes;
@@ -187,7 +188,7 @@ std::optional<float> ScalarOf(std::string_view tensor) {
     } else if (f.number == 10 && f.wire == kBytes) packed_doubles = f.bytes;
     else if (f.number == 14 && f.wire == kVarint && f.value == 1) return std::nullopt;  // external data
   }
-  if (elements != 1) return std::nullopt;
+  if (!one_element) return std::nullopt;
   if (type == 1) {  // FLOAT
     float v;
     if (raw.size() == 4) std::memcpy(&v, raw.data(), 4);
@@ -206,7 +207,7 @@ std::optional<float> ScalarOf(std::string_view tensor) {
   return std::nullopt;
 }
 
-std::string EncodeFusedNode(const Node& replaced, std::string_view q, std::string_view kt, std::string_view v,
+std::string EncodeFusedNode(const Node& replaced, int index, std::string_view q, std::string_view kt, std::string_view v,
                             std::string_view mask, float scale) {
   std::string node;
   PutBytes(node, 1, q);
@@ -214,7 +215,8 @@ std::string EncodeFusedNode(const Node& replaced, std::string_view q, std::strin
   PutBytes(node, 1, v);
   if (!mask.empty()) PutBytes(node, 1, mask);
   PutBytes(node, 2, replaced.outputs[0]);
-  PutBytes(node, 3, std::string(replaced.name) + "/FusedAttention");
+  // Unique even where the exporter left node names empty.
+  PutBytes(node, 3, std::string(replaced.name) + "/FusedAttention_" + std::to_string(index));
   PutBytes(node, 4, kFusedAttentionOp);
   std::string attr;
   PutBytes(attr, 1, "scale");
@@ -240,7 +242,10 @@ AttentionFusion FuseAttentionBlocks(const std::string& model_bytes) {
   const Field* graph_field = nullptr;
   int64_t opset = 0;
   for (const auto& f : *model) {
-    if (f.number == 7 && f.wire == kBytes) graph_field = &f;
+    if (f.number == 7 && f.wire == kBytes) {
+      if (graph_field) return result;  // two graph fields (protobuf would merge them): leave it alone
+      graph_field = &f;
+    }
     if (f.number == 8 && f.wire == kBytes) {  // opset_import
       auto op = Fields(f.bytes);
       if (!op) return result;
@@ -378,7 +383,8 @@ AttentionFusion FuseAttentionBlocks(const std::string& model_bytes) {
     for (size_t c : chain) action[c] = kDrop;
     action[s] = kDrop;
     action[m2] = kReplace;
-    replacement[m2] = EncodeFusedNode(nodes[m2], nodes[m1].inputs[0], nodes[m1].inputs[1], nodes[m2].inputs[1], mask, scale);
+    replacement[m2] =
+        EncodeFusedNode(nodes[m2], result.fused, nodes[m1].inputs[0], nodes[m1].inputs[1], nodes[m2].inputs[1], mask, scale);
     ++result.fused;
   }
   if (result.fused == 0) return result;
