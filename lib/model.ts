@@ -67,11 +67,12 @@ export interface EncodeOptions {
   maxBatchTokens?: number;
   /**
    * Most bytes of one batch's attention scores, texts x heads x length² x 4 (default 16 MiB on
-   * the CPU, 1 GiB on a GPU). Self-attention memory grows with the square of the length, and
-   * ONNX Runtime holds about two such tensors at its peak, so long texts run in smaller batches:
+   * the CPU, 1 GiB on a GPU). The graph's own attention (a GPU, `fusedAttention: false`, a CPU
+   * without AVX2) holds about two such tensors at its peak, so long texts run in smaller batches:
    * one 8192-token text of BGE-M3 alone needs 4.3 GB of scores. A text over the budget still
-   * runs, alone. On the CPU small batches of long texts are also faster (their activations stay
-   * in cache): BGE-M3's shape at 512 tokens ran 19% faster one text at a time than 16 at once.
+   * runs, alone. On the CPU small batches of long texts are also faster, fused or not (their
+   * activations stay in cache): BGE-M3's shape at 512 tokens ran 19% faster one text at a time
+   * than 16 at once.
    */
   maxAttentionBytes?: number;
   /** Cancels queued work and the run in progress; the promise rejects with ERR_ABORTED. */
