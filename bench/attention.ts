@@ -10,7 +10,9 @@
  * length² x dim per call).
  *
  * Short texts: both models loaded in one process, their runs interleaved (32 texts per length,
- * 1 and 2 threads); tokens/s median and best. Long texts (one text per encode, 2 threads, BGE-M3's
+ * 1 and 2 threads); tokens/s median and best. At the longest of them, the fused model also runs
+ * under each `--budgets` maxAttentionBytes (MiB; interleaved), which sets how many texts share
+ * a batch. Long texts (one text per encode, 2 threads, BGE-M3's
  * full shape from `scripts/gen-bench-model.sh full`): each configuration in a child process of
  * its own, so its peak resident memory (maxRSS) is its own; `--long-runs` runs each (default 5;
  * on 2 cores the 8192-token rows take about 12 minutes, most of it unfused).
@@ -28,6 +30,11 @@ interface ShortRow {
   fusedTokensPerSec: { median: number; best: number };
   graphTokensPerSec: { median: number; best: number };
   speedupMedian: number;
+}
+
+interface BudgetRow {
+  length: number; threads: number; maxAttentionMiB: number; runs: number;
+  tokensPerSec: { median: number; best: number };
 }
 
 interface KernelRow {
@@ -66,6 +73,7 @@ async function main(): Promise<void> {
   const flags = parseFlags(argv, {
     runs: '5', model: '.cache/bench-model', lengths: '128,512', 'long-model': '.cache/bench-model-full',
     'long-lengths': '2048,8192', 'long-runs': '5', 'kernel-shapes': '16x512x64,16x2048x64,1x8192x64,12x512x32',
+    budgets: '16,64,1024',
   });
   const runs = Math.max(5, Number(flags.runs));
   const dir = path.resolve(flags.model);
@@ -87,11 +95,13 @@ async function main(): Promise<void> {
     }
   }
   const short: ShortRow[] = [];
+  const budgetRows: BudgetRow[] = [];
+  const lengths = flags.lengths.split(',').map(Number);
   for (const threads of [1, 2]) {
     const fused = await BGEM3.load(dir, { threads });
     const graph = await BGEM3.load(dir, { threads, fusedAttention: false });
     try {
-      for (const length of flags.lengths.split(',').map(Number)) {
+      for (const length of lengths) {
         const w = uniform(length, 32, fused.info().modelMaxLength);
         const rates: Record<'fused' | 'graph', number[]> = { fused: [], graph: [] };
         await fused.encode(w.texts.slice(0, 4), { maxLength: w.maxLength });
@@ -113,6 +123,22 @@ async function main(): Promise<void> {
         console.log(`${w.maxLength} tokens x ${row.texts}, ${threads} thread(s): fused ${row.fusedTokensPerSec.median.toFixed(0)} tok/s ` +
           `(best ${row.fusedTokensPerSec.best.toFixed(0)}), graph ${row.graphTokensPerSec.median.toFixed(0)} ` +
           `(best ${row.graphTokensPerSec.best.toFixed(0)}): ${row.speedupMedian.toFixed(2)}x`);
+        if (length !== Math.max(...lengths)) continue;
+        const budgets = flags.budgets.split(',').filter(Boolean).map(Number);
+        const byBudget: number[][] = budgets.map(() => []);
+        for (let r = 0; r < runs; r++) {
+          for (const [i, mib] of budgets.entries()) {
+            const start = performance.now();
+            const out = await fused.encode(w.texts, { maxLength: w.maxLength, maxAttentionBytes: mib * 2 ** 20 });
+            byBudget[i].push(out.tokenCount / ((performance.now() - start) / 1000));
+          }
+        }
+        for (const [i, mib] of budgets.entries()) {
+          const b: BudgetRow = { length: w.maxLength, threads, maxAttentionMiB: mib, runs,
+            tokensPerSec: { median: median(byBudget[i]), best: Math.max(...byBudget[i]) } };
+          budgetRows.push(b);
+          console.log(`  fused, maxAttentionBytes ${mib} MiB: ${b.tokensPerSec.median.toFixed(0)} tok/s (best ${b.tokensPerSec.best.toFixed(0)})`);
+        }
       }
     } finally {
       await fused.dispose();
@@ -143,7 +169,7 @@ async function main(): Promise<void> {
   }
   const file = writeResult('attention', {
     benchmark: 'attention', model: dir, longModel: long.length ? longDir : null, machine: machineInfo(),
-    onnxruntime: runtimeInfo().ortVersion, cpu: capabilities(), kernel, short, long,
+    onnxruntime: runtimeInfo().ortVersion, cpu: capabilities(), kernel, short, budgets: budgetRows, long,
   });
   console.log(`wrote ${file}`);
 }
