@@ -1,7 +1,6 @@
 #include "core/encoder_session.h"
 
 #include <algorithm>
-
 #include <fstream>
 
 #include "core/attention_fusion.h"

@@ -19,13 +19,13 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
 struct Job {
   AttentionArgs args;
   IsaTier tier;
+  size_t scratch_floats;
 };
 
 void RunUnit(void* data, size_t unit) {
   const Job& job = *static_cast<const Job*>(data);
-  thread_local std::vector<float> scratch;
-  const size_t need = AttentionScratchFloats(job.args);
-  if (scratch.size() < need) scratch.resize(need);
+  thread_local std::vector<float> scratch;  // per ONNX Runtime thread, grown to the largest call
+  if (scratch.size() < job.scratch_floats) scratch.resize(job.scratch_floats);
   AttentionRunUnit(job.tier, job.args, static_cast<int64_t>(unit), scratch.data());
 }
 
@@ -109,7 +109,7 @@ struct FusedAttentionKernel {
     }
     if (a.batch * a.heads * a.q_len * a.v_dim == 0) return;
     if (a.kv_len == 0) fail("there are no keys");
-    Job job{a, ActiveTier()};
+    Job job{a, ActiveTier(), AttentionScratchFloats(a)};
     ctx.ParallelFor(RunUnit, static_cast<size_t>(AttentionUnitCount(a)), 0, &job);
   }
 };
