@@ -13,6 +13,7 @@ export interface NativeLoadOptions {
   memoryArena?: boolean;
   allowSpinning?: boolean;
   fusedAttention?: boolean;
+  precision?: string;
   device?: string;
   deviceId?: number;
   gpuMemLimit?: number;
@@ -68,6 +69,12 @@ export interface NativeModelInfo {
   fusedAttentionBlocks: number;
   /** Why no block runs fused, when the fusion was looked for (empty otherwise). */
   attentionNote: string;
+  /** The arithmetic of the graph's dense layers: 'bf16' when any runs on the bf16 kernel. */
+  precision: 'fp32' | 'bf16';
+  /** Dense layers (MatMul by a weight) running on the bf16 kernel. */
+  bf16Layers: number;
+  /** Why the dense layers run in fp32 although bf16 was asked for (empty otherwise). */
+  precisionNote: string;
 }
 
 export interface NativeEncoder {
@@ -183,6 +190,13 @@ export interface NativeModule {
                    dims: number[], maskStrides: number[], scale: number, isa: IsaTierName): Float32Array;
   /** The attention kernel timed on the calling thread: ms per run (dims as attentionForward's). */
   attentionKernelTimes(dims: number[], isa: IsaTierName, runs: number): Float64Array;
+
+  // linear_wrap.cc
+  /** y = x · W + b (W [inp][out]) in bf16: the AVX-512 BF16 kernel (`vector`) or the serial oracle. */
+  linearBf16Forward(w: Float32Array, b: Float32Array | null, inp: number, out: number, x: Float32Array,
+                    rows: number, vector: boolean): Float32Array;
+  /** The bf16 kernel timed on the calling thread: ms per run. */
+  linearBf16KernelTimes(dims: [number, number, number], runs: number): Float64Array;
 
   // maxsim_wrap.cc
   /** scores[k * docs + i]: query k (rows queryOffsets[k]..[k+1]) against document i. */

@@ -220,6 +220,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterSparse(env, exports);
   RegisterIndex(env, exports);
   RegisterTrain(env, exports);
+  RegisterLinear(env, exports);
   return exports;
 }
 

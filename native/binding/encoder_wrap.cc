@@ -32,6 +32,7 @@ m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   s.session.device_id = static_cast<int>(num("deviceId", 0));
   s.session.gpu_mem_limit = static_cast<int64_t>(num("gpuMemLimit", 0));
   s.session.fused_attention = !o.Get("fusedAttention").IsBoolean() || o.Get("fusedAttention").As<Napi::Boolean>().Value();
+  s.session.precision = str("precision", "fp32");
   s.onnx_file = str("onnxFile", "");
   s.vocab_size = static_cast<int64_t>(num("vocabSize", 0));
   return s;
@@ -153,6 +154,9 @@ Napi::Value EncoderWrap::Info(const Napi::CallbackInfo& info) {
   o.Set("headsDeviceWhy", e.gpu_heads_why());
   o.Set("fusedAttentionBlocks", Napi::Number::New(env, e.session().fused_attention_blocks()));
   o.Set("attentionNote", e.session().attention_note());
+  o.Set("precision", e.session().bf16_layers() > 0 ? "bf16" : "fp32");
+  o.Set("bf16Layers", Napi::Number::New(env, e.session().bf16_layers()));
+  o.Set("precisionNote", e.session().precision_note());
   return o;
 }
 

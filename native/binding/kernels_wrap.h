@@ -3,6 +3,7 @@
 //   sparse_wrap.cc: lexicalScores, lexicalScoresSync, lexicalScorePair
 //   index_wrap.cc:  HybridIndexNative
 //   train_wrap.cc:  m3Loss
+//   linear_wrap.cc: linearBf16Forward, linearBf16KernelTimes
 #pragma once
 #include <napi.h>
 
@@ -12,5 +13,6 @@ void RegisterMaxSim(Napi::Env env, Napi::Object exports);
 void RegisterSparse(Napi::Env env, Napi::Object exports);
 void RegisterIndex(Napi::Env env, Napi::Object exports);
 void RegisterTrain(Napi::Env env, Napi::Object exports);
+void RegisterLinear(Napi::Env env, Napi::Object exports);
 
 }  // namespace m3js

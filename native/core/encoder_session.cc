@@ -5,9 +5,11 @@
 
 #include "core/attention_fusion.h"
 #include "core/core_error.h"
-#include "core/fused_attention_op.h"
+#include "core/custom_ops.h"
+#include "core/linear_rewrite.h"
 #include "core/ort_env.h"
 #include "kernels/cpu_features.h"
+#include "kernels/linear_bf16.h"
 #include "kernels/cuda/maxsim_cuda.h"
 
 namespace m3 {
@@ -71,12 +73,17 @@ void AppendCuda(Ort::SessionOptions& options, int device_id, int64_t gpu_mem_lim
 
 }  // namespace
 
-void EncoderSession::OpenFused(const std::string& onnx_path, const Ort::SessionOptions& options) {
-  if (ActiveTier() == IsaTier::kSerial) {
+void EncoderSession::OpenRewritten(const std::string& onnx_path, const SessionSettings& settings,
+                                   const Ort::SessionOptions& options) {
+  const bool fuse = settings.fused_attention && ActiveTier() != IsaTier::kSerial;
+  const bool bf16 = settings.precision == "bf16" && LinearBf16Accelerated();
+  if (settings.fused_attention && !fuse)
     attention_note_ = "the fused attention kernel needs AVX2 or AVX-512 (this CPU runs the serial kernels)";
-    return;
-  }
+  if (settings.precision == "bf16" && !bf16)
+    precision_note_ = "bf16 dense layers need a CPU with AVX-512 BF16 (and the avx512 kernel tier); the model runs in fp32";
+  if (!fuse && !bf16) return;
   AttentionFusion fusion;
+  LinearRewrite linears;
   {
     // One copy of the file (a graph with its weights inside may be 2 GB): freed once rewritten.
     std::ifstream in(onnx_path, std::ios::binary | std::ios::ate);
@@ -84,24 +91,34 @@ void EncoderSession::OpenFused(const std::string& onnx_path, const Ort::SessionO
     std::string bytes(static_cast<size_t>(in.tellg()), '\0');
     in.seekg(0);
     if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) return;
-    fusion = FuseAttentionBlocks(bytes);
+    if (fuse) {
+      fusion = FuseAttentionBlocks(bytes);
+      if (fusion.fused == 0) attention_note_ = "no attention block of the graph matches the fused pattern";
+      else bytes.swap(fusion.model);
+      fusion.model = std::string();
+    }
+    if (bf16) {
+      linears = RewriteLinearsBf16(bytes);
+      if (linears.layers == 0) precision_note_ = "no dense layer of the graph (MatMul by a float initializer) to run in bf16";
+    }
+    if (fusion.fused > 0 && linears.layers == 0) linears.model.swap(bytes);
   }
-  if (fusion.fused == 0) {
-    attention_note_ = "no attention block of the graph matches the fused pattern";
-    return;
-  }
-  Ort::SessionOptions fused = options.Clone();
-  AddFusedAttentionOps(fused);
+  if (fusion.fused == 0 && linears.layers == 0) return;
+  Ort::SessionOptions rewritten = options.Clone();
+  AddBgeM3Ops(rewritten);
   // The rewritten graph is loaded from memory: external weights are found next to the file.
   const size_t slash = onnx_path.find_last_of('/');
-  fused.AddConfigEntry("session.model_external_initializers_file_folder_path",
-                       slash == std::string::npos ? "." : onnx_path.substr(0, slash).c_str());
+  rewritten.AddConfigEntry("session.model_external_initializers_file_folder_path",
+                           slash == std::string::npos ? "." : onnx_path.substr(0, slash).c_str());
   try {
-    session_ = Ort::Session(SharedOrtEnv(), fusion.model.data(), fusion.model.size(), fused);
+    session_ = Ort::Session(SharedOrtEnv(), linears.model.data(), linears.model.size(), rewritten);
     fused_blocks_ = fusion.fused;
+    bf16_layers_ = linears.layers;
   } catch (const Ort::Exception& e) {
-    // For instance a float16 graph (the kernel is fp32): the graph's own attention runs instead.
-    attention_note_ = std::string("ONNX Runtime refused the fused graph: ") + e.what();
+    // For instance a float16 graph (the kernels are fp32): the graph's own ops run instead.
+    const std::string why = std::string("ONNX Runtime refused the rewritten graph: ") + e.what();
+    if (fusion.fused > 0) attention_note_ = why;
+    if (linears.layers > 0) precision_note_ = why + "; the model runs in fp32";
   }
 }
 
@@ -124,7 +141,11 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   } else if (settings.device != "cpu") {
     throw CoreError("ERR_INPUT", "device must be 'cpu' or 'cuda', got '" + settings.device + "'.");
   }
-  if (!cuda_ && settings.fused_attention) OpenFused(onnx_path, options);
+  if (settings.precision != "fp32" && settings.precision != "bf16")
+    throw CoreError("ERR_INPUT", "precision must be 'fp32' or 'bf16', got '" + settings.precision + "'.");
+  if (cuda_ && settings.precision == "bf16")
+    precision_note_ = "bf16 dense layers are a CPU path; on a GPU the graph runs as exported (load an fp16 export for 16-bit math)";
+  if (!cuda_) OpenRewritten(onnx_path, settings, options);
   try {
     if (!session_) session_ = Ort::Session(SharedOrtEnv(), onnx_path.c_str(), options);
   } catch (const Ort::Exception& e) {

@@ -21,6 +21,7 @@ struct SessionSettings {
   int device_id = 0;
   int64_t gpu_mem_limit = 0;                // cuda: the arena's byte limit; 0: none
   bool fused_attention = true;              // cpu, AVX2 / AVX-512: attention blocks as one fused node
+  std::string precision = "fp32";           // fp32 | bf16 (cpu with AVX-512 BF16: dense layers in bf16)
 };
 
 /// Which outputs the graph gives (DESIGN.md, "Model directory layouts").
@@ -56,14 +57,20 @@ class EncoderSession {
   int fused_attention_blocks() const { return fused_blocks_; }
   const std::string& attention_note() const { return attention_note_; }
 
+  /// Dense layers running in bf16 (precision 'bf16'; 0 in fp32), and why none do when bf16 was
+  /// asked for.
+  int bf16_layers() const { return bf16_layers_; }
+  const std::string& precision_note() const { return precision_note_; }
+
   /// Whether the session runs on the CUDA provider, and on which device.
   bool cuda() const { return cuda_; }
   int device_id() const { return device_id_; }
 
  private:
-  /// Opens the graph with its attention blocks fused, when it has any and the CPU runs the
-  /// AVX2 or AVX-512 kernels; leaves session_ empty (and says why in attention_note_) otherwise.
-  void OpenFused(const std::string& onnx_path, const Ort::SessionOptions& options);
+  /// Opens the graph rewritten for the CPU kernels: attention blocks fused (when asked, and the
+  /// CPU runs the AVX2 or AVX-512 kernels) and dense layers in bf16 (when asked, and the CPU has
+  /// AVX-512 BF16). Leaves session_ empty when nothing was rewritten, saying why in the notes.
+  void OpenRewritten(const std::string& onnx_path, const SessionSettings& settings, const Ort::SessionOptions& options);
 
   Ort::Session session_{nullptr};
   Ort::MemoryInfo cpu_memory_;
@@ -76,6 +83,8 @@ class EncoderSession {
   std::string hidden_, dense_, sparse_, colbert_;
   int fused_blocks_ = 0;
   std::string attention_note_;
+  int bf16_layers_ = 0;
+  std::string precision_note_;
 };
 
 }  // namespace m3

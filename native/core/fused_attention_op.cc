@@ -138,14 +138,9 @@ struct FusedAttentionOp : Ort::CustomOpBase<FusedAttentionOp, FusedAttentionKern
 
 }  // namespace
 
-void AddFusedAttentionOps(Ort::SessionOptions& options) {
+const OrtCustomOp* FusedAttentionCustomOp() {
   static FusedAttentionOp op;
-  static Ort::CustomOpDomain* domain = [] {
-    auto* d = new Ort::CustomOpDomain(kFusedAttentionDomain);
-    d->Add(&op);
-    return d;
-  }();
-  options.Add(*domain);
+  return &op;
 }
 
 }  // namespace m3

@@ -8,7 +8,7 @@
 
 namespace m3 {
 
-/// Registers the bge_m3 operator domain on session options (the domain lives for the process).
-void AddFusedAttentionOps(Ort::SessionOptions& options);
+/// The operator, for the bge_m3 domain (custom_ops.h); it lives for the process.
+const OrtCustomOp* FusedAttentionCustomOp();
 
 }  // namespace m3

@@ -1,0 +1,19 @@
+#include "core/custom_ops.h"
+
+#include "core/attention_fusion.h"
+#include "core/fused_attention_op.h"
+#include "core/linear_bf16_op.h"
+
+namespace m3 {
+
+void AddBgeM3Ops(Ort::SessionOptions& options) {
+  static Ort::CustomOpDomain* domain = [] {
+    auto* d = new Ort::CustomOpDomain(kFusedAttentionDomain);
+    d->Add(FusedAttentionCustomOp());
+    d->Add(LinearBf16CustomOp());
+    return d;
+  }();
+  options.Add(*domain);
+}
+
+}  // namespace m3

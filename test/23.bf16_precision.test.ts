@@ -1,0 +1,205 @@
+/**
+ * precision: 'bf16': the dense-layer kernel against a float64 product of the bf16-rounded inputs,
+ * and whole models against PyTorch's reference with its Linears computed the same way
+ * (scripts/gen_bf16_golden.py -> fixtures/bf16-golden.json), which fp32 outputs miss by far more.
+ */
+import { describe, it } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { BGEM3, capabilities, setIsa, type EncodeOutput } from '../lib';
+import { native } from '../lib/native';
+import { DEMO_MODEL, FIXTURES, ROOT } from './helpers';
+
+const BF16 = capabilities().features.avx512bf16 === true && capabilities().detected === 'avx512';
+const skipNoBf16 = BF16 ? false : 'this CPU has no AVX-512 BF16';
+
+interface Reference { dense: number[]; sparse: Record<string, number>; colbert: number[][] }
+interface Bf16Case { name: string; ids: number[]; snapshot: Reference; baked: Reference }
+const reference: { cases: Bf16Case[] } = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'bf16-golden.json'), 'utf8'));
+
+/** Each float's bf16 value: round to nearest even on the upper 16 bits (finite inputs). */
+function bf16(x: Float32Array): Float32Array {
+  const f = Float32Array.from(x);
+  const u = new Uint32Array(f.buffer);
+  for (let i = 0; i < u.length; i++) u[i] = ((u[i] + 0x7fff + ((u[i] >>> 16) & 1)) & 0xffff0000) >>> 0;
+  return f;
+}
+
+function random(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = ((s / 2 ** 32) * 2 - 1) * scale;
+  }
+  return out;
+}
+
+describe('the bf16 dense-layer kernel', () => {
+  // Shapes around the kernel's blocking: 6-row tiles, 64-column panels, 512-input passes, odd inputs.
+  const shapes: Array<[number, number, number]> = [[1, 1, 1], [7, 33, 70], [13, 64, 64], [100, 513, 129], [97, 1030, 65], [6, 2, 200]];
+
+  for (const vector of [false, true]) {
+    it(`${vector ? 'AVX-512 BF16' : 'serial'}: x · W + b of the bf16-rounded inputs, summed in fp32`, { skip: vector && skipNoBf16 }, () => {
+      for (const [rows, inp, out] of shapes) {
+        const x = random(rows * inp, rows + inp, 3), w = random(inp * out, inp * 7 + out, 0.5), b = random(out, out, 2);
+        const xr = bf16(x), wr = bf16(w);
+        const slack = 2 ** -22 * (1 + Math.log2(inp));
+        for (const bias of [b, null]) {
+          const got = native().linearBf16Forward(w, bias, inp, out, x, rows, vector);
+          assert.equal(got.length, rows * out);
+          for (let r = 0; r < rows; r++) {
+            for (let c = 0; c < out; c++) {
+              let want = bias ? bias[c] : 0, size = Math.abs(want);
+              for (let k = 0; k < inp; k++) {
+                const p = xr[r * inp + k] * wr[k * out + c];
+                want += p;
+                size += Math.abs(p);
+              }
+              // fp32 accumulation of exact products: a few ulps of the sum of magnitudes.
+              assert.ok(Math.abs(got[r * out + c] - want) <= slack * size,
+                `${rows}x${inp}x${out} bias ${bias !== null}: y[${r}][${c}] ${got[r * out + c]} vs ${want}`);
+            }
+          }
+        }
+      }
+    });
+  }
+
+  it('rounds inputs to bf16 (not fp32 math): a product fp32 keeps and bf16 cannot', () => {
+    // 1 + 2^-10 is exact in fp32 and rounds to 1 in bf16 (8 significand bits).
+    assert.equal(bf16(new Float32Array([1 + 2 ** -10]))[0], 1);
+    const got = native().linearBf16Forward(new Float32Array([1 + 2 ** -10]), null, 1, 1, new Float32Array([1 + 2 ** -10]), 1, false);
+    assert.equal(got[0], 1);
+    if (BF16) assert.equal(native().linearBf16Forward(new Float32Array([1 + 2 ** -10]), null, 1, 1, new Float32Array([1 + 2 ** -10]), 1, true)[0], 1);
+  });
+
+  it('rejects sizes that do not match', () => {
+    assert.throws(() => native().linearBf16Forward(new Float32Array(6), null, 2, 3, new Float32Array(5), 2, false), /sizes do not match/);
+    assert.throws(() => native().linearBf16Forward(new Float32Array(6), new Float32Array(2), 2, 3, new Float32Array(4), 2, false), /sizes do not match/);
+  });
+});
+
+function closeness(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  assert.equal(got.length, want.length);
+  let m = 0;
+  for (let i = 0; i < got.length; i++) m = Math.max(m, Math.abs(got[i] - want[i]));
+  return m;
+}
+
+function sparseDiff(out: EncodeOutput, i: number, want: Record<string, number>): number {
+  const row = out.row(i).sparse!;
+  const got = new Map<string, number>();
+  row.ids.forEach((id, k) => got.set(String(id), row.weights[k]));
+  let m = 0;
+  for (const key of new Set([...got.keys(), ...Object.keys(want)])) m = Math.max(m, Math.abs((got.get(key) ?? 0) - (want[key] ?? 0)));
+  return m;
+}
+
+describe("precision: 'bf16' on whole models", { skip: skipNoBf16 }, () => {
+  // The snapshot layout's heads run natively in fp32; a heads-baked graph's heads are Linears too.
+  const models: Array<[string, string, 'snapshot' | 'baked', number]> = [
+    ['snapshot (.pt heads)', DEMO_MODEL, 'snapshot', 12],
+    ['heads-baked', path.join(FIXTURES, 'tiny-m3-baked'), 'baked', 14],
+    ['SDPA-style attention', path.join(FIXTURES, 'tiny-m3-attention-sdpa'), 'snapshot', 12],
+  ];
+  for (const [label, dir, kind, layers] of models) {
+    it(`${label}: the bf16 reference to 2e-5, where fp32 is ${'>'} 1e-3 away`, async () => {
+      const bf = await BGEM3.load(dir, { precision: 'bf16' });
+      const fp = await BGEM3.load(dir);
+      try {
+        const info = bf.info();
+        assert.equal(info.precision, 'bf16');
+        assert.equal(info.bf16Layers, layers);  // q, k, v, o and the two feed-forward layers of 2 layers (+ the heads)
+        assert.equal(info.precisionNote, '');
+        assert.equal(fp.info().precision, 'fp32');
+        assert.equal(fp.info().bf16Layers, 0);
+        const ids = reference.cases.map((c) => c.ids);
+        const offsets = new Uint32Array(ids.length + 1);
+        ids.forEach((t, i) => { offsets[i + 1] = offsets[i] + t.length; });
+        const tokens = { ids: Int32Array.from(ids.flat()), offsets };
+        const got = await bf.encodeTokens(tokens, { colbert: true });
+        const f32 = await fp.encodeTokens(tokens, { colbert: true });
+        let fpFar = 0;
+        reference.cases.forEach((c, i) => {
+          const want = c[kind];
+          const row = got.row(i);
+          assert.ok(closeness(row.dense!, want.dense) < 2e-5, `${c.name} dense ${closeness(row.dense!, want.dense)}`);
+          assert.ok(closeness(row.colbert!, want.colbert.flat()) < 2e-5, `${c.name} colbert ${closeness(row.colbert!, want.colbert.flat())}`);
+          assert.ok(sparseDiff(got, i, want.sparse) < 2e-5, `${c.name} sparse ${sparseDiff(got, i, want.sparse)}`);
+          fpFar = Math.max(fpFar, closeness(f32.row(i).dense!, want.dense));
+        });
+        assert.ok(fpFar > 1e-3, `fp32 outputs are only ${fpFar} from the bf16 reference: the test cannot tell the two apart`);
+      } finally {
+        await bf.dispose();
+        await fp.dispose();
+      }
+    });
+  }
+
+  it('a graph with fp16 outputs (fp32 weights) is rewritten too and gives the reference rounded to fp16', async () => {
+    const m = await BGEM3.load(path.join(FIXTURES, 'tiny-m3-fp16-hidden'), { precision: 'bf16' });
+    try {
+      assert.equal(m.info().bf16Layers, 12);
+      const c = reference.cases.find((x) => x.name === 'readme_passage')!;
+      const out = await m.encodeTokens({ ids: Int32Array.from(c.ids), offsets: Uint32Array.from([0, c.ids.length]) }, { colbert: true });
+      assert.ok(closeness(out.row(0).dense!, c.snapshot.dense) < 2e-3);
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it('runs with the attention unfused, and on more threads, with the same results', async () => {
+    const a = await BGEM3.load(DEMO_MODEL, { precision: 'bf16', threads: 1 });
+    const b = await BGEM3.load(DEMO_MODEL, { precision: 'bf16', threads: 2, fusedAttention: false });
+    try {
+      assert.equal(b.info().fusedAttentionBlocks, 0);
+      assert.equal(b.info().bf16Layers, 12);
+      const texts = ['What is BGE M3?', 'a much longer text about lexical matching and dense retrieval '.repeat(3)];
+      const x = await a.encode(texts, { colbert: true }), y = await b.encode(texts, { colbert: true });
+      assert.ok(closeness(x.dense!, y.dense!) < 2e-5);
+      assert.ok(closeness(x.colbert!.data, y.colbert!.data) < 2e-5);
+    } finally {
+      await a.dispose();
+      await b.dispose();
+    }
+  });
+
+  it('below the avx512 tier the model loads in fp32 and precisionNote says why', async () => {
+    const detected = capabilities().detected;
+    setIsa('avx2');
+    try {
+      const m = await BGEM3.load(DEMO_MODEL, { precision: 'bf16' });
+      try {
+        assert.equal(m.info().precision, 'fp32');
+        assert.equal(m.info().bf16Layers, 0);
+        assert.match(m.info().precisionNote, /AVX-512 BF16/);
+      } finally {
+        await m.dispose();
+      }
+    } finally {
+      setIsa(detected);
+    }
+  });
+});
+
+describe('precision option and flag', () => {
+  it('rejects anything but fp32 or bf16', async () => {
+    await assert.rejects(BGEM3.load(DEMO_MODEL, { precision: 'fp16' as 'bf16' }),
+      (e: { code?: string; message: string }) => e.code === 'ERR_INPUT' && /precision/.test(e.message) && /'bf16'/.test(e.message));
+  });
+
+  it('bge-m3 info --precision bf16 reports the precision; a bad value is a usage error', () => {
+    const cli = path.join(ROOT, 'dist', 'lib', 'cli.js');
+    const ok = spawnSync(process.execPath, [cli, 'info', '--precision', 'bf16'], { encoding: 'utf8' });
+    assert.equal(ok.status, 0, ok.stderr);
+    const info = JSON.parse(ok.stdout);
+    assert.equal(info.model.precision, BF16 ? 'bf16' : 'fp32');
+    assert.equal(info.model.bf16Layers, BF16 ? 12 : 0);
+    const bad = spawnSync(process.execPath, [cli, 'info', '--precision', 'int4'], { encoding: 'utf8' });
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /'fp32' or 'bf16'/);
+  });
+});
