@@ -27,7 +27,7 @@ import { mixed, uniform, type Workload } from './workloads';
 
 type Precision = 'fp32' | 'bf16';
 
-interface KernelRow { rows: number; in: number; out: number; runs: number; gflopsMedian: number; gflopsBest: number }
+interface KernelRow { rows: number; in: number; out: number; runs: number; gflopsMedian: number; gflopsBest: number; ofPeakMedian: number }
 interface EncodeRow {
   workload: string; threads: number; texts: number; runs: number;
   fp32TokensPerSec: { median: number; best: number };
@@ -108,14 +108,19 @@ async function main(): Promise<void> {
     console.error('this CPU (at the active tier) has no AVX-512 BF16: precision bf16 runs in fp32 here, nothing to compare');
     process.exit(2);
   }
+  const bf16Peak = native().bf16Peak(1);
+  const fp32Peak = native().fmaPeak('avx512', 1);
+  console.log(`this core's peaks: bf16 ${bf16Peak.toFixed(0)} GFLOP/s (vdpbf16ps), fp32 ${fp32Peak.toFixed(0)} (FMA)`);
   const kernel: KernelRow[] = [];
   for (const shape of flags['kernel-shapes'].split(',').filter(Boolean)) {
     const [rows, inp, out] = shape.split('x').map(Number);
     const ms = Array.from(native().linearBf16KernelTimes([rows, inp, out], runs));
     const gflops = ms.map((t) => (2 * rows * inp * out) / (t / 1000) / 1e9);
-    const row: KernelRow = { rows, in: inp, out, runs, gflopsMedian: median(gflops), gflopsBest: Math.max(...gflops) };
+    const row: KernelRow = { rows, in: inp, out, runs, gflopsMedian: median(gflops), gflopsBest: Math.max(...gflops),
+      ofPeakMedian: median(gflops) / bf16Peak };
     kernel.push(row);
-    console.log(`kernel ${shape}: ${row.gflopsMedian.toFixed(0)} GFLOP/s (best ${row.gflopsBest.toFixed(0)})`);
+    console.log(`kernel ${shape}: ${row.gflopsMedian.toFixed(0)} GFLOP/s (best ${row.gflopsBest.toFixed(0)}), ` +
+      `${(100 * row.ofPeakMedian).toFixed(0)}% of the bf16 peak`);
   }
 
   const encode: EncodeRow[] = [];
@@ -181,7 +186,7 @@ async function main(): Promise<void> {
   }
   const file = writeResult('precision', {
     benchmark: 'precision', model: dir, fullModel: full.length ? fullDir : null, machine: machineInfo(),
-    onnxruntime: runtimeInfo().ortVersion, cpu: caps, kernel, encode, agreement: agree, full,
+    onnxruntime: runtimeInfo().ortVersion, cpu: caps, peakGflopsPerCore: { bf16: bf16Peak, fp32: fp32Peak }, kernel, encode, agreement: agree, full,
   });
   console.log(`wrote ${file}`);
 }

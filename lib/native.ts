@@ -197,6 +197,8 @@ export interface NativeModule {
                     rows: number, vector: boolean): Float32Array;
   /** The bf16 kernel timed on the calling thread: ms per run. */
   linearBf16KernelTimes(dims: [number, number, number], runs: number): Float64Array;
+  /** This core's `vdpbf16ps` rate in GFLOP/s (0 without AVX-512 BF16). */
+  bf16Peak(seconds?: number): number;
 
   // maxsim_wrap.cc
   /** scores[k * docs + i]: query k (rows queryOffsets[k]..[k+1]) against document i. */

@@ -3,7 +3,7 @@
 //   sparse_wrap.cc: lexicalScores, lexicalScoresSync, lexicalScorePair
 //   index_wrap.cc:  HybridIndexNative
 //   train_wrap.cc:  m3Loss
-//   linear_wrap.cc: linearBf16Forward, linearBf16KernelTimes
+//   linear_wrap.cc: linearBf16Forward, linearBf16KernelTimes, bf16Peak
 #pragma once
 #include <napi.h>
 

@@ -2,12 +2,15 @@
 // through the graph rewrite, core/linear_rewrite.h).
 //   [sync] linearBf16Forward(w, b|null, in, out, x, rows, vector) -> Float32Array
 //   [sync] linearBf16KernelTimes([rows, in, out], runs) -> Float64Array of ms per run
+//   [sync] bf16Peak(seconds) -> this core's vdpbf16ps GFLOP/s (0 without AVX-512 BF16)
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
 #include "binding/js_values.h"
 #include "binding/kernels_wrap.h"
 #include "kernels/linear_bf16.h"
+#include "kernels/peak_probe.h"
 
 namespace m3js {
 namespace {
@@ -70,11 +73,17 @@ Napi::Value LinearBf16KernelTimes(const Napi::CallbackInfo& info) {
   return ToTypedArray(env, std::move(ms));
 }
 
+Napi::Value Bf16Peak(const Napi::CallbackInfo& info) {
+  const double seconds = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0.5;
+  return Napi::Number::New(info.Env(), m3::MeasureBf16PeakGflops(std::min(std::max(seconds, 0.01), 10.0)));
+}
+
 }  // namespace
 
 void RegisterLinear(Napi::Env env, Napi::Object exports) {
   exports.Set("linearBf16Forward", Napi::Function::New(env, LinearBf16Forward, "linearBf16Forward"));
   exports.Set("linearBf16KernelTimes", Napi::Function::New(env, LinearBf16KernelTimes, "linearBf16KernelTimes"));
+  exports.Set("bf16Peak", Napi::Function::New(env, Bf16Peak, "bf16Peak"));
 }
 
 }  // namespace m3js

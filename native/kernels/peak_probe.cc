@@ -43,6 +43,17 @@ __attribute__((target("avx2,fma"))) float RunAvx2(long rounds) {
   return lanes[0];
 }
 
+__attribute__((target("avx512f,avx512bf16"))) float RunBf16(long rounds) {
+  __m512 acc[kChains];
+  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x33d633d6);  // 1, 1e-7
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+  for (long r = 0; r < rounds; ++r)
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+  __m512 sum = acc[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  return _mm512_reduce_add_ps(sum);
+}
+
 float RunSerial(long rounds) {
   float acc[kChains];
   for (int i = 0; i < kChains; ++i) acc[i] = static_cast<float>(i);
@@ -67,6 +78,20 @@ double MeasureFmaPeakGflops(IsaTier tier, double seconds) {
     sink = sink + (tier == IsaTier::kAvx512 ? RunAvx512(kInner) : tier == IsaTier::kAvx2 ? RunAvx2(kInner) : RunSerial(kInner));
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     best = std::max(best, 2.0 * lanes * chains * static_cast<double>(kInner) / s / 1e9);
+  } while (std::chrono::steady_clock::now() < deadline);
+  return best;
+}
+
+double MeasureBf16PeakGflops(double seconds) {
+  if (DetectedTier() != IsaTier::kAvx512 || !DetectCpuFeatures().avx512_bf16) return 0;
+  volatile float sink = 0;
+  double best = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  do {
+    const auto start = std::chrono::steady_clock::now();
+    sink = sink + RunBf16(kInner);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, 2.0 * 32 * kChains * static_cast<double>(kInner) / s / 1e9);
   } while (std::chrono::steady_clock::now() < deadline);
   return best;
 }

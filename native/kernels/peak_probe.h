@@ -9,4 +9,7 @@ namespace m3 {
 /// `seconds` and returns the best GFLOP/s of several rounds, on the calling thread.
 double MeasureFmaPeakGflops(IsaTier tier, double seconds);
 
+/// The same for AVX-512 BF16's `vdpbf16ps` (32 multiply-adds each); 0 on a CPU without it.
+double MeasureBf16PeakGflops(double seconds);
+
 }  // namespace m3
