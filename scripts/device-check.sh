@@ -107,6 +107,11 @@ for dir in demo-model test/fixtures/tiny-m3-safetensors test/fixtures/tiny-m3-ba
     test/fixtures/tiny-m3-attention-sdpa test/fixtures/tiny-m3-attention-partial; do
   out=$("$B/encoder_golden_test" "$dir" test/fixtures/golden.json --device cpu 2>&1 | tail -1); note "cpu $dir: $out"
 done
+# precision bf16 (AVX-512 BF16 hosts; it says "skipped" elsewhere) against PyTorch's bf16-Linear reference.
+out=$("$B/encoder_golden_test" demo-model test/fixtures/bf16-golden.json --device cpu --precision bf16 --reference snapshot \
+  --tolerance 2e-5 2>&1 | tail -1); note "cpu bf16 demo-model: $out"
+out=$("$B/encoder_golden_test" test/fixtures/tiny-m3-baked test/fixtures/bf16-golden.json --device cpu --precision bf16 \
+  --reference baked --tolerance 2e-5 2>&1 | tail -1); note "cpu bf16 tiny-m3-baked: $out"
 out=$("$B/encoder_golden_test" demo-model test/fixtures/golden.json --device cuda --tolerance 1e-4 2>&1 | tail -1)
 note "cuda demo-model: $out"
 
@@ -118,6 +123,8 @@ elif python3 scripts/gen_fixtures.py --preset bench --out "$WORK/bench-model" --
   for threads in 1 8 16; do
     out=$("$B/encoder_golden_test" "$WORK/bench-model" --bench --vocab "$vocab" --threads "$threads" --texts 256 --length 256 2>&1 | tail -1)
     note "cpu threads $threads: $out"
+    out=$("$B/encoder_golden_test" "$WORK/bench-model" --bench --precision bf16 --vocab "$vocab" --threads "$threads" --texts 256 --length 256 2>&1 | tail -1)
+    note "cpu bf16 threads $threads: $out"
   done
   out=$("$B/encoder_golden_test" "$WORK/bench-model" --bench --device cuda --vocab "$vocab" --texts 1024 --length 256 --batch 64 2>&1 | tail -1)
   note "cuda: $out"

@@ -56,7 +56,8 @@ def main():
         assert np.abs(np.float32(case["dense"]) - ref["dense"]).max() < 1e-6, case["name"]
 
     patch(encoder.modules())
-    out = {"note": "tiny model (demo-model) with bf16 dense layers; see scripts/gen_bf16_golden.py", "cases": []}
+    out = {"note": "tiny model (demo-model) with bf16 dense layers; see scripts/gen_bf16_golden.py",
+           "model": golden["model"], "dim": golden["dim"], "cases": []}
     snapshot = [reference_outputs(encoder, heads, c["ids"]) for c in golden["cases"]]
     patch(heads.modules())
     baked = [reference_outputs(encoder, heads, c["ids"]) for c in golden["cases"]]

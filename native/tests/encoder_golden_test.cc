@@ -3,6 +3,7 @@
 // optionally measures throughput on synthetic token ids.
 //
 //   encoder_golden_test MODEL_DIR GOLDEN_JSON [--device cpu|cuda] [--tolerance 1e-5]
+//                       [--precision bf16 --reference snapshot|baked]   (with fixtures/bf16-golden.json)
 //   encoder_golden_test MODEL_DIR --bench [--device cpu|cuda] [--threads N] [--batch 32] [--attainable TOKENS_PER_S]
 //                       [--length 256] [--texts 512] [--vocab N]
 #include <algorithm>
@@ -53,6 +54,7 @@ m3::LoadSettings Settings(int argc, char** argv, int64_t vocab) {
   m3::LoadSettings s;
   s.session.device = Flag(argc, argv, "--device", "cpu");
   s.session.intra_op_threads = std::atoi(Flag(argc, argv, "--threads", "0").c_str());
+  s.session.precision = Flag(argc, argv, "--precision", "fp32");
   s.vocab_size = vocab;
   return s;
 }
@@ -69,6 +71,12 @@ int Golden(int argc, char** argv) {
   const int64_t vocab = golden.Find("model")->Find("vocab_size")->integer;
 
   auto encoder = m3::Encoder::Load(dir, Settings(argc, argv, vocab));
+  if (Flag(argc, argv, "--precision", "fp32") == "bf16" && encoder->session().bf16_layers() == 0) {
+    std::printf("golden: skipped, no bf16 layers here: %s\n", encoder->session().precision_note().c_str());
+    return 0;
+  }
+  // bf16-golden.json keeps each case's outputs under the layout they are for.
+  const std::string section = Flag(argc, argv, "--reference", "");
   m3::EncodeRequest request;
   request.colbert = true;
   request.offsets.push_back(0);
@@ -88,9 +96,10 @@ int Golden(int argc, char** argv) {
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string name = cases[i].Find("name")->string;
-    const auto& dense = cases[i].Find("dense")->array;
+    const m3::json::Value& ref = section.empty() ? cases[i] : *cases[i].Find(section);
+    const auto& dense = ref.Find("dense")->array;
     for (int64_t k = 0; k < dim; ++k) check(out.dense[i * dim + k], dense[k].number, name + " dense");
-    const auto& sparse = cases[i].Find("sparse")->object;
+    const auto& sparse = ref.Find("sparse")->object;
     const uint32_t s0 = out.sparse_offsets[i], s1 = out.sparse_offsets[i + 1];
     if (s1 - s0 != sparse.size() && failures++ < 10)
       std::printf("FAIL %s sparse: %u ids vs %zu\n", name.c_str(), s1 - s0, sparse.size());
@@ -103,7 +112,7 @@ int Golden(int argc, char** argv) {
       }
       check(out.sparse_weights[at - out.sparse_ids.data()], kv.second.number, name + " sparse");
     }
-    const auto& colbert = cases[i].Find("colbert")->array;
+    const auto& colbert = ref.Find("colbert")->array;
     const uint32_t c0 = out.colbert_offsets[i], rows = out.colbert_offsets[i + 1] - c0;
     if (rows != colbert.size() && failures++ < 10)
       std::printf("FAIL %s colbert rows: %u vs %zu\n", name.c_str(), rows, colbert.size());
@@ -117,8 +126,9 @@ int Golden(int argc, char** argv) {
     std::printf("FAIL the heads run on the CPU: %s\n", encoder->gpu_heads_why().c_str());
     ++failures;
   }
-  std::printf("golden: %zu cases on %s (heads on %s), worst |diff| %.3g (tolerance %.1g): %s\n", cases.size(),
-              Flag(argc, argv, "--device", "cpu").c_str(), encoder->heads_device(), worst, tol, failures ? "FAIL" : "ok");
+  std::printf("golden: %zu cases on %s (heads on %s, %d bf16 layers), worst |diff| %.3g (tolerance %.1g): %s\n", cases.size(),
+              Flag(argc, argv, "--device", "cpu").c_str(), encoder->heads_device(), encoder->session().bf16_layers(), worst, tol,
+              failures ? "FAIL" : "ok");
   return failures ? 1 : 0;
 }
 
@@ -129,6 +139,12 @@ int Bench(int argc, char** argv) {
   const int length = std::atoi(Flag(argc, argv, "--length", "256").c_str());
   const uint32_t batch = static_cast<uint32_t>(std::atoi(Flag(argc, argv, "--batch", "32").c_str()));
   auto encoder = m3::Encoder::Load(dir, Settings(argc, argv, vocab));
+  if (Flag(argc, argv, "--precision", "fp32") == "bf16" && encoder->session().bf16_layers() == 0) {
+    std::printf("golden: skipped, no bf16 layers here: %s\n", encoder->session().precision_note().c_str());
+    return 0;
+  }
+  // bf16-golden.json keeps each case's outputs under the layout they are for.
+  const std::string section = Flag(argc, argv, "--reference", "");
   m3::EncodeRequest request;
   request.colbert = true;
   request.offsets.push_back(0);
