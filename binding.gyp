@@ -59,6 +59,7 @@
         'native/kernels/attention.cc',
         'native/kernels/attention_avx2.cc',
         'native/kernels/attention_avx512.cc',
+        'native/kernels/attention_bf16.cc',
         'native/kernels/cpu_features.cc',
         'native/kernels/dense_dot.cc',
         'native/kernels/linear_bf16.cc',

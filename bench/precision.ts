@@ -3,19 +3,20 @@
  * writes JSON to bench/results/ and prints a table.
  *
  *   npm run bench:precision -- [--runs 5] [--model .cache/bench-model] [--lengths 32,128,512]
- *                              [--full-model .cache/bench-model-full] [--full-texts 4]
+ *                              [--full-model .cache/bench-model-full] [--full-lengths 512,2048,8192]
  *
  * Kernel: the bf16 dense-layer kernel alone on one thread (`linearBf16KernelTimes`: timed in C++
  * over inputs allocated once) at the benchmark model's and BGE-M3's layer shapes (rows x in x out),
- * in GFLOP/s (2 x rows x in x out per call).
+ * in GFLOP/s (2 x rows x in x out per call); the fused attention kernel in fp32 and bf16 (4 x heads x
+ * length² x head dim per call).
  *
  * Encode: both precisions loaded in one process, their runs interleaved (32 texts per length and
  * the mixed corpus, 1 and 2 threads); tokens/s median and best. Agreement: the bf16 outputs
  * against the fp32 ones on the mixed corpus (dense cosine, ColBERT row cosine, lexical weights).
  *
  * Full shape (BGE-M3's 24 x 1024 from `scripts/gen-bench-model.sh full`, when present): each
- * precision in a child process of its own (its peak RSS is its own), `--full-texts` texts of 512
- * tokens per encode, 2 threads.
+ * precision and length in a child process of its own (its peak RSS is its own), 2 threads; 4 texts
+ * per encode at 512 tokens, one text at longer lengths (where attention is most of the work).
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -28,6 +29,8 @@ import { mixed, uniform, type Workload } from './workloads';
 type Precision = 'fp32' | 'bf16';
 
 interface KernelRow { rows: number; in: number; out: number; runs: number; gflopsMedian: number; gflopsBest: number; ofPeakMedian: number }
+interface AttentionKernelRow { heads: number; length: number; headDim: number; runs: number;
+  fp32GflopsMedian: number; bf16GflopsMedian: number; speedupMedian: number }
 interface EncodeRow {
   workload: string; threads: number; texts: number; runs: number;
   fp32TokensPerSec: { median: number; best: number };
@@ -70,11 +73,11 @@ function agreement(fp: EncodeOutput, bf: EncodeOutput): Agreement {
     colbertCosineMin: Math.min(...colbert), sparseMaxAbsDiff: diff, sparseMaxWeight: top };
 }
 
-/** Child mode: load one precision, encode `texts` 512-token texts `runs` times, print one JSON line. */
-async function child(dir: string, precision: Precision, texts: number, threads: number, runs: number): Promise<void> {
+/** Child mode: load one precision, encode `texts` texts of `length` tokens `runs` times, print one JSON line. */
+async function child(dir: string, precision: Precision, length: number, texts: number, threads: number, runs: number): Promise<void> {
   const model = await BGEM3.load(dir, { threads, precision });
-  const w = uniform(512, texts, model.info().modelMaxLength);
-  await model.encode(w.texts.slice(0, 1), { maxLength: w.maxLength });
+  const w = uniform(length, texts, model.info().modelMaxLength);
+  if (length <= 2048) await model.encode(w.texts.slice(0, 1), { maxLength: w.maxLength });
   const rates: number[] = [];
   for (let r = 0; r < runs; r++) {
     const start = performance.now();
@@ -89,13 +92,14 @@ async function child(dir: string, precision: Precision, texts: number, threads: 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   if (argv[0] === '--child') {
-    const [dir, precision, texts, threads, runs] = argv.slice(1);
-    await child(dir, precision as Precision, Number(texts), Number(threads), Number(runs));
+    const [dir, precision, length, texts, threads, runs] = argv.slice(1);
+    await child(dir, precision as Precision, Number(length), Number(texts), Number(threads), Number(runs));
     return;
   }
   const flags = parseFlags(argv, {
-    runs: '5', model: '.cache/bench-model', lengths: '32,128,512', 'full-model': '.cache/bench-model-full', 'full-texts': '4',
+    runs: '5', model: '.cache/bench-model', lengths: '32,128,512', 'full-model': '.cache/bench-model-full', 'full-lengths': '512,2048,8192',
     'kernel-shapes': '4096x384x1536,4096x1536x384,4096x384x384,512x1024x4096,512x4096x1024,512x1024x1024',
+    'attention-shapes': '16x512x64,16x2048x64,1x8192x64',
   });
   const runs = Math.max(5, Number(flags.runs));
   const dir = path.resolve(flags.model);
@@ -121,6 +125,20 @@ async function main(): Promise<void> {
     kernel.push(row);
     console.log(`kernel ${shape}: ${row.gflopsMedian.toFixed(0)} GFLOP/s (best ${row.gflopsBest.toFixed(0)}), ` +
       `${(100 * row.ofPeakMedian).toFixed(0)}% of the bf16 peak`);
+  }
+
+  const attention: AttentionKernelRow[] = [];
+  for (const shape of flags['attention-shapes'].split(',').filter(Boolean)) {
+    const [heads, length, headDim] = shape.split('x').map(Number);
+    const dims = [1, heads, length, length, headDim, headDim];
+    const flops = 4 * heads * length * length * headDim;
+    const rate = (bf16: boolean) => Array.from(native().attentionKernelTimes(dims, 'avx512', runs, bf16)).map((t) => flops / (t / 1000) / 1e9);
+    const fp = rate(false), bf = rate(true);
+    const row: AttentionKernelRow = { heads, length, headDim, runs, fp32GflopsMedian: median(fp), bf16GflopsMedian: median(bf),
+      speedupMedian: median(bf) / median(fp) };
+    attention.push(row);
+    console.log(`attention kernel ${shape}: fp32 ${row.fp32GflopsMedian.toFixed(0)} GFLOP/s, bf16 ${row.bf16GflopsMedian.toFixed(0)}: ` +
+      `${row.speedupMedian.toFixed(2)}x`);
   }
 
   const encode: EncodeRow[] = [];
@@ -170,23 +188,25 @@ async function main(): Promise<void> {
   const full: FullRow[] = [];
   const fullDir = path.resolve(flags['full-model']);
   if (fs.existsSync(path.join(fullDir, 'onnx', 'model.onnx'))) {
-    const texts = Math.max(1, Number(flags['full-texts']));
-    for (const precision of ['fp32', 'bf16'] as const) {
-      const outText = execFileSync(process.execPath, [__filename, '--child', fullDir, precision, String(texts), '2', String(runs)],
-        { encoding: 'utf8', maxBuffer: 1 << 20 });
-      const r = JSON.parse(outText.trim().split('\n').pop()!);
-      const row: FullRow = { precision, bf16Layers: r.bf16Layers, texts, length: r.length, runs,
-        tokensPerSecMedian: median(r.rates), tokensPerSecBest: Math.max(...r.rates), maxRssMiB: r.maxRssKiB / 1024 };
-      full.push(row);
-      console.log(`full shape, ${texts} x ${r.length} tokens, 2 threads, ${precision}: ${row.tokensPerSecMedian.toFixed(0)} tok/s ` +
-        `(best ${row.tokensPerSecBest.toFixed(0)}), peak RSS ${row.maxRssMiB.toFixed(0)} MiB`);
+    for (const length of flags['full-lengths'].split(',').filter(Boolean).map(Number)) {
+      const texts = length <= 512 ? 4 : 1;
+      for (const precision of ['fp32', 'bf16'] as const) {
+        const outText = execFileSync(process.execPath, [__filename, '--child', fullDir, precision, String(length), String(texts), '2', String(runs)],
+          { encoding: 'utf8', maxBuffer: 1 << 20 });
+        const r = JSON.parse(outText.trim().split('\n').pop()!);
+        const row: FullRow = { precision, bf16Layers: r.bf16Layers, texts, length: r.length, runs,
+          tokensPerSecMedian: median(r.rates), tokensPerSecBest: Math.max(...r.rates), maxRssMiB: r.maxRssKiB / 1024 };
+        full.push(row);
+        console.log(`full shape, ${texts} x ${r.length} tokens, 2 threads, ${precision}: ${row.tokensPerSecMedian.toFixed(0)} tok/s ` +
+          `(best ${row.tokensPerSecBest.toFixed(0)}), peak RSS ${row.maxRssMiB.toFixed(0)} MiB`);
+      }
     }
   } else {
     console.log(`no ${fullDir}: the full shape skipped (scripts/gen-bench-model.sh full)`);
   }
   const file = writeResult('precision', {
     benchmark: 'precision', model: dir, fullModel: full.length ? fullDir : null, machine: machineInfo(),
-    onnxruntime: runtimeInfo().ortVersion, cpu: caps, peakGflopsPerCore: { bf16: bf16Peak, fp32: fp32Peak }, kernel, encode, agreement: agree, full,
+    onnxruntime: runtimeInfo().ortVersion, cpu: caps, peakGflopsPerCore: { bf16: bf16Peak, fp32: fp32Peak }, kernel, attention, encode, agreement: agree, full,
   });
   console.log(`wrote ${file}`);
 }

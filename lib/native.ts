@@ -187,9 +187,9 @@ export interface NativeModule {
                 rows: number, isa: IsaTierName): Float32Array;
   /** The fused attention kernel on one tier: dims [batch, heads, qLen, kvLen, headDim, vDim]. */
   attentionForward(q: Float32Array, kt: Float32Array, v: Float32Array, mask: Float32Array | null,
-                   dims: number[], maskStrides: number[], scale: number, isa: IsaTierName): Float32Array;
+                   dims: number[], maskStrides: number[], scale: number, isa: IsaTierName, bf16?: boolean): Float32Array;
   /** The attention kernel timed on the calling thread: ms per run (dims as attentionForward's). */
-  attentionKernelTimes(dims: number[], isa: IsaTierName, runs: number): Float64Array;
+  attentionKernelTimes(dims: number[], isa: IsaTierName, runs: number, bf16?: boolean): Float64Array;
 
   // linear_wrap.cc
   /** y = x · W + b (W [inp][out]) in bf16: the AVX-512 BF16 kernel (`vector`) or the serial oracle. */

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { capabilities, setIsa } from '../lib';
 import { native, type IsaTierName } from '../lib/native';
+import { attentionReference } from './helpers';
 
 /** Deterministic pseudo-random floats in [-1, 1). */
 function random(n: number, seed: number): Float32Array {
@@ -63,33 +64,6 @@ describe('linear kernel (ColBERT head)', () => {
     assert.equal(capabilities().active, caps.detected);
   });
 });
-
-/** softmax(scale * q · kt + mask) · v in float64, per (b, h, i). */
-function attentionReference(q: Float32Array, kt: Float32Array, v: Float32Array, mask: Float32Array | null,
-  [B, H, Sq, Skv, d, dv]: number[], [sb, sh, sq]: number[], scale: number): Float64Array {
-  const out = new Float64Array(B * H * Sq * dv);
-  const s = new Float64Array(Skv);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const bh = b * H + h;
-      for (let i = 0; i < Sq; i++) {
-        let max = -Infinity;
-        for (let j = 0; j < Skv; j++) {
-          let dot = 0;
-          for (let k = 0; k < d; k++) dot += q[(bh * Sq + i) * d + k] * kt[(bh * d + k) * Skv + j];
-          s[j] = dot * scale + (mask ? mask[b * sb + h * sh + i * sq + j] : 0);
-          max = Math.max(max, s[j]);
-        }
-        let sum = 0;
-        for (let j = 0; j < Skv; j++) { s[j] = Math.exp(s[j] - max); sum += s[j]; }
-        for (let j = 0; j < Skv; j++) {
-          for (let c = 0; c < dv; c++) out[(bh * Sq + i) * dv + c] += (s[j] / sum) * v[(bh * Skv + j) * dv + c];
-        }
-      }
-    }
-  }
-  return out;
-}
 
 describe('fused attention kernel', () => {
   const detected = capabilities().detected;

@@ -84,3 +84,30 @@ export function longText(words = 400): string {
   for (let i = 0; parts.length < words; i++) parts.push(...base.split(' '));
   return parts.slice(0, words).join(' ');
 }
+
+/** softmax(scale * q · kt + mask) · v in float64, per (b, h, i). */
+export function attentionReference(q: Float32Array, kt: Float32Array, v: Float32Array, mask: Float32Array | null,
+  [B, H, Sq, Skv, d, dv]: number[], [sb, sh, sq]: number[], scale: number): Float64Array {
+  const out = new Float64Array(B * H * Sq * dv);
+  const s = new Float64Array(Skv);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const bh = b * H + h;
+      for (let i = 0; i < Sq; i++) {
+        let max = -Infinity;
+        for (let j = 0; j < Skv; j++) {
+          let dot = 0;
+          for (let k = 0; k < d; k++) dot += q[(bh * Sq + i) * d + k] * kt[(bh * d + k) * Skv + j];
+          s[j] = dot * scale + (mask ? mask[b * sb + h * sh + i * sq + j] : 0);
+          max = Math.max(max, s[j]);
+        }
+        let sum = 0;
+        for (let j = 0; j < Skv; j++) { s[j] = Math.exp(s[j] - max); sum += s[j]; }
+        for (let j = 0; j < Skv; j++) {
+          for (let c = 0; c < dv; c++) out[(bh * Sq + i) * dv + c] += (s[j] / sum) * v[(bh * Skv + j) * dv + c];
+        }
+      }
+    }
+  }
+  return out;
+}

@@ -5,8 +5,8 @@
 //   [sync] setIsa(name)             -> the tier now in use
 //   [sync] readTensorFile(path)     -> { [name]: { shape, data: Float32Array } }
 //   [sync] linearForward(w, b, out, in, x, rows, isa) -> Float32Array (kernel checks)
-//   [sync] attentionForward(q, kt, v, mask|null, dims, maskStrides, scale, isa) -> Float32Array (kernel checks)
-//   [sync] attentionKernelTimes(dims, isa, runs) -> Float64Array of ms per run (benchmark)
+//   [sync] attentionForward(q, kt, v, mask|null, dims, maskStrides, scale, isa, bf16?) -> Float32Array (kernel checks)
+//   [sync] attentionKernelTimes(dims, isa, runs, bf16?) -> Float64Array of ms per run (benchmark)
 #include <napi.h>
 
 #include <chrono>
@@ -117,7 +117,8 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
 }
 
 /// attentionForward(q, kt, v, mask | null, [batch, heads, qLen, kvLen, headDim, vDim],
-/// [maskStrideB, maskStrideH, maskStrideQ], scale, isa): the fused attention on one tier.
+/// [maskStrideB, maskStrideH, maskStrideQ], scale, isa, bf16?): the fused attention on one tier
+/// (bf16: the precision 'bf16' products).
 Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto q = CopyTypedArray<float>(info[0], napi_float32_array, "q");
@@ -152,6 +153,7 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   }
   a.q = q.data(), a.kt = kt.data(), a.v = v.data();
   a.scale = info[6].As<Napi::Number>().FloatValue();
+  a.bf16 = info.Length() > 8 && info[8].ToBoolean().Value();
   std::vector<float> out(static_cast<size_t>(bh * a.q_len * a.v_dim));
   a.out = out.data();
   m3::AttentionForwardOn(tier, a);
@@ -183,6 +185,7 @@ Napi::Value AttentionKernelTimes(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 29 % 89) - 44) / 44.0f;
   a.q = q.data(), a.kt = kt.data(), a.v = v.data(), a.out = out.data();
   a.scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+  a.bf16 = info.Length() > 3 && info[3].ToBoolean().Value();
   m3::AttentionForwardOn(tier, a);  // warm-up
   std::vector<double> ms(static_cast<size_t>(runs));
   for (int r = 0; r < runs; ++r) {

@@ -12,7 +12,7 @@ namespace m3 {
 
 using onnx::Action;
 
-AttentionFusion FuseAttentionBlocks(const std::string& model_bytes) {
+AttentionFusion FuseAttentionBlocks(const std::string& model_bytes, bool bf16) {
   AttentionFusion result;
   auto parsed = onnx::ParseGraph(model_bytes);
   if (!parsed) return result;
@@ -107,10 +107,12 @@ AttentionFusion FuseAttentionBlocks(const std::string& model_bytes) {
     action[m2] = Action::kReplace;
     std::vector<std::string_view> inputs = {nodes[m1].inputs[0], nodes[m1].inputs[1], nodes[m2].inputs[1]};
     if (!mask.empty()) inputs.push_back(mask);
+    std::vector<std::string> attributes = {onnx::FloatAttribute("scale", scale)};
+    if (bf16) attributes.push_back(onnx::IntAttribute("bf16", 1));
     // Unique even where the exporter left node names empty.
     replacement[m2] = onnx::EncodeNode(inputs, nodes[m2].outputs[0],
                                        std::string(nodes[m2].name) + "/FusedAttention_" + std::to_string(result.fused),
-                                       kFusedAttentionOp, kFusedAttentionDomain, {onnx::FloatAttribute("scale", scale)});
+                                       kFusedAttentionOp, kFusedAttentionDomain, attributes);
     ++result.fused;
   }
   if (result.fused == 0) return result;

@@ -92,7 +92,7 @@ void EncoderSession::OpenRewritten(const std::string& onnx_path, const SessionSe
     in.seekg(0);
     if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) return;
     if (fuse) {
-      fusion = FuseAttentionBlocks(bytes);
+      fusion = FuseAttentionBlocks(bytes, bf16);
       if (fusion.fused == 0) attention_note_ = "no attention block of the graph matches the fused pattern";
       else bytes.swap(fusion.model);
       fusion.model = std::string();

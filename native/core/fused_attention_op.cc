@@ -31,6 +31,7 @@ void RunUnit(void* data, size_t unit) {
 
 struct FusedAttentionKernel {
   float scale = 1.0f;
+  bool bf16 = false;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     try {
@@ -82,6 +83,7 @@ struct FusedAttentionKernel {
     a.v = v.GetTensorData<float>();
     a.out = out.GetTensorMutableData<float>();
     a.scale = scale;
+    a.bf16 = bf16;
     if (mask) {
       // Right-aligned broadcasting against the scores ([B,H,Sq,Skv], [B,Sq,Skv] or [Sq,Skv] by
       // rank): a dimension of 1 gets stride 0. A mask constant along the keys shifts every score
@@ -119,6 +121,10 @@ struct FusedAttentionOp : Ort::CustomOpBase<FusedAttentionOp, FusedAttentionKern
     try {
       auto* k = new FusedAttentionKernel();
       k->scale = Ort::ConstKernelInfo(info).GetAttribute<float>("scale");
+      int64_t bf16 = 0;  // optional: absent means fp32
+      OrtStatus* status = Ort::GetApi().KernelInfoGetAttribute_int64(info, "bf16", &bf16);
+      if (status) Ort::GetApi().ReleaseStatus(status);
+      k->bf16 = !status && bf16 != 0;
       *kernel = k;
       return nullptr;
     } catch (const std::exception& e) {

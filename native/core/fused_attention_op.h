@@ -2,7 +2,7 @@
 // computed by kernels/attention.h on ONNX Runtime's intra-op threads.
 //   inputs:  q [B,H,Sq,d], kt [B,H,d,Skv], v [B,H,Skv,dv] (or rank 3 without H, rank 2 without B and H),
 //            mask (optional): additive, broadcastable to [B,H,Sq,Skv]
-//   output:  [B,H,Sq,dv]; attribute scale (float)
+//   output:  [B,H,Sq,dv]; attributes scale (float), bf16 (int, optional: the products in bf16)
 #pragma once
 #include <onnxruntime_cxx_api.h>
 

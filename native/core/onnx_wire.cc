@@ -338,4 +338,12 @@ std::string FloatAttribute(std::string_view name, float value) {
   return attr;
 }
 
+std::string IntAttribute(std::string_view name, int64_t value) {
+  std::string attr;
+  PutBytes(attr, 1, name);
+  PutVarintField(attr, 3, static_cast<uint64_t>(value));
+  PutVarintField(attr, 20, 2);  // AttributeProto.INT
+  return attr;
+}
+
 }  // namespace m3::onnx

@@ -96,7 +96,8 @@ std::string Reassemble(const Graph& g, const std::vector<Action>& action, const 
 std::string EncodeNode(const std::vector<std::string_view>& inputs, std::string_view output, const std::string& name,
                        std::string_view op_type, std::string_view domain, const std::vector<std::string>& attributes);
 
-/// An encoded AttributeProto of type FLOAT.
+/// An encoded AttributeProto of type FLOAT, and of type INT.
 std::string FloatAttribute(std::string_view name, float value);
+std::string IntAttribute(std::string_view name, int64_t value);
 
 }  // namespace m3::onnx

@@ -5,6 +5,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/quantize.h"
+
 namespace m3 {
 
 int64_t AttentionRowsPerUnit(int64_t kv_len) {
@@ -52,8 +54,13 @@ void AttentionRunUnit(IsaTier tier, const AttentionArgs& args, int64_t unit, flo
   block.head_dim = args.head_dim;
   block.v_dim = args.v_dim;
   block.scale = args.scale;
+  block.bf16 = args.bf16;
   if (tier > DetectedTier()) tier = DetectedTier();
-  if (tier == IsaTier::kAvx512) attention::RunBlock(block, attention::OpsAvx512(), scratch);
+  if (args.bf16) {
+    // Every tier gives the same rounding: the vector kernel where the CPU has BF16, else the oracle.
+    if (tier == IsaTier::kAvx512 && DetectCpuFeatures().avx512_bf16) attention::RunBlock(block, attention::OpsAvx512Bf16(), scratch);
+    else attention::BlockSerial(block, scratch);
+  } else if (tier == IsaTier::kAvx512) attention::RunBlock(block, attention::OpsAvx512(), scratch);
   else if (tier == IsaTier::kAvx2) attention::RunBlock(block, attention::OpsAvx2(), scratch);
   else attention::BlockSerial(block, scratch);
 }
@@ -111,8 +118,10 @@ void RunBlock(const Block& b, const BlockOps& ops, float* scratch) {
   }
 }
 
-// The oracle: scores, then the exact softmax of each row (max first), then the weighted sum.
+// The oracle: scores, then the exact softmax of each row (max first), then the weighted sum. With
+// bf16, q, k, the weights e^(s - max) and v are rounded to bf16 (products exact in fp32).
 void BlockSerial(const Block& blk, float* scratch) {
+  auto round = [&](float x) { return blk.bf16 ? Bf16ToFloat(FloatToBf16(x)) : x; };
   float* scores = scratch;
   for (int64_t i = 0; i < blk.rows; ++i) {
     float* s = scores + i * blk.kv_len;
@@ -121,7 +130,7 @@ void BlockSerial(const Block& blk, float* scratch) {
     float row_max = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < blk.kv_len; ++j) {
       float dot = 0.0f;
-      for (int64_t k = 0; k < blk.head_dim; ++k) dot += q[k] * blk.kt[k * blk.kv_len + j];
+      for (int64_t k = 0; k < blk.head_dim; ++k) dot += round(q[k]) * round(blk.kt[k * blk.kv_len + j]);
       s[j] = dot * blk.scale + (mask ? mask[j] : 0.0f);
       row_max = std::max(row_max, s[j]);
     }
@@ -133,10 +142,17 @@ void BlockSerial(const Block& blk, float* scratch) {
     float* o = blk.out + i * blk.v_dim;
     std::fill(o, o + blk.v_dim, 0.0f);
     for (int64_t j = 0; j < blk.kv_len; ++j) {
-      const float p = s[j] / sum;
       const float* v = blk.v + j * blk.v_dim;
-      for (int64_t c = 0; c < blk.v_dim; ++c) o[c] += p * v[c];
+      if (blk.bf16) {
+        const float p = round(s[j]);  // the unnormalised weight, as the vector kernel rounds it
+        for (int64_t c = 0; c < blk.v_dim; ++c) o[c] += p * round(v[c]);
+      } else {
+        const float p = s[j] / sum;
+        for (int64_t c = 0; c < blk.v_dim; ++c) o[c] += p * v[c];
+      }
     }
+    if (blk.bf16)
+      for (int64_t c = 0; c < blk.v_dim; ++c) o[c] /= sum;
   }
 }
 

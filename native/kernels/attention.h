@@ -25,6 +25,10 @@ struct AttentionArgs {
   int64_t mask_stride_b = 0, mask_stride_h = 0, mask_stride_q = 0;
   float scale = 1.0f;
   float* out = nullptr;  // [batch][heads][q_len][v_dim]
+  /// precision 'bf16': q and the keys rounded to bf16 for the scores, the softmax weights
+  /// e^(s - max) and v rounded to bf16 for the weighted sum; products summed in fp32, the softmax
+  /// itself in fp32. The AVX-512 BF16 kernel where the CPU has it, else the serial kernel.
+  bool bf16 = false;
 };
 
 /// Keys whose scores a block holds at once; longer rows run an online softmax over chunks.
@@ -62,6 +66,7 @@ struct Block {
   float* out;  // first output row, v_dim floats per row
   int64_t rows, kv_len, head_dim, v_dim;
   float scale;
+  bool bf16;
 };
 void BlockSerial(const Block& block, float* scratch);
 
@@ -83,6 +88,8 @@ struct BlockOps {
 };
 const BlockOps& OpsAvx2();
 const BlockOps& OpsAvx512();
+/// OpsAvx512 with both products in bf16 (attention_bf16.cc; AVX-512 BF16 CPUs only).
+const BlockOps& OpsAvx512Bf16();
 
 /// One block on a vector tier: the exact softmax when kv_len fits one key chunk, else the online
 /// softmax over chunks.

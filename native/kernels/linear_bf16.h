@@ -54,6 +54,14 @@ void LinearBf16RunUnit(bool vector, const LinearBf16Args& a, int64_t unit, uint1
 /// The whole call on one thread (tests and benchmarks).
 void LinearBf16Forward(bool vector, const LinearBf16Args& a);
 
+/// Rounds `rows` rows of x (x_stride floats apart) to bf16, `cols` values each, into rows of
+/// `out_stride` (>= cols, even) elements, the rest 0. AVX-512 BF16 only (LinearBf16Accelerated()).
+void RoundRowsBf16Avx512(const float* x, int64_t x_stride, int64_t rows, int64_t cols, int64_t out_stride, uint16_t* out);
+
+/// Interleaves two rows a, b of n floats as bf16 pairs: out[2c] = a[c], out[2c + 1] = b[c] (b null:
+/// 0), for c < n rounded up to 16 (the values past n are 0). AVX-512 BF16 only.
+void InterleaveBf16Avx512(const float* a, const float* b, int64_t n, uint16_t* out);
+
 // The vector kernel (linear_bf16_avx512.cc): rows [r0, r1) x panels [p0, p1).
 void LinearBf16BlockAvx512(const LinearBf16Args& a, int64_t r0, int64_t r1, int64_t p0, int64_t p1, uint16_t* scratch);
 

@@ -14,28 +14,6 @@ namespace {
 
 #define M3_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")))
 
-/// Rounds x[r][k0, k0 + kc) of rows [r0, r1) to bf16 pairs: scratch row i holds `stride` elements
-/// (kc rounded up to even; the odd tail's partner is 0).
-M3_BF16_TARGET void RoundRows(const float* x, int64_t in, int64_t r0, int64_t r1, int64_t k0, int64_t kc,
-                              int64_t stride, uint16_t* scratch) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* src = x + r * in + k0;
-    uint16_t* dst = scratch + (r - r0) * stride;
-    for (int64_t k = 0; k < stride; k += 32) {
-      const int64_t left = kc - k;
-      const __mmask16 lo_m = left >= 16 ? 0xffff : left > 0 ? static_cast<__mmask16>((1u << left) - 1) : 0;
-      const __mmask16 hi_m =
-          left >= 32 ? 0xffff : left > 16 ? static_cast<__mmask16>((1u << (left - 16)) - 1) : 0;
-      const __m512 lo = _mm512_maskz_loadu_ps(lo_m, src + k);
-      const __m512 hi = _mm512_maskz_loadu_ps(hi_m, src + k + 16);
-      const __m512i packed = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-      const int64_t n = std::min<int64_t>(32, stride - k);
-      const __mmask32 st = n >= 32 ? 0xffffffffu : static_cast<__mmask32>((1u << n) - 1);
-      _mm512_mask_storeu_epi16(dst + k, st, packed);
-    }
-  }
-}
-
 template <int R>
 M3_BF16_TARGET inline void Tile(const uint16_t* a, int64_t a_stride, const uint16_t* w, int64_t pairs, float* y,
                                 int64_t y_stride, const float* bias, const __mmask16 (&cols)[4], bool accumulate) {
@@ -77,13 +55,45 @@ constexpr TileFn kTiles[7] = {nullptr, Tile<1>, Tile<2>, Tile<3>, Tile<4>, Tile<
 
 }  // namespace
 
+M3_BF16_TARGET void RoundRowsBf16Avx512(const float* x, int64_t x_stride, int64_t rows, int64_t cols, int64_t out_stride,
+                                        uint16_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = x + r * x_stride;
+    uint16_t* dst = out + r * out_stride;
+    for (int64_t k = 0; k < out_stride; k += 32) {
+      const int64_t left = cols - k;
+      const __mmask16 lo_m = left >= 16 ? 0xffff : left > 0 ? static_cast<__mmask16>((1u << left) - 1) : 0;
+      const __mmask16 hi_m =
+          left >= 32 ? 0xffff : left > 16 ? static_cast<__mmask16>((1u << (left - 16)) - 1) : 0;
+      const __m512 lo = _mm512_maskz_loadu_ps(lo_m, src + k);
+      const __m512 hi = _mm512_maskz_loadu_ps(hi_m, src + k + 16);
+      const __m512i packed = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+      const int64_t n = std::min<int64_t>(32, out_stride - k);
+      const __mmask32 st = n >= 32 ? 0xffffffffu : static_cast<__mmask32>((1u << n) - 1);
+      _mm512_mask_storeu_epi16(dst + k, st, packed);
+    }
+  }
+}
+
+M3_BF16_TARGET void InterleaveBf16Avx512(const float* a, const float* b, int64_t n, uint16_t* out) {
+  // cvtne2ps(b, a) holds a's 16 values then b's; the permutation pairs them up.
+  const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                                         20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (int64_t c = 0; c < n; c += 16) {
+    const __mmask16 m = n - c >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n - c)) - 1);
+    const __m512 av = _mm512_maskz_loadu_ps(m, a + c);
+    const __m512 bv = b ? _mm512_maskz_loadu_ps(m, b + c) : _mm512_setzero_ps();
+    _mm512_storeu_si512(out + 2 * c, _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(bv, av)));
+  }
+}
+
 M3_BF16_TARGET void LinearBf16BlockAvx512(const LinearBf16Args& a, int64_t r0, int64_t r1, int64_t p0, int64_t p1,
                                           uint16_t* scratch) {
   const PackedLinearBf16& l = *a.layer;
   for (int64_t k0 = 0; k0 < l.in; k0 += kBf16KChunk) {
     const int64_t kc = std::min(kBf16KChunk, l.in - k0);
     const int64_t stride = (kc + 1) & ~int64_t{1};
-    RoundRows(a.x, l.in, r0, r1, k0, kc, stride, scratch);
+    RoundRowsBf16Avx512(a.x + r0 * l.in + k0, l.in, r1 - r0, kc, stride, scratch);
     const int64_t pairs = stride / 2;
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t c0 = p * kBf16Panel;
