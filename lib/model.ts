@@ -46,13 +46,15 @@ export interface LoadOptions {
    */
   fusedAttention?: boolean;
   /**
-   * Arithmetic of the graph's dense layers (default 'fp32', FlagEmbedding's own). 'bf16' (a CPU
-   * with AVX-512 BF16: AMD Zen 4 and later, Intel Cooper Lake, Sapphire Rapids and later) rewrites
-   * each MatMul by a weight (plus its bias) into a kernel that rounds the inputs and weights to
-   * bf16 and accumulates in fp32: about twice the multiply-adds per instruction, at the cost of
-   * agreeing with the fp32 model only to about 1e-3 instead of 1e-6. The weights are packed once
-   * at load (half the size of the fp32 ones, which ONNX Runtime keeps). `info().precision` says
-   * what runs; elsewhere the model runs in fp32 and `info().precisionNote` says why.
+   * Arithmetic of the graph's dense layers and fused attention (default 'fp32', FlagEmbedding's
+   * own). 'bf16' (a CPU with AVX-512 BF16: AMD Zen 4 and later, Intel Cooper Lake, Sapphire Rapids
+   * and later) rewrites each MatMul by a weight (plus its bias) into a kernel that rounds the
+   * inputs and weights to bf16 and sums the products in fp32, and runs the fused attention's two
+   * products the same way (its softmax in fp32): about twice the multiply-adds per instruction,
+   * at the cost of agreeing with the fp32 model only to about 1e-3 instead of 1e-6. The weights
+   * are packed once at load (half the size of the fp32 ones, which ONNX Runtime keeps).
+   * `info().precision` says what runs; elsewhere the model runs in fp32 and
+   * `info().precisionNote` says why.
    */
   precision?: 'fp32' | 'bf16';
   /** Default truncation length for encode (default 8192, never more than the model's positions). */
