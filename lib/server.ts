@@ -149,7 +149,7 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   const info = model.info();
   const metrics = createMetrics(batcher, {
     model: modelName, layout: info.layout, dim: String(info.dim),
-    onnxruntime: runtimeInfo().ortVersion, isa: capabilities().active,
+    onnxruntime: runtimeInfo().ortVersion, isa: capabilities().active, precision: info.precision,
   });
   let draining = false;
 
@@ -250,7 +250,7 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   const unpressured = { pressureHandler: () => undefined };
   app.get('/health', { config: unpressured }, async (_request, reply) => {
     if (draining) return reply.code(503).send({ status: 'shutting down' });
-    return { status: 'ok', model: modelName, dim: model.dim, queue: batcher.stats().queued };
+    return { status: 'ok', model: modelName, dim: model.dim, precision: info.precision, queue: batcher.stats().queued };
   });
 
   app.get('/metrics', { config: unpressured }, async (_request, reply) => {

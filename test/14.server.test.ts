@@ -48,6 +48,7 @@ describe('bge-m3 serve (in process)', () => {
     assert.equal(res.statusCode, 200);
     assert.equal(res.json().status, 'ok');
     assert.equal(res.json().dim, golden.dim);
+    assert.equal(res.json().precision, 'fp32');
   });
 
   it('POST /v1/embeddings answers in the OpenAI shape with the reference vectors (float and base64)', async () => {
@@ -274,5 +275,6 @@ describe('bge-m3 serve (in process)', () => {
     }
     assert.match(res.body, /bge_m3_http_requests_total\{route="\/encode",method="POST",status="200"\} [1-9]/);
     assert.match(res.body, /bge_m3_model_info\{[^}]*layout="bge-m3-snapshot"[^}]*\} 1/);
+    assert.match(res.body, /bge_m3_model_info\{[^}]*precision="fp32"[^}]*\} 1/);
   });
 });
