@@ -47,7 +47,8 @@ function random(n: number, seed: number, scale = 1): Float32Array {
 
 describe('the bf16 dense-layer kernel', () => {
   // Shapes around the kernel's blocking: 6-row tiles, 64-column panels, 512-input passes, odd inputs.
-  const shapes: Array<[number, number, number]> = [[1, 1, 1], [7, 33, 70], [13, 64, 64], [100, 513, 129], [97, 1030, 65], [6, 2, 200]];
+  // 800 rows: 9 row blocks, so each unit takes 4 panels (fewer take one each).
+  const shapes: Array<[number, number, number]> = [[1, 1, 1], [7, 33, 70], [13, 64, 64], [100, 513, 129], [97, 1030, 65], [6, 2, 200], [800, 40, 300]];
 
   for (const vector of [false, true]) {
     it(`${vector ? 'AVX-512 BF16' : 'serial'}: x · W + b of the bf16-rounded inputs, summed in fp32`, { skip: vector && skipNoBf16 }, () => {

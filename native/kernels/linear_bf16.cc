@@ -32,8 +32,9 @@ bool LinearBf16Accelerated() { return ActiveTier() == IsaTier::kAvx512 && Detect
 namespace {
 
 int64_t RowBlocks(const LinearBf16Args& a) { return (a.rows + kBf16RowBlock - 1) / kBf16RowBlock; }
+int64_t PanelsPerUnit(const LinearBf16Args& a) { return RowBlocks(a) >= 8 ? kBf16PanelsPerUnit : 1; }
 int64_t PanelGroups(const LinearBf16Args& a) {
-  return (a.layer->panels + kBf16PanelsPerUnit - 1) / kBf16PanelsPerUnit;
+  return (a.layer->panels + PanelsPerUnit(a) - 1) / PanelsPerUnit(a);
 }
 
 /// The oracle: every product of the rounded values in fp32 (exact), summed in input order.
@@ -70,7 +71,7 @@ void LinearBf16RunUnit(bool vector, const LinearBf16Args& a, int64_t unit, uint1
   const int64_t groups = PanelGroups(a);
   const int64_t rb = unit / groups, pg = unit % groups;
   const int64_t r0 = rb * kBf16RowBlock, r1 = std::min(a.rows, r0 + kBf16RowBlock);
-  const int64_t p0 = pg * kBf16PanelsPerUnit, p1 = std::min(a.layer->panels, p0 + kBf16PanelsPerUnit);
+  const int64_t p0 = pg * PanelsPerUnit(a), p1 = std::min(a.layer->panels, p0 + PanelsPerUnit(a));
   if (vector) LinearBf16BlockAvx512(a, r0, r1, p0, p1, scratch);
   else BlockSerial(a, r0, r1, p0, p1);
 }

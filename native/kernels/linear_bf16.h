@@ -16,7 +16,8 @@ namespace m3 {
 constexpr int64_t kBf16Panel = 64;
 /// Input features per pass over a panel (even: whole pairs).
 constexpr int64_t kBf16KChunk = 512;
-/// Rows of x per work unit, and panels per work unit.
+/// Rows of x per work unit, and panels per work unit (one when there are few row blocks, so a
+/// short batch still spreads over many threads).
 constexpr int64_t kBf16RowBlock = 96;
 constexpr int64_t kBf16PanelsPerUnit = 4;
 
