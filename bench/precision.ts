@@ -3,7 +3,7 @@
  * writes JSON to bench/results/ and prints a table.
  *
  *   npm run bench:precision -- [--runs 5] [--model .cache/bench-model] [--lengths 32,128,512]
- *                              [--full-model .cache/bench-model-full] [--full-lengths 512,2048,8192]
+ *                              [--full-model .cache/bench-model-full] [--full-lengths 24,512,2048,8192]
  *
  * Kernel: the bf16 dense-layer kernel alone on one thread (`linearBf16KernelTimes`: timed in C++
  * over inputs allocated once) at the benchmark model's and BGE-M3's layer shapes (rows x in x out),
@@ -15,8 +15,9 @@
  * against the fp32 ones on the mixed corpus (dense cosine, ColBERT row cosine, lexical weights).
  *
  * Full shape (BGE-M3's 24 x 1024 from `scripts/gen-bench-model.sh full`, when present): each
- * precision and length in a child process of its own (its peak RSS is its own), 2 threads; 4 texts
- * per encode at 512 tokens, one text at longer lengths (where attention is most of the work).
+ * precision and length in a child process of its own (its peak RSS is its own), 2 threads: one
+ * short query per encode (the latency a server sees; 15 runs), 4 texts of 512 tokens, one text at
+ * longer lengths (where attention is most of the work).
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -42,7 +43,7 @@ interface Agreement {
   sparseMaxAbsDiff: number; sparseMaxWeight: number;
 }
 interface FullRow { precision: Precision; bf16Layers: number; texts: number; length: number; runs: number;
-  tokensPerSecMedian: number; tokensPerSecBest: number; maxRssMiB: number }
+  tokensPerSecMedian: number; tokensPerSecBest: number; msPerEncodeMedian: number; maxRssMiB: number }
 
 function rowCosines(a: Float32Array, b: Float32Array, dim: number): number[] {
   const out: number[] = [];
@@ -78,15 +79,16 @@ async function child(dir: string, precision: Precision, length: number, texts: n
   const model = await BGEM3.load(dir, { threads, precision });
   const w = uniform(length, texts, model.info().modelMaxLength);
   if (length <= 2048) await model.encode(w.texts.slice(0, 1), { maxLength: w.maxLength });
-  const rates: number[] = [];
+  const rates: number[] = [], ms: number[] = [];
   for (let r = 0; r < runs; r++) {
     const start = performance.now();
     const out = await model.encode(w.texts, { maxLength: w.maxLength });
-    rates.push(out.tokenCount / ((performance.now() - start) / 1000));
+    ms.push(performance.now() - start);
+    rates.push(out.tokenCount / (ms[r] / 1000));
   }
   const bf16Layers = model.info().bf16Layers;
   await model.dispose();
-  console.log(JSON.stringify({ rates, bf16Layers, length: w.maxLength, maxRssKiB: process.resourceUsage().maxRSS }));
+  console.log(JSON.stringify({ rates, ms, bf16Layers, length: w.maxLength, maxRssKiB: process.resourceUsage().maxRSS }));
 }
 
 async function main(): Promise<void> {
@@ -97,7 +99,7 @@ async function main(): Promise<void> {
     return;
   }
   const flags = parseFlags(argv, {
-    runs: '5', model: '.cache/bench-model', lengths: '32,128,512', 'full-model': '.cache/bench-model-full', 'full-lengths': '512,2048,8192',
+    runs: '5', model: '.cache/bench-model', lengths: '32,128,512', 'full-model': '.cache/bench-model-full', 'full-lengths': '24,512,2048,8192',
     'kernel-shapes': '4096x384x1536,4096x1536x384,4096x384x384,512x1024x4096,512x4096x1024,512x1024x1024',
     'attention-shapes': '16x512x64,16x2048x64,1x8192x64',
   });
@@ -189,16 +191,19 @@ async function main(): Promise<void> {
   const fullDir = path.resolve(flags['full-model']);
   if (fs.existsSync(path.join(fullDir, 'onnx', 'model.onnx'))) {
     for (const length of flags['full-lengths'].split(',').filter(Boolean).map(Number)) {
-      const texts = length <= 512 ? 4 : 1;
+      // One short query (a server's latency), four 512-token passages, one long document.
+      const texts = length < 512 || length > 512 ? 1 : 4;
+      const lengthRuns = length < 512 ? Math.max(runs, 15) : runs;
       for (const precision of ['fp32', 'bf16'] as const) {
-        const outText = execFileSync(process.execPath, [__filename, '--child', fullDir, precision, String(length), String(texts), '2', String(runs)],
+        const outText = execFileSync(process.execPath, [__filename, '--child', fullDir, precision, String(length), String(texts), '2', String(lengthRuns)],
           { encoding: 'utf8', maxBuffer: 1 << 20 });
         const r = JSON.parse(outText.trim().split('\n').pop()!);
-        const row: FullRow = { precision, bf16Layers: r.bf16Layers, texts, length: r.length, runs,
-          tokensPerSecMedian: median(r.rates), tokensPerSecBest: Math.max(...r.rates), maxRssMiB: r.maxRssKiB / 1024 };
+        const row: FullRow = { precision, bf16Layers: r.bf16Layers, texts, length: r.length, runs: lengthRuns,
+          tokensPerSecMedian: median(r.rates), tokensPerSecBest: Math.max(...r.rates), msPerEncodeMedian: median(r.ms),
+          maxRssMiB: r.maxRssKiB / 1024 };
         full.push(row);
         console.log(`full shape, ${texts} x ${r.length} tokens, 2 threads, ${precision}: ${row.tokensPerSecMedian.toFixed(0)} tok/s ` +
-          `(best ${row.tokensPerSecBest.toFixed(0)}), peak RSS ${row.maxRssMiB.toFixed(0)} MiB`);
+          `(best ${row.tokensPerSecBest.toFixed(0)}), ${row.msPerEncodeMedian.toFixed(1)} ms per encode, peak RSS ${row.maxRssMiB.toFixed(0)} MiB`);
       }
     }
   } else {
