@@ -107,11 +107,13 @@ for dir in demo-model test/fixtures/tiny-m3-safetensors test/fixtures/tiny-m3-ba
     test/fixtures/tiny-m3-attention-sdpa test/fixtures/tiny-m3-attention-partial; do
   out=$("$B/encoder_golden_test" "$dir" test/fixtures/golden.json --device cpu 2>&1 | tail -1); note "cpu $dir: $out"
 done
-# precision bf16 (AVX-512 BF16 hosts; it says "skipped" elsewhere) against PyTorch's bf16-Linear reference.
+# precision bf16 (AVX-512 BF16 hosts; it says "skipped" elsewhere) against PyTorch's bf16 reference.
+# In the heads-baked graph the last rounding to bf16 feeds the outputs, so a value that two
+# summation orders put on either side of a rounding boundary shows directly: up to about 1e-3.
 out=$("$B/encoder_golden_test" demo-model test/fixtures/bf16-golden.json --device cpu --precision bf16 --reference snapshot \
   --tolerance 2e-5 2>&1 | tail -1); note "cpu bf16 demo-model: $out"
 out=$("$B/encoder_golden_test" test/fixtures/tiny-m3-baked test/fixtures/bf16-golden.json --device cpu --precision bf16 \
-  --reference baked --tolerance 2e-5 2>&1 | tail -1); note "cpu bf16 tiny-m3-baked: $out"
+  --reference baked --tolerance 2e-3 2>&1 | tail -1); note "cpu bf16 tiny-m3-baked: $out"
 out=$("$B/encoder_golden_test" demo-model test/fixtures/golden.json --device cuda --tolerance 1e-4 2>&1 | tail -1)
 note "cuda demo-model: $out"
 

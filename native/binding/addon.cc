@@ -180,9 +180,9 @@ Napi::Value AttentionKernelTimes(const Napi::CallbackInfo& info) {
   const int64_t bh = a.batch * a.heads;
   std::vector<float> q(bh * a.q_len * a.head_dim), kt(bh * a.head_dim * a.kv_len), v(bh * a.kv_len * a.v_dim),
       out(bh * a.q_len * a.v_dim);
-  for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<float>((i * 37 % 101) - 50) / 50.0f;
-  for (size_t i = 0; i < kt.size(); ++i) kt[i] = static_cast<float>((i * 53 % 97) - 48) / 48.0f;
-  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 29 % 89) - 44) / 44.0f;
+  for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<float>(static_cast<int64_t>(i * 37 % 101) - 50) / 50.0f;
+  for (size_t i = 0; i < kt.size(); ++i) kt[i] = static_cast<float>(static_cast<int64_t>(i * 53 % 97) - 48) / 48.0f;
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(static_cast<int64_t>(i * 29 % 89) - 44) / 44.0f;
   a.q = q.data(), a.kt = kt.data(), a.v = v.data(), a.out = out.data();
   a.scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
   a.bf16 = info.Length() > 3 && info[3].ToBoolean().Value();

@@ -37,6 +37,7 @@ Napi::Value LinearBf16Forward(const Napi::CallbackInfo& info) {
       static_cast<int64_t>(x.size()) != rows * in) {
     throw MakeError(env, "ERR_INPUT", "linearBf16Forward: sizes do not match");
   }
+  if (rows * out > (int64_t{1} << 28)) throw MakeError(env, "ERR_INPUT", "linearBf16Forward: the output must stay under 2^28 floats");
   if (vector && !m3::LinearBf16Accelerated())
     throw MakeError(env, "ERR_DEVICE", "linearBf16Forward: this CPU (at the active tier) has no AVX-512 BF16 kernel");
   const m3::PackedLinearBf16 layer = m3::PackLinearBf16(w.data(), b.empty() ? nullptr : b.data(), in, out);
@@ -53,14 +54,15 @@ Napi::Value LinearBf16KernelTimes(const Napi::CallbackInfo& info) {
     throw MakeError(env, "ERR_INPUT", "linearBf16KernelTimes([rows, in, out], runs)");
   Napi::Array d = info[0].As<Napi::Array>();
   const int64_t rows = Dim(env, d.Get(0u), "rows"), in = Dim(env, d.Get(1u), "in"), out = Dim(env, d.Get(2u), "out");
-  if (rows < 1 || in < 1 || out < 1 || rows * in > (int64_t{1} << 28) || in * out > (int64_t{1} << 28))
+  if (rows < 1 || in < 1 || out < 1 || rows * in > (int64_t{1} << 28) || in * out > (int64_t{1} << 28) ||
+      rows * out > (int64_t{1} << 28))
     throw MakeError(env, "ERR_INPUT", "linearBf16KernelTimes: dims must be positive and the matrices under 2^28 elements");
   if (!m3::LinearBf16Accelerated())
     throw MakeError(env, "ERR_DEVICE", "linearBf16KernelTimes: this CPU (at the active tier) has no AVX-512 BF16 kernel");
-  const int runs = std::max(1, info[1].As<Napi::Number>().Int32Value());
+  const int runs = std::clamp(info[1].As<Napi::Number>().Int32Value(), 1, 1000);
   std::vector<float> w(static_cast<size_t>(in * out)), x(static_cast<size_t>(rows * in)), y(static_cast<size_t>(rows * out));
-  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>((i * 37 % 101) - 50) / 500.0f;
-  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 53 % 97) - 48) / 48.0f;
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(static_cast<int64_t>(i * 37 % 101) - 50) / 500.0f;
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int64_t>(i * 53 % 97) - 48) / 48.0f;
   const m3::PackedLinearBf16 layer = m3::PackLinearBf16(w.data(), nullptr, in, out);
   m3::LinearBf16Args a{&layer, x.data(), y.data(), rows};
   m3::LinearBf16Forward(true, a);  // warm-up

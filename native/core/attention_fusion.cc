@@ -17,7 +17,8 @@ AttentionFusion FuseAttentionBlocks(const std::string& model_bytes, bool bf16) {
   auto parsed = onnx::ParseGraph(model_bytes);
   if (!parsed) return result;
   const onnx::Graph& g = *parsed;
-  if (std::find(g.domains.begin(), g.domains.end(), kFusedAttentionDomain) != g.domains.end()) return result;  // already rewritten
+  for (const auto& n : g.nodes)
+    if (n.op_type == kFusedAttentionOp && n.domain == kFusedAttentionDomain) return result;  // already rewritten
   const std::vector<onnx::Node>& nodes = g.nodes;
   const int64_t opset = g.opset;
   const auto& graph_outputs = g.graph_outputs;

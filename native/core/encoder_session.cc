@@ -80,30 +80,40 @@ void EncoderSession::OpenRewritten(const std::string& onnx_path, const SessionSe
   if (settings.fused_attention && !fuse)
     attention_note_ = "the fused attention kernel needs AVX2 or AVX-512 (this CPU runs the serial kernels)";
   if (settings.precision == "bf16" && !bf16)
-    precision_note_ = "bf16 dense layers need a CPU with AVX-512 BF16 (and the avx512 kernel tier); the model runs in fp32";
+    precision_note_ = "bf16 needs a CPU with AVX-512 BF16 (and the avx512 kernel tier); the model runs in fp32";
   if (!fuse && !bf16) return;
-  AttentionFusion fusion;
-  LinearRewrite linears;
+  // A bf16 graph ONNX Runtime refuses is retried with the fused attention alone, in fp32.
+  if (TryOpenRewritten(onnx_path, fuse, bf16, options) == Rewritten::kRefused && bf16 && fuse)
+    TryOpenRewritten(onnx_path, true, false, options);
+}
+
+EncoderSession::Rewritten EncoderSession::TryOpenRewritten(const std::string& onnx_path, bool fuse, bool bf16,
+                                                           const Ort::SessionOptions& options) {
+  std::string model;
+  int fused = 0, layers = 0;
   {
-    // One copy of the file (a graph with its weights inside may be 2 GB): freed once rewritten.
     std::ifstream in(onnx_path, std::ios::binary | std::ios::ate);
-    if (!in) return;  // the plain load below reports the file
-    std::string bytes(static_cast<size_t>(in.tellg()), '\0');
+    if (!in) return Rewritten::kNothing;  // the plain load reports the file
+    model.resize(static_cast<size_t>(in.tellg()));
     in.seekg(0);
-    if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) return;
-    if (fuse) {
-      fusion = FuseAttentionBlocks(bytes, bf16);
-      if (fusion.fused == 0) attention_note_ = "no attention block of the graph matches the fused pattern";
-      else bytes.swap(fusion.model);
-      fusion.model = std::string();
-    }
-    if (bf16) {
-      linears = RewriteLinearsBf16(bytes);
-      if (linears.layers == 0) precision_note_ = "no dense layer of the graph (MatMul by a float initializer) to run in bf16";
-    }
-    if (fusion.fused > 0 && linears.layers == 0) linears.model.swap(bytes);
+    if (!in.read(model.data(), static_cast<std::streamsize>(model.size()))) return Rewritten::kNothing;
   }
-  if (fusion.fused == 0 && linears.layers == 0) return;
+  // Each rewrite holds the model and its rewritten copy (a graph with its weights inside may be
+  // 2 GB); the older copy is freed before the next. The dense layers go first: the attention's
+  // products are in bf16 only where they are.
+  if (bf16) {
+    LinearRewrite linears = RewriteLinearsBf16(model);
+    layers = linears.layers;
+    if (layers == 0) precision_note_ = "no dense layer of the graph (MatMul by a float initializer) to run in bf16; the model runs in fp32";
+    else model.swap(linears.model);
+  }
+  if (fuse) {
+    AttentionFusion fusion = FuseAttentionBlocks(model, layers > 0);
+    fused = fusion.fused;
+    if (fused == 0) attention_note_ = "no attention block of the graph matches the fused pattern";
+    else model.swap(fusion.model);
+  }
+  if (fused == 0 && layers == 0) return Rewritten::kNothing;
   Ort::SessionOptions rewritten = options.Clone();
   AddBgeM3Ops(rewritten);
   // The rewritten graph is loaded from memory: external weights are found next to the file.
@@ -111,14 +121,17 @@ void EncoderSession::OpenRewritten(const std::string& onnx_path, const SessionSe
   rewritten.AddConfigEntry("session.model_external_initializers_file_folder_path",
                            slash == std::string::npos ? "." : onnx_path.substr(0, slash).c_str());
   try {
-    session_ = Ort::Session(SharedOrtEnv(), linears.model.data(), linears.model.size(), rewritten);
-    fused_blocks_ = fusion.fused;
-    bf16_layers_ = linears.layers;
+    session_ = Ort::Session(SharedOrtEnv(), model.data(), model.size(), rewritten);
+    fused_blocks_ = fused;
+    bf16_layers_ = layers;
+    if (fused > 0) attention_note_.clear();  // a note from a refused first try
+    return Rewritten::kOpened;
   } catch (const Ort::Exception& e) {
     // For instance a float16 graph (the kernels are fp32): the graph's own ops run instead.
     const std::string why = std::string("ONNX Runtime refused the rewritten graph: ") + e.what();
-    if (fusion.fused > 0) attention_note_ = why;
-    if (linears.layers > 0) precision_note_ = why + "; the model runs in fp32";
+    if (fused > 0) attention_note_ = why;
+    if (layers > 0) precision_note_ = why + "; the model runs in fp32";
+    return Rewritten::kRefused;
   }
 }
 

@@ -57,8 +57,8 @@ class EncoderSession {
   int fused_attention_blocks() const { return fused_blocks_; }
   const std::string& attention_note() const { return attention_note_; }
 
-  /// Dense layers running in bf16 (precision 'bf16'; 0 in fp32), and why none do when bf16 was
-  /// asked for.
+  /// Dense layers running in bf16 (precision 'bf16'; 0 in fp32, and then the fused attention is
+  /// fp32 too), and why none do when bf16 was asked for.
   int bf16_layers() const { return bf16_layers_; }
   const std::string& precision_note() const { return precision_note_; }
 
@@ -71,6 +71,10 @@ class EncoderSession {
   /// CPU runs the AVX2 or AVX-512 kernels) and dense layers in bf16 (when asked, and the CPU has
   /// AVX-512 BF16). Leaves session_ empty when nothing was rewritten, saying why in the notes.
   void OpenRewritten(const std::string& onnx_path, const SessionSettings& settings, const Ort::SessionOptions& options);
+  /// One try: the graph with the chosen rewrites, opened into session_; otherwise the notes say
+  /// why (nothing matched, or ONNX Runtime refused the result).
+  enum class Rewritten { kOpened, kNothing, kRefused };
+  Rewritten TryOpenRewritten(const std::string& onnx_path, bool fuse, bool bf16, const Ort::SessionOptions& options);
 
   Ort::Session session_{nullptr};
   Ort::MemoryInfo cpu_memory_;

@@ -1,5 +1,6 @@
 #include "core/fused_attention_op.h"
 
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -119,13 +120,13 @@ struct FusedAttentionKernel {
 struct FusedAttentionOp : Ort::CustomOpBase<FusedAttentionOp, FusedAttentionKernel, true> {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
     try {
-      auto* k = new FusedAttentionKernel();
+      auto k = std::make_unique<FusedAttentionKernel>();
       k->scale = Ort::ConstKernelInfo(info).GetAttribute<float>("scale");
       int64_t bf16 = 0;  // optional: absent means fp32
       OrtStatus* status = Ort::GetApi().KernelInfoGetAttribute_int64(info, "bf16", &bf16);
+      k->bf16 = status == nullptr && bf16 != 0;
       if (status) Ort::GetApi().ReleaseStatus(status);
-      k->bf16 = !status && bf16 != 0;
-      *kernel = k;
+      *kernel = k.release();
       return nullptr;
     } catch (const std::exception& e) {
       return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, e.what());

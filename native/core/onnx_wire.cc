@@ -286,24 +286,34 @@ std::optional<size_t> SoleProducer(const Graph& g, std::string_view name, size_t
 std::string Reassemble(const Graph& g, const std::vector<Action>& action, const std::vector<std::string>& replacement,
                        std::string_view domain) {
   // The graph field by field: nodes dropped or replaced in place (a replacement sits where the
-  // node it replaces was, so after everything it reads), everything else copied as it was.
+  // node it replaces was, so after everything it reads), everything else copied as it was. It is
+  // written straight into the model (its length first), so the weights are copied once.
   std::unordered_map<size_t, size_t> node_at;
   for (size_t n = 0; n < g.node_field.size(); ++n) node_at[g.node_field[n]] = n;
-  std::string graph;
-  graph.reserve(g.model[g.graph_index].bytes.size());
-  for (size_t i = 0; i < g.fields.size(); ++i) {
+  auto piece = [&](size_t i) -> std::string_view {
     auto it = node_at.find(i);
-    if (it == node_at.end() || action[it->second] == Action::kKeep) {
-      graph.append(g.fields[i].whole.data(), g.fields[i].whole.size());
-    } else if (action[it->second] == Action::kReplace) {
-      graph += replacement[it->second];
-    }
-  }
+    if (it == node_at.end() || action[it->second] == Action::kKeep) return g.fields[i].whole;
+    if (action[it->second] == Action::kReplace) return replacement[it->second];
+    return {};
+  };
+  size_t graph_size = 0;
+  for (size_t i = 0; i < g.fields.size(); ++i) graph_size += piece(i).size();
+  size_t model_size = graph_size + 64;
+  for (size_t i = 0; i < g.model.size(); ++i)
+    if (i != g.graph_index) model_size += g.model[i].whole.size();
   std::string out;
-  out.reserve(graph.size() + 4096);
+  out.reserve(model_size);
   for (size_t i = 0; i < g.model.size(); ++i) {
-    if (i == g.graph_index) PutBytes(out, 7, graph);
-    else out.append(g.model[i].whole.data(), g.model[i].whole.size());
+    if (i != g.graph_index) {
+      out.append(g.model[i].whole.data(), g.model[i].whole.size());
+      continue;
+    }
+    PutVarint(out, (uint64_t{7} << 3) | kBytes);
+    PutVarint(out, graph_size);
+    for (size_t f = 0; f < g.fields.size(); ++f) {
+      const std::string_view p = piece(f);
+      out.append(p.data(), p.size());
+    }
   }
   if (std::find(g.domains.begin(), g.domains.end(), domain) == g.domains.end()) {
     std::string opset_id;

@@ -1,6 +1,7 @@
 #include "kernels/linear_bf16.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/quantize.h"
 
@@ -40,8 +41,9 @@ int64_t PanelGroups(const LinearBf16Args& a) {
 /// The oracle: every product of the rounded values in fp32 (exact), summed in input order.
 void BlockSerial(const LinearBf16Args& a, int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
   const PackedLinearBf16& l = *a.layer;
+  std::vector<float> x(static_cast<size_t>(l.in));
   for (int64_t r = r0; r < r1; ++r) {
-    const float* x = a.x + r * l.in;
+    for (int64_t k = 0; k < l.in; ++k) x[k] = Bf16ToFloat(FloatToBf16(a.x[r * l.in + k]));
     float* y = a.y + r * l.out;
     for (int64_t panel = p0; panel < p1; ++panel) {
       const uint16_t* w = l.panel(panel);
@@ -49,9 +51,7 @@ void BlockSerial(const LinearBf16Args& a, int64_t r0, int64_t r1, int64_t p0, in
       for (int64_t c = 0; c < cols; ++c) {
         float acc = 0.0f;
         for (int64_t k = 0; k < l.in; ++k) {
-          const float xv = Bf16ToFloat(FloatToBf16(x[k]));
-          const float wv = Bf16ToFloat(w[(k / 2) * 2 * kBf16Panel + 2 * c + (k & 1)]);
-          acc += xv * wv;
+          acc += x[k] * Bf16ToFloat(w[(k / 2) * 2 * kBf16Panel + 2 * c + (k & 1)]);
         }
         y[c0 + c] = acc + l.bias[c0 + c];
       }
