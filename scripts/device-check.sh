@@ -104,7 +104,7 @@ out=$("$B/maxsim_test" 2>&1 | tail -1); note "maxsim tiers: $out"
 grep -m1 -o 'model name.*' /proc/cpuinfo | head -1
 grep -m1 -o -w -E 'avx512_bf16|avx512_vnni|avx512_vp2intersect|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
 for dir in demo-model test/fixtures/tiny-m3-safetensors test/fixtures/tiny-m3-baked test/fixtures/tiny-m3-int32-inputs \
-    test/fixtures/tiny-m3-attention-sdpa test/fixtures/tiny-m3-attention-partial; do
+    test/fixtures/tiny-m3-attention-sdpa test/fixtures/tiny-m3-attention-partial test/fixtures/tiny-m3-linear-variants; do
   out=$("$B/encoder_golden_test" "$dir" test/fixtures/golden.json --device cpu 2>&1 | tail -1); note "cpu $dir: $out"
 done
 # precision bf16 (AVX-512 BF16 hosts; it says "skipped" elsewhere) against PyTorch's bf16 reference.

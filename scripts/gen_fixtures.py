@@ -312,6 +312,9 @@ def main():
         # left), and a block the fused attention must leave alone.
         write_attention_variants(os.path.join(fx, "tiny-m3-safetensors"), "onnx/model.onnx",
                                  os.path.join(fx, "tiny-m3-attention-sdpa"), os.path.join(fx, "tiny-m3-attention-partial"))
+        # Dense layers as exports without constant folding (Transpose) and 2-D exports (Gemm) give them.
+        write_linear_variants(os.path.join(fx, "tiny-m3-safetensors"), "onnx/model.onnx",
+                              os.path.join(fx, "tiny-m3-linear-variants"))
         golden, stats = build_golden(encoder, heads, cfg, tok_path)
         check_batch_invariance(encoder, heads, golden)
         write_json(os.path.join(fx, "golden.json"), golden, indent=None)

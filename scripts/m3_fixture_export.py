@@ -345,3 +345,59 @@ directory instead; the engine reads the same files.
 
 Regenerate with `scripts/gen-fixtures.sh` (needs python3-torch, python3-onnx, python3-numpy).
 """
+
+
+def write_linear_variants(src_root, onnx_rel, root):
+    """src_root's model with its Linears exported in two other common forms, same outputs:
+    layer 0's as MatMul(x, Transpose(W)) with W stored [out, in] (an export without constant
+    folding); layer 1's as Gemm(x, W, b, transB=1) on x flattened to 2-D and reshaped back (a
+    2-D export). For `precision: 'bf16'`, whose rewrite must find all twelve."""
+    model = onnx.load(os.path.join(src_root, onnx_rel), load_external_data=False)
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    graph.initializer.extend([onnx.numpy_helper.from_array(np.array(v, dtype=np.int64), n)
+                              for n, v in (("lin_zero", [0]), ("lin_two", [2]))])
+    nodes, skip = [], set()
+    for node in graph.node:
+        if node.name in skip:
+            continue
+        if node.op_type != "MatMul" or node.input[1] not in inits:
+            nodes.append(node)
+            continue
+        layer = 0 if "layers.0/" in node.name else 1
+        w = onnx.numpy_helper.to_array(inits[node.input[1]], os.path.dirname(os.path.join(src_root, onnx_rel)))  # [in, out]
+        tag = node.name.strip("/").replace("/", "_")
+        wt_name = f"{tag}_wt"
+        graph.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(w.T), wt_name))
+        if layer == 0:
+            nodes.append(onnx.helper.make_node("Transpose", [wt_name], [f"{tag}_w"], perm=[1, 0], name=f"{tag}_transpose"))
+            node.input[1] = f"{tag}_w"
+            nodes.append(node)
+            continue
+        add = readers[node.output[0]][0]
+        bias = next(i for i in add.input if i != node.output[0])
+        x, out = node.input[0], add.output[0]
+        skip.add(add.name)
+        nodes += [
+            onnx.helper.make_node("Shape", [x], [f"{tag}_shape"], name=f"{tag}_shape"),
+            onnx.helper.make_node("Slice", [f"{tag}_shape", "lin_zero", "lin_two"], [f"{tag}_lead"], name=f"{tag}_lead"),
+            onnx.helper.make_node("Constant", [], [f"{tag}_width"], name=f"{tag}_width",
+                                  value=onnx.numpy_helper.from_array(np.array([w.shape[1]], dtype=np.int64))),
+            onnx.helper.make_node("Concat", [f"{tag}_lead", f"{tag}_width"], [f"{tag}_to"], axis=0, name=f"{tag}_to"),
+            onnx.helper.make_node("Constant", [], [f"{tag}_flat_to"], name=f"{tag}_flat_to",
+                                  value=onnx.numpy_helper.from_array(np.array([-1, w.shape[0]], dtype=np.int64))),
+            onnx.helper.make_node("Reshape", [x, f"{tag}_flat_to"], [f"{tag}_x2"], name=f"{tag}_flat"),
+            onnx.helper.make_node("Gemm", [f"{tag}_x2", wt_name, bias], [f"{tag}_y2"], transB=1, name=f"{tag}_gemm"),
+            onnx.helper.make_node("Reshape", [f"{tag}_y2", f"{tag}_to"], [out], name=f"{tag}_unflat"),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    copy_model_dir(src_root, onnx_rel, model, root)  # checks the written graph

@@ -27,6 +27,7 @@ const EXPECTED: Array<[string, string, number, number]> = [
   ['fp16 hidden states', path.join(FIXTURES, 'tiny-m3-fp16-hidden'), 2, 2e-3],
   ['SDPA-style q/k scaling, mask on the left, Mul scale, explicit axis', path.join(FIXTURES, 'tiny-m3-attention-sdpa'), 2, 2e-5],
   ['block 1 probabilities read by another node', path.join(FIXTURES, 'tiny-m3-attention-partial'), 1, 2e-5],
+  ['dense layers as Transpose and Gemm', path.join(FIXTURES, 'tiny-m3-linear-variants'), 2, 2e-5],
 ];
 
 const TEXTS = [

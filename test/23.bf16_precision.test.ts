@@ -162,6 +162,7 @@ describe("precision: 'bf16' on whole models", { skip: skipNoBf16 }, () => {
     ['snapshot (.pt heads)', DEMO_MODEL, {}, 'snapshot', 12, 2],
     ['snapshot, graph attention', DEMO_MODEL, { fusedAttention: false }, 'graphAttention', 12, 0],
     ['heads-baked', path.join(FIXTURES, 'tiny-m3-baked'), {}, 'baked', 14, 2],
+    ['MatMul(x, Transpose(W)) and Gemm(transB) dense layers', path.join(FIXTURES, 'tiny-m3-linear-variants'), {}, 'snapshot', 12, 2],
   ];
   for (const [label, dir, options, kind, layers, blocks] of models) {
     it(`${label}: the bf16 reference to 1e-5 (a rounding flip aside), where fp32 is 1e-3 away`, async () => {

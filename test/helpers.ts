@@ -20,6 +20,8 @@ export const MODEL_DIRS: Record<string, string> = {
   // (write_attention_variants); and one whose block 1 the fused attention must leave alone.
   'snapshot (SDPA-style attention)': path.join(FIXTURES, 'tiny-m3-attention-sdpa'),
   'snapshot (one block not fusable)': path.join(FIXTURES, 'tiny-m3-attention-partial'),
+  // Layer 0's Linears as MatMul(x, Transpose(W)), layer 1's as Gemm(transB) on 2-D x (write_linear_variants).
+  'snapshot (Transpose / Gemm dense layers)': path.join(FIXTURES, 'tiny-m3-linear-variants'),
 };
 
 export interface GoldenCase {

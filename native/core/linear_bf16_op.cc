@@ -34,21 +34,34 @@ struct LinearBf16Kernel {
 
   explicit LinearBf16Kernel(const OrtKernelInfo* info) {
     Ort::ConstKernelInfo ki(info);
+    int64_t trans_b = 0;  // optional: W stored [out, in]
+    OrtStatus* status = Ort::GetApi().KernelInfoGetAttribute_int64(info, "trans_b", &trans_b);
+    const bool transposed = status == nullptr && trans_b != 0;
+    if (status) Ort::GetApi().ReleaseStatus(status);
     int constant = 0;
     const Ort::ConstValue w = ki.GetTensorConstantInput(1, &constant);
     if (!constant || !w) throw std::runtime_error("LinearBf16: the weight is not a constant initializer");
     const std::vector<int64_t> ws = w.GetTensorTypeAndShapeInfo().GetShape();
     if (ws.size() != 2) throw std::runtime_error("LinearBf16: the weight " + ShapeText(ws) + " is not 2-D");
+    const int64_t in = transposed ? ws[1] : ws[0], out = transposed ? ws[0] : ws[1];
     const float* bias = nullptr;
     if (ki.GetInputCount() > 2) {
       const Ort::ConstValue b = ki.GetTensorConstantInput(2, &constant);
       if (!constant || !b) throw std::runtime_error("LinearBf16: the bias is not a constant initializer");
       const std::vector<int64_t> bs = b.GetTensorTypeAndShapeInfo().GetShape();
-      if (bs.size() != 1 || bs[0] != ws[1])
+      if (bs.size() != 1 || bs[0] != out)
         throw std::runtime_error("LinearBf16: the bias " + ShapeText(bs) + " does not match the weight " + ShapeText(ws));
       bias = b.GetTensorData<float>();
     }
-    layer = PackLinearBf16(w.GetTensorData<float>(), bias, ws[0], ws[1]);
+    const float* data = w.GetTensorData<float>();
+    std::vector<float> kn;  // a weight stored [out, in], as [in, out] for packing
+    if (transposed) {
+      kn.resize(static_cast<size_t>(in * out));
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t k = 0; k < in; ++k) kn[k * out + o] = data[o * in + k];
+      data = kn.data();
+    }
+    layer = PackLinearBf16(data, bias, in, out);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {

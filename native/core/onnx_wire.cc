@@ -106,6 +106,15 @@ std::optional<Attribute> ParseAttribute(std::string_view bytes) {
       std::memcpy(&v, &bits, 4);
       a.f = v;
     } else if (f.number == 3 && f.wire == kVarint) a.i = static_cast<int64_t>(f.value);
+    else if (f.number == 8 && f.wire == kVarint) a.ints.push_back(static_cast<int64_t>(f.value));
+    else if (f.number == 8 && f.wire == kBytes) {  // packed
+      const char* p = f.bytes.data();
+      const char* end = p + f.bytes.size();
+      uint64_t v;
+      while (p < end)
+        if (ReadVarint(p, end, &v)) a.ints.push_back(static_cast<int64_t>(v));
+        else return std::nullopt;
+    }
     else if (f.number == 5 && f.wire == kBytes) a.tensor = f.bytes;
     else if (f.number == 6 || f.number == 11) a.subgraph = true;  // g, graphs
   }

@@ -35,6 +35,7 @@ struct Attribute {
   std::string_view name;
   std::optional<int64_t> i;
   std::optional<float> f;
+  std::vector<int64_t> ints;
   std::string_view tensor;  // TensorProto bytes
   bool subgraph = false;    // a graph-valued attribute (control flow)
 };
