@@ -83,7 +83,7 @@ void EncoderSession::OpenRewritten(const std::string& onnx_path, const SessionSe
     precision_note_ = "bf16 needs a CPU with AVX-512 BF16 (and the avx512 kernel tier); the model runs in fp32";
   if (!fuse && !bf16) return;
   // A bf16 graph ONNX Runtime refuses is retried with the fused attention alone, in fp32.
-  if (TryOpenRewritten(onnx_path, fuse, bf16, options) == Rewritten::kRefused && bf16 && fuse)
+  if (TryOpenRewritten(onnx_path, fuse, bf16, options) == Rewritten::kRefusedBf16 && fuse)
     TryOpenRewritten(onnx_path, true, false, options);
 }
 
@@ -131,7 +131,7 @@ EncoderSession::Rewritten EncoderSession::TryOpenRewritten(const std::string& on
     const std::string why = std::string("ONNX Runtime refused the rewritten graph: ") + e.what();
     if (fused > 0) attention_note_ = why;
     if (layers > 0) precision_note_ = why + "; the model runs in fp32";
-    return Rewritten::kRefused;
+    return layers > 0 ? Rewritten::kRefusedBf16 : Rewritten::kRefused;
   }
 }
 

@@ -72,8 +72,8 @@ class EncoderSession {
   /// AVX-512 BF16). Leaves session_ empty when nothing was rewritten, saying why in the notes.
   void OpenRewritten(const std::string& onnx_path, const SessionSettings& settings, const Ort::SessionOptions& options);
   /// One try: the graph with the chosen rewrites, opened into session_; otherwise the notes say
-  /// why (nothing matched, or ONNX Runtime refused the result).
-  enum class Rewritten { kOpened, kNothing, kRefused };
+  /// why (nothing matched, or ONNX Runtime refused the result, with or without bf16 layers).
+  enum class Rewritten { kOpened, kNothing, kRefused, kRefusedBf16 };
   Rewritten TryOpenRewritten(const std::string& onnx_path, bool fuse, bool bf16, const Ort::SessionOptions& options);
 
   Ort::Session session_{nullptr};
