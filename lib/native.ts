@@ -69,11 +69,11 @@ export interface NativeModelInfo {
   fusedAttentionBlocks: number;
   /** Why no block runs fused, when the fusion was looked for (empty otherwise). */
   attentionNote: string;
-  /** The arithmetic of the graph's dense layers: 'bf16' when any runs on the bf16 kernel. */
+  /** 'bf16' when the graph's dense layers (and then the fused attention's products) run in bf16. */
   precision: 'fp32' | 'bf16';
-  /** Dense layers (MatMul by a weight) running on the bf16 kernel. */
+  /** Dense layers (MatMul or Gemm by a weight) running on the bf16 kernel. */
   bf16Layers: number;
-  /** Why the dense layers run in fp32 although bf16 was asked for (empty otherwise). */
+  /** Why the model runs in fp32 although bf16 was asked for (empty otherwise). */
   precisionNote: string;
 }
 
