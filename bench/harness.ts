@@ -230,7 +230,7 @@ async function main(): Promise<void> {
     else if (s === 'full-shape') files[s] = await scenarioFullShape(o);
     else if (s === 'maxsim') r = runNode('maxsim.js', quick ? ['--docs', '6', '--runs', '5'] : [], env);
     else if (s === 'lexical') r = runNode('lexical.js', quick ? ['--docs', '2000', '--runs', '5'] : [], env);
-    else if (s === 'index') r = runNode('index.js', quick ? ['--sizes', '2000', '--queries', '20', '--colbert-docs', '200'] : [], env);
+    else if (s === 'index') r = runNode('index.js', quick ? ['--sizes', '2000', '--clustered-sizes', '2000', '--queries', '20', '--colbert-docs', '200'] : [], env);
     else if (s === 'finetune') {
       r = runNode('finetune.js', ['--model', o.model,
         ...(quick ? ['--train', '120', '--held-out', '30', '--epochs', '1', '--runs', '1', '--full-steps', '1'] : [])], env);

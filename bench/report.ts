@@ -266,7 +266,7 @@ function finetuneSection(r: Json): string {
 function indexSection(r: Json): string {
   const rows = (r.rows as Json[]).filter((x) => x.p50 !== undefined);
   return ['## Hybrid index', '', `Result \`${r._file}\`.`, '', '| documents | search | p50 ms | p99 ms |', '| ---: | --- | ---: | ---: |',
-    ...rows.map((x) => `| ${fmt(x.documents)} | ${x.search} | ${fmt(x.p50, 2)} | ${fmt(x.p99, 2)} |`), ''].join('\n');
+    ...rows.map((x) => `| ${fmt(x.documents)}${x.corpus ? `, ${x.corpus}` : ''} | ${x.search} | ${fmt(x.p50, 2)} | ${fmt(x.p99, 2)} |`), ''].join('\n');
 }
 
 async function main(): Promise<void> {
