@@ -1,7 +1,9 @@
 // Errors raised by the pure C++ core. The binding maps them to JS `M3Error`s with the same code.
 #pragma once
+#include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace m3 {
 
@@ -17,5 +19,12 @@ class CoreError : public std::runtime_error {
  private:
   std::string code_;
 };
+
+/// "[2, 3, 1024]": a tensor shape as error messages give it.
+inline std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
 
 }  // namespace m3

@@ -18,12 +18,6 @@ double MillisecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 std::vector<int64_t> ShapeOf(const Ort::Value& v) { return v.GetTensorTypeAndShapeInfo().GetShape(); }
 
 /// float32, or a 16-bit float that the encoder widens (fp16 / bf16 exports).

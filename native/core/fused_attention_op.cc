@@ -6,16 +6,11 @@
 #include <vector>
 
 #include "core/attention_fusion.h"
+#include "core/core_error.h"
 #include "kernels/attention.h"
 
 namespace m3 {
 namespace {
-
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 struct Job {
   AttentionArgs args;
@@ -51,8 +46,8 @@ struct FusedAttentionKernel {
     std::vector<int64_t> vs = v.GetTensorTypeAndShapeInfo().GetShape();
     const size_t rank = qs.size();
     auto fail = [&](const std::string& what) {
-      throw std::runtime_error("FusedAttention: " + what + " (q " + ShapeText(qs) + ", kt " + ShapeText(ks) + ", v " +
-                               ShapeText(vs) + "); load the model with fusedAttention: false to run the graph's own attention");
+      throw std::runtime_error("FusedAttention: " + what + " (q " + ShapeString(qs) + ", kt " + ShapeString(ks) + ", v " +
+                               ShapeString(vs) + "); load the model with fusedAttention: false to run the graph's own attention");
     };
     if (rank < 2 || rank > 4 || ks.size() != rank || vs.size() != rank) fail("q, kt and v must all have rank 2, 3 or 4");
     // Rank 3 is [batch, len, dim] (heads folded into the batch), rank 2 one [len, dim] matrix.
@@ -93,13 +88,13 @@ struct FusedAttentionKernel {
       const std::vector<int64_t> full = rank == 4   ? std::vector<int64_t>{a.batch, a.heads, a.q_len, a.kv_len}
                                         : rank == 3 ? std::vector<int64_t>{a.batch, a.q_len, a.kv_len}
                                                     : std::vector<int64_t>{a.q_len, a.kv_len};
-      if (ms.size() > rank) fail("the mask " + ShapeText(ms) + " has a higher rank than the scores");
+      if (ms.size() > rank) fail("the mask " + ShapeString(ms) + " has a higher rank than the scores");
       std::vector<int64_t> dims(rank - ms.size(), 1);
       dims.insert(dims.end(), ms.begin(), ms.end());
       std::vector<int64_t> strides(rank);
       int64_t stride = 1;
       for (size_t d = rank; d-- > 0;) {
-        if (dims[d] != 1 && dims[d] != full[d]) fail("the mask " + ShapeText(ms) + " does not broadcast to the scores");
+        if (dims[d] != 1 && dims[d] != full[d]) fail("the mask " + ShapeString(ms) + " does not broadcast to the scores");
         strides[d] = dims[d] == 1 ? 0 : stride;
         stride *= dims[d];
       }

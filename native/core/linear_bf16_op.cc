@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "core/core_error.h"
 #include "core/linear_rewrite.h"
 #include "kernels/linear_bf16.h"
 
@@ -23,12 +24,6 @@ void RunUnit(void* data, size_t unit) {
   LinearBf16RunUnit(job.vector, job.args, static_cast<int64_t>(unit), scratch.data());
 }
 
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 struct LinearBf16Kernel {
   PackedLinearBf16 layer;
 
@@ -42,7 +37,7 @@ struct LinearBf16Kernel {
     const Ort::ConstValue w = ki.GetTensorConstantInput(1, &constant);
     if (!constant || !w) throw std::runtime_error("LinearBf16: the weight is not a constant initializer");
     const std::vector<int64_t> ws = w.GetTensorTypeAndShapeInfo().GetShape();
-    if (ws.size() != 2) throw std::runtime_error("LinearBf16: the weight " + ShapeText(ws) + " is not 2-D");
+    if (ws.size() != 2) throw std::runtime_error("LinearBf16: the weight " + ShapeString(ws) + " is not 2-D");
     const int64_t in = transposed ? ws[1] : ws[0], out = transposed ? ws[0] : ws[1];
     const float* bias = nullptr;
     if (ki.GetInputCount() > 2) {
@@ -50,7 +45,7 @@ struct LinearBf16Kernel {
       if (!constant || !b) throw std::runtime_error("LinearBf16: the bias is not a constant initializer");
       const std::vector<int64_t> bs = b.GetTensorTypeAndShapeInfo().GetShape();
       if (bs.size() != 1 || bs[0] != out)
-        throw std::runtime_error("LinearBf16: the bias " + ShapeText(bs) + " does not match the weight " + ShapeText(ws));
+        throw std::runtime_error("LinearBf16: the bias " + ShapeString(bs) + " does not match the weight " + ShapeString(ws));
       bias = b.GetTensorData<float>();
     }
     const float* data = w.GetTensorData<float>();
@@ -77,7 +72,7 @@ struct LinearBf16Kernel {
     const Ort::ConstValue x = ctx.GetInput(0);
     std::vector<int64_t> shape = x.GetTensorTypeAndShapeInfo().GetShape();
     if (shape.empty() || shape.back() != layer.in) {
-      throw std::runtime_error("LinearBf16: the input " + ShapeText(shape) + " does not end in the weight's " +
+      throw std::runtime_error("LinearBf16: the input " + ShapeString(shape) + " does not end in the weight's " +
                                std::to_string(layer.in) + " rows; load the model with precision 'fp32'");
     }
     int64_t rows = 1;

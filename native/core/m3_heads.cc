@@ -9,12 +9,6 @@
 namespace m3 {
 namespace {
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 const Tensor& Require(const StateDict& dict, const std::string& key, const std::string& path) {
   auto it = dict.find(key);
   if (it == dict.end()) {
