@@ -104,7 +104,7 @@ EncoderSession::Rewritten EncoderSession::TryOpenRewritten(const std::string& on
   if (bf16) {
     LinearRewrite linears = RewriteLinearsBf16(model);
     layers = linears.layers;
-    if (layers == 0) precision_note_ = "no dense layer of the graph (MatMul by a float initializer) to run in bf16; the model runs in fp32";
+    if (layers == 0) precision_note_ = "no dense layer of the graph (MatMul or Gemm by a float initializer) to run in bf16; the model runs in fp32";
     else model.swap(linears.model);
   }
   if (fuse) {
