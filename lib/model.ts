@@ -47,8 +47,8 @@ export interface LoadOptions {
   fusedAttention?: boolean;
   /**
    * Arithmetic of the graph's dense layers and fused attention (default 'fp32', FlagEmbedding's
-   * own). 'bf16' (a CPU with AVX-512 BF16: AMD Zen 4 and later, Intel Cooper Lake, Sapphire Rapids
-   * and later) rewrites each MatMul by a weight (plus its bias) into a kernel that rounds the
+   * own). 'bf16' (a CPU with AVX-512 BF16; faster on AMD Zen 4 and 5, slower than fp32 on an
+   * Intel Xeon measured) rewrites each MatMul by a weight (plus its bias) into a kernel that rounds the
    * inputs and weights to bf16 and sums the products in fp32, and runs the fused attention's two
    * products the same way (its softmax in fp32): about twice the multiply-adds per instruction,
    * at the cost of agreeing with the fp32 model only to about 1e-3 instead of 1e-6. The weights
