@@ -8,7 +8,7 @@
  *
  *   scripts/gen-bench-model.sh            # once: writes .cache/bench-model
  *   npm run bench:serve -- [--model DIR] [--seconds 6] [--concurrency 1,4,16,64] [--threads 2]
- *                          [--max-wait-ms 2] [--overload 1]
+ *                          [--max-wait-ms 2] [--overload 1] [--release-memory-after-ms 1000]
  *
  * Requests are POST /v1/embeddings with one text each, cycling through the seed examples'
  * queries and passages (8 to 48 tokens with the benchmark model's tokenizer). The load
@@ -95,15 +95,19 @@ async function load(address: string, bodies: string[],
   });
 }
 
+/** Seconds of idle after the overload before the server's memory is measured again. */
+const IDLE_SECONDS = 15;
+
 /** Twice the best batching rate, offered at a fixed rate: every request must get 200 or 503 in time. */
-async function overloadPhase(model: string, threads: number, seconds: number, bodies: string[], phases: Phase[]) {
+async function overloadPhase(model: string, threads: number, seconds: number, bodies: string[], phases: Phase[], releaseMemoryAfterMs: string) {
   // Overload: twice the best batching rate, offered at a fixed rate by more connections than
   // the server queues (--max-queue 64), so the excess must be refused with 503s.
   const best = Math.max(...phases.filter((p) => p.mode === 'batching').map((p) => p.requestsPerSec));
   const rate = Math.ceil(2 * best);
   const timeoutS = 10;
   const connections = 512;
-  const server = await startServer(model, threads, true, ['--timeout-ms', String(timeoutS * 1000 - 1000), '--max-queue', '64']);
+  const server = await startServer(model, threads, true, ['--timeout-ms', String(timeoutS * 1000 - 1000), '--max-queue', '64',
+    '--release-memory-after-ms', releaseMemoryAfterMs]);
   const pid = server.child.pid!;
   const rss: number[] = [rssMiB(pid)];
   const sampler = setInterval(() => rss.push(rssMiB(pid)), 250);
@@ -112,6 +116,10 @@ async function overloadPhase(model: string, threads: number, seconds: number, bo
   const over = await load(server.address, bodies, { connections, amount: rate * overSeconds, overallRate: rate, timeout: timeoutS });
   clearInterval(sampler);
   rss.push(rssMiB(pid));
+  // Idle after the burst: the server gives its memory back (releaseMemoryAfterMs, then again
+  // once V8 has collected the last answers' buffers).
+  await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
+  const idleRss = rssMiB(pid);
   const codes = Object.fromEntries(Object.entries(over.statusCodeStats ?? {}).map(([k, v]) => [k, v?.count ?? 0]));
   const answered = Object.values(codes).reduce((a, b) => a + b, 0);
   const ok = codes['200'] ?? 0;
@@ -122,19 +130,20 @@ async function overloadPhase(model: string, threads: number, seconds: number, bo
     offeredRate: rate, connections, maxQueue: 64, requests: rate * overSeconds, seconds: over.duration, sent: over.requests.sent, answered, statusCodes: codes,
     okPerSec: ok / over.duration, other: answered - ok - refused, errors: over.errors, timeouts: over.timeouts,
     latencyMs: { p50: over.latency.p50, p99: over.latency.p99, max: over.latency.max },
-    rssMiB: { start: rss[0], maxPerQuarter: rssQuarters, end: rss[rss.length - 1] },
+    rssMiB: { start: rss[0], maxPerQuarter: rssQuarters, end: rss[rss.length - 1], [`idle${IDLE_SECONDS}s`]: idleRss },
     exitCode: await stopServer(server),
   };
   console.log(`overload at ${rate} req/s offered (${rate * overSeconds} requests): ${answered} answered (${ok} x 200, ${refused} x 503, ${overload.other} other), ` +
     `${over.errors} errors, ${over.timeouts} timeouts; p99 ${over.latency.p99} ms, max ${over.latency.max} ms; ` +
-    `RSS ${overload.rssMiB.start.toFixed(0)} MiB at start, max per quarter ${rssQuarters.map((x) => x.toFixed(0)).join(' / ')} MiB; exit ${overload.exitCode}`);
+    `RSS ${overload.rssMiB.start.toFixed(0)} MiB at start, max per quarter ${rssQuarters.map((x) => x.toFixed(0)).join(' / ')} MiB, ` +
+    `${idleRss.toFixed(0)} MiB after ${IDLE_SECONDS} s idle; exit ${overload.exitCode}`);
 
   return overload;
 }
 
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), {
-    model: '.cache/bench-model', seconds: '6', concurrency: '1,4,16,64', threads: '2', 'max-wait-ms': '2', overload: '1',
+    model: '.cache/bench-model', seconds: '6', concurrency: '1,4,16,64', threads: '2', 'max-wait-ms': '2', overload: '1', 'release-memory-after-ms': '1000',
   });
   const model = path.resolve(flags.model);
   if (!fs.existsSync(model)) {
@@ -184,7 +193,7 @@ async function main(): Promise<void> {
     console.log(`c=${r.concurrency}: batching gives ${r.throughput.toFixed(2)}x the throughput; p99 ${r.p99OnMs} ms vs ${r.p99OffMs} ms`);
   }
 
-  const overload = flags.overload === '0' ? undefined : await overloadPhase(model, threads, seconds, bodies, phases);
+  const overload = flags.overload === '0' ? undefined : await overloadPhase(model, threads, seconds, bodies, phases, flags['release-memory-after-ms']);
   const file = writeResult('serve', {
     benchmark: 'serve', machine: machineInfo(), model, threads, secondsPerPhase: seconds, bodies: bodies.length, phases, ratios, overload,
     targets: { throughputRatioAtC16Plus: 2, overload: 'every request answered 200 or 503, none over the timeout, memory bounded' },

@@ -74,6 +74,7 @@ interface ModelFlags {
   gpuMemLimit?: number;
   fusedAttention?: boolean;
   precision?: 'fp32' | 'bf16';
+  releaseMemoryAfterMs?: number;
 }
 
 /** The load options the model flags (addModelFlags, addDeviceFlags) give. */
@@ -84,6 +85,7 @@ function loadOptions(flags: ModelFlags): LoadOptions {
   if (flags.gpuMemLimit !== undefined) options.gpuMemLimit = flags.gpuMemLimit;
   if (flags.fusedAttention === false) options.fusedAttention = false;
   if (flags.precision !== undefined) options.precision = flags.precision;
+  if (flags.releaseMemoryAfterMs !== undefined) options.releaseMemoryAfterMs = flags.releaseMemoryAfterMs;
   return options;
 }
 
@@ -371,7 +373,9 @@ async function main(argv: string[]): Promise<void> {
     .option('--max-texts <n>', 'texts per request', positiveInt, 256)
     .option('--max-text-tokens <n>', "tokens per text (default the model's max length)", positiveInt)
     .option('--body-limit <bytes>', 'largest request body', positiveInt, 8 * 1024 * 1024)
-    .option('--timeout-ms <ms>', 'answer 503 to a request not done by then', positiveInt, 30000)
+    .option('--timeout-ms <ms>', 'answer 503 to a request not done by then (408 to one not received by then)', positiveInt, 30000)
+    .option('--drain-timeout-ms <ms>', 'on SIGTERM, wait this long for requests in flight, then close every connection', nonNegativeInt, 10000)
+    .option('--release-memory-after-ms <ms>', 'idle this long, give the memory of a burst back to the system (0: never)', nonNegativeInt, 1000)
     .option('--max-event-loop-delay <ms>', 'answer 503 while the event loop lags more (0: off)', nonNegativeInt, 1000)
     .option('--log', 'log requests (JSON lines on stdout)'))
     .action(async (opts) => {
@@ -381,7 +385,7 @@ async function main(argv: string[]): Promise<void> {
         const index = opts.index ? HybridIndex.load(opts.index, { model }) : undefined;
         server = await createServer({
           model, index, logger: !!opts.log, bodyLimit: opts.bodyLimit, maxTexts: opts.maxTexts, maxTextTokens: opts.maxTextTokens,
-          requestTimeoutMs: opts.timeoutMs, maxEventLoopDelayMs: opts.maxEventLoopDelay,
+          requestTimeoutMs: opts.timeoutMs, drainTimeoutMs: opts.drainTimeoutMs, maxEventLoopDelayMs: opts.maxEventLoopDelay,
           // --no-batching: each request alone (one request per batch, no wait), the same queue limits.
           batching: opts.batching
             ? { maxWaitMs: opts.maxWaitMs, maxBatchTokens: opts.maxBatchTokens, maxQueue: opts.maxQueue, maxQueueTokens: opts.maxQueueTokens }

@@ -4,11 +4,14 @@
  * index over token ids); they are reranked by the weighted mean of the dense, lexical and
  * ColBERT scores (the same formula as computeScore's 'colbert+sparse+dense').
  */
+import * as fs from 'node:fs';
 import { M3Error, fromNative, inputError } from './errors';
+import { checkWeights } from './fusion';
 import { native, type NativeHybridIndex } from './native';
 import type { EncodeOutput, EncodeRow } from './outputs';
 import { BGE_M3_VOCAB_SIZE } from './lexical';
-import { loadIndex, saveIndex, verifyGraph, type ModelIdentity } from './index_store';
+import { pathOfOpenFile } from './files';
+import { loadIndex, saveIndex, verifyGraph, type GraphRef, type ModelIdentity } from './index_store';
 
 export type { ModelIdentity } from './index_store';
 
@@ -157,7 +160,7 @@ export class HybridIndex {
    */
   static load(dir: string, options: { model?: ModelLike; dense?: 'exact' | 'hnsw' } = {}): HybridIndex {
     if (typeof dir !== 'string' || dir.length === 0) throw inputError('an index directory', 'dir', dir);
-    const { meta, ids, state, graph } = loadIndex(dir);
+    const { meta, ids, state, segment, graph, graphProblem } = loadIndex(dir);
     if (options.model !== undefined) {
       const want = identityOf(options.model);
       const have = meta.model ?? { dim: meta.dim, vocabSize: meta.vocabSize };
@@ -167,28 +170,27 @@ export class HybridIndex {
       }
     }
     if (state.sparseOffsets.length !== ids.length + 1) {
-      throw new M3Error('ERR_MODEL_FILES', `Index in '${dir}' lists ${ids.length} ids for ${state.sparseOffsets.length - 1} documents.`);
+      throw new M3Error('ERR_MODEL_FILES', `Index file '${segment}' lists ${ids.length} ids for ${state.sparseOffsets.length - 1} documents.`);
     }
     let index: HybridIndex;
     try {
       index = HybridIndex.create({ dim: meta.dim, vocabSize: meta.vocabSize, colbert: meta.colbert, model: meta.model, dense: options.dense ?? meta.dense });
     } catch (err) {
-      throw new M3Error('ERR_MODEL_FILES', `Index in '${dir}' has invalid settings: ${(err as Error).message}`, { cause: err });
+      throw new M3Error('ERR_MODEL_FILES', `Index file '${segment}' has invalid settings: ${(err as Error).message}`, { cause: err });
     }
     try {
       index.index.importState(state);
-      if (index.hnsw && !(graph && index.readGraph(dir, graph, meta.count))) {
+      if (index.hnsw && !index.readGraph(dir, graph ?? graphProblem, meta.count)) {
         index.hnsw.add(BigUint64Array.from({ length: meta.count }, (_, i) => BigInt(i)), state.dense);
       }
     } catch (err) {
       const e = fromNative(err);
-      throw new M3Error('ERR_MODEL_FILES', `Index in '${dir}': ${e.message}`, { cause: err });
+      throw new M3Error('ERR_MODEL_FILES', `Index file '${segment}': ${e.message}`, { cause: err });
     }
+    // loadIndex checked the ids: each a string or a safe integer, none twice.
     ids.forEach((id, slot) => {
-      const checked = checkId(id, `stored id ${slot}`);
-      if (index.slotOf.has(checked)) throw new M3Error('ERR_MODEL_FILES', `Index in '${dir}' lists id ${JSON.stringify(id)} twice.`);
-      index.slotOf.set(checked, slot);
-      index.idOfSlot[slot] = checked;
+      index.slotOf.set(id, slot);
+      index.idOfSlot[slot] = id;
     });
     return index;
   }
@@ -204,15 +206,20 @@ export class HybridIndex {
   }
 
   /**
-   * Replaces the (empty) HNSW graph with the saved one when its file checks out and holds one
-   * vector per document; false (with a warning saying why) when it has to be rebuilt instead.
+   * Replaces the (empty) HNSW graph with the saved one when its file checks out completely (see
+   * verifyGraph) and holds one vector per document; false when it has to be rebuilt instead: with
+   * a warning saying why, which `ref` may already say; quietly when no graph was saved.
    */
-  private readGraph(dir: string, ref: Parameters<typeof verifyGraph>[1], count: number): boolean {
-    let { file, why } = verifyGraph(dir, ref);
-    if (file) {
-      const graph = createHnsw(this.dim);
+  private readGraph(dir: string, ref: GraphRef | string | undefined, count: number): boolean {
+    if (ref === undefined) return false;
+    const verified = typeof ref === 'string' ? { file: undefined, fd: undefined, why: ref } : verifyGraph(dir, ref, { dimensions: this.dim, count });
+    let why = verified.why;
+    if (verified.fd !== undefined) {
+      const { file, fd } = verified;
       try {
-        graph.load(file);
+        const graph = createHnsw(this.dim);
+        // usearch opens the file by name: give it a name for the very file that was checked.
+        graph.load(pathOfOpenFile(fd, file, 'Index file'));
         if (graph.size() === count && graph.dimensions() === this.dim) {
           this.hnsw = graph;
           return true;
@@ -220,6 +227,8 @@ export class HybridIndex {
         why = `'${file}' holds ${graph.size()} vectors of ${graph.dimensions()} dimensions, not ${count} of ${this.dim}`;
       } catch (err) {
         why = `'${file}' could not be read: ${(err as Error).message}`;
+      } finally {
+        fs.closeSync(fd);
       }
     }
     process.emitWarning(`bge-m3 index: rebuilding the HNSW graph from the vectors, because ${why}.`, { code: 'BGE_M3_INDEX_GRAPH' });
@@ -354,13 +363,7 @@ export class HybridIndex {
   private params(options: SearchOptions) {
     if (!options || typeof options !== 'object') throw inputError('an options object', 'options', options);
     const k = checkCount(options.k ?? 10, 'k', 1);
-    const weights = options.weights ?? [1, 0.3, 1];
-    if (!Array.isArray(weights) || weights.length !== 3 || weights.some((w) => typeof w !== 'number' || !Number.isFinite(w) || w < 0)) {
-      throw inputError('three finite non-negative numbers [dense, sparse, colbert]', 'weights', weights);
-    }
-    if (weights[0] + weights[1] + (this.colbert ? weights[2] : 0) === 0) {
-      throw new M3Error('ERR_INPUT', `weights ${JSON.stringify(weights)} are all zero for the scores this index has; give one a positive weight`);
-    }
+    const weights = checkWeights(options.weights ?? [1, 0.3, 1], 'weights', { colbert: !!this.colbert });
     const routes = options.routes ?? ['dense', 'sparse'];
     if (!Array.isArray(routes) || routes.length === 0 || routes.some((r) => r !== 'dense' && r !== 'sparse')) {
       throw inputError("a non-empty array of 'dense' and 'sparse'", 'routes', routes);

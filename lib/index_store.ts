@@ -9,19 +9,23 @@
  * format, model identity, count, dense route), `ids` (JSON array) and the index's arrays. An
  * index with the approximate dense route also has `graph-<id>.usearch` (the HNSW graph as usearch
  * saves it, keyed by slot), named in MANIFEST with its size and CRC-32: derived data, so a graph
- * that is missing or fails its checksum is rebuilt from the vectors instead of failing the load.
+ * that is missing, fails its checksum or fails the structural check usearch's loader needs (see
+ * hnsw_graph_check.ts) is rebuilt from the vectors instead of failing the load.
  *
  * save (holding the directory's LOCK, so concurrent saves take turns): write the new segment under
  * a fresh name and fsync it; write a uniquely named MANIFEST temp file, fsync, rename it over
  * MANIFEST, fsync the directory; only then delete older segments, keeping the previous one for
- * readers that read the old MANIFEST. load trusts nothing: every size and checksum is verified
- * and each failure names the file and the problem.
+ * readers that read the old MANIFEST. load trusts nothing: every path must be a regular file (a
+ * FIFO would block the open), every size and checksum is verified, every JSON value has its type
+ * checked, and each failure is an M3Error (ERR_MODEL_FILES) naming the file and the problem.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import * as zlib from 'node:zlib';
-import { M3Error, fromNative } from './errors';
+import { M3Error, describe, fromNative } from './errors';
+import { describeFileKind, openRegularFile, readRegularFile, regularFileStats } from './files';
+import { scanHnswGraphFile, type HnswGraphExpectation } from './hnsw_graph_check';
 import { native } from './native';
 import type { NativeIndexState } from './native';
 
@@ -29,6 +33,10 @@ export const FORMAT = 'bge-m3-hybrid-index';
 export const VERSION = 1;
 const MAGIC = Buffer.from('BGEM3IDX', 'latin1');
 const MANIFEST = 'MANIFEST';
+// A MANIFEST is a few hundred bytes; anything far larger is not one, and is not read into memory.
+const MAX_MANIFEST_BYTES = 1 << 20;
+// How messages about these files name them.
+const ROLE = 'Index file';
 
 /** What identifies the model an index was built with. */
 export interface ModelIdentity {
@@ -68,8 +76,9 @@ function bytesOf(view: ArrayBufferView): Buffer {
   return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
 }
 
+/** Writes a new file under a fresh name: 'wx' fails rather than open whatever might be there (a FIFO would block). */
 function writeFileSynced(file: string, chunks: Buffer[]): void {
-  const fd = fs.openSync(file, 'w');
+  const fd = fs.openSync(file, 'wx');
   try {
     for (const chunk of chunks) {
       let done = 0;
@@ -100,7 +109,7 @@ export function saveIndex(dir: string, meta: IndexMeta, ids: unknown[], state: N
 
 /** Size and CRC-32 of a file, read in pieces (a graph can be larger than a Buffer). */
 function fileChecksum(file: string): { bytes: number; crc32: number } {
-  const fd = fs.openSync(file, 'r');
+  const { fd } = openRegularFile(file, ROLE);
   try {
     const piece = Buffer.allocUnsafe(16 << 20);
     let crc = 0;
@@ -113,7 +122,7 @@ function fileChecksum(file: string): { bytes: number; crc32: number } {
 }
 
 function fsyncFile(file: string): void {
-  const fd = fs.openSync(file, 'r+');
+  const { fd } = openRegularFile(file, ROLE, { readWrite: true });
   try {
     fs.fsyncSync(fd);
   } finally {
@@ -173,7 +182,7 @@ function writeSegmentAndManifest(dir: string, meta: IndexMeta, ids: unknown[], s
 /** The current MANIFEST, if there is a readable one. */
 function currentManifest(dir: string): { segment?: unknown; graph?: { file?: unknown } } | undefined {
   try {
-    const m = JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8'));
+    const m = JSON.parse(readRegularFile(path.join(dir, MANIFEST), ROLE, MAX_MANIFEST_BYTES).toString('utf8'));
     return m && typeof m === 'object' ? m : undefined;
   } catch {
     return undefined;
@@ -185,19 +194,22 @@ function currentManifest(dir: string): { segment?: unknown; graph?: { file?: unk
  * objects in one process) take turns: an exclusive flock on the file LOCK, which the kernel
  * releases when its holder exits, however it exits, so a killed save never leaves a lock that
  * others must guess is stale. LOCK holds the holder's process id, for people; it is removed on
- * release.
+ * release. A LOCK that is anything but a regular file (a FIFO, a directory, a symbolic link) was
+ * not made by a save, and is refused rather than opened, truncated and written to.
  */
 export function withDirectoryLock<T>(dir: string, fn: () => T, timeoutMs = 10 * 60 * 1000): T {
   fs.mkdirSync(dir, { recursive: true });
   const lock = path.join(dir, 'LOCK');
   const deadline = Date.now() + timeoutMs;
-  let fd: number;
+  let fd = -1;
   try {
-    while ((fd = native().tryLockFile(lock)) < 0) {
+    for (;;) {
+      refuseForeignLock(lock);
+      if ((fd = native().tryLockFile(lock)) >= 0) break;
       if (Date.now() > deadline) {
         let holder = '';
         try {
-          holder = fs.readFileSync(lock, 'utf8').trim();
+          holder = readRegularFile(lock, ROLE, 64).toString('utf8').trim();
         } catch {
           // gone already: say nothing about who held it
         }
@@ -220,19 +232,48 @@ export function withDirectoryLock<T>(dir: string, fn: () => T, timeoutMs = 10 * 
   }
 }
 
-/** Reads a file of any size (readFileSync stops at 2 GiB) into one buffer. */
-function readWhole(file: string): Buffer {
-  const size = fs.statSync(file).size;
-  const out = Buffer.allocUnsafe(size);
-  const fd = fs.openSync(file, 'r');
+/**
+ * Throws unless `lock` is absent or a regular file. lstat, not stat: the lock is created here and
+ * is never a link, and opening a link would truncate whatever file it points to.
+ */
+function refuseForeignLock(lock: string): void {
+  let stats: fs.Stats;
   try {
+    stats = fs.lstatSync(lock);
+  } catch {
+    return;
+  }
+  if (!stats.isFile()) {
+    throw new M3Error('ERR_MODEL_FILES', `'${lock}' is ${describeFileKind(stats)}, not the lock file bge-m3 creates there; remove it, then save again.`);
+  }
+}
+
+/**
+ * Reads a segment of `expected` bytes (any size: readFileSync stops at 2 GiB), checking the size
+ * before allocating anything.
+ */
+function readSegment(file: string, expected: number): Buffer {
+  const { fd, stats } = openRegularFile(file, ROLE);
+  try {
+    if (stats.size !== expected) fail(file, `has ${stats.size} bytes but MANIFEST says ${expected}: it is truncated or was changed.`);
+    let out: Buffer;
+    try {
+      out = Buffer.allocUnsafe(expected);
+    } catch (err) {
+      throw new M3Error('ERR_MODEL_FILES', `Index file '${file}' has ${expected} bytes, more than this process can hold in one buffer.`, { cause: err });
+    }
     let done = 0;
-    while (done < size) {
-      const n = fs.readSync(fd, out, done, Math.min(1 << 30, size - done), done);
-      if (n === 0) break;
+    while (done < expected) {
+      let n: number;
+      try {
+        n = fs.readSync(fd, out, done, Math.min(1 << 30, expected - done), done);
+      } catch (err) {
+        throw new M3Error('ERR_MODEL_FILES', `Index file '${file}' cannot be read (${(err as Error).message}).`, { cause: err });
+      }
+      if (n === 0) fail(file, `ended after ${done} of its ${expected} bytes while it was read: it was changed.`);
       done += n;
     }
-    return done === size ? out : out.subarray(0, done);
+    return out;
   } finally {
     fs.closeSync(fd);
   }
@@ -249,46 +290,96 @@ function fail(file: string, problem: string): never {
   throw new M3Error('ERR_MODEL_FILES', `Index file '${file}' ${problem}`);
 }
 
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A graph file that passed every check, still open at `fd` (the caller closes it), or why it is unusable. */
+export type VerifiedGraph = { file: string; fd: number; why?: undefined } | { file: string; fd?: undefined; why: string };
+
 /**
- * The graph file a MANIFEST names, when it is there with the recorded size and checksum; else
- * undefined and `why` says what is wrong (the caller rebuilds the graph from the vectors).
+ * Opens the graph file a MANIFEST names and checks it completely before anyone trusts it: a
+ * regular file, of the recorded size and checksum, and an HNSW graph that `expected` describes
+ * (see hnsw_graph_check.ts), all in one pass over the file. When any of that fails, `why` says
+ * what (the caller rebuilds the graph from the vectors).
  */
-export function verifyGraph(dir: string, ref: GraphRef): { file?: string; why?: string } {
+export function verifyGraph(dir: string, ref: GraphRef, expected: HnswGraphExpectation): VerifiedGraph {
   const file = path.join(dir, ref.file);
-  if (!fs.existsSync(file)) return { why: `'${file}' is missing` };
-  const { bytes, crc32 } = fileChecksum(file);
-  if (bytes !== ref.bytes) return { why: `'${file}' has ${bytes} bytes but MANIFEST says ${ref.bytes}` };
-  if (crc32 !== ref.crc32) return { why: `'${file}' does not match its checksum in MANIFEST` };
-  return { file };
+  let opened: { fd: number; stats: fs.Stats };
+  try {
+    if (!regularFileStats(file, 'the graph file')) return { file, why: `'${file}' is missing` };
+    opened = openRegularFile(file, 'the graph file');
+  } catch (err) {
+    // The message ends a sentence of its own; here it ends the warning's.
+    return { file, why: (err as Error).message.replace(/\.$/, '') };
+  }
+  const { fd, stats } = opened;
+  let why: string | undefined;
+  try {
+    if (stats.size !== ref.bytes) {
+      why = `'${file}' has ${stats.size} bytes but MANIFEST says ${ref.bytes}`;
+    } else {
+      const scan = scanHnswGraphFile(fd, stats.size, expected);
+      // The checksum first: a mismatch is most likely an accident, and says so more plainly.
+      if (scan.crc32 !== ref.crc32) why = `'${file}' does not match its checksum in MANIFEST`;
+      else if (scan.problem) why = `'${file}' is not a graph this index can load: ${scan.problem}`;
+    }
+  } catch (err) {
+    why = `'${file}' could not be read: ${(err as Error).message}`;
+  }
+  if (why === undefined) return { file, fd };
+  fs.closeSync(fd);
+  return { file, why };
+}
+
+/** What {@link loadIndex} reads from an index directory. */
+export interface LoadedIndex {
+  meta: IndexMeta;
+  ids: Array<string | number>;
+  state: NativeIndexState;
+  /** The segment file, for messages about its contents. */
+  segment: string;
+  /** The graph file MANIFEST names, not yet verified (see verifyGraph). */
+  graph?: GraphRef;
+  /** Why MANIFEST's graph entry is unusable, when it has one that is. */
+  graphProblem?: string;
 }
 
 /** Reads and verifies an index directory (the graph file, if any, is verified by verifyGraph). */
-export function loadIndex(dir: string, retried = false): { meta: IndexMeta; ids: unknown[]; state: NativeIndexState; graph?: GraphRef } {
+export function loadIndex(dir: string, retried = false): LoadedIndex {
   const manifestFile = path.join(dir, MANIFEST);
-  if (!fs.existsSync(manifestFile)) {
+  if (!regularFileStats(manifestFile, ROLE)) {
     throw new M3Error('ERR_MODEL_FILES', `'${dir}' is not a bge-m3 index: it has no ${MANIFEST} file (save one with index.save(dir)).`);
   }
-  let manifest: { format?: unknown; version?: unknown; segment?: unknown; bytes?: unknown; crc32?: unknown; graph?: unknown };
+  const text = readRegularFile(manifestFile, ROLE, MAX_MANIFEST_BYTES).toString('utf8');
+  let manifest: unknown;
   try {
-    manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
+    manifest = JSON.parse(text);
   } catch (err) {
     fail(manifestFile, `is not valid JSON (${(err as Error).message}); the directory is corrupted.`);
   }
-  if (manifest.format !== FORMAT) fail(manifestFile, `is not a bge-m3 index manifest (format ${JSON.stringify(manifest.format)}).`);
+  if (!isRecord(manifest)) fail(manifestFile, `holds ${describe(manifest)}, not a JSON object; the directory is corrupted.`);
+  if (manifest.format !== FORMAT) fail(manifestFile, `is not a bge-m3 index manifest (format ${describe(manifest.format)}).`);
   if (manifest.version !== VERSION) {
-    fail(manifestFile, `has format version ${String(manifest.version)}; this bge-m3 reads version ${VERSION}. Rebuild the index with this version.`);
+    fail(manifestFile, `has format version ${typeof manifest.version === 'number' ? manifest.version : describe(manifest.version)}; this bge-m3 reads version ${VERSION}. Rebuild the index with this version.`);
   }
   if (typeof manifest.segment !== 'string' || !/^segment-[\w-]+\.bin$/.test(manifest.segment)) fail(manifestFile, 'names no valid segment file.');
+  const { bytes: segmentBytes, crc32: segmentCrc } = manifest;
+  if (!Number.isSafeInteger(segmentBytes) || (segmentBytes as number) < 16) {
+    fail(manifestFile, `gives the segment's size as ${describe(segmentBytes)}, not a byte count; the directory is corrupted.`);
+  }
+  if (!Number.isInteger(segmentCrc) || (segmentCrc as number) < 0 || (segmentCrc as number) > 0xffffffff) {
+    fail(manifestFile, `gives the segment's checksum as ${describe(segmentCrc)}, not a CRC-32; the directory is corrupted.`);
+  }
   const file = path.join(dir, manifest.segment);
-  if (!fs.existsSync(file)) {
+  if (!regularFileStats(file, ROLE)) {
     // A save may have swapped MANIFEST between our read and now; read it once more.
     if (!retried) return loadIndex(dir, true);
     fail(file, 'is missing (named by MANIFEST); the directory is incomplete.');
   }
-  const bytes = readWhole(file);
-  if (bytes.length !== manifest.bytes) fail(file, `has ${bytes.length} bytes but MANIFEST says ${String(manifest.bytes)}: it is truncated or was changed.`);
-  if (crcOf(bytes) !== manifest.crc32) fail(file, 'does not match its checksum in MANIFEST: it is corrupted.');
-  if (bytes.length < 16 || !bytes.subarray(0, 8).equals(MAGIC)) fail(file, 'does not start with the bge-m3 index magic.');
+  const bytes = readSegment(file, segmentBytes as number);
+  if (crcOf(bytes) !== segmentCrc) fail(file, 'does not match its checksum in MANIFEST: it is corrupted.');
+  if (!bytes.subarray(0, 8).equals(MAGIC)) fail(file, 'does not start with the bge-m3 index magic.');
   const version = bytes.readUInt32LE(8);
   if (version !== VERSION) fail(file, `has format version ${version}; this bge-m3 reads version ${VERSION}.`);
   const count = bytes.readUInt32LE(12);
@@ -307,20 +398,17 @@ export function loadIndex(dir: string, retried = false): { meta: IndexMeta; ids:
     at += length + ((8 - (length % 8)) % 8);
   }
   const section = (name: string) => sections.get(name) ?? fail(file, `has no '${name}' section.`);
-  let meta: IndexMeta;
-  let ids: unknown[];
+  let meta: unknown;
+  let ids: unknown;
   try {
     meta = JSON.parse(section('meta').toString('utf8'));
     ids = JSON.parse(section('ids').toString('utf8'));
   } catch (err) {
+    if (err instanceof M3Error) throw err;
     fail(file, `has an unreadable meta or ids section (${(err as Error).message}).`);
   }
-  if (!meta || typeof meta !== 'object' || !Number.isInteger(meta.dim) || !Number.isInteger(meta.vocabSize) ||
-      !Number.isInteger(meta.count) || ![false, 'f32', 'bf16', 'i8'].includes(meta.colbert as string | false) ||
-      ![undefined, 'exact', 'hnsw'].includes(meta.dense)) {
-    fail(file, 'has an invalid meta section (dim, vocabSize, count, colbert, dense).');
-  }
-  if (!Array.isArray(ids) || ids.length !== meta.count) fail(file, `lists ${Array.isArray(ids) ? ids.length : 'no'} ids for ${meta.count} documents.`);
+  checkMeta(meta, file);
+  checkIds(ids, meta.count, file);
   const state = {} as Record<string, ArrayBufferView>;
   for (const [name, Type] of ARRAY_SECTIONS) {
     const data = section(name);
@@ -331,8 +419,50 @@ export function loadIndex(dir: string, retried = false): { meta: IndexMeta; ids:
     new Uint8Array(copy).set(data);
     state[name] = new Type(copy, 0, data.length / size);
   }
-  const g = manifest.graph as Partial<GraphRef> | undefined;
-  const graph = g && typeof g === 'object' && typeof g.file === 'string' && /^graph-[\w-]+\.usearch$/.test(g.file) &&
-    Number.isSafeInteger(g.bytes) && Number.isInteger(g.crc32) ? g as GraphRef : undefined;
-  return { meta, ids, state: state as unknown as NativeIndexState, graph };
+  const loaded: LoadedIndex = { meta, ids, state: state as unknown as NativeIndexState, segment: file };
+  const g = manifest.graph;
+  if (isRecord(g) && typeof g.file === 'string' && /^graph-[\w-]+\.usearch$/.test(g.file) && Number.isSafeInteger(g.bytes) && Number.isInteger(g.crc32)) {
+    loaded.graph = { file: g.file, bytes: g.bytes as number, crc32: g.crc32 as number };
+  } else if (g !== undefined) {
+    loaded.graphProblem = `'${manifestFile}' names its graph file as ${describe(g)}, not { file, bytes, crc32 }`;
+  }
+  return loaded;
+}
+
+/** Throws (naming the segment `file`) unless `meta` has every field of IndexMeta, each of the right JSON type. */
+function checkMeta(meta: unknown, file: string): asserts meta is IndexMeta {
+  if (!isRecord(meta)) fail(file, `has a meta section holding ${describe(meta)}, not a JSON object.`);
+  const invalid = (field: string, value: unknown, expected: string): never =>
+    fail(file, `has an invalid meta section: ${field} is ${describe(value)}, not ${expected}.`);
+  const positiveInteger = (field: string, value: unknown) => {
+    if (!Number.isSafeInteger(value) || (value as number) < 1) invalid(field, value, 'a positive integer');
+  };
+  positiveInteger('dim', meta.dim);
+  positiveInteger('vocabSize', meta.vocabSize);
+  // Slots are u32.
+  if (!Number.isSafeInteger(meta.count) || (meta.count as number) < 0 || (meta.count as number) > 0xffffffff) {
+    invalid('count', meta.count, 'a document count');
+  }
+  if (![false, 'f32', 'bf16', 'i8'].includes(meta.colbert as string | false)) invalid('colbert', meta.colbert, "false, 'f32', 'bf16' or 'i8'");
+  if (![undefined, 'exact', 'hnsw'].includes(meta.dense as string | undefined)) invalid('dense', meta.dense, "'exact' or 'hnsw'");
+  const model = meta.model;
+  if (model !== undefined) {
+    if (!isRecord(model)) return invalid('model', model, 'an object { dim, vocabSize, layout? }');
+    positiveInteger('model.dim', model.dim);
+    positiveInteger('model.vocabSize', model.vocabSize);
+    if (model.layout !== undefined && typeof model.layout !== 'string') invalid('model.layout', model.layout, 'a string');
+  }
+}
+
+/** Throws (naming the segment `file`) unless `ids` is `count` distinct ids, each a string or a safe integer. */
+function checkIds(ids: unknown, count: number, file: string): asserts ids is Array<string | number> {
+  if (!Array.isArray(ids) || ids.length !== count) fail(file, `lists ${Array.isArray(ids) ? ids.length : 'no'} ids for ${count} documents.`);
+  const seen = new Set<string | number>();
+  ids.forEach((id: unknown, slot) => {
+    if (typeof id !== 'string' && !(typeof id === 'number' && Number.isSafeInteger(id))) {
+      fail(file, `has stored id ${slot} ${describe(id)}, not a string or a safe integer: the ids section is corrupted.`);
+    }
+    if (seen.has(id)) fail(file, `lists id ${JSON.stringify(id)} twice.`);
+    seen.add(id);
+  });
 }

@@ -7,6 +7,8 @@ import * as path from 'node:path';
 import { M3Error, fromNative, inputError } from './errors';
 import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_HIDDEN, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from './native';
 import { planBatches, type BatchLimits } from './batching';
+import { describeFileKind, readRegularFile, regularFileStats } from './files';
+import { checkWeights } from './fusion';
 import { EncodeOutput, type SparseRow } from './outputs';
 import { pairScores, type PairScores } from './scores';
 import { CLS_ID, EOS_ID, M3Tokenizer, findTokenizerFile, type TokenizedBatch } from './tokenizer';
@@ -32,6 +34,11 @@ export interface LoadOptions {
   graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** ONNX Runtime's CPU memory arena (default true). */
   memoryArena?: boolean;
+  /**
+   * Once no encode has run for this many ms, give the memory a burst of large batches left
+   * behind back to the system ({@link BGEM3.releaseMemory}; default 1000, 0: never on its own).
+   */
+  releaseMemoryAfterMs?: number;
   /**
    * Let ONNX Runtime's threads spin-wait between runs (default false: they would hold the cores
    * the native heads use right after each run, and burn CPU while a server idles).
@@ -174,15 +181,55 @@ interface ModelConfig {
   num_attention_heads?: unknown;
 }
 
+/** config.json is a few hundred bytes; anything near this is not one. */
+const MAX_CONFIG_BYTES = 1 << 20;
+
+/**
+ * Refuses a model directory (or its onnx/ folder) that holds a FIFO, socket or device, or a link
+ * to one: ONNX Runtime opens the graph's external data files by the names the graph gives, and
+ * an open(2) of a FIFO there would block the load forever.
+ */
+function checkModelEntries(dir: string): void {
+  for (const folder of [dir, path.join(dir, 'onnx')]) {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(folder, { withFileTypes: true });
+    } catch {
+      continue;  // no onnx/ folder; an unreadable one is reported by the file that needs it
+    }
+    for (const entry of entries) {
+      if (entry.isFile() || entry.isDirectory()) continue;
+      const file = path.join(folder, entry.name);
+      let stats: fs.Stats;
+      try {
+        stats = fs.statSync(file);
+      } catch {
+        continue;  // a dangling link: reported as missing if it is needed
+      }
+      if (!stats.isFile() && !stats.isDirectory()) {
+        throw new M3Error('ERR_MODEL_FILES', `Model file '${file}' is ${entry.isSymbolicLink() ? 'a symbolic link to ' : ''}` +
+          `${describeFileKind(stats)}, not a regular file; put the file itself at this path (or remove it).`);
+      }
+    }
+  }
+}
+
 /** The model directory's config.json, or {} without one. */
 function readModelConfig(dir: string): ModelConfig {
   const file = path.join(dir, 'config.json');
-  if (!fs.existsSync(file)) return {};
+  if (!regularFileStats(file, 'Model file')) return {};
+  let config: unknown;
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
+    config = JSON.parse(readRegularFile(file, 'Model file', MAX_CONFIG_BYTES).toString('utf8'));
   } catch (err) {
+    if (err instanceof M3Error) throw err;
     throw new M3Error('ERR_MODEL_FILES', `Could not parse '${file}': ${(err as Error).message}`, { cause: err });
   }
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+    throw new M3Error('ERR_MODEL_FILES', `'${file}' holds ${Array.isArray(config) ? 'an array' : JSON.stringify(config)}, not a JSON object; ` +
+      "use the config.json that came with the model (or remove it: BGE-M3's defaults then apply)");
+  }
+  return config as ModelConfig;
 }
 
 /**
@@ -200,7 +247,7 @@ function checkVocabulary(dir: string, config: ModelConfig, tokenizerIds: number)
 
 function readAttentionHeads(dir: string, config: ModelConfig): number {
   const heads = config.num_attention_heads;
-  if (heads === undefined) return DEFAULT_ATTENTION_HEADS;
+  if (heads === undefined || heads === null) return DEFAULT_ATTENTION_HEADS;
   if (typeof heads !== 'number' || !Number.isInteger(heads) || heads < 1) {
     throw new M3Error('ERR_MODEL_LAYOUT', `'${path.join(dir, 'config.json')}': num_attention_heads must be a positive integer, got ${JSON.stringify(heads)}`);
   }
@@ -210,8 +257,11 @@ function readAttentionHeads(dir: string, config: ModelConfig): number {
 function readModelMaxLength(dir: string, config: ModelConfig): number {
   const file = path.join(dir, 'config.json');
   const positions = config.max_position_embeddings;
-  if (positions === undefined) return DEFAULT_MAX_LENGTH;
-  const pad = typeof config.pad_token_id === 'number' ? config.pad_token_id : 1;
+  if (positions === undefined || positions === null) return DEFAULT_MAX_LENGTH;
+  const pad = config.pad_token_id ?? 1;
+  if (typeof pad !== 'number' || !Number.isSafeInteger(pad) || pad < 0) {
+    throw new M3Error('ERR_MODEL_LAYOUT', `'${file}': pad_token_id must be a non-negative integer, got ${JSON.stringify(pad)}`);
+  }
   if (typeof positions !== 'number' || !Number.isInteger(positions) || positions - pad - 1 < 2) {
     throw new M3Error('ERR_MODEL_LAYOUT', `'${file}': max_position_embeddings must be an integer > ${pad + 2}, got ${String(positions)}`);
   }
@@ -265,11 +315,17 @@ function checkTokens(tokens: TokenizedBatch, vocabSize: number, modelMaxLength: 
   }
 }
 
+/** How long into an idle period V8 has collected the last outputs (its memory reducer: about 5 s). */
+const IDLE_GC_MS = 10_000;
+
 /** A loaded BGE-M3 model. Create with {@link BGEM3.load}; release with {@link BGEM3.dispose}. */
 export class BGEM3 {
   private disposed = false;
   private closing?: Promise<void>;
   private nextJob = 1;
+  /** Native encodes running or queued, and the timer that releases memory once they are none. */
+  private running = 0;
+  private idleTimer?: NodeJS.Timeout;
 
   private constructor(
     private readonly encoder: NativeEncoder,
@@ -284,6 +340,7 @@ export class BGEM3 {
     /** Where the encoder runs (the default attention budget depends on it). */
     private readonly device: 'cpu' | 'cuda',
     private readonly nativeInfo: NativeModelInfo,
+    private readonly releaseMemoryAfterMs: number,
   ) {}
 
   /**
@@ -295,7 +352,12 @@ export class BGEM3 {
     if (typeof dir !== 'string' || dir.length === 0) throw inputError('a model directory path', 'dir', dir);
     if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
     const abs = path.resolve(dir);
-    if (!fs.existsSync(abs) || !fs.statSync(abs).isDirectory()) {
+    const dirStats = fs.statSync(abs, { throwIfNoEntry: false });
+    if (dirStats && !dirStats.isDirectory()) {
+      throw new M3Error('ERR_MODEL_FILES', `'${abs}' is ${describeFileKind(dirStats)}, not a model directory; pass the folder that holds ` +
+        'the model (config.json, tokenizer.json, onnx/model.onnx).');
+    }
+    if (!dirStats) {
       throw new M3Error('ERR_MODEL_FILES', `Model directory '${abs}' does not exist. Download BAAI/bge-m3 ` +
         '(e.g. huggingface-cli download BAAI/bge-m3 --local-dir DIR) and pass DIR.');
     }
@@ -315,11 +377,14 @@ export class BGEM3 {
     }
     if (options.onnxFile !== undefined && typeof options.onnxFile !== 'string') throw inputError('a path', 'onnxFile', options.onnxFile);
     const memoryArena = checkBoolean(options.memoryArena, 'memoryArena', true);
+    const releaseMemoryAfterMs = options.releaseMemoryAfterMs === undefined
+      ? 1000 : checkInteger(options.releaseMemoryAfterMs, 'releaseMemoryAfterMs', 0, 2 ** 31 - 1);
     const allowSpinning = checkBoolean(options.allowSpinning, 'allowSpinning', false);
     const fusedAttention = checkBoolean(options.fusedAttention, 'fusedAttention', true);
     const precision = options.precision ?? 'fp32';
     if (precision !== 'fp32' && precision !== 'bf16') throw inputError("'fp32' or 'bf16'", 'precision', precision);
 
+    checkModelEntries(abs);
     const config = readModelConfig(abs);
     const modelMaxLength = readModelMaxLength(abs, config);
     const attentionHeads = readAttentionHeads(abs, config);
@@ -338,7 +403,7 @@ export class BGEM3 {
     } catch (err) {
       throw fromNative(err, callerStack);
     }
-    return new BGEM3(encoder, tokenizer, abs, modelMaxLength, maxLength, attentionHeads, device, encoder.info());
+    return new BGEM3(encoder, tokenizer, abs, modelMaxLength, maxLength, attentionHeads, device, encoder.info(), releaseMemoryAfterMs);
   }
 
   /** Width of the dense and ColBERT vectors. */
@@ -414,7 +479,7 @@ export class BGEM3 {
     const onAbort = () => this.encoder.cancel(jobId);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const raw = await this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, ENCODE_HIDDEN, jobId);
+      const raw = await this.tracked(this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, ENCODE_HIDDEN, jobId));
       if (signal?.aborted) throw abortedError();
       return { hidden: this.nativeInfo.hidden, rows: raw.hidden };
     } catch (err) {
@@ -462,7 +527,7 @@ export class BGEM3 {
     const onAbort = () => this.encoder.cancel(jobId);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const raw = await this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, flags, jobId);
+      const raw = await this.tracked(this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, flags, jobId));
       if (signal?.aborted) throw abortedError();
       return new EncodeOutput(raw.count, raw.dim,
         dense ? raw.dense : undefined,
@@ -501,13 +566,7 @@ export class BGEM3 {
         throw inputError('a [query, passage] pair of strings', `pairs[${i}]`, pair);
       }
     });
-    const weights = options.weights ?? [1, 1, 1];
-    if (!Array.isArray(weights) || weights.length !== 3 || weights.some((w) => typeof w !== 'number' || !Number.isFinite(w) || w < 0)) {
-      throw inputError('three finite non-negative numbers [dense, sparse, colbert]', 'weights', weights);
-    }
-    if (weights[0] + weights[1] === 0 || weights[0] + weights[1] + weights[2] === 0) {
-      throw new M3Error('ERR_INPUT', `weights ${JSON.stringify(weights)} make a combined score divide by zero; give dense or sparse a positive weight`);
-    }
+    const weights = checkWeights(options.weights ?? [1, 1, 1], 'weights', { denseOrSparse: true });
     const maxQueryLength = options.maxQueryLength === undefined
       ? Math.min(512, this.modelMaxLength) : checkLength(options.maxQueryLength, 'maxQueryLength', this.modelMaxLength);
     const maxPassageLength = options.maxPassageLength === undefined
@@ -535,8 +594,46 @@ export class BGEM3 {
     return Object.fromEntries(out);
   }
 
+  /**
+   * Gives back to the system the memory that large batches left behind: ONNX Runtime's CPU arena
+   * keeps every region it grew to, and the C heap keeps freed pages. Runs after the encodes
+   * already queued; about the cost of encoding one short text. A loaded model does this on its
+   * own once idle for `releaseMemoryAfterMs` (load option), so a server's memory returns close to
+   * its level before a burst. A disposed model resolves at once.
+   */
+  releaseMemory(): Promise<void> {
+    if (this.disposed) return Promise.resolve();
+    return this.encoder.releaseMemory().catch((err) => { throw fromNative(err); });
+  }
+
+  /** Counts a native encode as running; when the last one settles, the idle release is due. */
+  private async tracked<T>(work: Promise<T>): Promise<T> {
+    this.running++;
+    clearTimeout(this.idleTimer);
+    try {
+      return await work;
+    } finally {
+      if (--this.running === 0 && this.releaseMemoryAfterMs > 0 && !this.disposed) this.releaseWhenIdle(this.releaseMemoryAfterMs, true);
+    }
+  }
+
+  /**
+   * Releases memory after `ms` without an encode. The outputs of the last encodes are freed only
+   * when V8 collects their typed arrays, which its memory reducer does some seconds into an idle
+   * period; a second release after IDLE_GC_MS gives those pages back too.
+   */
+  private releaseWhenIdle(ms: number, again: boolean): void {
+    this.idleTimer = setTimeout(() => {
+      if (this.running !== 0 || this.disposed) return;
+      this.releaseMemory().catch(() => { /* the memory stays; the next idle period tries again */ });
+      if (again) this.releaseWhenIdle(IDLE_GC_MS, false);
+    }, ms);
+    this.idleTimer.unref();
+  }
+
   /** Releases the session. Pending and running encodes reject with ERR_DISPOSED. Idempotent. */
   dispose(): Promise<void> {
+    clearTimeout(this.idleTimer);
     if (!this.closing) {
       this.disposed = true;
       this.closing = this.encoder.close();

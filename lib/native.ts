@@ -82,6 +82,8 @@ export interface NativeEncoder {
   encode(ids: Int32Array, offsets: Uint32Array, order: Uint32Array, batchEnds: Uint32Array,
          flags: number, jobId: number): Promise<NativeEncodeResult>;
   cancel(jobId: number): boolean;
+  /** Shrinks ONNX Runtime's CPU arena and trims the C heap; after the encodes queued before it. */
+  releaseMemory(): Promise<void>;
   close(): Promise<void>;
 }
 

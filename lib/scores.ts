@@ -3,6 +3,7 @@
  * float64 so results do not depend on summation order beyond float32 input rounding.
  */
 import { M3Error, inputError } from './errors';
+import { checkWeights, fuse, fuseDenseSparse } from './fusion';
 import type { EncodeOutput, SparseRow } from './outputs';
 
 function requireFloat32(value: unknown, what: string): asserts value is Float32Array {
@@ -104,7 +105,7 @@ export function pairScores(queries: EncodeOutput, passages: EncodeOutput, weight
     dense: new Float32Array(n), sparse: new Float32Array(n), colbert: new Float32Array(n),
     'sparse+dense': new Float32Array(n), 'colbert+sparse+dense': new Float32Array(n),
   };
-  const [w0, w1, w2] = weights;
+  const w = checkWeights(weights, 'weights', { denseOrSparse: true });
   for (let i = 0; i < n; i++) {
     const q = queries.row(i);
     const p = passages.row(i);
@@ -114,8 +115,8 @@ export function pairScores(queries: EncodeOutput, passages: EncodeOutput, weight
     out.dense[i] = d;
     out.sparse[i] = s;
     out.colbert[i] = c;
-    out['sparse+dense'][i] = (w1 * s + w0 * d) / (w0 + w1);
-    out['colbert+sparse+dense'][i] = (w0 * d + w1 * s + w2 * c) / (w0 + w1 + w2);
+    out['sparse+dense'][i] = fuseDenseSparse(w, d, s);
+    out['colbert+sparse+dense'][i] = fuse(w, d, s, c);
   }
   return out;
 }

@@ -4,6 +4,7 @@
  * Requests go through a Batcher, whose bounded queue is the server's backpressure: a full queue
  * or a stalled event loop is answered 503 with Retry-After, never with a hang.
  */
+import * as http from 'node:http';
 import * as path from 'node:path';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import underPressure from '@fastify/under-pressure';
@@ -15,6 +16,7 @@ import { maxSimSync } from './maxsim';
 import type { BGEM3 } from './model';
 import type { EncodeOutput } from './outputs';
 import { runtimeInfo, capabilities } from './runtime';
+import { checkWeights, fuse, type WeightNeeds } from './fusion';
 import { denseScore, pairScores } from './scores';
 import { createMetrics } from './server_metrics';
 import * as schemas from './server_schemas';
@@ -38,8 +40,13 @@ export interface ServerOptions {
   maxTexts?: number;
   /** Most tokens per text (default: the model's maxLength); a longer text is truncated, or 413 with truncate: false. */
   maxTextTokens?: number;
-  /** A request not answered after this many ms gets 503 (default 30000). */
+  /**
+   * A request not answered after this many ms gets 503, and one whose headers and body have not
+   * all arrived by then gets 408 and its connection closed (default 30000).
+   */
   requestTimeoutMs?: number;
+  /** close() waits this long for requests in flight, then closes every connection (default 10000). */
+  drainTimeoutMs?: number;
   /** Event-loop delay above which requests get 503 (default 1000 ms; 0 turns the check off). */
   maxEventLoopDelayMs?: number;
   /** Retry-After seconds on 503 (default 1). */
@@ -75,12 +82,8 @@ function textsOf(input: string | string[]): string[] {
   return typeof input === 'string' ? [input] : input;
 }
 
-function weightsOf(w: [number, number, number] | undefined, fallback: [number, number, number]): [number, number, number] {
-  const weights = w ?? fallback;
-  if (weights[0] + weights[1] + weights[2] === 0) {
-    throw new M3Error('ERR_INPUT', `weights ${JSON.stringify(weights)} are all zero; give at least one a positive weight`);
-  }
-  return weights;
+function weightsOf(w: [number, number, number] | undefined, fallback: [number, number, number], needs: WeightNeeds = {}): [number, number, number] {
+  return checkWeights(w ?? fallback, 'weights', needs);
 }
 
 /** An M3Error, fastify error or anything else, as a status and an OpenAI-style error body. */
@@ -140,6 +143,10 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   if (!Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 1 || requestTimeoutMs > 2 ** 31 - 1) {
     throw new M3Error('ERR_INPUT', `requestTimeoutMs must be an integer in [1, ${2 ** 31 - 1}] ms, got ${String(options.requestTimeoutMs)}`);
   }
+  const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
+  if (!Number.isInteger(drainTimeoutMs) || drainTimeoutMs < 0 || drainTimeoutMs > 2 ** 31 - 1) {
+    throw new M3Error('ERR_INPUT', `drainTimeoutMs must be an integer in [0, ${2 ** 31 - 1}] ms, got ${String(options.drainTimeoutMs)}`);
+  }
   const retryAfter = String(options.retryAfterSeconds ?? 1);
   const modelName = options.modelName ?? path.basename(model.info().dir);
   const batcherOptions: BatcherOptions = options.batching === false
@@ -157,11 +164,20 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
     logger: options.logger ?? false,
     bodyLimit,
     forceCloseConnections: 'idle',
-    // A request whose body has not arrived in full by then is answered 408 and its connection
-    // closed: a client that stalls mid-upload cannot hold a connection (or a shutdown) forever.
+    // A request whose headers and body have not arrived in full by requestTimeoutMs is answered
+    // 408 and its connection closed: a client that trickles its upload a byte at a time keeps
+    // a socket busy (so no idle timeout fires) but cannot hold a connection, or a shutdown,
+    // forever. Node checks these deadlines every connectionsCheckingInterval (30 s unless set,
+    // which let a 3 s timeout run for a minute), so the server is built here with a check
+    // interval in step with the timeout.
+    serverFactory: (handler) => http.createServer({
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: requestTimeoutMs,
+      connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(requestTimeoutMs / 4))),
+    }, handler),
     requestTimeout: requestTimeoutMs,
-    // Node checks requestTimeout only every 30 s; a socket silent for twice the request timeout
-    // is closed at once (an answer is due by then anyway: 503 at requestTimeoutMs).
+    // A socket silent for twice the request timeout is closed at once (an answer is due by then
+    // anyway: 503 at requestTimeoutMs).
     connectionTimeout: 2 * requestTimeoutMs,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
   });
@@ -292,8 +308,7 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   app.post<{ Body: schemas.ScoreBody }>('/score', { schema: { body: schemas.scoreBody } }, async (request, reply) => {
     const b = request.body;
     checkCount(b.pairs.length, 'pairs');
-    const weights = weightsOf(b.weights, [1, 1, 1]);
-    if (weights[0] + weights[1] === 0) throw new M3Error('ERR_INPUT', `weights ${JSON.stringify(weights)}: dense and sparse cannot both be 0 ('sparse+dense' would divide by zero)`);
+    const weights = weightsOf(b.weights, [1, 1, 1], { denseOrSparse: true });
     const queryLength = Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? 512);
     const passageLength = lengthOf(b.max_passage_length, 'max_passage_length');
     const [queries, passages] = await encodeBoth(reply, b.truncate ?? true,
@@ -315,10 +330,9 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
     const query = q.row(0);
     const sparse = lexicalScoresSync(query.sparse!, d.sparse!);
     const colbert = maxSimSync(query.colbert!, d.colbert!, { dim: d.dim });
-    const total = weights[0] + weights[1] + weights[2];
     const results = docs.map((text, i) => {
       const dense = denseScore(query.dense!, d.dense!.subarray(i * d.dim, (i + 1) * d.dim));
-      const score = (weights[0] * dense + weights[1] * sparse[i] + weights[2] * colbert[i]) / total;
+      const score = fuse(weights, dense, sparse[i], colbert[i]);
       return { index: i, relevance_score: score, scores: { dense, sparse: sparse[i], colbert: colbert[i] }, ...(b.return_documents ? { document: { text } } : {}) };
     });
     results.sort((x, y) => y.relevance_score - x.relevance_score || x.index - y.index);
@@ -350,7 +364,14 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
       // The batcher stops waiting for company at once and refuses new work (503); requests
       // already accepted are answered while fastify stops listening and waits for them.
       const drained = batcher.close();
-      await app.close();
+      // A client that neither finishes its request nor reads its answer would hold app.close()
+      // until it leaves; after the drain timeout every connection is closed.
+      const force = setTimeout(() => app.server.closeAllConnections(), drainTimeoutMs);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+      }
       await drained;
     },
   };

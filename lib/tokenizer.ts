@@ -7,6 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { M3Error } from './errors';
+import { readRegularFile } from './files';
+import { checkTokenizerJson } from './tokenizer_check';
 
 /** XLM-RoBERTa's special ids, which BGE-M3's heads and the native code rely on. */
 export const CLS_ID = 0;
@@ -15,18 +17,36 @@ export const EOS_ID = 2;
 export const UNK_ID = 3;
 
 /**
- * Long texts are tokenized by prefix: a text of over PREFIX_CHARS_PER_TOKEN x maxLength
- * characters (and PREFIX_MIN_CHARS) is cut first at an ASCII space that follows an ASCII letter
- * or digit. Where the tokenizer splits words at spaces before its model sees them (Metaspace,
- * as XLM-R's does) and nothing before that acts across a space, the prefix's tokens are exactly
- * the first tokens of the whole text; once the prefix has PREFIX_MARGIN_TOKENS more than
- * maxLength, truncation (or the too-long error) is decided without tokenizing the rest. A
- * shorter prefix is grown fourfold until it suffices or is the whole text. A megabyte text with
- * maxLength 512 then costs a tokenization of about 8 KB instead of seconds.
+ * Long texts are tokenized by prefix, so that the work follows maxLength rather than the text's
+ * length. A text of over PREFIX_CHARS_PER_TOKEN x maxLength characters (and PREFIX_MIN_CHARS)
+ * is cut near that length, in one of two ways:
+ * - A word cut, just before an ASCII space that follows an ASCII letter or digit (looked for
+ *   up to twice the wanted length). Where the tokenizer splits words at spaces before its model
+ *   sees them (Metaspace, as XLM-R's does) and nothing before that acts across a space, the
+ *   prefix's tokens are exactly the first tokens of the whole text.
+ * - Otherwise (no spaces, CJK, emoji, a run of symbols) a character cut, between two grapheme
+ *   clusters. The last word is then cut in two, and the model's best segmentation of its start
+ *   could depend on how it goes on; so a character cut counts only when a second, about twice
+ *   as long prefix gives the same first tokens, and the prefix keeps doubling until two agree.
+ * Once a prefix settles PREFIX_MARGIN_TOKENS more than maxLength tokens, truncation (or the
+ * too-long error) is decided without tokenizing the rest. A prefix too short for that grows
+ * fourfold, up to the whole text. A megabyte text with maxLength 512 then costs the
+ * tokenization of a few tens of KB instead of seconds and a gigabyte.
+ *
+ * Where a character cut can still differ from the whole text: the best segmentation of a long
+ * repetition of one short unit ("whowhowho…") can change with the repetition's length, when the
+ * vocabulary splits it in more than one phase at nearly the same score (with the fixture
+ * vocabulary, 'who' x 43,000 starts ▁who|who and 'who' x 44,000 starts ▁w|how); prefixes shorter
+ * than such a change agree with each other and not with the whole text. No prefix can settle
+ * that short of the whole repetition. What can still cost the whole text: a run of characters
+ * the vocabulary lacks is fused into a single <unk>, however long, so a prefix must reach past
+ * it to see what follows.
  */
 const PREFIX_CHARS_PER_TOKEN = 16;
 const PREFIX_MIN_CHARS = 16384;
 const PREFIX_MARGIN_TOKENS = 64;
+/** How far past the wanted length a character cut looks for a grapheme cluster boundary. */
+const CHAR_CUT_SEARCH = 256;
 
 type JsonObject = Record<string, unknown>;
 
@@ -79,13 +99,71 @@ export function prefixTokenizable(json: unknown): boolean {
     added.every((a) => typeof a.content === 'string' && !/\s/.test(a.content));
 }
 
-/** Just before an ASCII space that follows an ASCII letter or digit, at or after `from`; -1 if none. */
-function cutPoint(text: string, from: number): number {
-  for (let i = text.indexOf(' ', Math.max(1, from)); i !== -1; i = text.indexOf(' ', i + 1)) {
+/** Just before an ASCII space that follows an ASCII letter or digit, in [from, to); -1 if none. */
+function wordCut(text: string, from: number, to: number): number {
+  const end = Math.min(to, text.length);
+  for (let i = Math.max(1, from); i < end; i++) {
+    if (text.charCodeAt(i) !== 32) continue;
     const c = text.charCodeAt(i - 1);
     if ((c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122)) return i;
   }
   return -1;
+}
+
+/**
+ * Code points that belong with the one before them: combining marks (variation selectors
+ * among them), emoji skin-tone modifiers, joiners, emoji tag characters, Hangul vowel and final
+ * jamo, and the halfwidth kana sound marks that NFKC turns into combining ones.
+ */
+const JOINS_PREVIOUS = /^[\p{M}\p{Emoji_Modifier}\u200C\u200D\u1160-\u11FF\uD7B0-\uD7FF\uFF9E\uFF9F\u{E0020}-\u{E007F}]/u;
+/**
+ * Code points that belong with the one after them: ZWJ, the viramas that join Indic conjuncts,
+ * Hangul initial jamo, prepended marks.
+ */
+const JOINS_NEXT = /^[\u200D\u094D\u09CD\u0ACD\u0B4D\u0C4D\u0D4D\u1100-\u115F\uA960-\uA97F\u0600-\u0605\u06DD\u070F\u0890\u0891\u08E2\u0D4E\u{110BD}\u{110CD}]/u;
+const REGIONAL_INDICATOR = /^[\u{1F1E6}-\u{1F1FF}]/u;
+
+/** Whether index `i` of `text` falls between the two halves of a surrogate pair. */
+function insidePair(text: string, i: number): boolean {
+  const high = text.charCodeAt(i - 1);
+  const low = text.charCodeAt(i);
+  return high >= 0xd800 && high <= 0xdbff && low >= 0xdc00 && low <= 0xdfff;
+}
+
+/** Whether `text` may be cut before index `i` without splitting a grapheme cluster. */
+function clusterBoundary(text: string, i: number): boolean {
+  if (i <= 0 || i >= text.length) return true;
+  if (insidePair(text, i)) return false;
+  const after = String.fromCodePoint(text.codePointAt(i)!);
+  const before = i >= 2 && insidePair(text, i - 1) ? text.slice(i - 2, i) : text[i - 1];
+  if (JOINS_PREVIOUS.test(after) || JOINS_NEXT.test(before)) return false;
+  if (before === '\r' && after === '\n') return false;
+  return !(REGIONAL_INDICATOR.test(before) && REGIONAL_INDICATOR.test(after));
+}
+
+/**
+ * A cut of `text` at or soon after `at`: a word cut if one is near, else a character cut at the
+ * first grapheme cluster boundary (or, in a run of joined characters longer than
+ * CHAR_CUT_SEARCH, at least between whole code points). `exact` says that the prefix's tokens
+ * are the text's own: a word cut, or the whole text.
+ */
+export function prefixCut(text: string, at: number): { end: number; exact: boolean } {
+  if (at >= text.length) return { end: text.length, exact: true };
+  const word = wordCut(text, at, 2 * at);
+  if (word > 0) return { end: word, exact: true };
+  const limit = Math.min(text.length, at + CHAR_CUT_SEARCH);
+  let end = at;
+  while (end < limit && !clusterBoundary(text, end)) end++;
+  if (end === limit && end < text.length) {
+    end = insidePair(text, at) ? at + 1 : at;
+  }
+  return end >= text.length ? { end: text.length, exact: true } : { end, exact: false };
+}
+
+/** Whether two id lists agree on their first `count` ids. */
+function sameStart(a: readonly number[], b: readonly number[], count: number): boolean {
+  for (let k = 0; k < count; k++) if (a[k] !== b[k]) return false;
+  return true;
 }
 
 /** Token ids of many texts, flattened: text i is ids[offsets[i] .. offsets[i+1]). */
@@ -105,6 +183,12 @@ export function findTokenizerFile(dir: string): string {
 
 /** A loaded tokenizer with BGE-M3's conventions checked. */
 export class M3Tokenizer {
+  /**
+   * Characters handed to the tokenizers library so far, by every call: the measure of the
+   * tokenization work, which long texts keep in proportion to maxLength (see PREFIX_MIN_CHARS).
+   */
+  charsTokenized = 0;
+
   private constructor(
     private readonly tokenizer: Tokenizer,
     readonly file: string,
@@ -113,12 +197,23 @@ export class M3Tokenizer {
     readonly byPrefix: boolean,
   ) {}
 
-  /** Loads and checks tokenizer.json: XLM-R special ids and the `<s> … </s>` template. */
+  /**
+   * Loads and checks tokenizer.json: nothing the tokenizers library would crash on
+   * (checkTokenizerJson), XLM-R special ids and the `<s> … </s>` template.
+   */
   static async load(file: string): Promise<M3Tokenizer> {
-    let tokenizer: Tokenizer;
     let text: string;
+    let json: unknown;
     try {
-      text = fs.readFileSync(file, 'utf8');
+      text = readRegularFile(file, 'Tokenizer file').toString('utf8');
+      json = JSON.parse(text);
+    } catch (err) {
+      if (err instanceof M3Error) throw err;
+      throw new M3Error('ERR_MODEL_FILES', `Could not read tokenizer '${file}': ${(err as Error).message}`, { cause: err });
+    }
+    checkTokenizerJson(json, file);
+    let tokenizer: Tokenizer;
+    try {
       tokenizer = Tokenizer.fromString(text);
     } catch (err) {
       throw new M3Error('ERR_MODEL_FILES', `Could not read tokenizer '${file}': ${(err as Error).message}`, { cause: err });
@@ -138,13 +233,13 @@ export class M3Tokenizer {
       throw new M3Error('ERR_MODEL_LAYOUT', `Tokenizer '${file}' does not add <s> … </s> around a text (an empty text ` +
         `gave [${probe.join(', ')}]); its post_processor must be XLM-RoBERTa's template.`);
     }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;  // the library parsed it; without our own parse, no prefix tokenization
-    }
     return new M3Tokenizer(tokenizer, file, tokenizer.getVocabSize(true), prefixTokenizable(json));
+  }
+
+  /** The library's ids for one text, counted in charsTokenized. */
+  private async tokenizeOne(text: string): Promise<number[]> {
+    this.charsTokenized += text.length;
+    return (await this.tokenizer.encode(text)).getIds();
   }
 
   /**
@@ -155,34 +250,32 @@ export class M3Tokenizer {
   async encode(texts: readonly string[], maxLength: number, truncate = true): Promise<TokenizedBatch> {
     const offsets = new Uint32Array(texts.length + 1);
     if (texts.length === 0) return { ids: new Int32Array(0), offsets };
-    // Long texts start as prefixes (see PREFIX_CHARS_PER_TOKEN); `cut` marks those.
+    // Long texts start as prefixes (see PREFIX_CHARS_PER_TOKEN); `cuts` holds theirs.
     const inputs = texts.slice();
-    const cut = new Uint8Array(texts.length);
-    const longest = Math.max(PREFIX_MIN_CHARS, PREFIX_CHARS_PER_TOKEN * maxLength);
+    const cuts: Array<{ end: number; exact: boolean } | undefined> = new Array(texts.length);
+    const first = Math.max(PREFIX_MIN_CHARS, PREFIX_CHARS_PER_TOKEN * maxLength);
     if (this.byPrefix) {
       for (let i = 0; i < texts.length; i++) {
-        const at = texts[i].length > longest ? cutPoint(texts[i], longest) : -1;
-        if (at > 0) {
-          inputs[i] = texts[i].slice(0, at);
-          cut[i] = 1;
+        if (texts[i].length <= first) continue;
+        const cut = prefixCut(texts[i], first);
+        if (cut.end < texts[i].length) {
+          inputs[i] = texts[i].slice(0, cut.end);
+          cuts[i] = cut;
         }
       }
     }
+    for (const input of inputs) this.charsTokenized += input.length;
     const encodings = await this.tokenizer.encodeBatch(inputs);
     const rows: number[][] = new Array(texts.length);
     let total = 0;
     for (let i = 0; i < encodings.length; i++) {
       let ids = encodings[i].getIds();
-      // A prefix too short to settle the text's first maxLength tokens grows, up to the whole text.
-      while (cut[i] && ids.length < maxLength + PREFIX_MARGIN_TOKENS) {
-        const at = cutPoint(texts[i], inputs[i].length * 4);
-        inputs[i] = at > 0 ? texts[i].slice(0, at) : texts[i];
-        cut[i] = at > 0 ? 1 : 0;
-        ids = (await this.tokenizer.encode(inputs[i])).getIds();
-      }
+      let partial = false;
+      const cut = cuts[i];
+      if (cut) ({ ids, partial } = await this.settlePrefix(texts[i], cut, ids, maxLength + PREFIX_MARGIN_TOKENS));
       if (ids.length > maxLength) {
         if (!truncate) {
-          throw new M3Error('ERR_TOO_LONG', `text ${i} has ${cut[i] ? 'at least ' : ''}${ids.length} tokens, more than the limit of ${maxLength}; ` +
+          throw new M3Error('ERR_TOO_LONG', `text ${i} has ${partial ? 'at least ' : ''}${ids.length} tokens, more than the limit of ${maxLength}; ` +
             'shorten it, or allow truncation');
         }
         ids = ids.slice(0, maxLength - 1);
@@ -195,6 +288,27 @@ export class M3Tokenizer {
     const flat = new Int32Array(total);
     for (let i = 0; i < rows.length; i++) flat.set(rows[i], offsets[i]);
     return { ids: flat, offsets };
+  }
+
+  /**
+   * Grows the prefix of a long text (cut at `cut`, tokenized as `ids`) until its first `settle`
+   * ids are settled: by a word cut, or by two character cuts that agree on them (see
+   * PREFIX_CHARS_PER_TOKEN). `partial` when the ids returned are still those of a prefix.
+   */
+  private async settlePrefix(text: string, cut: { end: number; exact: boolean }, ids: number[], settle: number): Promise<{ ids: number[]; partial: boolean }> {
+    // The ids of an earlier character-cut prefix long enough to be compared with.
+    let unconfirmed: number[] | undefined;
+    for (;;) {
+      if (cut.end >= text.length) return { ids, partial: false };
+      // More than `settle` ids, so that those compared or kept are not the closing </s>.
+      const enough = ids.length > settle;
+      if (enough) {
+        if (cut.exact || (unconfirmed !== undefined && sameStart(unconfirmed, ids, settle))) return { ids, partial: true };
+        unconfirmed = ids;
+      }
+      cut = prefixCut(text, cut.end * (enough ? 2 : 4));
+      ids = await this.tokenizeOne(cut.end >= text.length ? text : text.slice(0, cut.end));
+    }
   }
 
   /** The piece of an id with the SentencePiece word marker removed (FlagEmbedding's decode). */

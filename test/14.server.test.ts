@@ -199,16 +199,19 @@ describe('bge-m3 serve (in process)', () => {
     await assert.rejects(createServer({ model, requestTimeoutMs: 3_000_000_000 }), /requestTimeoutMs must be an integer in \[1, 2147483647\]/);
   });
 
-  it('a client that stalls mid-upload is disconnected', async () => {
+  it('a client that stalls mid-upload is answered 408 and disconnected', async () => {
     const s = await make({ requestTimeoutMs: 300 });
     const address = new URL(await s.listen({ host: '127.0.0.1', port: 0 }));
     const socket = net.connect(Number(address.port), '127.0.0.1');
     const started = Date.now();
+    let answer = '';
+    socket.on('data', (d) => { answer += d; });  // read, so the end of the stream is seen
     const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
     socket.on('error', () => {});
     socket.write('POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"input":');
     await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error('still connected after 10 s')), 10_000))]);
     assert.ok(Date.now() - started < 10_000);
+    assert.match(answer, /^HTTP\/1\.1 408/);
   });
 
   it('limits: texts per request (413) and body bytes (413)', async () => {

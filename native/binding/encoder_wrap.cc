@@ -71,6 +71,7 @@ Napi::Function EncoderWrap::Define(Napi::Env env) {
   return DefineClass(env, "Encoder",
                      {StaticMethod<&EncoderWrap::Load>("load"), InstanceMethod<&EncoderWrap::Info>("info"),
                       InstanceMethod<&EncoderWrap::Encode>("encode"), InstanceMethod<&EncoderWrap::Cancel>("cancel"),
+                      InstanceMethod<&EncoderWrap::ReleaseMemory>("releaseMemory"),
                       InstanceMethod<&EncoderWrap::Close>("close")});
 }
 
@@ -240,6 +241,29 @@ Napi::Value EncoderWrap::Encode(const Napi::CallbackInfo& info) {
     state->tokens.erase(job_id);
     pending->Settle(Outcome{nullptr, "ERR_DISPOSED", "This model has been disposed; load it again."});
   }
+  return promise;
+}
+
+Napi::Value EncoderWrap::ReleaseMemory(const Napi::CallbackInfo& info) {
+  auto pending = std::make_shared<PendingPromise>(info.Env());
+  pending->Hold(info.This());
+  Napi::Promise promise = pending->promise();
+  auto done = [] { return Outcome{[](Napi::Env env) { return env.Undefined(); }, "", ""}; };
+  std::shared_ptr<ModelState> state = state_;
+  if (!state || state->closed || !state->queue) {
+    pending->Settle(done());  // a disposed model holds nothing to release
+    return promise;
+  }
+  m3::Encoder* encoder = state->encoder.get();
+  ModelState* raw_state = state.get();
+  // On the encode queue, so it never runs after the encoder is gone (the queue drains first).
+  auto job = [raw_state, encoder, pending, done] {
+    pending->Settle(Guard([&]() -> Outcome {
+      if (!raw_state->closed) encoder->ReleaseMemory();
+      return done();
+    }, "releasing memory"));
+  };
+  if (!state->queue->Push(std::move(job))) pending->Settle(done());
   return promise;
 }
 

@@ -52,6 +52,8 @@ class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Encode(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);
+  /// [async] Shrinks ONNX Runtime's CPU arena and trims the C heap (m3::Encoder::ReleaseMemory).
+  Napi::Value ReleaseMemory(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ModelState> state_;

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <thread>
 
+#include <malloc.h>
+
 #include "core/core_error.h"
 #include "core/parallel_for.h"
 #include "core/pooling.h"
@@ -73,6 +75,27 @@ cuda::HiddenFormat HiddenFormatOf(const Ort::Value& v) {
       return cuda::HiddenFormat::kF32;
   }
 }
+
+// Index of the first NaN or Inf in v (exponent bits all set), or v.size(); integer tests vectorize.
+size_t FirstNonFinite(const float* v, size_t size) {
+  constexpr size_t kBlock = 4096;
+  for (size_t start = 0; start < size; start += kBlock) {
+    const size_t end = std::min(size, start + kBlock);
+    uint32_t any = 0;
+    for (size_t i = start; i < end; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &v[i], sizeof(bits));
+      any |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    if (any) {
+      for (size_t i = start; i < end; ++i)
+        if (!std::isfinite(v[i])) return i;
+    }
+  }
+  return size;
+}
+
+size_t FirstNonFinite(const std::vector<float>& v) { return FirstNonFinite(v.data(), v.size()); }
 
 void ValidateRequest(const EncodeRequest& r) {
   if (r.offsets.empty() || r.offsets.front() != 0 || r.offsets.back() != r.ids.size())
@@ -312,6 +335,8 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
   }
   if (request.hidden) result.hidden.assign(static_cast<size_t>(request.offsets[count]) * hidden_, 0.0f);
   std::vector<std::vector<uint32_t>> sparse_ids(request.sparse ? count : 0);
+  // The lexical weights' max(0, w) would turn a NaN token weight into nothing: checked per text.
+  std::vector<uint8_t> sparse_non_finite(request.sparse ? count : 0, 0);
   std::vector<std::vector<float>> sparse_weights(request.sparse ? count : 0);
   // Per-worker scratch for the heads, which run in parallel over the texts of a batch.
   struct HeadScratch {
@@ -420,8 +445,11 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
       const float* h = hidden ? hidden + b * len * hidden_ : nullptr;
       if (batch_on_gpu) {
         if (request.dense) std::memcpy(result.dense.data() + text * dim_, gpu_dense.data() + b * hidden_, dim_ * sizeof(float));
-        if (request.sparse)
-          AggregateLexicalWeights(text_ids, gpu_sparse.data() + b * len, n, 1, &sparse_ids[text], &sparse_weights[text], &mine.pairs);
+        if (request.sparse) {
+          const float* w = gpu_sparse.data() + b * len;
+          sparse_non_finite[text] = FirstNonFinite(w, static_cast<size_t>(n)) < static_cast<size_t>(n);
+          AggregateLexicalWeights(text_ids, w, n, 1, &sparse_ids[text], &sparse_weights[text], &mine.pairs);
+        }
         if (request.colbert)
           std::memcpy(result.colbert.data() + static_cast<size_t>(result.colbert_offsets[text]) * dim_,
                       gpu_colbert.data() + gpu_colbert_row[b] * dim_, (n - 1) * dim_ * sizeof(float));
@@ -444,6 +472,7 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
           SparseTokenWeights(*heads_, h, n, hidden_, mine.token_weights.data());
           w = mine.token_weights.data();
         }
+        sparse_non_finite[text] = FirstNonFinite(w, static_cast<size_t>(n)) < static_cast<size_t>(n);
         AggregateLexicalWeights(text_ids, w, n, 1, &sparse_ids[text], &sparse_weights[text], &mine.pairs);
       }
       if (request.colbert) {
@@ -471,7 +500,48 @@ EncodeResult Encoder::Encode(const EncodeRequest& request, CancelToken* cancel) 
       result.sparse_weights.insert(result.sparse_weights.end(), sparse_weights[i].begin(), sparse_weights[i].end());
     }
   }
+  const auto bad_sparse = std::find(sparse_non_finite.begin(), sparse_non_finite.end(), 1);
+  CheckFinite(request, result, bad_sparse == sparse_non_finite.end() ? -1 : bad_sparse - sparse_non_finite.begin());
   return result;
+}
+
+void Encoder::ReleaseMemory() const {
+  if (session_->cpu_arena()) {
+    const int64_t ids[3] = {0, 3, 2};
+    const int64_t mask[3] = {1, 1, 1};
+    Ort::RunOptions options;
+    // Frees, at the end of this run, every arena region with nothing allocated in it.
+    options.AddConfigEntry("memory.enable_memory_arena_shrinkage", "cpu:0");
+    try {
+      // One output is enough to run the graph: the first the model has.
+      session_->Run(ids, mask, 1, 3, OutputsFor(has_dense_, !has_dense_ && has_sparse_, !has_dense_ && !has_sparse_), options);
+    } catch (const Ort::Exception& e) {
+      throw CoreError("ERR_RUNTIME", std::string("ONNX Runtime failed to shrink its memory arena: ") + e.what());
+    }
+  }
+  malloc_trim(0);
+}
+
+void Encoder::CheckFinite(const EncodeRequest& request, const EncodeResult& result, int64_t sparse_text) const {
+  // The heads' weights were checked at load, so a NaN or Inf here comes from the graph: weights
+  // that hold one, or that overflow fp32 on this text. Either way the vectors are meaningless,
+  // and stored in an index they would poison every search.
+  auto text_of = [](const std::vector<uint32_t>& offsets, size_t row) {
+    return static_cast<size_t>(std::upper_bound(offsets.begin(), offsets.end(), static_cast<uint32_t>(row)) - offsets.begin()) - 1;
+  };
+  auto fail = [&](const char* what, size_t text) {
+    throw CoreError("ERR_MODEL_FILES", std::string("The model produced a non-finite value (NaN or Inf) in the ") + what +
+                                           " output of text " + std::to_string(text) + ": the weights in '" + files_.onnx +
+                                           "' (or its external data) hold NaN or Inf, or overflow float32. The model files are "
+                                           "corrupted or not a trained BGE-M3; download them again.");
+  };
+  size_t at = FirstNonFinite(result.dense);
+  if (at < result.dense.size()) fail("dense", at / static_cast<size_t>(dim_));
+  if (sparse_text >= 0) fail("sparse", static_cast<size_t>(sparse_text));
+  at = FirstNonFinite(result.colbert);
+  if (at < result.colbert.size()) fail("colbert", text_of(result.colbert_offsets, at / static_cast<size_t>(dim_)));
+  at = FirstNonFinite(result.hidden);
+  if (at < result.hidden.size()) fail("last_hidden_state", text_of(request.offsets, at / static_cast<size_t>(hidden_)));
 }
 
 }  // namespace m3

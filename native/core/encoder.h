@@ -58,6 +58,12 @@ class Encoder {
   /// CoreError(ERR_ABORTED) when `cancel` fires, ERR_INPUT for a malformed request.
   EncodeResult Encode(const EncodeRequest& request, CancelToken* cancel) const;
 
+  /// Gives memory that a burst of large batches left behind back to the system: ONNX Runtime's
+  /// CPU arena keeps every region it grew to (a short run with arena shrinkage frees the unused
+  /// ones) and the C allocator keeps freed pages of every thread's heap (malloc_trim). Safe
+  /// beside running encodes; costs about one three-token run.
+  void ReleaseMemory() const;
+
   GraphKind kind() const { return session_->kind(); }
   /// Width of dense and ColBERT vectors.
   int64_t dim() const { return dim_; }
@@ -80,6 +86,9 @@ class Encoder {
   /// copied to the host; throws (CoreError or Ort::Exception) when either path fails or they differ.
   void CheckGpuHeads() const;
   std::vector<const char*> OutputsFor(bool dense, bool sparse, bool colbert) const;
+  // Throws ERR_MODEL_FILES when an output holds NaN or Inf (sparse_text: the first text whose
+  // token weights did, or -1), naming the text and the graph file.
+  void CheckFinite(const EncodeRequest& request, const EncodeResult& result, int64_t sparse_text) const;
   void CheckBatchShapes(const std::vector<Ort::Value>& out, const std::vector<const char*>& names,
                         int64_t batch, int64_t len) const;
 

@@ -144,6 +144,7 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   // Spinning intra-op threads keep their cores busy after a run, exactly when the native heads
   // want them; off by default (it also stops an idle server from burning CPU).
   options.AddConfigEntry("session.intra_op.allow_spinning", settings.allow_spinning ? "1" : "0");
+  cpu_arena_ = settings.memory_arena;
   if (settings.memory_arena) options.EnableCpuMemArena();
   else options.DisableCpuMemArena();
   if (settings.device == "cuda") {

@@ -62,6 +62,9 @@ class EncoderSession {
   int bf16_layers() const { return bf16_layers_; }
   const std::string& precision_note() const { return precision_note_; }
 
+  /// Whether ONNX Runtime's CPU arena is on (memoryArena), so that it can be shrunk.
+  bool cpu_arena() const { return cpu_arena_; }
+
   /// Whether the session runs on the CUDA provider, and on which device.
   bool cuda() const { return cuda_; }
   int device_id() const { return device_id_; }
@@ -80,6 +83,7 @@ class EncoderSession {
   Ort::MemoryInfo cpu_memory_;
   Ort::MemoryInfo cuda_memory_{nullptr};  // CUDA sessions: where device-bound outputs go
   bool cuda_ = false;
+  bool cpu_arena_ = true;
   int device_id_ = 0;
   GraphKind kind_ = GraphKind::kHiddenState;
   std::vector<std::string> inputs_, outputs_;

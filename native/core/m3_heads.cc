@@ -1,6 +1,7 @@
 #include "core/m3_heads.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/core_error.h"
 #include "core/pooling.h"
@@ -31,6 +32,18 @@ void ExpectShape(const Tensor& t, const std::vector<int64_t>& want, const std::s
   }
 }
 
+// NaN or Inf in a head would reach every output as NaN, silently (and then poison an index).
+void ExpectFinite(const Tensor& t, const std::string& what, const std::string& path) {
+  for (size_t i = 0; i < t.data.size(); ++i) {
+    if (!std::isfinite(t.data[i])) {
+      throw CoreError("ERR_MODEL_FILES", "'" + path + "': " + what + " holds a non-finite value (" + std::to_string(t.data[i]) +
+                                             " at element " + std::to_string(i) +
+                                             "); the file is corrupted or came from a diverged training run. "
+                                             "Use the head file that came with the model.");
+    }
+  }
+}
+
 }  // namespace
 
 M3Heads LoadM3Heads(const std::string& colbert_path, const std::string& sparse_path, int64_t hidden) {
@@ -46,6 +59,8 @@ M3Heads LoadM3Heads(const std::string& colbert_path, const std::string& sparse_p
   }
   heads.colbert_dim = cw.shape[0];
   ExpectShape(cb, {heads.colbert_dim}, "bias", colbert_path);
+  ExpectFinite(cw, "weight", colbert_path);
+  ExpectFinite(cb, "bias", colbert_path);
   heads.colbert = PackLinear(cw.data.data(), cb.data.data(), heads.colbert_dim, hidden);
   heads.colbert_weight = cw.data;
   heads.colbert_bias = cb.data;
@@ -55,6 +70,8 @@ M3Heads LoadM3Heads(const std::string& colbert_path, const std::string& sparse_p
   const Tensor& sb = Require(sparse, "bias", sparse_path);
   ExpectShape(sw, {1, hidden}, "weight", sparse_path);
   ExpectShape(sb, {1}, "bias", sparse_path);
+  ExpectFinite(sw, "weight", sparse_path);
+  ExpectFinite(sb, "bias", sparse_path);
   heads.sparse_weight = sw.data;
   heads.sparse_bias = sb.data[0];
   return heads;

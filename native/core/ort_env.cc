@@ -8,7 +8,17 @@
 namespace m3 {
 
 Ort::Env& SharedOrtEnv() {
-  static Ort::Env* env = new Ort::Env(ORT_LOGGING_LEVEL_ERROR, "bge-m3");
+  static Ort::Env* env = [] {
+    // ONNX Runtime's POSIX telemetry (on by default since 1.2x) matches regular expressions
+    // against the process command line while the environment is created; libstdc++'s regex
+    // recurses once per character, so a command line of some 30,000 characters overflows the
+    // stack and kills the process (a CLI text argument, a long `node -e` script). The variable
+    // is read at creation: set here, unless the user chose a value, it turns telemetry off.
+    // Upstream: onnxruntime/core/platform/posix/telemetry.cc.
+    const char* chosen = getenv("ORT_DISABLE_TELEMETRY");
+    if (!chosen || !*chosen) setenv("ORT_DISABLE_TELEMETRY", "1", /*overwrite=*/1);
+    return new Ort::Env(ORT_LOGGING_LEVEL_ERROR, "bge-m3");
+  }();
   return *env;
 }
 

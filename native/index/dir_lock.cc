@@ -22,8 +22,19 @@ namespace {
 
 int TryLockFile(const std::string& path) {
   for (;;) {
-    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) Fail("open", path, errno);
+    // No link is followed (a LOCK linked to another file would have that file truncated), no
+    // FIFO or device open blocks, and whatever was opened must be a regular file.
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+    if (fd < 0) {
+      const int err = errno;
+      if (err == ELOOP) throw CoreError("ERR_MODEL_FILES", "the lock file '" + path + "' is a symbolic link; remove it (the index creates its own)");
+      Fail("open", path, err);
+    }
+    struct stat opened {};
+    if (fstat(fd, &opened) != 0 || !S_ISREG(opened.st_mode)) {
+      close(fd);
+      throw CoreError("ERR_MODEL_FILES", "the lock file '" + path + "' is not a regular file; remove it (the index creates its own)");
+    }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
       const int err = errno;
       close(fd);
