@@ -2,12 +2,14 @@
  * The .pt (restricted unpickler) and .safetensors readers through the addon, against values
  * written by PyTorch (scripts/gen_weight_reader_fixtures.py), and every refusal.
  */
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { BGEM3 } from '../lib';
 import { native } from '../lib/native';
-import { FIXTURES } from './helpers';
+import { FIXTURES, rejectsWith } from './helpers';
 
 const DIR = path.join(FIXTURES, 'weight-readers');
 const manifest: { cases: string[]; refusals: Array<{ file: string; contains: string[] }> } =
@@ -72,5 +74,65 @@ describe('tensor files', () => {
         }
       }
     }
+  });
+});
+
+/** A .safetensors file of fp16 tensors (`tensors`: name to [shape, begin, end]) over `dataBytes` bytes. */
+function safetensorsFile(tensors: Record<string, [number[], number, number]>, dataBytes: number): Buffer {
+  const header: Record<string, unknown> = {};
+  for (const [name, [shape, begin, end]] of Object.entries(tensors)) {
+    header[name] = { dtype: 'F16', shape, data_offsets: [begin, end] };
+  }
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([length, json, Buffer.alloc(dataBytes, 0x3c)]);  // 0x3c3c: fp16 1.05859375
+}
+
+describe('safetensors tensors must tile the data section', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-safetensors-'));
+  after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  /** Writes `bytes` and checks that reading them fails with ERR_MODEL_FILES naming the file and `parts`. */
+  function refused(name: string, bytes: Buffer, parts: string[]): void {
+    const file = path.join(tmp, name);
+    fs.writeFileSync(file, bytes);
+    assert.throws(() => native().readTensorFile(file), (err: { code?: string; message?: string }) => {
+      assert.equal(err.code, 'ERR_MODEL_FILES');
+      assert.ok(err.message!.startsWith(`${file}: `), `names the file: ${err.message}`);
+      for (const part of parts) assert.ok(err.message!.includes(part), `"${part}" in: ${err.message}`);
+      return true;
+    });
+  }
+
+  it('refuses tensors that overlap, naming both', () => {
+    refused('overlap.safetensors', safetensorsFile({ weight: [[1, 32], 0, 64], bias: [[1], 62, 64] }, 64),
+      ["'weight' (data_offsets [0, 64])", "'bias' (data_offsets [62, 64])", 'overlap']);
+    refused('same-range.safetensors', safetensorsFile({ a: [[2], 0, 4], b: [[2], 0, 4] }, 4), ["'a'", "'b'", 'overlap']);
+  });
+
+  it('refuses data bytes that no tensor covers', () => {
+    refused('gap.safetensors', safetensorsFile({ a: [[1], 0, 2], b: [[1], 4, 6] }, 6),
+      ['2 bytes', "between tensor 'a'", "tensor 'b'", 'no tensor covers']);
+    refused('trailing.safetensors', safetensorsFile({ a: [[1], 0, 2] }, 6), ['4 bytes at the end', "after tensor 'a'"]);
+  });
+
+  it('loads tensors that tile it exactly, in any header order, empty ones included', () => {
+    const file = path.join(tmp, 'tiled.safetensors');
+    fs.writeFileSync(file, safetensorsFile({ b: [[2], 2, 6], empty: [[0, 3], 2, 2], a: [[1], 0, 2] }, 6));
+    const got = native().readTensorFile(file);
+    assert.deepEqual(Object.keys(got).sort(), ['a', 'b', 'empty']);
+    assert.deepEqual(Array.from(got.b.data), [1.05859375, 1.05859375]);
+    assert.deepEqual(got.empty.shape, [0, 3]);
+  });
+
+  it('a head file with overlapping tensors fails BGEM3.load with ERR_MODEL_FILES', async () => {
+    const dir = path.join(tmp, 'model');
+    fs.cpSync(path.join(FIXTURES, 'tiny-m3-safetensors'), dir, { recursive: true });
+    // The right shapes for the sparse head (weight [1, 32], bias [1]), but the bias is the
+    // weight's last element.
+    fs.writeFileSync(path.join(dir, 'sparse_linear.safetensors'),
+      safetensorsFile({ weight: [[1, 32], 0, 64], bias: [[1], 62, 64] }, 64));
+    await rejectsWith(BGEM3.load(dir), 'ERR_MODEL_FILES', /sparse_linear\.safetensors.*'weight'.*'bias'.*overlap/);
   });
 });

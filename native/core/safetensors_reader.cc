@@ -2,6 +2,7 @@
 // before any allocation or copy.
 #include "core/safetensors_reader.h"
 
+#include <algorithm>
 #include <string_view>
 
 #include "core/core_error.h"
@@ -23,6 +24,16 @@ constexpr DtypeName kSupportedDtypes[] = {
     {"BF16", weights::ScalarType::kBFloat16},
     {"F32", weights::ScalarType::kFloat32},
     {"F64", weights::ScalarType::kFloat64},
+};
+
+// One tensor as the header describes it, checked on its own but not yet against the others.
+struct TensorEntry {
+  std::string name;
+  weights::ScalarType type = weights::ScalarType::kFloat32;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+  uint64_t element_count = 0;
 };
 
 class SafetensorsLoader {
@@ -55,16 +66,18 @@ class SafetensorsLoader {
     }
     data_begin_ = 8 + header_size;
     data_size_ = bytes_.size() - data_begin_;
-    budget_left_ = weights::OutputElementBudget(bytes_.size());
 
-    StateDict tensors;
+    std::vector<TensorEntry> entries;
     for (const auto& member : root.object) {
       if (member.first == "__metadata__") {
         CheckMetadata(member.second);
         continue;
       }
-      tensors[member.first] = LoadTensor(member.first, member.second);
+      entries.push_back(ParseEntry(member.first, member.second));
     }
+    CheckTiling(entries);
+    StateDict tensors;
+    for (const TensorEntry& entry : entries) tensors[entry.name] = Decode(entry);
     return tensors;
   }
 
@@ -105,9 +118,11 @@ class SafetensorsLoader {
          "weights (supported: F16, BF16, F32, F64); convert the tensor to float before saving");
   }
 
-  Tensor LoadTensor(const std::string& name, const json::Value& info) {
+  TensorEntry ParseEntry(const std::string& name, const json::Value& info) const {
     if (info.type != json::Value::Type::kObject) FailTensor(name, "is not described by an object");
-    const weights::ScalarType type = ParseDtype(name, info.Find("dtype"));
+    TensorEntry entry;
+    entry.name = name;
+    entry.type = ParseDtype(name, info.Find("dtype"));
     const json::Value* shape = info.Find("shape");
     const json::Value* offsets = info.Find("data_offsets");
     if (shape == nullptr || shape->type != json::Value::Type::kArray) {
@@ -122,38 +137,81 @@ class SafetensorsLoader {
       FailTensor(name, "has no \"data_offsets\" pair of non-negative integers");
     }
 
-    const uint64_t begin = static_cast<uint64_t>(offsets->array[0].integer);
-    const uint64_t end = static_cast<uint64_t>(offsets->array[1].integer);
-    if (begin > end || end > data_size_) {
-      FailTensor(name, "has data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                           "] outside the " + std::to_string(data_size_) + "-byte data section");
+    entry.begin = static_cast<uint64_t>(offsets->array[0].integer);
+    entry.end = static_cast<uint64_t>(offsets->array[1].integer);
+    if (entry.begin > entry.end || entry.end > data_size_) {
+      FailTensor(name, "has data_offsets " + OffsetsText(entry) + " outside the " +
+                           std::to_string(data_size_) + "-byte data section");
     }
-    Tensor tensor;
-    uint64_t element_count = 1;
+    entry.element_count = 1;
     for (const json::Value& dimension : shape->array) {
       if (!IsNonNegativeInteger(dimension)) {
         FailTensor(name, "has a shape entry that is not a non-negative integer");
       }
-      tensor.shape.push_back(dimension.integer);
+      entry.shape.push_back(dimension.integer);
       // Only overflow is checked here; the exact byte count is compared with the offsets below.
-      if (!weights::MultiplyWithin(element_count, static_cast<uint64_t>(dimension.integer),
-                                   UINT64_MAX / 8, &element_count)) {
+      if (!weights::MultiplyWithin(entry.element_count, static_cast<uint64_t>(dimension.integer),
+                                   UINT64_MAX / 8, &entry.element_count)) {
         FailTensor(name, "has a shape whose element count overflows 64 bits");
       }
     }
-    const uint64_t byte_size = element_count * weights::ItemSize(type);
-    if (end - begin != byte_size) {
-      FailTensor(name, "covers " + std::to_string(end - begin) + " bytes but its shape needs " +
-                           std::to_string(byte_size) + " bytes of " +
-                           weights::ScalarTypeName(type));
+    const uint64_t byte_size = entry.element_count * weights::ItemSize(entry.type);
+    if (entry.end - entry.begin != byte_size) {
+      FailTensor(name, "covers " + std::to_string(entry.end - entry.begin) +
+                           " bytes but its shape needs " + std::to_string(byte_size) +
+                           " bytes of " + weights::ScalarTypeName(entry.type));
     }
-    if (element_count > budget_left_) {
-      Fail("expands to more tensor elements than a file of this size can hold; it is corrupted");
+    return entry;
+  }
+
+  static std::string OffsetsText(const TensorEntry& entry) {
+    return "[" + std::to_string(entry.begin) + ", " + std::to_string(entry.end) + "]";
+  }
+
+  // The format gives every byte of the data section to exactly one tensor, as the reference
+  // implementation enforces: tensors sharing bytes would let a crafted file alias one weight
+  // onto another (and expand a small file into many copies of the same data), and bytes no
+  // tensor owns are a file that was cut or spliced. Both are refused rather than guessed at.
+  void CheckTiling(std::vector<TensorEntry>& entries) const {
+    std::sort(entries.begin(), entries.end(), [](const TensorEntry& a, const TensorEntry& b) {
+      if (a.begin != b.begin) return a.begin < b.begin;
+      return a.end != b.end ? a.end < b.end : a.name < b.name;  // names: the same message every time
+    });
+    uint64_t covered = 0;  // bytes [0, covered) belong to the tensors checked so far
+    const TensorEntry* previous = nullptr;
+    for (const TensorEntry& entry : entries) {
+      if (entry.begin < covered) {
+        Fail("has tensors '" + previous->name + "' (data_offsets " + OffsetsText(*previous) +
+             ") and '" + entry.name + "' (data_offsets " + OffsetsText(entry) + ") that overlap "
+             "in the data section; the file is corrupted or was not written by a safetensors "
+             "library");
+      }
+      if (entry.begin > covered) {
+        Fail("has " + std::to_string(entry.begin - covered) + " bytes of the data section that "
+             "no tensor covers, " + (previous ? "between tensor '" + previous->name + "' (data_offsets " +
+             OffsetsText(*previous) + ") and" : std::string("before")) + " tensor '" + entry.name +
+             "' (data_offsets " + OffsetsText(entry) + "); the file is corrupted or was not "
+             "written by a safetensors library");
+      }
+      covered = entry.end;
+      // A zero-byte tensor owns nothing, so the tensor before it stays the one that reaches `covered`.
+      if (previous == nullptr || entry.end > entry.begin) previous = &entry;
     }
-    budget_left_ -= element_count;
-    tensor.data.resize(static_cast<size_t>(element_count));
-    weights::DecodeElements(type, bytes_.data() + data_begin_ + begin,
-                            static_cast<size_t>(element_count), tensor.data.data());
+    if (covered != data_size_) {
+      Fail("has " + std::to_string(data_size_ - covered) + " bytes at the end of the data "
+           "section that no tensor covers" + (previous ? " (after tensor '" + previous->name +
+           "', data_offsets " + OffsetsText(*previous) + ")" : std::string()) +
+           "; the file is corrupted or was not written by a safetensors library");
+    }
+  }
+
+  // The tiling bounds the output: every element decoded has bytes of its own in the file.
+  Tensor Decode(const TensorEntry& entry) const {
+    Tensor tensor;
+    tensor.shape = entry.shape;
+    tensor.data.resize(static_cast<size_t>(entry.element_count));
+    weights::DecodeElements(entry.type, bytes_.data() + data_begin_ + entry.begin,
+                            static_cast<size_t>(entry.element_count), tensor.data.data());
     return tensor;
   }
 
@@ -161,7 +219,6 @@ class SafetensorsLoader {
   const std::string& source_name_;
   uint64_t data_begin_ = 0;
   uint64_t data_size_ = 0;
-  uint64_t budget_left_ = 0;
 };
 
 }  // namespace

@@ -12,7 +12,8 @@ namespace m3 {
 /// Loads every tensor of the .safetensors file at `path`, converted to fp32. Accepts dtypes
 /// F16, BF16, F32 and F64; ignores `__metadata__`. Throws CoreError("ERR_MODEL_FILES") naming
 /// the file (and tensor) for a malformed header, an unsupported dtype, data offsets outside the
-/// file, or a byte range whose size does not match the shape.
+/// file, a byte range whose size does not match the shape, and for tensors that overlap or leave
+/// bytes uncovered: their byte ranges must tile the data section exactly.
 StateDict LoadSafetensors(const std::string& path);
 
 /// Same as LoadSafetensors on bytes already in memory; `source_name` names them in errors.

@@ -213,6 +213,75 @@ void TestRefusals(const std::string& dir, const m3::json::Value& manifest) {
   ExpectRefusal(dir + "/refuse", {"not a regular file"});
 }
 
+// ---- safetensors: tensors must tile the data section ----
+
+// A .safetensors file with `header` as its JSON header and `data_size` bytes of data (0x3C00,
+// fp16 1.0, repeated) so every well-formed case decodes to known values.
+std::vector<uint8_t> SafetensorsBytes(const std::string& header, size_t data_size) {
+  std::vector<uint8_t> bytes(8);
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  bytes.insert(bytes.end(), header.begin(), header.end());
+  for (size_t i = 0; i < data_size; ++i) bytes.push_back(i % 2 ? 0x3C : 0x00);
+  return bytes;
+}
+
+std::string TensorJson(const std::string& name, const std::string& shape, size_t begin, size_t end) {
+  return "\"" + name + "\":{\"dtype\":\"F16\",\"shape\":" + shape + ",\"data_offsets\":[" +
+         std::to_string(begin) + "," + std::to_string(end) + "]}";
+}
+
+void ExpectSafetensorsRefused(const std::string& label, const std::string& header, size_t data_size,
+                              const std::vector<std::string>& contains) {
+  const std::string source = label + ".safetensors";
+  try {
+    m3::LoadSafetensorsFromBytes(SafetensorsBytes(header, data_size), source);
+    Check(false, label + ": loaded but should be refused");
+  } catch (const m3::CoreError& error) {
+    const std::string message = error.what();
+    bool ok = error.code() == "ERR_MODEL_FILES" && message.rfind(source + ": ", 0) == 0;
+    for (const std::string& part : contains) ok = ok && message.find(part) != std::string::npos;
+    Check(ok, label + ": refusal message: " + message);
+  } catch (const std::exception& error) {
+    Check(false, label + ": threw a non-CoreError: " + error.what());
+  }
+}
+
+void TestSafetensorsTiling() {
+  // Two tensors sharing bytes: the second aliases the first half of the first.
+  ExpectSafetensorsRefused("overlap", "{" + TensorJson("weight", "[2]", 0, 4) + "," + TensorJson("bias", "[1]", 0, 2) + "}",
+                           4, {"'bias' (data_offsets [0, 2])", "'weight' (data_offsets [0, 4])", "overlap"});
+  ExpectSafetensorsRefused("overlap_middle", "{" + TensorJson("a", "[3]", 0, 6) + "," + TensorJson("b", "[3]", 4, 10) + "}",
+                           10, {"'a'", "'b'", "overlap"});
+  ExpectSafetensorsRefused("same_range", "{" + TensorJson("a", "[2]", 0, 4) + "," + TensorJson("b", "[2]", 0, 4) + "}",
+                           4, {"'a'", "'b'", "overlap"});
+  ExpectSafetensorsRefused("empty_inside", "{" + TensorJson("a", "[2]", 0, 4) + "," + TensorJson("z", "[0]", 2, 2) + "}",
+                           4, {"'a'", "'z'", "overlap"});
+  ExpectSafetensorsRefused("gap", "{" + TensorJson("a", "[1]", 0, 2) + "," + TensorJson("b", "[1]", 4, 6) + "}",
+                           6, {"2 bytes", "between tensor 'a'", "tensor 'b'", "no tensor covers"});
+  ExpectSafetensorsRefused("leading_gap", "{" + TensorJson("a", "[1]", 2, 4) + "}", 4,
+                           {"2 bytes", "before tensor 'a'", "no tensor covers"});
+  ExpectSafetensorsRefused("trailing_bytes", "{" + TensorJson("a", "[1]", 0, 2) + "}", 6,
+                           {"4 bytes at the end", "after tensor 'a'"});
+  ExpectSafetensorsRefused("no_tensors_but_data", "{}", 2, {"2 bytes at the end"});
+
+  // Exact tilings load, whatever the header order, with empty tensors anywhere on the boundaries.
+  try {
+    const m3::StateDict tiled = m3::LoadSafetensorsFromBytes(
+        SafetensorsBytes("{\"__metadata__\":{\"format\":\"pt\"}," + TensorJson("b", "[2]", 2, 6) + "," +
+                             TensorJson("z0", "[0]", 0, 0) + "," + TensorJson("a", "[1]", 0, 2) + "," +
+                             TensorJson("z1", "[2,0]", 2, 2) + "," + TensorJson("z2", "[0]", 6, 6) + "}",
+                         6),
+        "tiled.safetensors");
+    Check(tiled.size() == 5 && tiled.at("a").data == std::vector<float>{1.0f} &&
+              tiled.at("b").data == std::vector<float>{1.0f, 1.0f} && tiled.at("z1").data.empty(),
+          "safetensors whose tensors tile the data section load");
+    Check(m3::LoadSafetensorsFromBytes(SafetensorsBytes("{}", 0), "empty.safetensors").empty(),
+          "safetensors with no tensors and no data load as an empty state dict");
+  } catch (const std::exception& error) {
+    Check(false, std::string("tiled safetensors: unexpected exception: ") + error.what());
+  }
+}
+
 // ---- fuzzing ----
 
 // Outcome of loading mutated bytes: loaded, refused with CoreError, or anything else (a bug).
@@ -421,6 +490,7 @@ int main(int argc, char** argv) {
     TestRefusals(dir, manifest);
     TestZip64(dir);
     TestLimits();
+    TestSafetensorsTiling();
     std::mt19937 rng(12345);
     const auto pt = m3::weights::ReadFileBytes(dir + "/fp16_linear/model.pt");
     const auto st = m3::weights::ReadFileBytes(dir + "/shared_storage/model.safetensors");
