@@ -25,6 +25,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { M3Error, fromNative, inputError } from './errors';
+import { assertRegularFile, readRegularFile } from './files';
 import { readEvalRows, type EvalRow } from './evaluate';
 import { BGEM3, type LoadOptions } from './model';
 import { native, type NativeHeadTrainer } from './native';
@@ -220,7 +221,7 @@ function sha256(...parts: (string | Buffer)[]): string {
 function modelFingerprint(info: ReturnType<BGEM3['info']>): string {
   const graph = fs.statSync(info.onnx);
   return sha256(path.resolve(info.onnx), String(graph.size), String(graph.mtimeMs),
-    fs.readFileSync(info.colbertHead), fs.readFileSync(info.sparseHead));
+    readRegularFile(info.colbertHead, 'Model file'), readRegularFile(info.sparseHead, 'Model file'));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,13 +351,13 @@ async function buildCache(model: BGEM3, keys: string[], texts: Map<string, { tex
   const hidden = model.info().hidden;
   if (fs.existsSync(metaFile)) {
     try {
-      const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as CacheIndex;
+      const meta = JSON.parse(readRegularFile(metaFile, 'Cache file').toString('utf8')) as CacheIndex;
       if (meta.version === CACHE_VERSION && meta.model === fingerprint && meta.keysHash === keysHash && meta.hidden === hidden &&
           meta.maxQueryLength === config.maxQueryLength && meta.maxPassageLength === config.maxPassageLength) {
-        const order = JSON.parse(fs.readFileSync(path.join(dir, 'keys.json'), 'utf8')) as string[];
-        const ids = new Int32Array(new Uint8Array(fs.readFileSync(path.join(dir, 'ids.i32'))).buffer);
-        const offsets = new Uint32Array(new Uint8Array(fs.readFileSync(path.join(dir, 'offsets.u32'))).buffer);
-        const size = fs.statSync(path.join(dir, 'hidden.f32')).size;
+        const order = JSON.parse(readRegularFile(path.join(dir, 'keys.json'), 'Cache file').toString('utf8')) as string[];
+        const ids = new Int32Array(new Uint8Array(readRegularFile(path.join(dir, 'ids.i32'), 'Cache file')).buffer);
+        const offsets = new Uint32Array(new Uint8Array(readRegularFile(path.join(dir, 'offsets.u32'), 'Cache file')).buffer);
+        const size = assertRegularFile(path.join(dir, 'hidden.f32'), 'Cache file').size;
         if (order.length === meta.texts && offsets.length === meta.texts + 1 && ids.length === meta.tokens && size === meta.tokens * hidden * 4) {
           return { dir, ids, offsets, hidden, index: new Map(order.map((k, i) => [k, i])), encoded: 0, seconds: 0 };
         }
@@ -453,7 +454,7 @@ function loadCheckpoint(workDir: string): { state: CheckpointState; params: Floa
     'pass force (--force) without resume to start over');
   let state: CheckpointState;
   try {
-    state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as CheckpointState;
+    state = JSON.parse(readRegularFile(path.join(dir, 'state.json'), 'Checkpoint file').toString('utf8')) as CheckpointState;
   } catch (err) {
     throw unreadable(`state.json: ${(err as Error).message}`);
   }

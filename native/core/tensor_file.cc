@@ -2,7 +2,11 @@
 #include "core/tensor_file.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <errno.h>
+#include <fcntl.h>
 #include <immintrin.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #endif
 
 #include <cmath>
@@ -148,22 +152,37 @@ std::vector<uint8_t> ReadFileBytes(const std::string& path) {
   if (!std::filesystem::is_regular_file(status)) {
     throw CoreError("ERR_MODEL_FILES", path + ": is not a regular file (expected a weights file)");
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  // Checked again on the descriptor: a FIFO swapped in after the check above must neither block
+  // the open (O_NONBLOCK) nor be read.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
     throw CoreError("ERR_MODEL_FILES",
                     path + ": cannot be opened for reading; check its permissions");
   }
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  in.seekg(0, std::ios::beg);
-  if (size < 0) {
-    throw CoreError("ERR_MODEL_FILES", path + ": cannot determine the file size");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw CoreError("ERR_MODEL_FILES", path + ": is not a regular file (expected a weights file)");
   }
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) {
-    throw CoreError("ERR_MODEL_FILES", path + ": read failed part-way; the file may be on a "
-                                              "failing disk or still being written");
+  std::vector<uint8_t> bytes;
+  try {
+    bytes.resize(static_cast<size_t>(st.st_size));
+  } catch (const std::bad_alloc&) {
+    ::close(fd);
+    throw CoreError("ERR_MODEL_FILES", path + ": " + std::to_string(st.st_size) + " bytes do not fit in memory");
   }
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t got = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      ::close(fd);
+      throw CoreError("ERR_MODEL_FILES", path + ": read failed part-way; the file may be on a "
+                                                "failing disk or still being written");
+    }
+    done += static_cast<size_t>(got);
+  }
+  ::close(fd);
   return bytes;
 }
 

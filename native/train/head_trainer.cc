@@ -40,9 +40,14 @@ std::unique_ptr<HiddenStateCache> HiddenStateCache::Open(const std::string& path
   cache->ids_ = std::move(ids);
   cache->offsets_ = std::move(offsets);
 #ifndef _WIN32
-  const int fd = ::open(path.c_str(), O_RDONLY);
+  // O_NONBLOCK: a FIFO put in the cache's place must not block this open forever.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) throw CoreError("ERR_INPUT", "hidden-state cache '" + path + "' cannot be opened: " + std::strerror(errno));
   struct stat st {};
+  if (::fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw CoreError("ERR_INPUT", "hidden-state cache '" + path + "' is not a regular file; delete it to rebuild it");
+  }
   if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != bytes) {
     ::close(fd);
     throw CoreError("ERR_INPUT", "hidden-state cache '" + path + "' holds " + std::to_string(static_cast<uint64_t>(st.st_size)) +
