@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { M3Error, fromNative, inputError } from './errors';
+import { M3Error, describe, fromNative, inputError } from './errors';
 import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_HIDDEN, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from './native';
 import { planBatches, type BatchLimits } from './batching';
 import { describeFileKind, readRegularFile, regularFileStats } from './files';
@@ -226,7 +226,7 @@ function readModelConfig(dir: string): ModelConfig {
     throw new M3Error('ERR_MODEL_FILES', `Could not parse '${file}': ${(err as Error).message}`, { cause: err });
   }
   if (config === null || typeof config !== 'object' || Array.isArray(config)) {
-    throw new M3Error('ERR_MODEL_FILES', `'${file}' holds ${Array.isArray(config) ? 'an array' : JSON.stringify(config)}, not a JSON object; ` +
+    throw new M3Error('ERR_MODEL_FILES', `'${file}' holds ${describe(config)}, not a JSON object; ` +
       "use the config.json that came with the model (or remove it: BGE-M3's defaults then apply)");
   }
   return config as ModelConfig;
@@ -249,7 +249,7 @@ function readAttentionHeads(dir: string, config: ModelConfig): number {
   const heads = config.num_attention_heads;
   if (heads === undefined || heads === null) return DEFAULT_ATTENTION_HEADS;
   if (typeof heads !== 'number' || !Number.isInteger(heads) || heads < 1) {
-    throw new M3Error('ERR_MODEL_LAYOUT', `'${path.join(dir, 'config.json')}': num_attention_heads must be a positive integer, got ${JSON.stringify(heads)}`);
+    throw new M3Error('ERR_MODEL_LAYOUT', `'${path.join(dir, 'config.json')}': num_attention_heads must be a positive integer, got ${describe(heads)}`);
   }
   return heads;
 }
@@ -260,10 +260,10 @@ function readModelMaxLength(dir: string, config: ModelConfig): number {
   if (positions === undefined || positions === null) return DEFAULT_MAX_LENGTH;
   const pad = config.pad_token_id ?? 1;
   if (typeof pad !== 'number' || !Number.isSafeInteger(pad) || pad < 0) {
-    throw new M3Error('ERR_MODEL_LAYOUT', `'${file}': pad_token_id must be a non-negative integer, got ${JSON.stringify(pad)}`);
+    throw new M3Error('ERR_MODEL_LAYOUT', `'${file}': pad_token_id must be a non-negative integer, got ${describe(pad)}`);
   }
   if (typeof positions !== 'number' || !Number.isInteger(positions) || positions - pad - 1 < 2) {
-    throw new M3Error('ERR_MODEL_LAYOUT', `'${file}': max_position_embeddings must be an integer > ${pad + 2}, got ${String(positions)}`);
+    throw new M3Error('ERR_MODEL_LAYOUT', `'${file}': max_position_embeddings must be an integer > ${pad + 2}, got ${describe(positions)}`);
   }
   // XLM-R positions start after the padding id: ids pad+1 .. positions-1 are usable.
   return positions - pad - 1;

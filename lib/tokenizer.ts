@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import { M3Error } from './errors';
+import { M3Error, describe } from './errors';
 import { readRegularFile } from './files';
 import { checkTokenizerJson } from './tokenizer_check';
 
@@ -228,6 +228,12 @@ export class M3Tokenizer {
           `(XLM-RoBERTa) uses id ${id}. Use the tokenizer.json that came with the model.`);
       }
     }
+    // XLM-R's Unigram model maps characters it lacks to <unk>; without unk_id the library fails on them.
+    const model = (json as { model?: { type?: unknown; unk_id?: unknown } } | null)?.model;
+    if (model?.type === 'Unigram' && model.unk_id !== UNK_ID) {
+      throw new M3Error('ERR_MODEL_LAYOUT', `Tokenizer '${file}' has a Unigram model whose unk_id is ${describe(model.unk_id)}, ` +
+        `not ${UNK_ID} (<unk>): characters outside its vocabulary could not be encoded. Use the tokenizer.json that came with the model.`);
+    }
     const probe = (await tokenizer.encode('')).getIds();
     if (probe[0] !== CLS_ID || probe[probe.length - 1] !== EOS_ID) {
       throw new M3Error('ERR_MODEL_LAYOUT', `Tokenizer '${file}' does not add <s> … </s> around a text (an empty text ` +
@@ -239,7 +245,21 @@ export class M3Tokenizer {
   /** The library's ids for one text, counted in charsTokenized. */
   private async tokenizeOne(text: string): Promise<number[]> {
     this.charsTokenized += text.length;
-    return (await this.tokenizer.encode(text)).getIds();
+    return (await this.library(() => this.tokenizer.encode(text))).getIds();
+  }
+
+  /**
+   * A call into the tokenizers library, its errors as ERR_MODEL_FILES naming the file: the texts
+   * are plain strings, so what fails there is the tokenizer.json (say, a model that meets an
+   * unknown character without an unk_id).
+   */
+  private async library<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      throw new M3Error('ERR_MODEL_FILES', `Tokenizer '${this.file}' failed on a text: ${(err as Error)?.message ?? String(err)}. ` +
+        'Use the tokenizer.json that came with the model.', { cause: err });
+    }
   }
 
   /**
@@ -265,7 +285,7 @@ export class M3Tokenizer {
       }
     }
     for (const input of inputs) this.charsTokenized += input.length;
-    const encodings = await this.tokenizer.encodeBatch(inputs);
+    const encodings = await this.library(() => this.tokenizer.encodeBatch(inputs));
     const rows: number[][] = new Array(texts.length);
     let total = 0;
     for (let i = 0; i < encodings.length; i++) {

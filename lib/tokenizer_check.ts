@@ -33,6 +33,10 @@
  *   copied into a buffer of the longest token's size before it is looked up, at load,
  *   https://github.com/huggingface/tokenizers/blob/3ba8ad0061a885baf052bbb7bbd22857e73e0c4e/tokenizers/src/models/bpe/model.rs#L251-L267
  *
+ * - A vocabulary piece or added token tens of kilobytes long: the Unigram model's trie is freed
+ *   by recursion, one call per byte of the longest piece, so a 100 KB piece loads and encodes
+ *   but overflows the stack (SIGSEGV) when the tokenizer is garbage-collected.
+ *
  * Not checked, because the library fails cleanly there or the engine never reaches them:
  * Unigram, WordPiece and WordLevel vocabularies and unknown-token settings (errors at load or
  * encode), added tokens, regex patterns (errors at load), the other post-processors, decoders
@@ -82,7 +86,43 @@ export function tokenizerJsonProblem(json: unknown): TokenizerJsonProblem | null
   return normalizerProblem(json.normalizer, 'normalizer', 0) ??
     preTokenizerProblem(json.pre_tokenizer, 'pre_tokenizer', 0) ??
     postProcessorProblem(json.post_processor) ??
-    bpeProblem(json.model);
+    bpeProblem(json.model) ??
+    pieceLengthProblem(json);
+}
+
+/**
+ * Longest vocabulary piece or added token accepted, in UTF-8 bytes. Real vocabularies stay far
+ * below (XLM-R's longest piece has a few dozen bytes); the recursion that frees a trie of this
+ * depth takes well under a megabyte of stack.
+ */
+const MAX_PIECE_BYTES = 1024;
+
+/** A piece (vocabulary entry of any model type, or added token) longer than MAX_PIECE_BYTES. */
+function pieceLengthProblem(json: JsonObject): TokenizerJsonProblem | null {
+  const tooLong = (piece: unknown) => typeof piece === 'string' && piece.length > MAX_PIECE_BYTES / 3 &&
+    Buffer.byteLength(piece) > MAX_PIECE_BYTES;
+  const what = (piece: string) => `a piece of ${Buffer.byteLength(piece)} bytes, longer than the ${MAX_PIECE_BYTES} bytes allowed`;
+  const model = json.model;
+  if (isObject(model)) {
+    if (Array.isArray(model.vocab)) {
+      for (let i = 0; i < model.vocab.length; i++) {
+        const entry = model.vocab[i];
+        const piece = Array.isArray(entry) ? entry[0] : undefined;
+        if (tooLong(piece)) return { where: `model.vocab[${i}]`, what: what(piece as string) };
+      }
+    } else if (isObject(model.vocab)) {
+      for (const piece of Object.keys(model.vocab)) {
+        if (tooLong(piece)) return { where: 'model.vocab', what: what(piece) };
+      }
+    }
+  }
+  if (Array.isArray(json.added_tokens)) {
+    for (let i = 0; i < json.added_tokens.length; i++) {
+      const content = (json.added_tokens[i] as JsonObject | null)?.content;
+      if (tooLong(content)) return { where: `added_tokens[${i}].content`, what: what(content as string) };
+    }
+  }
+  return null;
 }
 
 /** The library reads a model without `type` as BPE when it has merges. */

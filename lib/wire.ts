@@ -83,6 +83,17 @@ export function decodeWire(data: Uint8Array): EncodeOutput {
   const flags = view.getUint32(20, true);
   const nnz = view.getUint32(24, true);
   const rows = view.getUint32(28, true);
+  // The header and offsets must agree with the sections, or rows would slice the wrong entries.
+  if (flags & ~(FLAG_DENSE | FLAG_SPARSE | FLAG_COLBERT)) throw bad(`flags ${flags} set bits other than dense (1), sparse (2) and colbert (4)`);
+  if (!(flags & FLAG_SPARSE) && nnz !== 0) throw bad(`nnz is ${nnz} but there is no sparse section`);
+  if (!(flags & FLAG_COLBERT) && rows !== 0) throw bad(`rows is ${rows} but there is no colbert section`);
+  const framed = (offsets: Uint32Array, end: number, what: string) => {
+    if (offsets[0] !== 0) throw bad(`${what} offsets start at ${offsets[0]}, not 0`);
+    for (let i = 0; i < count; i++) {
+      if (offsets[i + 1] < offsets[i]) throw bad(`${what} offsets decrease at text ${i} (${offsets[i]}, then ${offsets[i + 1]})`);
+    }
+    if (offsets[count] !== end) throw bad(`${what} offsets end at ${offsets[count]}, not at the ${end} entries of the section`);
+  };
   let at = HEADER_BYTES;
   const take = <T>(Type: new (b: ArrayBuffer, o: number, n: number) => T, n: number): T => {
     if (at + 4 * n > buffer.byteLength) throw bad(`truncated: a section needs ${4 * n} bytes at offset ${at} of ${buffer.byteLength}`);
@@ -93,9 +104,15 @@ export function decodeWire(data: Uint8Array): EncodeOutput {
   const tokens = take(Uint32Array, count);
   const dense = flags & FLAG_DENSE ? take(Float32Array, count * dim) : undefined;
   let sparse: SparseVectors | undefined;
-  if (flags & FLAG_SPARSE) sparse = { offsets: take(Uint32Array, count + 1), ids: take(Uint32Array, nnz), weights: take(Float32Array, nnz) };
+  if (flags & FLAG_SPARSE) {
+    sparse = { offsets: take(Uint32Array, count + 1), ids: take(Uint32Array, nnz), weights: take(Float32Array, nnz) };
+    framed(sparse.offsets, nnz, 'sparse');
+  }
   let colbert: MultiVectors | undefined;
-  if (flags & FLAG_COLBERT) colbert = { offsets: take(Uint32Array, count + 1), data: take(Float32Array, rows * dim) };
+  if (flags & FLAG_COLBERT) {
+    colbert = { offsets: take(Uint32Array, count + 1), data: take(Float32Array, rows * dim) };
+    framed(colbert.offsets, rows, 'colbert');
+  }
   if (at !== buffer.byteLength) throw bad(`${buffer.byteLength - at} bytes left over after the sections`);
   return new EncodeOutput(count, dim, dense, sparse, colbert, undefined, tokens);
 }

@@ -42,13 +42,20 @@ void CheckSparseRow(Napi::Env env, const uint32_t* ids, const float* w, int64_t 
       throw MakeError(env, "ERR_INPUT", what + ": token id " + std::to_string(ids[i]) + " is not below the index's vocabSize " +
                                             std::to_string(vocab) + " (vectors from a different model?)");
     if (i > 0 && ids[i] <= ids[i - 1]) throw MakeError(env, "ERR_INPUT", what + ": ids must be ascending and unique");
-    if (!std::isfinite(w[i])) throw MakeError(env, "ERR_INPUT", what + ": weights must be finite");
+    if (!m3::IndexValueOk(w[i]))
+      throw MakeError(env, "ERR_INPUT", what + ": weights must be finite and at most " + std::to_string(m3::kMaxIndexValue) +
+                                            " in magnitude, not " + std::to_string(w[i]));
   }
 }
 
 void CheckFinite(Napi::Env env, const float* x, size_t n, const std::string& what) {
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) throw MakeError(env, "ERR_INPUT", what + " holds a non-finite value at element " + std::to_string(i));
+  for (size_t i = 0; i < n; ++i) {
+    if (m3::IndexValueOk(x[i])) continue;
+    throw MakeError(env, "ERR_INPUT", what + (std::isfinite(x[i]) ? " holds " + std::to_string(x[i]) + ", beyond the largest magnitude of " +
+                                                                        std::to_string(m3::kMaxIndexValue) + " (vectors are unit rows),"
+                                                                  : std::string(" holds a non-finite value")) +
+                                          " at element " + std::to_string(i));
+  }
 }
 
 /// Texts of an encode() result as the index takes them (documents for add, queries for

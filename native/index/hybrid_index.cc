@@ -122,13 +122,13 @@ void HybridIndex::Import(State st) {
     if (st.sparse_offsets[i + 1] < st.sparse_offsets[i]) fail("sparse offsets decrease at document " + std::to_string(i));
     if (st.sparse_offsets[i + 1] > st.sparse_ids.size()) fail("sparse offsets run past the ids at document " + std::to_string(i));
     for (uint32_t j = st.sparse_offsets[i]; j < st.sparse_offsets[i + 1]; ++j) {
-      if (!std::isfinite(st.sparse_weights[j])) fail("a non-finite sparse weight in document " + std::to_string(i));
+      if (!IndexValueOk(st.sparse_weights[j])) fail("a non-finite or out-of-range sparse weight in document " + std::to_string(i));
       if (st.sparse_ids[j] >= config_.vocab_size) fail("token id " + std::to_string(st.sparse_ids[j]) + " beyond the vocabulary");
       if (j > st.sparse_offsets[i] && st.sparse_ids[j] <= st.sparse_ids[j - 1]) fail("sparse ids not ascending in document " + std::to_string(i));
     }
   }
   for (float x : st.dense)
-    if (!std::isfinite(x)) fail("a non-finite dense value");
+    if (!IndexValueOk(x)) fail("a non-finite or out-of-range dense value");
   if (st.colbert_offsets.size() != n + 1 || st.colbert_offsets[0] != 0) fail("ColBERT offsets do not match the document count");
   for (size_t i = 0; i < n; ++i)
     if (st.colbert_offsets[i + 1] < st.colbert_offsets[i]) fail("ColBERT offsets decrease at document " + std::to_string(i));
@@ -141,11 +141,15 @@ void HybridIndex::Import(State st) {
                                                                     : st.colbert_i8.size() == values && st.colbert_scales.size() == rows;
     if (!ok) fail("ColBERT data does not match its offsets");
     for (float x : st.colbert_f32)
-      if (!std::isfinite(x)) fail("a non-finite ColBERT value");
+      if (!IndexValueOk(x)) fail("a non-finite or out-of-range ColBERT value");
+    // An int8 row is scale * q with |q| <= 127, its scale the row's peak / 127 (1 for a zero
+    // row): the same bound on what it decodes to, with room for the division's rounding.
+    const float max_scale = kMaxIndexValue / 127.0f * 1.000001f;
     for (float x : st.colbert_scales)
-      if (!std::isfinite(x)) fail("a non-finite int8 ColBERT scale");
+      if (!(x >= 0.0f && x <= max_scale)) fail("a negative, non-finite or out-of-range int8 ColBERT scale");
+    // bf16 keeps float's exponent: magnitude bits above kMaxIndexValue's (2^16 = 0x4780) are out of range.
     for (uint16_t b : st.colbert_bf16)
-      if ((b & 0x7f80u) == 0x7f80u) fail("a non-finite bf16 ColBERT value");
+      if ((b & 0x7fffu) > 0x4780u) fail("a non-finite or out-of-range bf16 ColBERT value");
   }
   dense_ = std::move(st.dense);
   sparse_offsets_ = std::move(st.sparse_offsets);

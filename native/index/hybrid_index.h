@@ -4,12 +4,22 @@
 // (w_dense * dense + w_sparse * lexical + w_colbert * colbert) / (w_dense + w_sparse + w_colbert).
 // Documents live in slots (append order); the TypeScript layer maps caller ids to slots.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "kernels/maxsim.h"
 
 namespace m3 {
+
+/// The largest magnitude of a value the index stores or is queried with (dense and ColBERT
+/// components, lexical weights). BGE-M3's vectors are unit rows and its lexical weights are
+/// about 0 to 1; the bound keeps every product and sum of the scores finite (components of
+/// 1e30, or an int8 scale of 3e38 in a crafted file, would score Inf and rank first).
+constexpr float kMaxIndexValue = 65536.0f;
+
+/// Whether x is a value the index takes: finite and at most kMaxIndexValue in magnitude.
+inline bool IndexValueOk(float x) { return std::fabs(x) <= kMaxIndexValue; }
 
 struct IndexConfig {
   int64_t dim = 0;
