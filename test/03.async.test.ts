@@ -45,11 +45,13 @@ describe('cancellation', () => {
   });
 
   it('aborting a long single-batch run stops it, and the model keeps working', async () => {
-    const texts = manyTexts(4000);
+    const texts = manyTexts(16000);
     const reference = await model.encode(texts.slice(0, 3));
+    // Tokenized first, so the abort lands in the native run (about a second of it), not before.
+    const tokens = await model.tokenize(texts);
     const controller = new AbortController();
-    const running = model.encode(texts, { batchSize: texts.length, maxBatchTokens: 1 << 30, signal: controller.signal });
-    setTimeout(() => controller.abort(), 300);
+    const running = model.encodeTokens(tokens, { batchSize: texts.length, maxBatchTokens: 1 << 30, signal: controller.signal });
+    setTimeout(() => controller.abort(), 150);
     await rejectsWith(running, 'ERR_ABORTED');
     const again = await model.encode(texts.slice(0, 3));
     assertClose(again.dense!, reference.dense!, 'dense after abort', 0);
