@@ -1,4 +1,4 @@
-/** Encode results as contiguous typed arrays (DESIGN.md, "Public API"). */
+/** Encode results as contiguous typed arrays (the README's "API"). */
 
 /** Lexical weights of many texts: row i is ids/weights[offsets[i] .. offsets[i+1]), ids ascending and unique. */
 export interface SparseVectors {

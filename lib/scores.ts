@@ -1,5 +1,5 @@
 /**
- * Scores between one query and one passage (M3-SEMANTICS.md, "Scores"). Accumulation is in
+ * Scores between one query and one passage (docs/semantics.md, "Scores"). Accumulation is in
  * float64 so results do not depend on summation order beyond float32 input rounding.
  */
 import { M3Error, inputError } from './errors';

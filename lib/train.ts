@@ -1,5 +1,5 @@
 /**
- * BGE-M3's training objective (M3-SEMANTICS.md, "Training"; the paper's self-knowledge
+ * BGE-M3's training objective (docs/semantics.md, "Training"; the paper's self-knowledge
  * distillation), computed natively with its gradients with respect to the scores.
  *
  * For a group of queries scored against in-batch passages (each query's positive among them):

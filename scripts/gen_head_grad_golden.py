@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Golden values for fine-tuning the sparse and ColBERT heads (M3-SEMANTICS.md): the heads'
+"""Golden values for fine-tuning the sparse and ColBERT heads (docs/semantics.md): the heads'
 forward pass on given hidden states, the M3 objective, the gradients of the loss with respect to
 both heads' parameters (PyTorch autograd, float64) and the parameters after Adam steps
 (torch.optim.Adam). Independent of the C++ code. Writes test/fixtures/head-grad-golden.json.

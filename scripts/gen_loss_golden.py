@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Golden values of BGE-M3's training objective (M3-SEMANTICS.md, "Training") for the tests:
+"""Golden values of BGE-M3's training objective (docs/semantics.md, "Training") for the tests:
 written from the formulas with PyTorch autograd in float64, independently of the C++ code.
 Writes test/fixtures/m3-loss-golden.json. Needs Debian's python3-torch."""
 import json

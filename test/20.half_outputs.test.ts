@@ -3,7 +3,7 @@
  * and applies the heads as for fp32 outputs. The fixtures are the fp32 fixtures with a Cast at
  * each output (scripts/m3_fixture_export.py, write_half_outputs), so the expected values derive
  * from the fp32 models: hidden states rounded to fp16 here, with BGE-M3's heads computed here
- * from the head files (M3-SEMANTICS.md); baked outputs rounded to bf16 here.
+ * from the head files (docs/semantics.md); baked outputs rounded to bf16 here.
  */
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';

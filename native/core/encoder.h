@@ -1,5 +1,5 @@
 // A loaded BGE-M3 model: session + heads, and the batched encode that produces the three outputs
-// in the caller's order (M3-SEMANTICS.md).
+// in the caller's order (docs/semantics.md).
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -57,7 +57,7 @@ void AppendCuda(Ort::SessionOptions& options, int device_id, int64_t gpu_mem_lim
                         "on the library path.");
   }
   const std::string id = std::to_string(device_id);
-  // TF32 off: BGE-M3 parity is defined in fp32 (M3-SEMANTICS.md). The arena grows by what a run
+  // TF32 off: BGE-M3 parity is defined in fp32 (docs/semantics.md). The arena grows by what a run
   // asks for: texts of every length make power-of-two growth hold up to twice the memory used.
   std::vector<std::pair<std::string, std::string>> settings = {
       {"device_id", id}, {"cudnn_conv_algo_search", "DEFAULT"}, {"do_copy_in_default_stream", "1"}, {"use_tf32", "0"},

@@ -24,7 +24,7 @@ struct SessionSettings {
   std::string precision = "fp32";           // fp32 | bf16 (cpu with AVX-512 BF16: dense layers in bf16)
 };
 
-/// Which outputs the graph gives (DESIGN.md, "Model directory layouts").
+/// Which outputs the graph gives (docs/semantics.md, "Model files as users find them").
 enum class GraphKind {
   kHiddenState,  // last_hidden_state; heads applied natively (BAAI/bge-m3 snapshot)
   kHeadsBaked,   // dense/sparse/colbert outputs computed in the graph

@@ -1,4 +1,5 @@
-// Finding the files of a BGE-M3 model directory (both layouts in DESIGN.md).
+// Finding the files of a BGE-M3 model directory (both layouts: docs/semantics.md, "Model files
+// as users find them").
 #pragma once
 #include <string>
 #include <vector>

@@ -1,4 +1,4 @@
-// BGE-M3's three pooled outputs from per-token values (M3-SEMANTICS.md): the L2 normalisation
+// BGE-M3's three pooled outputs from per-token values (docs/semantics.md): the L2 normalisation
 // used by the dense and ColBERT outputs, and the max-per-token aggregation of lexical weights.
 #pragma once
 #include <cstdint>

@@ -1,4 +1,4 @@
-// The hybrid index of BGE-M3's "multi-route recall, then rerank" (M3-SEMANTICS.md): a dense
+// The hybrid index of BGE-M3's "multi-route recall, then rerank" (docs/semantics.md): a dense
 // route (exact inner products), a sparse route (an inverted index over token ids, exact
 // term-at-a-time scoring) and a ColBERT store, with candidates from the routes reranked by
 // (w_dense * dense + w_sparse * lexical + w_colbert * colbert) / (w_dense + w_sparse + w_colbert).

@@ -130,7 +130,7 @@ void ParallelForFlushed(int64_t count, int threads, const std::function<void(int
 /// operation they enter by two orders of magnitude.
 inline bool Matters(double g) { return std::fabs(g) >= 1e-30; }
 
-/// Lexical weights of a text with the position of each id's max (M3-SEMANTICS.md: ids 0..3 and
+/// Lexical weights of a text with the position of each id's max (docs/semantics.md: ids 0..3 and
 /// weights <= 0 dropped, max per id; the first position wins a tie).
 void Lexical(const int32_t* ids, const float* weights, int64_t n, TextForward* f) {
   std::vector<int32_t> order;

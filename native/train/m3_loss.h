@@ -1,4 +1,4 @@
-// BGE-M3's training objective (M3-SEMANTICS.md, "Training"): InfoNCE per retrieval mode, the
+// BGE-M3's training objective (docs/semantics.md, "Training"): InfoNCE per retrieval mode, the
 // teacher score, and self-knowledge distillation, with analytic gradients with respect to the
 // score matrices (what training the heads back-propagates). Pure C++, no N-API.
 #pragma once
