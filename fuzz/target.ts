@@ -4,7 +4,7 @@
  * outcomes are judged.
  */
 import * as path from 'node:path';
-import { M3Error } from '../lib/errors';
+import { M3Error, M3_ERROR_CODES } from '../lib/errors';
 import type { CaseResult, Recipe } from './recipe';
 import type { Random } from './rng';
 
@@ -46,8 +46,7 @@ export interface TargetSession {
   close?(): Promise<void>;
 }
 
-const CODES = new Set(['ERR_MODEL_FILES', 'ERR_MODEL_LAYOUT', 'ERR_INPUT', 'ERR_ABORTED', 'ERR_DISPOSED', 'ERR_DEVICE', 'ERR_QUEUE_FULL',
-  'ERR_TOO_LONG', 'ERR_RUNTIME', 'ERR_NATIVE']);
+const CODES = new Set<string>(M3_ERROR_CODES);
 
 /** A thrown error: clean when it is an M3Error with one of the documented codes, uncoded otherwise. */
 export function judgeError(err: unknown): CaseResult {

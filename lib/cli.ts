@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { BGEM3, type LoadOptions } from './model';
 import { M3Error } from './errors';
+import { RERANK_WEIGHTS, SEARCH_WEIGHTS } from './fusion';
 import { DEMO_MODEL_DIR, PACKAGE_DATA_DIR, capabilities, runtimeInfo } from './runtime';
 import { HybridIndex, type DocumentId, type SearchHit } from './hybrid_index';
 import { EVAL_MODES, evaluate, formatMetricsTable, readEvalRows } from './evaluate';
@@ -257,7 +258,7 @@ async function main(argv: string[]): Promise<void> {
     .description('score a query against passages with all three modes (FlagEmbedding compute_score)')
     .argument('<query>', 'the query')
     .argument('<passages...>', 'one or more passages')
-    .option('-w, --weights <w>', 'dense,sparse,colbert weights', weightList, [0.4, 0.2, 0.4] as [number, number, number]))
+    .option('-w, --weights <w>', 'dense,sparse,colbert weights', weightList, [...RERANK_WEIGHTS] as [number, number, number]))
     .action(async (query: string, passages: string[], opts) => {
       const model = await openModel(opts);
       try {
@@ -346,7 +347,7 @@ async function main(argv: string[]): Promise<void> {
     .requiredOption('-x, --index <dir>', 'index directory (bge-m3 index build)')
     .argument('<query>', 'the query')
     .option('-k, --k <n>', 'results', positiveInt, 10)
-    .option('-w, --weights <w>', 'dense,sparse,colbert weights', weightList, [1, 0.3, 1] as [number, number, number])
+    .option('-w, --weights <w>', 'dense,sparse,colbert weights', weightList, [...SEARCH_WEIGHTS] as [number, number, number])
     .option('--json', 'print JSON'))
     .action(async (query: string, opts) => {
       const model = await openModel(opts);

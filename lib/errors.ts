@@ -13,17 +13,13 @@
  * - `ERR_RUNTIME`: ONNX Runtime failed while running the model.
  * - `ERR_NATIVE`: the native addon could not be loaded.
  */
-export type M3ErrorCode =
-  | 'ERR_MODEL_FILES'
-  | 'ERR_MODEL_LAYOUT'
-  | 'ERR_INPUT'
-  | 'ERR_ABORTED'
-  | 'ERR_DISPOSED'
-  | 'ERR_DEVICE'
-  | 'ERR_QUEUE_FULL'
-  | 'ERR_TOO_LONG'
-  | 'ERR_RUNTIME'
-  | 'ERR_NATIVE';
+export const M3_ERROR_CODES = [
+  'ERR_MODEL_FILES', 'ERR_MODEL_LAYOUT', 'ERR_INPUT', 'ERR_ABORTED', 'ERR_DISPOSED', 'ERR_DEVICE',
+  'ERR_QUEUE_FULL', 'ERR_TOO_LONG', 'ERR_RUNTIME', 'ERR_NATIVE',
+] as const;
+
+/** One of {@link M3_ERROR_CODES}. */
+export type M3ErrorCode = typeof M3_ERROR_CODES[number];
 
 /** The error class of this package: check `code`, not the message. */
 export class M3Error extends Error {
@@ -52,10 +48,7 @@ export function describe(value: unknown): string {
   return `an object (${Object.prototype.toString.call(value).slice(8, -1)})`;
 }
 
-const KNOWN_CODES = new Set<string>([
-  'ERR_MODEL_FILES', 'ERR_MODEL_LAYOUT', 'ERR_INPUT', 'ERR_ABORTED', 'ERR_DISPOSED', 'ERR_DEVICE',
-  'ERR_QUEUE_FULL', 'ERR_RUNTIME', 'ERR_NATIVE',
-]);
+const KNOWN_CODES = new Set<string>(M3_ERROR_CODES);
 
 /**
  * Turns an error from the native addon (a plain Error with a `code`) into an M3Error whose stack

@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { M3Error, inputError } from './errors';
+import { DENSE_SPARSE_WEIGHTS, SEARCH_WEIGHTS } from './fusion';
 import { HybridIndex } from './hybrid_index';
 import type { BGEM3 } from './model';
 
@@ -29,8 +30,8 @@ export const EVAL_MODES: Record<string, [number, number, number]> = {
   dense: [1, 0, 0],
   sparse: [0, 1, 0],
   colbert: [0, 0, 1],
-  'dense+sparse': [1, 0.3, 0],
-  all: [1, 0.3, 1],
+  'dense+sparse': [...DENSE_SPARSE_WEIGHTS] as [number, number, number],
+  all: [...SEARCH_WEIGHTS] as [number, number, number],
 };
 
 export interface EvaluateOptions {

@@ -13,6 +13,15 @@ import { M3Error, inputError } from './errors';
 /** [dense, sparse, colbert] weights. */
 export type FusionWeights = readonly [number, number, number];
 
+/** computeScore's and POST /score's default: FlagEmbedding's `compute_score`. */
+export const SCORE_WEIGHTS: FusionWeights = [1, 1, 1];
+/** POST /rerank's and `bge-m3 score`'s default: the weights of FlagEmbedding's README example. */
+export const RERANK_WEIGHTS: FusionWeights = [0.4, 0.2, 0.4];
+/** Hybrid search's default: the paper's "All" weights for MIRACL and MKQA. */
+export const SEARCH_WEIGHTS: FusionWeights = [1, 0.3, 1];
+/** The paper's "Dense+Sparse" weights (no ColBERT). */
+export const DENSE_SPARSE_WEIGHTS: FusionWeights = [1, 0.3, 0];
+
 /** Which weights must not all be zero, so the fused score has a denominator. */
 export interface WeightNeeds {
   /** 'sparse+dense' is computed too: dense and sparse must not both be 0. */

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { M3Error, fromNative, inputError } from './errors';
-import { checkWeights } from './fusion';
+import { SEARCH_WEIGHTS, checkWeights } from './fusion';
 import { native, type NativeHybridIndex } from './native';
 import type { EncodeOutput, EncodeRow } from './outputs';
 import { BGE_M3_VOCAB_SIZE } from './lexical';
@@ -363,7 +363,7 @@ export class HybridIndex {
   private params(options: SearchOptions) {
     if (!options || typeof options !== 'object') throw inputError('an options object', 'options', options);
     const k = checkCount(options.k ?? 10, 'k', 1);
-    const weights = checkWeights(options.weights ?? [1, 0.3, 1], 'weights', { colbert: !!this.colbert });
+    const weights = checkWeights(options.weights ?? SEARCH_WEIGHTS, 'weights', { colbert: !!this.colbert });
     const routes = options.routes ?? ['dense', 'sparse'];
     if (!Array.isArray(routes) || routes.length === 0 || routes.some((r) => r !== 'dense' && r !== 'sparse')) {
       throw inputError("a non-empty array of 'dense' and 'sparse'", 'routes', routes);

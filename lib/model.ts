@@ -8,7 +8,7 @@ import { M3Error, describe, fromNative, inputError } from './errors';
 import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_HIDDEN, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from './native';
 import { planBatches, type BatchLimits } from './batching';
 import { describeFileKind, readRegularFile, regularFileStats } from './files';
-import { checkWeights } from './fusion';
+import { SCORE_WEIGHTS, checkWeights } from './fusion';
 import { EncodeOutput, type SparseRow } from './outputs';
 import { pairScores, type PairScores } from './scores';
 import { CLS_ID, EOS_ID, M3Tokenizer, findTokenizerFile, type TokenizedBatch } from './tokenizer';
@@ -566,7 +566,7 @@ export class BGEM3 {
         throw inputError('a [query, passage] pair of strings', `pairs[${i}]`, pair);
       }
     });
-    const weights = checkWeights(options.weights ?? [1, 1, 1], 'weights', { denseOrSparse: true });
+    const weights = checkWeights(options.weights ?? SCORE_WEIGHTS, 'weights', { denseOrSparse: true });
     const maxQueryLength = options.maxQueryLength === undefined
       ? Math.min(512, this.modelMaxLength) : checkLength(options.maxQueryLength, 'maxQueryLength', this.modelMaxLength);
     const maxPassageLength = options.maxPassageLength === undefined

@@ -16,7 +16,7 @@ import { maxSimSync } from './maxsim';
 import type { BGEM3 } from './model';
 import type { EncodeOutput } from './outputs';
 import { runtimeInfo, capabilities } from './runtime';
-import { checkWeights, fuse, type WeightNeeds } from './fusion';
+import { RERANK_WEIGHTS, SCORE_WEIGHTS, checkWeights, fuse, type FusionWeights, type WeightNeeds } from './fusion';
 import { denseScore, pairScores } from './scores';
 import { createMetrics } from './server_metrics';
 import * as schemas from './server_schemas';
@@ -76,13 +76,12 @@ interface HttpError {
   retryAfter?: boolean;
 }
 
-const DEFAULT_WEIGHTS: [number, number, number] = [0.4, 0.2, 0.4];
 
 function textsOf(input: string | string[]): string[] {
   return typeof input === 'string' ? [input] : input;
 }
 
-function weightsOf(w: [number, number, number] | undefined, fallback: [number, number, number], needs: WeightNeeds = {}): [number, number, number] {
+function weightsOf(w: [number, number, number] | undefined, fallback: FusionWeights, needs: WeightNeeds = {}): [number, number, number] {
   return checkWeights(w ?? fallback, 'weights', needs);
 }
 
@@ -308,7 +307,7 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   app.post<{ Body: schemas.ScoreBody }>('/score', { schema: { body: schemas.scoreBody } }, async (request, reply) => {
     const b = request.body;
     checkCount(b.pairs.length, 'pairs');
-    const weights = weightsOf(b.weights, [1, 1, 1], { denseOrSparse: true });
+    const weights = weightsOf(b.weights, SCORE_WEIGHTS, { denseOrSparse: true });
     const queryLength = Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? 512);
     const passageLength = lengthOf(b.max_passage_length, 'max_passage_length');
     const [queries, passages] = await encodeBoth(reply, b.truncate ?? true,
@@ -322,7 +321,7 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   app.post<{ Body: schemas.RerankBody }>('/rerank', { schema: { body: schemas.rerankBody } }, async (request, reply) => {
     const b = request.body;
     checkCount(b.documents.length, 'documents');
-    const weights = weightsOf(b.weights, DEFAULT_WEIGHTS);
+    const weights = weightsOf(b.weights, RERANK_WEIGHTS);
     const docs = b.documents.map((d) => (typeof d === 'string' ? d : d.text));
     const queryLength = Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? 512);
     const passageLength = lengthOf(b.max_passage_length, 'max_passage_length');

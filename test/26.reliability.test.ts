@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { BGEM3 } from '../lib';
+import { M3_ERROR_CODES, fromNative } from '../lib/errors';
 import { checkWeights } from '../lib/fusion';
 import { createServer, type M3Server } from '../lib/server';
 import { DEMO_MODEL, FIXTURES, ROOT, assertClose, golden, rejectsWith } from './helpers';
@@ -175,6 +176,13 @@ describe('model files that used to load or encode without a coded error', () => 
     worse.sparse!.weights[0] = Infinity;
     assert.throws(() => index.add(['x', 'y'], worse), (e: Error & { code?: string }) => e.code === 'ERR_INPUT');
     assert.equal(index.search(syntheticEncoded(9, 1).row(0), { k: 50 }).some((h) => h.id === 'x'), false);
+  });
+});
+
+describe('error codes', () => {
+  it('every documented code survives the trip from the addon (ERR_TOO_LONG was turned into ERR_RUNTIME)', () => {
+    for (const code of M3_ERROR_CODES) assert.equal(fromNative(Object.assign(new Error('x'), { code })).code, code);
+    assert.equal(fromNative(Object.assign(new Error('x'), { code: 'EWHATEVER' })).code, 'ERR_RUNTIME');
   });
 });
 
