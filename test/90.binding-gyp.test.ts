@@ -16,7 +16,7 @@ const execFileAsync = promisify(execFile);
 
 const GYP_FILE = path.join(ROOT, 'binding.gyp');
 const CMAKE_ADDON = path.join(ROOT, 'build', 'Release', 'bge_m3.node');
-const SOURCE_DIRS = ['native/core', 'native/kernels', 'native/kernels/cuda', 'native/index', 'native/train', 'native/binding'];
+const SOURCE_DIRS = ['native/base', 'native/kernels', 'native/kernels/cuda', 'native/weights', 'native/graph', 'native/core', 'native/index', 'native/train', 'native/binding'];
 const BUILD_TIMEOUT_MS = 10 * 60_000;
 
 /** The `sources` list of binding.gyp (a Python-literal file, so read with a pattern, not JSON). */

@@ -19,11 +19,11 @@
 #include "binding/js_values.h"
 #include "binding/kernels_wrap.h"
 #include "binding/promise_worker.h"
-#include "core/core_error.h"
+#include "base/error.h"
 #include "core/ort_env.h"
-#include "core/tensor_file.h"
+#include "weights/tensor_file.h"
 #include "kernels/attention.h"
-#include "kernels/cpu_features.h"
+#include "base/cpu_features.h"
 #include "kernels/linear_f32.h"
 
 namespace m3js {

@@ -6,7 +6,7 @@
 #include "binding/addon_data.h"
 #include "binding/js_values.h"
 #include "binding/promise_worker.h"
-#include "core/core_error.h"
+#include "base/error.h"
 
 namespace m3js {
 namespace {

@@ -20,8 +20,8 @@
 #include "binding/js_values.h"
 #include "binding/kernels_wrap.h"
 #include "binding/promise_worker.h"
-#include "core/core_error.h"
-#include "core/parallel_for.h"
+#include "base/error.h"
+#include "base/parallel_for.h"
 #include "index/dir_lock.h"
 #include "index/hybrid_index.h"
 

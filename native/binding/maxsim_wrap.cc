@@ -19,7 +19,7 @@
 #include "binding/js_values.h"
 #include "binding/kernels_wrap.h"
 #include "binding/promise_worker.h"
-#include "core/core_error.h"
+#include "base/error.h"
 #include "kernels/cuda/maxsim_cuda.h"
 #include "kernels/maxsim.h"
 #include "kernels/peak_probe.h"

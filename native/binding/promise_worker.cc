@@ -3,7 +3,7 @@
 #include <system_error>
 #include <thread>
 
-#include "core/core_error.h"
+#include "base/error.h"
 
 namespace m3js {
 

@@ -16,7 +16,7 @@
 #include "binding/js_values.h"
 #include "binding/kernels_wrap.h"
 #include "binding/promise_worker.h"
-#include "core/core_error.h"
+#include "base/error.h"
 #include "kernels/sparse_dot.h"
 
 namespace m3js {

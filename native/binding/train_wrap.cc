@@ -19,7 +19,7 @@
 #include "binding/js_values.h"
 #include "binding/kernels_wrap.h"
 #include "binding/promise_worker.h"
-#include "core/core_error.h"
+#include "base/error.h"
 #include "train/head_trainer.h"
 #include "train/m3_loss.h"
 

@@ -8,10 +8,11 @@
 
 #include <malloc.h>
 
-#include "core/core_error.h"
-#include "core/parallel_for.h"
+#include "base/error.h"
+#include "base/half.h"
+#include "base/parallel_for.h"
 #include "core/pooling.h"
-#include "core/tensor_file.h"
+#include "weights/tensor_file.h"
 
 namespace m3 {
 namespace {
@@ -59,8 +60,8 @@ const float* FloatData(const Ort::Value& v, std::vector<float>* scratch) {
   const size_t n = info.GetElementCount();
   scratch->resize(n);
   const auto* src = static_cast<const uint16_t*>(v.GetTensorRawData());
-  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) weights::WidenHalfs(src, n, scratch->data());
-  else weights::WidenBFloat16s(src, n, scratch->data());
+  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) WidenHalfs(src, n, scratch->data());
+  else WidenBf16s(src, n, scratch->data());
   return scratch->data();
 }
 

@@ -3,14 +3,14 @@
 #include <algorithm>
 #include <fstream>
 
-#include "core/attention_fusion.h"
-#include "core/core_error.h"
-#include "core/custom_ops.h"
-#include "core/linear_rewrite.h"
+#include "graph/attention_fusion.h"
+#include "base/error.h"
+#include "graph/custom_ops.h"
+#include "graph/linear_rewrite.h"
 #include "core/ort_env.h"
-#include "kernels/cpu_features.h"
+#include "base/cpu_features.h"
 #include "kernels/linear_bf16.h"
-#include "kernels/cuda/maxsim_cuda.h"
+#include "kernels/cuda/cuda_device.h"
 
 namespace m3 {
 namespace {

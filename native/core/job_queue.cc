@@ -4,7 +4,7 @@
 #include <string>
 #include <system_error>
 
-#include "core/core_error.h"
+#include "base/error.h"
 
 namespace m3 {
 

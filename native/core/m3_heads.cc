@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/core_error.h"
+#include "base/error.h"
 #include "core/pooling.h"
-#include "core/tensor_file.h"
+#include "weights/tensor_file.h"
 
 namespace m3 {
 namespace {

@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "core/core_error.h"
+#include "base/error.h"
 
 namespace m3 {
 namespace {

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/mini_json.h"
+#include "weights/mini_json.h"
 #include "fuzz/fuzz_support.h"
 
 namespace {

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/onnx_wire.h"
+#include "graph/onnx_wire.h"
 #include "fuzz/fuzz_support.h"
 
 namespace {

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/safetensors_reader.h"
+#include "weights/safetensors_reader.h"
 #include "fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

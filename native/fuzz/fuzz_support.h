@@ -9,8 +9,8 @@
 #include <exception>
 #include <string>
 
-#include "core/core_error.h"
-#include "core/tensor_file.h"
+#include "base/error.h"
+#include "weights/tensor_file.h"
 
 namespace m3::fuzz {
 

@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/torch_pickle_reader.h"
-#include "core/zip_reader.h"
+#include "weights/torch_pickle_reader.h"
+#include "weights/zip_reader.h"
 #include "fuzz/fuzz_support.h"
 
 namespace {

@@ -8,7 +8,7 @@
 
 #include <cstring>
 
-#include "core/core_error.h"
+#include "base/error.h"
 
 namespace m3 {
 

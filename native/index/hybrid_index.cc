@@ -5,7 +5,7 @@
 #include <numeric>
 #include <string>
 
-#include "core/core_error.h"
+#include "base/error.h"
 #include "kernels/dense_dot.h"
 #include "kernels/quantize.h"
 #include "kernels/sparse_dot.h"

@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cpu_features.h"
+#include "base/cpu_features.h"
 
 namespace m3 {
 

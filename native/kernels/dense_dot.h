@@ -2,7 +2,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cpu_features.h"
+#include "base/cpu_features.h"
 
 namespace m3 {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/cpu_features.h"
+#include "base/cpu_features.h"
 
 namespace m3 {
 

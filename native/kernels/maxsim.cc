@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "core/core_error.h"
-#include "core/parallel_for.h"
+#include "base/error.h"
+#include "base/parallel_for.h"
 #include "kernels/maxsim_kernels.h"
 #include "kernels/quantize.h"
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/cpu_features.h"
+#include "base/cpu_features.h"
 
 namespace m3 {
 

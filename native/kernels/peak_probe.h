@@ -1,7 +1,7 @@
 // Measures this core's fp32 FMA peak (GFLOP/s) with independent FMA chains, so benchmarks can
 // report kernels as a fraction of what the machine actually does (not a datasheet figure).
 #pragma once
-#include "kernels/cpu_features.h"
+#include "base/cpu_features.h"
 
 namespace m3 {
 

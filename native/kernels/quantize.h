@@ -12,13 +12,9 @@
 #pragma once
 #include <cstdint>
 
+#include "base/half.h"
+
 namespace m3 {
-
-/// fp32 -> bf16 bits with round-to-nearest-even; NaN stays NaN (quiet), infinities stay.
-uint16_t FloatToBf16(float x);
-
-/// bf16 bits -> fp32 (exact).
-float Bf16ToFloat(uint16_t bits);
 
 /// Converts n floats to bf16.
 void QuantizeBf16(const float* x, int64_t n, uint16_t* out);

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "core/core_error.h"
-#include "core/parallel_for.h"
+#include "base/error.h"
+#include "base/parallel_for.h"
 #include "kernels/sparse_dot_kernels.h"
 
 namespace m3 {

@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "core/core_error.h"
+#include "base/error.h"
 #include "core/encoder.h"
-#include "core/mini_json.h"
+#include "weights/mini_json.h"
 
 namespace {
 

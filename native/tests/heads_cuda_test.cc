@@ -11,10 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "core/core_error.h"
+#include "base/error.h"
 #include "core/m3_heads.h"
 #include "core/pooling.h"
-#include "core/tensor_file.h"
+#include "base/half.h"
+#include "weights/tensor_file.h"
 #include "kernels/cuda/heads_cuda.h"
 #include "kernels/cuda/maxsim_cuda.h"
 
@@ -63,8 +64,8 @@ void RunCase(std::mt19937& rng, int64_t hidden, int64_t dim, int64_t batch, int6
     else
       h16[i] = static_cast<uint16_t>(sign | ((e + 127) << 7) | (mantissa(rng) & 0x7F));
   }
-  if (format == m3::cuda::HiddenFormat::kF16) m3::weights::WidenHalfs(h16.data(), h16.size(), h.data());
-  if (format == m3::cuda::HiddenFormat::kBF16) m3::weights::WidenBFloat16s(h16.data(), h16.size(), h.data());
+  if (format == m3::cuda::HiddenFormat::kF16) m3::WidenHalfs(h16.data(), h16.size(), h.data());
+  if (format == m3::cuda::HiddenFormat::kBF16) m3::WidenBf16s(h16.data(), h16.size(), h.data());
   const void* device_input = h16.empty() ? static_cast<const void*>(h.data()) : static_cast<const void*>(h16.data());
   std::vector<int64_t> lengths(static_cast<size_t>(batch));
   for (auto& n : lengths) n = length(rng);

@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/core_error.h"
+#include "base/error.h"
 #include "kernels/cuda/maxsim_cuda.h"
 #include "kernels/maxsim.h"
 #include "kernels/quantize.h"

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "core/core_error.h"
+#include "base/error.h"
 #include "kernels/maxsim.h"
 #include "kernels/quantize.h"
 

@@ -17,13 +17,14 @@
 #include <string>
 #include <vector>
 
-#include "core/core_error.h"
-#include "core/mini_json.h"
-#include "core/restricted_unpickler.h"
-#include "core/safetensors_reader.h"
-#include "core/tensor_file.h"
-#include "core/torch_pickle_reader.h"
-#include "core/zip_reader.h"
+#include "base/error.h"
+#include "weights/mini_json.h"
+#include "weights/restricted_unpickler.h"
+#include "weights/safetensors_reader.h"
+#include "base/half.h"
+#include "weights/tensor_file.h"
+#include "weights/torch_pickle_reader.h"
+#include "weights/zip_reader.h"
 
 namespace {
 
@@ -51,7 +52,7 @@ void TestHalfConversion() {
     const int exponent = (bits >> 10) & 0x1F;
     const int mantissa = bits & 0x3FF;
     const double sign = (bits & 0x8000) ? -1.0 : 1.0;
-    const float actual = m3::weights::HalfBitsToFloat(static_cast<uint16_t>(bits));
+    const float actual = m3::HalfBitsToFloat(static_cast<uint16_t>(bits));
     bool ok;
     if (exponent == 0x1F) {
       ok = mantissa == 0 ? std::isinf(actual) && std::signbit(actual) == (sign < 0) : std::isnan(actual);
@@ -65,7 +66,7 @@ void TestHalfConversion() {
   Check(mismatches == 0, "HalfBitsToFloat matches ldexp arithmetic for all 65536 inputs (" +
                              std::to_string(mismatches) + " mismatches)");
   // NaN payloads survive: 0x7E01 has quiet bit and payload bit 0 set.
-  float nan_value = m3::weights::HalfBitsToFloat(0x7E01);
+  float nan_value = m3::HalfBitsToFloat(0x7E01);
   uint32_t nan_bits;
   std::memcpy(&nan_bits, &nan_value, 4);
   Check(nan_bits == 0x7FC02000u, "fp16 NaN payload is widened, not replaced");
@@ -75,19 +76,19 @@ void TestHalfConversion() {
   for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i * 40503u);  // odd multiplier: a permutation mod 2^16
   for (size_t offset = 0; offset < 8; ++offset) {
     std::vector<float> wide(all.size() - offset), bf(all.size() - offset);
-    m3::weights::WidenHalfs(all.data() + offset, wide.size(), wide.data());
-    m3::weights::WidenBFloat16s(all.data() + offset, bf.size(), bf.data());
+    m3::WidenHalfs(all.data() + offset, wide.size(), wide.data());
+    m3::WidenBf16s(all.data() + offset, bf.size(), bf.data());
     int bulk_mismatches = 0;
     for (size_t i = 0; i < wide.size(); ++i) {
-      const float one = m3::weights::HalfBitsToFloat(all[offset + i]);
+      const float one = m3::HalfBitsToFloat(all[offset + i]);
       const bool same = std::isnan(one) ? std::isnan(wide[i]) : std::memcmp(&one, &wide[i], 4) == 0;
-      const float b = m3::weights::BFloat16BitsToFloat(all[offset + i]);
+      const float b = m3::Bf16ToFloat(all[offset + i]);
       if (!same || (std::isnan(b) ? !std::isnan(bf[i]) : std::memcmp(&b, &bf[i], 4) != 0)) ++bulk_mismatches;
     }
-    Check(bulk_mismatches == 0, "WidenHalfs / WidenBFloat16s match the scalar conversions at offset " + std::to_string(offset));
+    Check(bulk_mismatches == 0, "WidenHalfs / WidenBf16s match the scalar conversions at offset " + std::to_string(offset));
   }
-  Check(m3::weights::BFloat16BitsToFloat(0x3F80) == 1.0f, "bf16 0x3F80 is 1.0");
-  Check(m3::weights::BFloat16BitsToFloat(0xC049) == -3.140625f, "bf16 0xC049 is -3.140625");
+  Check(m3::Bf16ToFloat(0x3F80) == 1.0f, "bf16 0x3F80 is 1.0");
+  Check(m3::Bf16ToFloat(0xC049) == -3.140625f, "bf16 0xC049 is -3.140625");
 }
 
 // ---- JSON parser ----

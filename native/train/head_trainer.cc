@@ -7,8 +7,8 @@
 #include <functional>
 #include <numeric>
 
-#include "core/core_error.h"
-#include "core/parallel_for.h"
+#include "base/error.h"
+#include "base/parallel_for.h"
 #include "kernels/linear_f32.h"
 
 #if defined(__x86_64__) || defined(_M_X64)

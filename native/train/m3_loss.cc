@@ -4,7 +4,7 @@
 #include <cmath>
 #include <string>
 
-#include "core/core_error.h"
+#include "base/error.h"
 
 namespace m3 {
 namespace {

@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <string>
 
-#include "core/core_error.h"
+#include "base/error.h"
 
 namespace m3 {
 namespace cuda {

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "core/core_error.h"
+#include "base/error.h"
 #include "kernels/cuda/cuda_util.cuh"
 #include "kernels/cuda/heads_cuda.h"
 

@@ -21,7 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "core/core_error.h"
+#include "base/error.h"
+#include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/cuda_util.cuh"
 #include "kernels/cuda/maxsim_cuda.h"
 #include "kernels/cuda/maxsim_tiled.cuh"
@@ -350,35 +351,10 @@ struct DeviceMultiVectors::Impl {
   }
 };
 
-bool Built() { return true; }
-
 std::vector<std::string> TiledConfigNames() {
   std::vector<std::string> names;
   for (const auto& config : kTiledConfigs) names.emplace_back(config.name);
   return names;
-}
-
-int DeviceCount(std::string* why) {
-  int n = 0;
-  const cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess) {
-    if (why) *why = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
-    cudaGetLastError();  // clear the sticky-free error state
-    return 0;
-  }
-  if (n == 0 && why) *why = "no CUDA device is visible (CUDA_VISIBLE_DEVICES, driver)";
-  return n;
-}
-
-void MakeCurrent(int device) {
-  if (cudaSetDevice(device) != cudaSuccess) cudaGetLastError();
-}
-
-std::string DeviceName(int device) {
-  cudaDeviceProp p{};
-  if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return "unknown";
-  return std::string(p.name) + ", compute capability " + std::to_string(p.major) + "." + std::to_string(p.minor) + ", " +
-         std::to_string(p.totalGlobalMem >> 30) + " GiB";
 }
 
 DeviceMultiVectors::DeviceMultiVectors(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -12,24 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/cuda_device.h"
 #include "kernels/maxsim.h"
 
 namespace m3 {
 namespace cuda {
-
-/// Whether this build has the CUDA kernels (a compile-time fact).
-bool Built();
-
-/// Visible CUDA devices; 0 when not built with CUDA, without a driver or without a device, in
-/// which case `why` (if given) says which.
-int DeviceCount(std::string* why = nullptr);
-
-/// "name, compute capability x.y, N GiB" of a device, for reports.
-std::string DeviceName(int device);
-
-/// Makes `device` the calling thread's current CUDA device, best effort (nothing without CUDA or
-/// a usable driver): work a library does on this thread then lands on that device, not device 0.
-void MakeCurrent(int device);
 
 /// Which bf16 kernel scores a batch. kTiled: the document rows x query rows product as a
 /// pipelined tensor-core GEMM with the MaxSim reduction fused into its epilogue (the default);

@@ -1,11 +1,11 @@
-#include "core/linear_bf16_op.h"
+#include "graph/linear_bf16_op.h"
 
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "core/core_error.h"
-#include "core/linear_rewrite.h"
+#include "base/error.h"
+#include "graph/linear_rewrite.h"
 #include "kernels/linear_bf16.h"
 
 namespace m3 {

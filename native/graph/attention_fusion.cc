@@ -1,4 +1,4 @@
-#include "core/attention_fusion.h"
+#include "graph/attention_fusion.h"
 
 #include <algorithm>
 #include <optional>
@@ -6,7 +6,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/onnx_wire.h"
+#include "graph/onnx_wire.h"
 
 namespace m3 {
 

@@ -1,12 +1,12 @@
 // The opcode loop of the restricted pickle machine. Opcode semantics follow CPython's
 // pickle.py (the reference for what each opcode pushes and pops); marks are kept as stack
 // positions, and no pop may reach below the innermost mark, as with CPython's metastack.
-#include "core/restricted_unpickler.h"
+#include "weights/restricted_unpickler.h"
 
 #include <cstdio>
 #include <cstring>
 
-#include "core/core_error.h"
+#include "base/error.h"
 
 namespace m3 {
 namespace {

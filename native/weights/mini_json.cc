@@ -1,10 +1,10 @@
 // Recursive-descent JSON parser; recursion is bounded by kMaxDepth so hostile input cannot
 // exhaust the stack.
-#include "core/mini_json.h"
+#include "weights/mini_json.h"
 
 #include <charconv>
 
-#include "core/core_error.h"
+#include "base/error.h"
 
 namespace m3 {
 namespace json {

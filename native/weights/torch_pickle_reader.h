@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/tensor_file.h"
+#include "weights/tensor_file.h"
 
 namespace m3 {
 

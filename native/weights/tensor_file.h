@@ -41,20 +41,6 @@ size_t ItemSize(ScalarType type);
 /// Short dtype name for messages ("float16", "bfloat16", "float32", "float64").
 const char* ScalarTypeName(ScalarType type);
 
-/// IEEE 754 binary16 bits to float; exact for every input (subnormals, ±0, ±inf), and NaN
-/// payloads are kept so a round trip through fp16 stays bit-identical.
-float HalfBitsToFloat(uint16_t bits);
-
-/// bfloat16 bits to float (exact: bfloat16 is the upper half of a binary32).
-float BFloat16BitsToFloat(uint16_t bits);
-
-/// `count` binary16 values (native byte order) to float, as HalfBitsToFloat does (with the
-/// F16C instructions where the CPU has them, which quiet a signalling NaN).
-void WidenHalfs(const uint16_t* src, size_t count, float* dst);
-
-/// `count` bfloat16 values (native byte order) to float, exactly.
-void WidenBFloat16s(const uint16_t* src, size_t count, float* dst);
-
 /// Decodes one little-endian element of `type` at `src` to float (fp64 is rounded to nearest).
 float DecodeElement(ScalarType type, const uint8_t* src);
 

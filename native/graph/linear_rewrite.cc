@@ -1,11 +1,11 @@
-#include "core/linear_rewrite.h"
+#include "graph/linear_rewrite.h"
 
 #include <optional>
 #include <string_view>
 #include <vector>
 
-#include "core/attention_fusion.h"
-#include "core/onnx_wire.h"
+#include "graph/attention_fusion.h"
+#include "graph/onnx_wire.h"
 
 namespace m3 {
 

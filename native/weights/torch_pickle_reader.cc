@@ -1,15 +1,15 @@
 // torch.save() archive reader: finds the pickle and storages in the zip, and gives the
 // restricted unpickler torch's meaning for an allow-list of globals. Nothing from the file is
 // ever imported or called; storages and tensors are plain data built here.
-#include "core/torch_pickle_reader.h"
+#include "weights/torch_pickle_reader.h"
 
 #include <memory>
 #include <unordered_map>
 #include <utility>
 
-#include "core/core_error.h"
-#include "core/restricted_unpickler.h"
-#include "core/zip_reader.h"
+#include "base/error.h"
+#include "weights/restricted_unpickler.h"
+#include "weights/zip_reader.h"
 
 namespace m3 {
 namespace {

@@ -1,4 +1,4 @@
-#include "core/onnx_wire.h"
+#include "graph/onnx_wire.h"
 
 #include <algorithm>
 #include <cstring>

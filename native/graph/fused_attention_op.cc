@@ -1,12 +1,12 @@
-#include "core/fused_attention_op.h"
+#include "graph/fused_attention_op.h"
 
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "core/attention_fusion.h"
-#include "core/core_error.h"
+#include "graph/attention_fusion.h"
+#include "base/error.h"
 #include "kernels/attention.h"
 
 namespace m3 {

@@ -1,8 +1,8 @@
-#include "core/custom_ops.h"
+#include "graph/custom_ops.h"
 
-#include "core/attention_fusion.h"
-#include "core/fused_attention_op.h"
-#include "core/linear_bf16_op.h"
+#include "graph/attention_fusion.h"
+#include "graph/fused_attention_op.h"
+#include "graph/linear_bf16_op.h"
 
 namespace m3 {
 

@@ -1,14 +1,14 @@
 // Zip central-directory reader for torch.save() archives. Layout follows PKWARE's APPNOTE:
 // end-of-central-directory (EOCD) record at the tail, optional ZIP64 locator and record just
 // before it, central directory entries, and a local header in front of each entry's data.
-#include "core/zip_reader.h"
+#include "weights/zip_reader.h"
 
 #include <array>
 #include <cstring>
 #include <utility>
 
-#include "core/core_error.h"
-#include "core/tensor_file.h"
+#include "base/error.h"
+#include "weights/tensor_file.h"
 
 namespace m3 {
 namespace {

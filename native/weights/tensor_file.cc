@@ -1,10 +1,9 @@
 // Format detection for head weight files and the dtype/file helpers both readers share.
-#include "core/tensor_file.h"
+#include "weights/tensor_file.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <errno.h>
 #include <fcntl.h>
-#include <immintrin.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #endif
@@ -16,10 +15,10 @@
 #include <fstream>
 #include <limits>
 
-#include "core/core_error.h"
-#include "kernels/cpu_features.h"
-#include "core/safetensors_reader.h"
-#include "core/torch_pickle_reader.h"
+#include "base/error.h"
+#include "base/half.h"
+#include "weights/safetensors_reader.h"
+#include "weights/torch_pickle_reader.h"
 
 namespace m3 {
 namespace weights {
@@ -57,55 +56,6 @@ static float FloatFromBits(uint32_t bits) {
   return value;
 }
 
-float HalfBitsToFloat(uint16_t bits) {
-  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
-  const uint32_t exponent = (bits >> 10) & 0x1Fu;
-  uint32_t mantissa = bits & 0x3FFu;
-  if (exponent == 0x1F) {
-    // Inf and NaN: widen the payload in place so NaN bits survive the conversion.
-    return FloatFromBits(sign | 0x7F800000u | (mantissa << 13));
-  }
-  if (exponent != 0) {
-    return FloatFromBits(sign | ((exponent + 112u) << 23) | (mantissa << 13));
-  }
-  if (mantissa == 0) return FloatFromBits(sign);
-  // Subnormal half: every one is a normal float, so shift the leading 1 into the implicit bit.
-  uint32_t float_exponent = 113;  // the exponent a half subnormal would have if normalised
-  while ((mantissa & 0x400u) == 0) {
-    mantissa <<= 1;
-    --float_exponent;
-  }
-  mantissa &= 0x3FFu;
-  return FloatFromBits(sign | (float_exponent << 23) | (mantissa << 13));
-}
-
-float BFloat16BitsToFloat(uint16_t bits) {
-  return FloatFromBits(static_cast<uint32_t>(bits) << 16);
-}
-
-#if defined(__x86_64__) || defined(__i386__)
-__attribute__((target("avx,f16c"))) static void WidenHalfsF16c(const uint16_t* src, size_t count, float* dst) {
-  size_t i = 0;
-  for (; i + 8 <= count; i += 8)
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-  for (; i < count; ++i) dst[i] = HalfBitsToFloat(src[i]);
-}
-#endif
-
-void WidenHalfs(const uint16_t* src, size_t count, float* dst) {
-#if defined(__x86_64__) || defined(__i386__)
-  if (DetectCpuFeatures().f16c) {
-    WidenHalfsF16c(src, count, dst);
-    return;
-  }
-#endif
-  for (size_t i = 0; i < count; ++i) dst[i] = HalfBitsToFloat(src[i]);
-}
-
-void WidenBFloat16s(const uint16_t* src, size_t count, float* dst) {
-  for (size_t i = 0; i < count; ++i) dst[i] = BFloat16BitsToFloat(src[i]);
-}
-
 // Byte-by-byte assembly keeps decoding correct on any host byte order and any alignment.
 static uint64_t LoadLittleEndian(const uint8_t* src, size_t size) {
   uint64_t value = 0;
@@ -118,7 +68,7 @@ float DecodeElement(ScalarType type, const uint8_t* src) {
     case ScalarType::kFloat16:
       return HalfBitsToFloat(static_cast<uint16_t>(LoadLittleEndian(src, 2)));
     case ScalarType::kBFloat16:
-      return BFloat16BitsToFloat(static_cast<uint16_t>(LoadLittleEndian(src, 2)));
+      return Bf16ToFloat(static_cast<uint16_t>(LoadLittleEndian(src, 2)));
     case ScalarType::kFloat32:
       return FloatFromBits(static_cast<uint32_t>(LoadLittleEndian(src, 4)));
     case ScalarType::kFloat64: {

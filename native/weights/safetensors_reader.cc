@@ -1,12 +1,12 @@
 // .safetensors reader. The header is untrusted JSON: every size is checked against the file
 // before any allocation or copy.
-#include "core/safetensors_reader.h"
+#include "weights/safetensors_reader.h"
 
 #include <algorithm>
 #include <string_view>
 
-#include "core/core_error.h"
-#include "core/mini_json.h"
+#include "base/error.h"
+#include "weights/mini_json.h"
 
 namespace m3 {
 namespace {
