@@ -87,7 +87,7 @@ async function main(): Promise<void> {
   for (const shape of flags['kernel-shapes'].split(',').filter(Boolean)) {
     const [heads, length, headDim] = shape.split('x').map(Number);
     for (const tier of (['avx2', 'avx512'] as const).filter((t) => t === 'avx2' ? detected !== 'serial' : detected === 'avx512')) {
-      const ms = Array.from(native().attentionKernelTimes([1, heads, length, length, headDim, headDim], tier, runs));
+      const ms = Array.from(native().testing.attentionKernelTimes([1, heads, length, length, headDim, headDim], tier, runs));
       const gflops = ms.map((t) => (4 * heads * length * length * headDim) / (t / 1000) / 1e9);
       const row: KernelRow = { tier, heads, length, headDim, runs, gflopsMedian: median(gflops), gflopsBest: Math.max(...gflops) };
       kernel.push(row);

@@ -64,7 +64,7 @@ function environment(threads: number[]): Record<string, unknown> {
   return {
     machine: { ...machineInfo(), cpuFlagsAll: (fs.readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags')) ?? '').split(':')[1]?.trim() },
     simd: capabilities(), onnxruntime: { version: rt.ortVersion, providers: rt.providers }, threads, node: process.version,
-    fp32PeakGflopsPerCore: native().fmaPeak('avx512', 0.5),
+    fp32PeakGflopsPerCore: native().testing.fmaPeak('avx512', 0.5),
   };
 }
 
@@ -163,7 +163,7 @@ async function scenarioFullShape(o: Options): Promise<string | undefined> {
     return undefined;
   }
   const cfg = JSON.parse(fs.readFileSync(path.join(o.fullModel, 'config.json'), 'utf8'));
-  const peak = native().fmaPeak('avx512', 0.5);
+  const peak = native().testing.fmaPeak('avx512', 0.5);
   const perToken = flopsPerToken(cfg, 512);
   const ceiling = (peak * 1e9) / perToken;
   const rows: Record<string, unknown>[] = [];

@@ -218,7 +218,7 @@ async function main(): Promise<void> {
   }
   const pairJs = measurePairs(runs, pairs, query, jsPair);
   const addon = native();
-  const pairNative = measurePairs(runs, pairs, query, (a, b) => addon.lexicalScorePair(a.ids, a.weights, b.ids, b.weights));
+  const pairNative = measurePairs(runs, pairs, query, (a, b) => addon.testing.lexicalScorePair(a.ids, a.weights, b.ids, b.weights));
   console.log(`one pair: JS merge ${pairJs.median.toFixed(1)} ns, native call ${pairNative.median.toFixed(1)} ns (median)`);
 
   const file = writeResult('lexical', {

@@ -66,8 +66,8 @@ async function main(): Promise<void> {
   const { rows, query, docs } = corpus(Number(flags.docs));
   const totalRows = docs.offsets[docs.offsets.length - 1];
   const flops = 2 * NQ * totalRows * DIM;
-  const peak = native().fmaPeak('avx512', 1.0);
-  const peakAvx2 = native().fmaPeak('avx2', 0.5);
+  const peak = native().testing.fmaPeak('avx512', 1.0);
+  const peakAvx2 = native().testing.fmaPeak('avx2', 0.5);
   const bf16 = quantize(docs, DIM, 'bf16');
   const i8 = quantize(docs, DIM, 'i8');
   const result: Record<string, unknown>[] = [];

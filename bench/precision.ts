@@ -114,13 +114,13 @@ async function main(): Promise<void> {
     console.error('this CPU (at the active tier) has no AVX-512 BF16: precision bf16 runs in fp32 here, nothing to compare');
     process.exit(2);
   }
-  const bf16Peak = native().bf16Peak(1);
-  const fp32Peak = native().fmaPeak('avx512', 1);
+  const bf16Peak = native().testing.bf16Peak(1);
+  const fp32Peak = native().testing.fmaPeak('avx512', 1);
   console.log(`this core's peaks: bf16 ${bf16Peak.toFixed(0)} GFLOP/s (vdpbf16ps), fp32 ${fp32Peak.toFixed(0)} (FMA)`);
   const kernel: KernelRow[] = [];
   for (const shape of flags['kernel-shapes'].split(',').filter(Boolean)) {
     const [rows, inp, out] = shape.split('x').map(Number);
-    const ms = Array.from(native().linearBf16KernelTimes([rows, inp, out], runs));
+    const ms = Array.from(native().testing.linearBf16KernelTimes([rows, inp, out], runs));
     const gflops = ms.map((t) => (2 * rows * inp * out) / (t / 1000) / 1e9);
     const row: KernelRow = { rows, in: inp, out, runs, gflopsMedian: median(gflops), gflopsBest: Math.max(...gflops),
       ofPeakMedian: median(gflops) / bf16Peak };
@@ -134,7 +134,7 @@ async function main(): Promise<void> {
     const [heads, length, headDim] = shape.split('x').map(Number);
     const dims = [1, heads, length, length, headDim, headDim];
     const flops = 4 * heads * length * length * headDim;
-    const rate = (bf16: boolean) => Array.from(native().attentionKernelTimes(dims, 'avx512', runs, bf16)).map((t) => flops / (t / 1000) / 1e9);
+    const rate = (bf16: boolean) => Array.from(native().testing.attentionKernelTimes(dims, 'avx512', runs, bf16)).map((t) => flops / (t / 1000) / 1e9);
     const fp = rate(false), bf = rate(true);
     const row: AttentionKernelRow = { heads, length, headDim, runs, fp32GflopsMedian: median(fp), bf16GflopsMedian: median(bf),
       speedupMedian: median(bf) / median(fp) };

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { M3Error, describe, fromNative, inputError } from './errors';
-import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_HIDDEN, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from './native';
+import { native, type NativeEncoder, type NativeModelInfo, type NativeOutputKind } from './native';
 import { planBatches, type BatchLimits } from './batching';
 import { describeFileKind, readRegularFile, regularFileStats } from './files';
 import { SCORE_WEIGHTS, checkWeights } from './fusion';
@@ -479,7 +479,7 @@ export class BGEM3 {
     const onAbort = () => this.encoder.cancel(jobId);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const raw = await this.tracked(this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, ENCODE_HIDDEN, jobId));
+      const raw = await this.tracked(this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, ['hidden'], jobId));
       if (signal?.aborted) throw abortedError();
       return { hidden: this.nativeInfo.hidden, rows: raw.hidden };
     } catch (err) {
@@ -522,12 +522,15 @@ export class BGEM3 {
     const lengths = new Uint32Array(count);
     for (let i = 0; i < count; i++) lengths[i] = tokens.offsets[i + 1] - tokens.offsets[i];
     const plan = planBatches(lengths, options.limits);
-    const flags = (dense ? ENCODE_DENSE : 0) | (sparse ? ENCODE_SPARSE : 0) | (colbert ? ENCODE_COLBERT : 0);
+    const outputs: NativeOutputKind[] = [];
+    if (dense) outputs.push('dense');
+    if (sparse) outputs.push('sparse');
+    if (colbert) outputs.push('colbert');
     const jobId = this.nextJob++;
     const onAbort = () => this.encoder.cancel(jobId);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const raw = await this.tracked(this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, flags, jobId));
+      const raw = await this.tracked(this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, outputs, jobId));
       if (signal?.aborted) throw abortedError();
       return new EncodeOutput(raw.count, raw.dim,
         dense ? raw.dense : undefined,

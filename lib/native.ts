@@ -32,7 +32,7 @@ export interface NativeEncodeResult {
   sparseWeights: Float32Array;
   colbertOffsets: Uint32Array;
   colbert: Float32Array;
-  /** last_hidden_state rows of each text (ENCODE_HIDDEN), at the token offsets. */
+  /** last_hidden_state rows of each text (the 'hidden' output), at the token offsets. */
   hidden: Float32Array;
   stats: EncodeStats;
 }
@@ -80,7 +80,7 @@ export interface NativeModelInfo {
 export interface NativeEncoder {
   info(): NativeModelInfo;
   encode(ids: Int32Array, offsets: Uint32Array, order: Uint32Array, batchEnds: Uint32Array,
-         flags: number, jobId: number): Promise<NativeEncodeResult>;
+         outputs: NativeOutputKind[], jobId: number): Promise<NativeEncodeResult>;
   cancel(jobId: number): boolean;
   /** Shrinks ONNX Runtime's CPU arena and trims the C heap; after the encodes queued before it. */
   releaseMemory(): Promise<void>;
@@ -174,6 +174,34 @@ export interface NativeIndexState {
   colbertScales: Float32Array;
 }
 
+/** The addon's `testing` object: single kernels on a chosen tier, their timings and the core's
+ * peak rates (tests and benchmarks), and the names of the addon's tables. Not part of the API. */
+export interface NativeTesting {
+  /** y = x · W + b on one tier (the f32 head kernel). */
+  linearForward(w: Float32Array, b: Float32Array, out: number, inp: number, x: Float32Array,
+                rows: number, isa: IsaTierName): Float32Array;
+  /** The fused attention kernel on one tier: dims [batch, heads, qLen, kvLen, headDim, vDim]. */
+  attentionForward(q: Float32Array, kt: Float32Array, v: Float32Array, mask: Float32Array | null,
+                   dims: number[], maskStrides: number[], scale: number, isa: IsaTierName, bf16?: boolean): Float32Array;
+  /** The attention kernel timed on the calling thread: ms per run (dims as attentionForward's). */
+  attentionKernelTimes(dims: number[], isa: IsaTierName, runs: number, bf16?: boolean): Float64Array;
+  /** y = x · W + b (W [inp][out]) in bf16: the AVX-512 BF16 kernel (`vector`) or the serial oracle. */
+  linearBf16Forward(w: Float32Array, b: Float32Array | null, inp: number, out: number, x: Float32Array,
+                    rows: number, vector: boolean): Float32Array;
+  /** The bf16 kernel timed on the calling thread: ms per run. */
+  linearBf16KernelTimes(dims: [number, number, number], runs: number): Float64Array;
+  /** This core's `vdpbf16ps` rate in GFLOP/s (0 without AVX-512 BF16). */
+  bf16Peak(seconds?: number): number;
+  /** This core's measured fp32 FMA peak in GFLOP/s on a tier (benchmarks). */
+  fmaPeak(isa?: IsaTierName, seconds?: number): number;
+  /** The lexical score of one pair by the sorted merge (benchmarks). */
+  lexicalScorePair(aIds: Uint32Array, aWeights: Float32Array, bIds: Uint32Array, bWeights: Float32Array): number;
+  /** The output kinds of native/core/outputs.h, in table order. */
+  outputKinds: string[];
+  /** The registered execution providers (the `device` names), in registration order. */
+  executionProviders: string[];
+}
+
 export interface NativeModule {
   Encoder: NativeEncoderClass;
   HybridIndexNative: new (dim: number, vocabSize: number, colbertFormat: 'f32' | 'bf16' | 'i8' | null) => NativeHybridIndex;
@@ -185,22 +213,8 @@ export interface NativeModule {
   capabilities(): NativeCapabilities;
   setIsa(name: IsaTierName): IsaTierName;
   readTensorFile(path: string): Record<string, NativeTensor>;
-  linearForward(w: Float32Array, b: Float32Array, out: number, inp: number, x: Float32Array,
-                rows: number, isa: IsaTierName): Float32Array;
-  /** The fused attention kernel on one tier: dims [batch, heads, qLen, kvLen, headDim, vDim]. */
-  attentionForward(q: Float32Array, kt: Float32Array, v: Float32Array, mask: Float32Array | null,
-                   dims: number[], maskStrides: number[], scale: number, isa: IsaTierName, bf16?: boolean): Float32Array;
-  /** The attention kernel timed on the calling thread: ms per run (dims as attentionForward's). */
-  attentionKernelTimes(dims: number[], isa: IsaTierName, runs: number, bf16?: boolean): Float64Array;
-
-  // linear_wrap.cc
-  /** y = x · W + b (W [inp][out]) in bf16: the AVX-512 BF16 kernel (`vector`) or the serial oracle. */
-  linearBf16Forward(w: Float32Array, b: Float32Array | null, inp: number, out: number, x: Float32Array,
-                    rows: number, vector: boolean): Float32Array;
-  /** The bf16 kernel timed on the calling thread: ms per run. */
-  linearBf16KernelTimes(dims: [number, number, number], runs: number): Float64Array;
-  /** This core's `vdpbf16ps` rate in GFLOP/s (0 without AVX-512 BF16). */
-  bf16Peak(seconds?: number): number;
+  /** Kernels, timings and tables for tests and benchmarks only. */
+  testing: NativeTesting;
 
   // maxsim_wrap.cc
   /** scores[k * docs + i]: query k (rows queryOffsets[k]..[k+1]) against document i. */
@@ -209,8 +223,6 @@ export interface NativeModule {
   maxSim(queries: Float32Array, queryOffsets: Uint32Array, docs: NativeMultiVectors, threads: number): Promise<Float32Array>;
   /** Converts fp32 rows to bf16 (Uint16Array) or int8 (+ per-row scales and row sums). */
   quantize(data: Float32Array, dim: number, format: 'bf16' | 'i8'): { data: Uint16Array | Int8Array; scales?: Float32Array };
-  /** This core's measured fp32 FMA peak in GFLOP/s on a tier (benchmarks). */
-  fmaPeak(isa?: IsaTierName, seconds?: number): number;
 
   // maxsim_wrap.cc: CUDA (native/kernels/cuda)
   cudaInfo(): NativeCudaInfo;
@@ -225,18 +237,22 @@ export interface NativeModule {
                     weights: Float32Array, vocabSize: number, threads: number, isa?: IsaTierName | 'avx512-gather' | 'merge'): Float32Array;
   lexicalScores(queryIds: Uint32Array, queryWeights: Float32Array, offsets: Uint32Array, ids: Uint32Array,
                 weights: Float32Array, vocabSize: number, threads: number): Promise<Float32Array>;
-  lexicalScorePair(aIds: Uint32Array, aWeights: Float32Array, bIds: Uint32Array, bWeights: Float32Array): number;
   HeadTrainerNative: new (cachePath: string, hidden: number, ids: Int32Array, offsets: Uint32Array, dim: number,
     params: Float32Array, threads: number) => NativeHeadTrainer;
   m3Loss(dense: Float32Array, lex: Float32Array, colbert: Float32Array, target: Int32Array, queries: number, passages: number,
     options: Record<string, number | boolean>): NativeM3Loss;
 }
 
-/** Flags of NativeEncoder.encode. */
-export const ENCODE_DENSE = 1;
-export const ENCODE_SPARSE = 2;
-export const ENCODE_COLBERT = 4;
-export const ENCODE_HIDDEN = 8;
+/**
+ * The output kinds NativeEncoder.encode takes, by the names of the addon's table
+ * (native/core/outputs.h); 'hidden' is last_hidden_state, for fine-tuning the heads.
+ */
+export const NATIVE_OUTPUT_KINDS = ['dense', 'sparse', 'colbert', 'hidden'] as const;
+export type NativeOutputKind = (typeof NATIVE_OUTPUT_KINDS)[number];
+
+/** The execution providers the addon registers (native/core/providers.cc): the `device` names. */
+export const DEVICES = ['cpu', 'cuda'] as const;
+export type Device = (typeof DEVICES)[number];
 
 /** The package root (dist/lib/native.js -> ../..). */
 export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..');

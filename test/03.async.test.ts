@@ -70,11 +70,11 @@ describe('cancellation', () => {
     const p1 = plan(4000, 4);
     const p2 = plan(1, 1);
     const order: string[] = [];
-    const first = raw.encode(long.ids, long.offsets, p1.order, p1.ends, 1, 9001).then((out) => {
+    const first = raw.encode(long.ids, long.offsets, p1.order, p1.ends, ['dense'], 9001).then((out) => {
       order.push('first');
       return out;
     });
-    const queued = raw.encode(short.ids, short.offsets, p2.order, p2.ends, 1, 9002);
+    const queued = raw.encode(short.ids, short.offsets, p2.order, p2.ends, ['dense'], 9002);
     queued.catch(() => order.push('queued'));
     assert.equal(raw.cancel(9002), true);
     await assert.rejects(queued, (e: { code?: string }) => e.code === 'ERR_ABORTED');

@@ -35,7 +35,7 @@ describe('linear kernel (ColBERT head)', () => {
         const w = random(out * inp, out * 31 + inp);
         const b = random(out, out + 7);
         const x = random(rows * inp, rows * 13 + inp);
-        const y = native().linearForward(w, b, out, inp, x, rows, tier);
+        const y = native().testing.linearForward(w, b, out, inp, x, rows, tier);
         assert.equal(y.length, rows * out);
         for (let r = 0; r < rows; r++) {
           for (let o = 0; o < out; o++) {
@@ -93,7 +93,7 @@ describe('fused attention kernel', () => {
         ];
         for (const [name, mask, strides] of cases) {
           for (const scale of [1 / Math.sqrt(d), 6]) {
-            const got = native().attentionForward(q, kt, v, mask, dims, strides, scale, tier);
+            const got = native().testing.attentionForward(q, kt, v, mask, dims, strides, scale, tier);
             const want = attentionReference(q, kt, v, mask, dims, strides, scale);
             assert.equal(got.length, want.length);
             for (let i = 0; i < want.length; i++) {
@@ -107,10 +107,10 @@ describe('fused attention kernel', () => {
   }
 
   it('attentionKernelTimes (the benchmark\'s entry) times each run and checks its dims', () => {
-    const ms = native().attentionKernelTimes([1, 2, 40, 40, 16, 16], 'serial', 3);
+    const ms = native().testing.attentionKernelTimes([1, 2, 40, 40, 16, 16], 'serial', 3);
     assert.equal(ms.length, 3);
     for (const t of ms) assert.ok(t > 0 && t < 10_000);
-    assert.throws(() => native().attentionKernelTimes([1, 2, 0, 40, 16, 16], 'serial', 1), (e: { code?: string }) => e.code === 'ERR_INPUT');
+    assert.throws(() => native().testing.attentionKernelTimes([1, 2, 0, 40, 16, 16], 'serial', 1), (e: { code?: string }) => e.code === 'ERR_INPUT');
   });
 
   it('a row whose keys are all masked but one returns that key\'s value row exactly', () => {
@@ -119,7 +119,7 @@ describe('fused attention kernel', () => {
     const mask = new Float32Array(40).fill(FLOAT_MIN);
     mask[17] = 0;
     for (const tier of tiers) {
-      const got = native().attentionForward(q, kt, v, mask, dims, [0, 0, 0], 1, tier);
+      const got = native().testing.attentionForward(q, kt, v, mask, dims, [0, 0, 0], 1, tier);
       for (let i = 0; i < 3; i++) for (let c = 0; c < 20; c++) assert.equal(got[i * 20 + c], v[17 * 20 + c], `${tier} row ${i} col ${c}`);
     }
   });

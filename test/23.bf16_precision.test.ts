@@ -57,7 +57,7 @@ describe('the bf16 dense-layer kernel', () => {
         const xr = bf16(x), wr = bf16(w);
         const slack = 2 ** -22 * (1 + Math.log2(inp));
         for (const bias of [b, null]) {
-          const got = native().linearBf16Forward(w, bias, inp, out, x, rows, vector);
+          const got = native().testing.linearBf16Forward(w, bias, inp, out, x, rows, vector);
           assert.equal(got.length, rows * out);
           for (let r = 0; r < rows; r++) {
             for (let c = 0; c < out; c++) {
@@ -80,14 +80,14 @@ describe('the bf16 dense-layer kernel', () => {
   it('rounds inputs to bf16 (not fp32 math): a product fp32 keeps and bf16 cannot', () => {
     // 1 + 2^-10 is exact in fp32 and rounds to 1 in bf16 (8 significand bits).
     assert.equal(bf16(new Float32Array([1 + 2 ** -10]))[0], 1);
-    const got = native().linearBf16Forward(new Float32Array([1 + 2 ** -10]), null, 1, 1, new Float32Array([1 + 2 ** -10]), 1, false);
+    const got = native().testing.linearBf16Forward(new Float32Array([1 + 2 ** -10]), null, 1, 1, new Float32Array([1 + 2 ** -10]), 1, false);
     assert.equal(got[0], 1);
-    if (BF16) assert.equal(native().linearBf16Forward(new Float32Array([1 + 2 ** -10]), null, 1, 1, new Float32Array([1 + 2 ** -10]), 1, true)[0], 1);
+    if (BF16) assert.equal(native().testing.linearBf16Forward(new Float32Array([1 + 2 ** -10]), null, 1, 1, new Float32Array([1 + 2 ** -10]), 1, true)[0], 1);
   });
 
   it('rejects sizes that do not match', () => {
-    assert.throws(() => native().linearBf16Forward(new Float32Array(6), null, 2, 3, new Float32Array(5), 2, false), /sizes do not match/);
-    assert.throws(() => native().linearBf16Forward(new Float32Array(6), new Float32Array(2), 2, 3, new Float32Array(4), 2, false), /sizes do not match/);
+    assert.throws(() => native().testing.linearBf16Forward(new Float32Array(6), null, 2, 3, new Float32Array(5), 2, false), /sizes do not match/);
+    assert.throws(() => native().testing.linearBf16Forward(new Float32Array(6), new Float32Array(2), 2, 3, new Float32Array(4), 2, false), /sizes do not match/);
   });
 });
 
@@ -105,7 +105,7 @@ describe('the bf16 attention kernel', () => {
         const q = random(B * H * Sq * d, Sq + d), kt = random(B * H * d * Skv, Skv), v = random(B * H * Skv * dv, dv + 1);
         const padding = new Float32Array(B * Skv);
         for (let j = 0; j < Skv; j++) if (j % 7 === 3) padding[j] = FLOAT_MIN;
-        const got = native().attentionForward(q, kt, v, padding, dims, [Skv, 0, 0], 0.4, tier, true);
+        const got = native().testing.attentionForward(q, kt, v, padding, dims, [Skv, 0, 0], 0.4, tier, true);
         const vr = bf16(v);
         const want = attentionReference(bf16(q), bf16(kt), vr, padding, dims, [Skv, 0, 0], 0.4);
         let vmax = 0;
@@ -126,7 +126,7 @@ describe('the bf16 attention kernel', () => {
     const want = bf16(v.slice(17 * 20, 18 * 20));
     assert.notDeepEqual(want, v.slice(17 * 20, 18 * 20));  // the rounding is visible
     for (const tier of tiers) {
-      const got = native().attentionForward(q, kt, v, mask, dims, [0, 0, 0], 1, tier, true);
+      const got = native().testing.attentionForward(q, kt, v, mask, dims, [0, 0, 0], 1, tier, true);
       for (let i = 0; i < 3; i++) assert.deepEqual(got.slice(i * 20, i * 20 + 20), want, `${tier} row ${i}`);
     }
   });

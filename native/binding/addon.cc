@@ -4,9 +4,11 @@
 //   [sync] capabilities()           -> { detected, active, features }
 //   [sync] setIsa(name)             -> the tier now in use
 //   [sync] readTensorFile(path)     -> { [name]: { shape, data: Float32Array } }
-//   [sync] linearForward(w, b, out, in, x, rows, isa) -> Float32Array (kernel checks)
-//   [sync] attentionForward(q, kt, v, mask|null, dims, maskStrides, scale, isa, bf16?) -> Float32Array (kernel checks)
-//   [sync] attentionKernelTimes(dims, isa, runs, bf16?) -> Float64Array of ms per run (benchmark)
+//   testing: functions for tests and benchmarks only (binding/kernels_wrap.h lists the rest):
+//   [sync] testing.linearForward(w, b, out, in, x, rows, isa) -> Float32Array (kernel checks)
+//   [sync] testing.attentionForward(q, kt, v, mask|null, dims, maskStrides, scale, isa, bf16?) -> Float32Array
+//   [sync] testing.attentionKernelTimes(dims, isa, runs, bf16?) -> Float64Array of ms per run (benchmark)
+//          testing.outputKinds, testing.executionProviders: the names of the addon's tables
 #include <napi.h>
 
 #include <chrono>
@@ -21,6 +23,9 @@
 #include "binding/promise_worker.h"
 #include "base/error.h"
 #include "core/ort_env.h"
+#include "core/outputs.h"
+#include "core/provider_cuda.h"
+#include "core/providers.h"
 #include "weights/tensor_file.h"
 #include "kernels/attention.h"
 #include "base/cpu_features.h"
@@ -211,19 +216,27 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->encoder_constructor = Napi::Persistent(EncoderWrap::Define(env));
   env.SetInstanceData<AddonData>(data);
   napi_add_env_cleanup_hook(env, Cleanup, data);
+  Napi::Object testing = Napi::Object::New(env);
   exports.Set("Encoder", data->encoder_constructor.Value());
   exports.Set("runtimeInfo", Napi::Function::New(env, RuntimeInfo, "runtimeInfo"));
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
   exports.Set("readTensorFile", Napi::Function::New(env, ReadTensorFile, "readTensorFile"));
-  exports.Set("linearForward", Napi::Function::New(env, LinearForward, "linearForward"));
-  exports.Set("attentionForward", Napi::Function::New(env, AttentionForward, "attentionForward"));
-  exports.Set("attentionKernelTimes", Napi::Function::New(env, AttentionKernelTimes, "attentionKernelTimes"));
-  RegisterMaxSim(env, exports);
-  RegisterSparse(env, exports);
+  RegisterMaxSim(env, exports, testing);
+  RegisterSparse(env, exports, testing);
   RegisterIndex(env, exports);
   RegisterTrain(env, exports);
-  RegisterLinear(env, exports);
+  RegisterLinear(env, testing);
+  // For tests and benchmarks only: single kernels on a chosen tier, their timings, the core's
+  // peak rates, and the tables JavaScript mirrors.
+  testing.Set("linearForward", Napi::Function::New(env, LinearForward, "linearForward"));
+  testing.Set("attentionForward", Napi::Function::New(env, AttentionForward, "attentionForward"));
+  testing.Set("attentionKernelTimes", Napi::Function::New(env, AttentionKernelTimes, "attentionKernelTimes"));
+  Napi::Array output_kinds = Napi::Array::New(env);
+  for (const auto& k : m3::kOutputKinds) output_kinds.Set(output_kinds.Length(), k.name);
+  testing.Set("outputKinds", output_kinds);
+  testing.Set("executionProviders", StringArray(env, m3::ProviderNames()));
+  exports.Set("testing", testing);
   return exports;
 }
 

@@ -11,8 +11,6 @@
 namespace m3js {
 namespace {
 
-enum EncodeFlags : uint32_t { kDense = 1, kSparse = 2, kColbert = 4, kHidden = 8 };
-
 m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   m3::LoadSettings s;
   auto num = [&](const char* key, double fallback) {
@@ -28,14 +26,34 @@ m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   s.session.graph_optimization = str("graphOptimization", "all");
   s.session.memory_arena = !o.Get("memoryArena").IsBoolean() || o.Get("memoryArena").As<Napi::Boolean>().Value();
   s.session.allow_spinning = o.Get("allowSpinning").IsBoolean() && o.Get("allowSpinning").As<Napi::Boolean>().Value();
-  s.session.device = str("device", "cpu");
-  s.session.device_id = static_cast<int>(num("deviceId", 0));
-  s.session.gpu_mem_limit = static_cast<int64_t>(num("gpuMemLimit", 0));
+  try {
+    s.session.provider.provider = &m3::FindProvider(str("device", "cpu"));
+  } catch (const m3::CoreError& e) {
+    throw MakeError(o.Env(), e.code(), e.what());
+  }
+  s.session.provider.device_id = static_cast<int>(num("deviceId", 0));
+  s.session.provider.memory_limit = static_cast<int64_t>(num("gpuMemLimit", 0));
   s.session.fused_attention = !o.Get("fusedAttention").IsBoolean() || o.Get("fusedAttention").As<Napi::Boolean>().Value();
   s.session.precision = str("precision", "fp32");
   s.onnx_file = str("onnxFile", "");
   s.vocab_size = static_cast<int64_t>(num("vocabSize", 0));
   return s;
+}
+
+/// The output kinds JavaScript names, as the encoder's set (core/outputs.h holds the names).
+m3::OutputSet ReadOutputs(Napi::Env env, const Napi::Array& names) {
+  m3::OutputSet set;
+  for (uint32_t i = 0; i < names.Length(); ++i) {
+    const Napi::Value v = names.Get(i);
+    m3::OutputKind kind;
+    if (!v.IsString() || !m3::FindOutputKind(v.As<Napi::String>().Utf8Value(), &kind)) {
+      std::string known;
+      for (const auto& k : m3::kOutputKinds) known += (known.empty() ? "'" : ", '") + std::string(k.name) + "'";
+      throw MakeError(env, "ERR_INPUT", "encode: outputs must name output kinds (" + known + ")");
+    }
+    set.add(kind);
+  }
+  return set;
 }
 
 void ModelStateRegistry(Napi::Env env, const std::shared_ptr<ModelState>& state, bool add) {
@@ -163,19 +181,15 @@ Napi::Value EncoderWrap::Info(const Napi::CallbackInfo& info) {
 
 Napi::Value EncoderWrap::Encode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 6 || !info[4].IsNumber() || !info[5].IsNumber()) {
-    throw MakeError(env, "ERR_INPUT", "encode(ids, offsets, order, batchEnds, flags, jobId)");
+  if (info.Length() < 6 || !info[4].IsArray() || !info[5].IsNumber()) {
+    throw MakeError(env, "ERR_INPUT", "encode(ids, offsets, order, batchEnds, outputs: string[], jobId)");
   }
   auto request = std::make_shared<m3::EncodeRequest>();
   request->ids = CopyTypedArray<int32_t>(info[0], napi_int32_array, "ids (Int32Array)");
   request->offsets = CopyTypedArray<uint32_t>(info[1], napi_uint32_array, "offsets (Uint32Array)");
   request->order = CopyTypedArray<uint32_t>(info[2], napi_uint32_array, "order (Uint32Array)");
   request->batch_ends = CopyTypedArray<uint32_t>(info[3], napi_uint32_array, "batchEnds (Uint32Array)");
-  const uint32_t flags = info[4].As<Napi::Number>().Uint32Value();
-  request->dense = flags & kDense;
-  request->sparse = flags & kSparse;
-  request->colbert = flags & kColbert;
-  request->hidden = flags & kHidden;
+  request->outputs = ReadOutputs(env, info[4].As<Napi::Array>());
   const double job_id = info[5].As<Napi::Number>().DoubleValue();
   if (!(job_id >= 0) || job_id != static_cast<double>(static_cast<int64_t>(job_id)))
     throw MakeError(env, "ERR_INPUT", "encode: jobId must be a non-negative integer");

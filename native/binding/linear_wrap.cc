@@ -82,10 +82,10 @@ Napi::Value Bf16Peak(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void RegisterLinear(Napi::Env env, Napi::Object exports) {
-  exports.Set("linearBf16Forward", Napi::Function::New(env, LinearBf16Forward, "linearBf16Forward"));
-  exports.Set("linearBf16KernelTimes", Napi::Function::New(env, LinearBf16KernelTimes, "linearBf16KernelTimes"));
-  exports.Set("bf16Peak", Napi::Function::New(env, Bf16Peak, "bf16Peak"));
+void RegisterLinear(Napi::Env env, Napi::Object testing) {
+  testing.Set("linearBf16Forward", Napi::Function::New(env, LinearBf16Forward, "linearBf16Forward"));
+  testing.Set("linearBf16KernelTimes", Napi::Function::New(env, LinearBf16KernelTimes, "linearBf16KernelTimes"));
+  testing.Set("bf16Peak", Napi::Function::New(env, Bf16Peak, "bf16Peak"));
 }
 
 }  // namespace m3js

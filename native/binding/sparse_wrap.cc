@@ -132,10 +132,10 @@ Napi::Value LexicalScorePair(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void RegisterSparse(Napi::Env env, Napi::Object exports) {
+void RegisterSparse(Napi::Env env, Napi::Object exports, Napi::Object testing) {
   exports.Set("lexicalScoresSync", Napi::Function::New(env, LexicalScoresSync, "lexicalScoresSync"));
   exports.Set("lexicalScores", Napi::Function::New(env, LexicalScoresAsync, "lexicalScores"));
-  exports.Set("lexicalScorePair", Napi::Function::New(env, LexicalScorePair, "lexicalScorePair"));
+  testing.Set("lexicalScorePair", Napi::Function::New(env, LexicalScorePair, "lexicalScorePair"));
 }
 
 }  // namespace m3js

@@ -8,9 +8,9 @@
 #include "graph/custom_ops.h"
 #include "graph/linear_rewrite.h"
 #include "core/ort_env.h"
+#include "core/providers.h"
 #include "base/cpu_features.h"
 #include "kernels/linear_bf16.h"
-#include "kernels/cuda/cuda_device.h"
 
 namespace m3 {
 namespace {
@@ -24,14 +24,6 @@ GraphOptimizationLevel ParseOptimization(const std::string& level) {
                                    level + "'.");
 }
 
-/// Whether an ONNX Runtime error message comes from the GPU rather than the model files.
-bool IsDeviceFailure(const std::string& message) {
-  for (const char* marker : {"CUDA failure", "CUDA error", "CUBLAS failure", "CUDNN failure", "cudaMalloc", "Failed to allocate memory",
-                             "out of memory"})
-    if (message.find(marker) != std::string::npos) return true;
-  return false;
-}
-
 std::string Join(const std::vector<std::string>& names) {
   std::string s;
   for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
@@ -42,33 +34,6 @@ std::string FindName(const std::vector<std::string>& names, std::initializer_lis
   for (const char* w : wanted)
     if (std::find(names.begin(), names.end(), w) != names.end()) return w;
   return "";
-}
-
-void AppendCuda(Ort::SessionOptions& options, int device_id, int64_t gpu_mem_limit) {
-  const auto missing = MissingCudaProviderLibraries();
-  const std::string dir = OrtLibraryDir();
-  if (!missing.empty()) {
-    throw CoreError("ERR_DEVICE",
-                    "device 'cuda' needs ONNX Runtime's CUDA provider, but " + Join(missing) +
-                        " is missing from " + dir +
-                        " (the folder of the loaded libonnxruntime). Install it with "
-                        "ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (its install script downloads it), or rebuild with "
-                        "ORT_ROOT pointing at an ONNX Runtime GPU release; CUDA 12 and cuDNN 9 must be "
-                        "on the library path.");
-  }
-  const std::string id = std::to_string(device_id);
-  // TF32 off: BGE-M3 parity is defined in fp32 (docs/semantics.md). The arena grows by what a run
-  // asks for: texts of every length make power-of-two growth hold up to twice the memory used.
-  std::vector<std::pair<std::string, std::string>> settings = {
-      {"device_id", id}, {"cudnn_conv_algo_search", "DEFAULT"}, {"do_copy_in_default_stream", "1"}, {"use_tf32", "0"},
-      {"arena_extend_strategy", "kSameAsRequested"}};
-  if (gpu_mem_limit > 0) settings.emplace_back("gpu_mem_limit", std::to_string(gpu_mem_limit));
-  const std::string error = AppendCudaProvider(options, settings);
-  if (!error.empty()) {
-    throw CoreError("ERR_DEVICE", "The CUDA execution provider could not be enabled (device " + id + "): " + error +
-                                      ". Check that the GPU driver, CUDA 12 and cuDNN 9 libraries are installed and on the "
-                                      "library path.");
-  }
 }
 
 }  // namespace
@@ -147,27 +112,23 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   cpu_arena_ = settings.memory_arena;
   if (settings.memory_arena) options.EnableCpuMemArena();
   else options.DisableCpuMemArena();
-  if (settings.device == "cuda") {
-    AppendCuda(options, settings.device_id, settings.gpu_mem_limit);
-    cuda_ = true;
-    device_id_ = settings.device_id;
-    cuda_memory_ = Ort::MemoryInfo("Cuda", OrtArenaAllocator, settings.device_id, OrtMemTypeDefault);
-  } else if (settings.device != "cpu") {
-    throw CoreError("ERR_INPUT", "device must be 'cpu' or 'cuda', got '" + settings.device + "'.");
-  }
+  provider_ = settings.provider;
+  const ExecutionProvider& provider = provider_.get();
+  provider.Append(options, provider_);
+  device_memory_ = provider.DeviceMemory(provider_);
   if (settings.precision != "fp32" && settings.precision != "bf16")
     throw CoreError("ERR_INPUT", "precision must be 'fp32' or 'bf16', got '" + settings.precision + "'.");
-  if (cuda_ && settings.precision == "bf16")
+  if (!provider.host() && settings.precision == "bf16")
     precision_note_ = "bf16 dense layers are a CPU path; on a GPU the graph runs as exported (load an fp16 export for 16-bit math)";
-  if (!cuda_) OpenRewritten(onnx_path, settings, options);
+  if (provider.host()) OpenRewritten(onnx_path, settings, options);
   try {
     if (!session_) session_ = Ort::Session(SharedOrtEnv(), onnx_path.c_str(), options);
   } catch (const Ort::Exception& e) {
     // On a GPU, creating the session also starts the provider and copies the weights to the
     // device: its failures (out of memory, CUDA, cuBLAS or cuDNN) are the device's, not the files'.
     const std::string what = e.what();
-    if (cuda_ && IsDeviceFailure(what)) {
-      throw CoreError("ERR_DEVICE", "ONNX Runtime could not start '" + onnx_path + "' on CUDA device " + std::to_string(device_id_) +
+    if (provider.IsDeviceFailure(what)) {
+      throw CoreError("ERR_DEVICE", "ONNX Runtime could not start '" + onnx_path + "' on " + provider.DeviceName(provider_) +
                                         ": " + what + ". Check the device's free memory (and gpuMemLimit) and the CUDA 12 / cuDNN 9 "
                                         "libraries, or load with device 'cpu'.");
     }
@@ -223,9 +184,9 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
 std::vector<Ort::Value> EncoderSession::Run(const int64_t* ids, const int64_t* mask, int64_t batch,
                                             int64_t len, const std::vector<const char*>& outputs,
                                             Ort::RunOptions& options, bool on_device) {
-  if (on_device && !cuda_) throw CoreError("ERR_INPUT", "outputs in device memory need a CUDA session");
+  if (on_device && !device_memory_) throw CoreError("ERR_INPUT", "outputs in device memory need a session on a device");
   // The inputs' copies at binding and the synchronisations run on the thread's current device.
-  if (cuda_) cuda::MakeCurrent(device_id_);
+  provider_.get().MakeCurrent(provider_);
   const int64_t shape[2] = {batch, len};
   const size_t count = static_cast<size_t>(batch * len);
   std::vector<int64_t> token_types;
@@ -241,7 +202,7 @@ std::vector<Ort::Value> EncoderSession::Run(const int64_t* ids, const int64_t* m
       token_types.assign(count, 0);
       data = token_types.data();
     }
-    // Host inputs: a CUDA session copies them to the device itself.
+    // Host inputs: a device session copies them to the device itself.
     if (input_int32_[i]) {
       // Token ids (below the vocabulary size), 0/1 masks and zero token types all fit.
       narrow.emplace_back(data, data + count);
@@ -250,7 +211,7 @@ std::vector<Ort::Value> EncoderSession::Run(const int64_t* ids, const int64_t* m
       binding.BindInput(name.c_str(), Ort::Value::CreateTensor<int64_t>(cpu_memory_, const_cast<int64_t*>(data), count, shape, 2));
     }
   }
-  for (const char* name : outputs) binding.BindOutput(name, on_device ? cuda_memory_ : cpu_memory_);
+  for (const char* name : outputs) binding.BindOutput(name, on_device ? device_memory_ : cpu_memory_);
   binding.SynchronizeInputs();  // a CUDA session's input copies have landed
   session_.Run(options, binding);
   binding.SynchronizeOutputs();

@@ -7,6 +7,7 @@
 #include <onnxruntime_cxx_api.h>
 
 #include "core/model_files.h"
+#include "core/providers.h"
 
 namespace m3 {
 
@@ -17,9 +18,7 @@ struct SessionSettings {
   std::string graph_optimization = "all";  // disabled | basic | extended | all
   bool memory_arena = true;
   bool allow_spinning = false;              // ONNX Runtime intra-op threads spin-wait between runs
-  std::string device = "cpu";               // cpu | cuda
-  int device_id = 0;
-  int64_t gpu_mem_limit = 0;                // cuda: the arena's byte limit; 0: none
+  ProviderSpec provider;                    // where the graph runs (the CPU by default)
   bool fused_attention = true;              // cpu, AVX2 / AVX-512: attention blocks as one fused node
   std::string precision = "fp32";           // fp32 | bf16 (cpu with AVX-512 BF16: dense layers in bf16)
 };
@@ -47,7 +46,7 @@ class EncoderSession {
   /// Runs one padded batch: ids and mask are [batch, len] int64 (narrowed for a graph whose inputs
   /// are int32). Returns the named outputs in
   /// order, through an I/O binding: in host memory, or with `on_device` (a CUDA session) in the
-  /// GPU's memory, where ONNX Runtime computed them. Ort::Exception propagates (the caller maps
+  /// device's memory, where ONNX Runtime computed them. Ort::Exception propagates (the caller maps
   /// it, knowing whether it cancelled).
   std::vector<Ort::Value> Run(const int64_t* ids, const int64_t* mask, int64_t batch, int64_t len,
                               const std::vector<const char*>& outputs, Ort::RunOptions& options, bool on_device = false);
@@ -65,9 +64,11 @@ class EncoderSession {
   /// Whether ONNX Runtime's CPU arena is on (memoryArena), so that it can be shrunk.
   bool cpu_arena() const { return cpu_arena_; }
 
-  /// Whether the session runs on the CUDA provider, and on which device.
-  bool cuda() const { return cuda_; }
-  int device_id() const { return device_id_; }
+  /// The execution provider the session runs on, and its device.
+  const ProviderSpec& provider() const { return provider_; }
+  /// Whether outputs can stay in CUDA device memory (Run with on_device).
+  bool cuda() const { return provider_.get().cuda(); }
+  int device_id() const { return provider_.device_id; }
 
  private:
   /// Opens the graph rewritten for the CPU kernels: attention blocks fused (when asked, and the
@@ -81,10 +82,9 @@ class EncoderSession {
 
   Ort::Session session_{nullptr};
   Ort::MemoryInfo cpu_memory_;
-  Ort::MemoryInfo cuda_memory_{nullptr};  // CUDA sessions: where device-bound outputs go
-  bool cuda_ = false;
+  Ort::MemoryInfo device_memory_{nullptr};  // where device-bound outputs go (null: host only)
+  ProviderSpec provider_;
   bool cpu_arena_ = true;
-  int device_id_ = 0;
   GraphKind kind_ = GraphKind::kHiddenState;
   std::vector<std::string> inputs_, outputs_;
   std::vector<bool> input_int32_;  // per input: the graph takes int32 (else int64)

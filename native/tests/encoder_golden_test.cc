@@ -52,7 +52,7 @@ void PlanBatches(m3::EncodeRequest* r, uint32_t batch) {
 
 m3::LoadSettings Settings(int argc, char** argv, int64_t vocab) {
   m3::LoadSettings s;
-  s.session.device = Flag(argc, argv, "--device", "cpu");
+  s.session.provider.provider = &m3::FindProvider(Flag(argc, argv, "--device", "cpu"));
   s.session.intra_op_threads = std::atoi(Flag(argc, argv, "--threads", "0").c_str());
   s.session.precision = Flag(argc, argv, "--precision", "fp32");
   s.vocab_size = vocab;
@@ -78,7 +78,7 @@ int Golden(int argc, char** argv) {
   // bf16-golden.json keeps each case's outputs under the layout they are for.
   const std::string section = Flag(argc, argv, "--reference", "");
   m3::EncodeRequest request;
-  request.colbert = true;
+  request.outputs.add(m3::OutputKind::kColbert);
   request.offsets.push_back(0);
   for (const auto& c : cases) {
     for (const auto& id : c.Find("ids")->array) request.ids.push_back(static_cast<int32_t>(id.integer));
@@ -146,7 +146,7 @@ int Bench(int argc, char** argv) {
   // bf16-golden.json keeps each case's outputs under the layout they are for.
   const std::string section = Flag(argc, argv, "--reference", "");
   m3::EncodeRequest request;
-  request.colbert = true;
+  request.outputs.add(m3::OutputKind::kColbert);
   request.offsets.push_back(0);
   uint32_t seed = 7;
   for (int t = 0; t < texts; ++t) {
