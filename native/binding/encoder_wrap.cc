@@ -23,7 +23,9 @@ m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   };
   s.session.intra_op_threads = static_cast<int>(num("threads", 0));
   s.session.inter_op_threads = static_cast<int>(num("interOpThreads", 1));
-  s.session.graph_optimization = str("graphOptimization", "all");
+  const std::string optimization = str("graphOptimization", "all");
+  if (!m3::ParseGraphOptimization(optimization, &s.session.graph_optimization))
+    throw MakeError(o.Env(), "ERR_INPUT", "graphOptimization must be 'disabled', 'basic', 'extended' or 'all', got '" + optimization + "'.");
   s.session.memory_arena = !o.Get("memoryArena").IsBoolean() || o.Get("memoryArena").As<Napi::Boolean>().Value();
   s.session.allow_spinning = o.Get("allowSpinning").IsBoolean() && o.Get("allowSpinning").As<Napi::Boolean>().Value();
   try {
@@ -34,7 +36,9 @@ m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   s.session.provider.device_id = static_cast<int>(num("deviceId", 0));
   s.session.provider.memory_limit = static_cast<int64_t>(num("gpuMemLimit", 0));
   s.session.fused_attention = !o.Get("fusedAttention").IsBoolean() || o.Get("fusedAttention").As<Napi::Boolean>().Value();
-  s.session.precision = str("precision", "fp32");
+  const std::string precision = str("precision", "fp32");
+  if (!m3::ParsePrecision(precision, &s.session.precision))
+    throw MakeError(o.Env(), "ERR_INPUT", "precision must be 'fp32' or 'bf16', got '" + precision + "'.");
   s.onnx_file = str("onnxFile", "");
   s.vocab_size = static_cast<int64_t>(num("vocabSize", 0));
   return s;

@@ -15,15 +15,6 @@
 namespace m3 {
 namespace {
 
-GraphOptimizationLevel ParseOptimization(const std::string& level) {
-  if (level == "disabled") return ORT_DISABLE_ALL;
-  if (level == "basic") return ORT_ENABLE_BASIC;
-  if (level == "extended") return ORT_ENABLE_EXTENDED;
-  if (level == "all") return ORT_ENABLE_ALL;
-  throw CoreError("ERR_INPUT", "graphOptimization must be 'disabled', 'basic', 'extended' or 'all', got '" +
-                                   level + "'.");
-}
-
 std::string Join(const std::vector<std::string>& names) {
   std::string s;
   for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
@@ -38,13 +29,29 @@ std::string FindName(const std::vector<std::string>& names, std::initializer_lis
 
 }  // namespace
 
+bool ParsePrecision(const std::string& name, Precision* out) {
+  if (name == "fp32") *out = Precision::kFp32;
+  else if (name == "bf16") *out = Precision::kBf16;
+  else return false;
+  return true;
+}
+
+bool ParseGraphOptimization(const std::string& name, GraphOptimizationLevel* out) {
+  if (name == "disabled") *out = ORT_DISABLE_ALL;
+  else if (name == "basic") *out = ORT_ENABLE_BASIC;
+  else if (name == "extended") *out = ORT_ENABLE_EXTENDED;
+  else if (name == "all") *out = ORT_ENABLE_ALL;
+  else return false;
+  return true;
+}
+
 void EncoderSession::OpenRewritten(const std::string& onnx_path, const SessionSettings& settings,
                                    const Ort::SessionOptions& options) {
   const bool fuse = settings.fused_attention && ActiveTier() != IsaTier::kSerial;
-  const bool bf16 = settings.precision == "bf16" && LinearBf16Accelerated();
+  const bool bf16 = settings.precision == Precision::kBf16 && LinearBf16Accelerated();
   if (settings.fused_attention && !fuse)
     attention_note_ = "the fused attention kernel needs AVX2 or AVX-512 (this CPU runs the serial kernels)";
-  if (settings.precision == "bf16" && !bf16)
+  if (settings.precision == Precision::kBf16 && !bf16)
     precision_note_ = "bf16 needs a CPU with AVX-512 BF16 (and the avx512 kernel tier); the model runs in fp32";
   if (!fuse && !bf16) return;
   // A bf16 graph ONNX Runtime refuses is retried with the fused attention alone, in fp32.
@@ -105,7 +112,7 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   Ort::SessionOptions options;
   if (settings.intra_op_threads > 0) options.SetIntraOpNumThreads(settings.intra_op_threads);
   options.SetInterOpNumThreads(std::max(1, settings.inter_op_threads));
-  options.SetGraphOptimizationLevel(ParseOptimization(settings.graph_optimization));
+  options.SetGraphOptimizationLevel(settings.graph_optimization);
   // Spinning intra-op threads keep their cores busy after a run, exactly when the native heads
   // want them; off by default (it also stops an idle server from burning CPU).
   options.AddConfigEntry("session.intra_op.allow_spinning", settings.allow_spinning ? "1" : "0");
@@ -116,9 +123,7 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   const ExecutionProvider& provider = provider_.get();
   provider.Append(options, provider_);
   device_memory_ = provider.DeviceMemory(provider_);
-  if (settings.precision != "fp32" && settings.precision != "bf16")
-    throw CoreError("ERR_INPUT", "precision must be 'fp32' or 'bf16', got '" + settings.precision + "'.");
-  if (!provider.host() && settings.precision == "bf16")
+  if (!provider.host() && settings.precision == Precision::kBf16)
     precision_note_ = "bf16 dense layers are a CPU path; on a GPU the graph runs as exported (load an fp16 export for 16-bit math)";
   if (provider.host()) OpenRewritten(onnx_path, settings, options);
   try {

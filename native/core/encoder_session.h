@@ -11,16 +11,25 @@
 
 namespace m3 {
 
+/// The dense layers' arithmetic: fp32, or bf16 (on a CPU with AVX-512 BF16) for the JS
+/// `precision: 'bf16'`.
+enum class Precision { kFp32, kBf16 };
+
+/// The JS names of Precision and of ONNX Runtime's graph optimization levels (`precision`,
+/// `graphOptimization`); false for another name.
+bool ParsePrecision(const std::string& name, Precision* out);
+bool ParseGraphOptimization(const std::string& name, GraphOptimizationLevel* out);
+
 /// Session settings (the JS `load` options).
 struct SessionSettings {
   int intra_op_threads = 0;                 // 0: ONNX Runtime's default (one per physical core)
   int inter_op_threads = 1;
-  std::string graph_optimization = "all";  // disabled | basic | extended | all
+  GraphOptimizationLevel graph_optimization = ORT_ENABLE_ALL;
   bool memory_arena = true;
   bool allow_spinning = false;              // ONNX Runtime intra-op threads spin-wait between runs
   ProviderSpec provider;                    // where the graph runs (the CPU by default)
   bool fused_attention = true;              // cpu, AVX2 / AVX-512: attention blocks as one fused node
-  std::string precision = "fp32";           // fp32 | bf16 (cpu with AVX-512 BF16: dense layers in bf16)
+  Precision precision = Precision::kFp32;
 };
 
 /// Which outputs the graph gives (docs/semantics.md, "Model files as users find them").

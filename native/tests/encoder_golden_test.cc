@@ -54,7 +54,10 @@ m3::LoadSettings Settings(int argc, char** argv, int64_t vocab) {
   m3::LoadSettings s;
   s.session.provider.provider = &m3::FindProvider(Flag(argc, argv, "--device", "cpu"));
   s.session.intra_op_threads = std::atoi(Flag(argc, argv, "--threads", "0").c_str());
-  s.session.precision = Flag(argc, argv, "--precision", "fp32");
+  if (!m3::ParsePrecision(Flag(argc, argv, "--precision", "fp32"), &s.session.precision)) {
+    std::fprintf(stderr, "--precision must be fp32 or bf16\n");
+    std::exit(2);
+  }
   s.vocab_size = vocab;
   return s;
 }
