@@ -20,6 +20,13 @@ class CoreError : public std::runtime_error {
   std::string code_;
 };
 
+/// "a, b, c" (or "none"): a list of names as error messages give it.
+inline std::string JoinNames(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s.empty() ? "none" : s;
+}
+
 /// "[2, 3, 1024]": a tensor shape as error messages give it.
 inline std::string ShapeString(const std::vector<int64_t>& shape) {
   std::string s = "[";

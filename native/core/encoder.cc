@@ -157,9 +157,8 @@ void Encoder::Probe(int64_t vocab_size) {
 void Encoder::CheckOutputs(const EncodeRequest& request) const {
   auto missing = [&](bool want, bool have, const char* what) {
     if (!want || have) return;
-    std::string names;
-    for (const auto& n : session_->output_names()) names += (names.empty() ? "" : ", ") + n;
-    throw CoreError("ERR_INPUT", std::string("This model has no ") + what + " output (graph outputs: " + names + "); do not request it.");
+    throw CoreError("ERR_INPUT", std::string("This model has no ") + what + " output (graph outputs: " +
+                                     JoinNames(session_->output_names()) + "); do not request it.");
   };
   missing(request.outputs.dense(), has_dense_, "dense");
   missing(request.outputs.sparse(), has_sparse_, "sparse");

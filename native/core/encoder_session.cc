@@ -15,12 +15,6 @@
 namespace m3 {
 namespace {
 
-std::string Join(const std::vector<std::string>& names) {
-  std::string s;
-  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
-  return s.empty() ? "none" : s;
-}
-
 std::string FindName(const std::vector<std::string>& names, std::initializer_list<const char*> wanted) {
   for (const char* w : wanted)
     if (std::find(names.begin(), names.end(), w) != names.end()) return w;
@@ -151,14 +145,14 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   for (const char* required : {"input_ids", "attention_mask"}) {
     if (std::find(inputs_.begin(), inputs_.end(), required) == inputs_.end()) {
       throw CoreError("ERR_MODEL_LAYOUT", "'" + onnx_path + "' has no '" + required + "' input (inputs: " +
-                                              Join(inputs_) + "); a BGE-M3 graph takes input_ids and attention_mask.");
+                                              JoinNames(inputs_) + "); a BGE-M3 graph takes input_ids and attention_mask.");
     }
   }
   for (size_t i = 0; i < inputs_.size(); ++i) {
     const std::string& name = inputs_[i];
     if (name != "input_ids" && name != "attention_mask" && name != "token_type_ids") {
       throw CoreError("ERR_MODEL_LAYOUT", "'" + onnx_path + "' has an unexpected input '" + name +
-                                              "' (inputs: " + Join(inputs_) + ").");
+                                              "' (inputs: " + JoinNames(inputs_) + ").");
     }
     const auto type = session_.GetInputTypeInfo(i).GetTensorTypeAndShapeInfo().GetElementType();
     if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 && type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) {
@@ -179,7 +173,7 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
     kind_ = GraphKind::kHiddenState;
   } else {
     throw CoreError("ERR_MODEL_LAYOUT",
-                    "Unknown model layout: '" + onnx_path + "' has outputs [" + Join(outputs_) +
+                    "Unknown model layout: '" + onnx_path + "' has outputs [" + JoinNames(outputs_) +
                         "]. Expected last_hidden_state (the BAAI/bge-m3 snapshot, heads in "
                         "colbert_linear.pt and sparse_linear.pt) or heads-baked outputs "
                         "dense_vecs/sparse_vecs/colbert_vecs (or dense_embeddings/sparse_weights/colbert_vectors).");

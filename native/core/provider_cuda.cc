@@ -11,12 +11,6 @@
 namespace m3 {
 namespace {
 
-std::string Join(const std::vector<std::string>& names) {
-  std::string s;
-  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
-  return s.empty() ? "none" : s;
-}
-
 class Cuda final : public ExecutionProvider {
  public:
   const char* name() const override { return "cuda"; }
@@ -27,7 +21,7 @@ class Cuda final : public ExecutionProvider {
     const auto missing = MissingCudaProviderLibraries();
     if (!missing.empty()) {
       throw CoreError("ERR_DEVICE",
-                      "device 'cuda' needs ONNX Runtime's CUDA provider, but " + Join(missing) + " is missing from " +
+                      "device 'cuda' needs ONNX Runtime's CUDA provider, but " + JoinNames(missing) + " is missing from " +
                           OrtLibraryDir() +
                           " (the folder of the loaded libonnxruntime). Install it with "
                           "ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (its install script downloads it), or "
