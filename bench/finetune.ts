@@ -16,8 +16,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BGEM3, evaluate, type EvaluateResult } from '../lib';
-import { finetuneHeads, type FinetuneResult } from '../lib/finetune';
-import { native } from '../lib/native';
+import { finetuneHeads, type FinetuneResult } from '../lib/training/finetune';
+import { native } from '../lib/addon/native';
 import { machineInfo, median, parseFlags, writeResult } from './common';
 import { singlePieceWords, syntheticTask, withLiveSparseHead } from './finetune_task';
 

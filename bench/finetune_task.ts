@@ -13,8 +13,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, type EvalRow } from '../lib';
-import { writeSafetensors } from '../lib/finetune';
-import { native } from '../lib/native';
+import { writeSafetensors } from '../lib/training/finetune';
+import { native } from '../lib/addon/native';
 
 export interface SyntheticTaskOptions {
   trainRows: number;

@@ -12,7 +12,7 @@
  */
 import { BGE_M3_VOCAB_SIZE, capabilities, lexicalScoresSync, lexicalScores, runtimeInfo } from '../lib';
 import type { LexicalKernel, SparseRow, SparseVectors } from '../lib';
-import { native, type IsaTierName } from '../lib/native';
+import { native, type IsaTierName } from '../lib/addon/native';
 import { machineInfo, median, parseFlags, timeInterleaved, writeResult, type TimedCase } from './common';
 
 /** Deterministic xorshift32 in [0, 1). */
@@ -113,7 +113,7 @@ function jsMerge(query: SparseRow, docs: SparseVectors): Float32Array {
   return out;
 }
 
-/** A pair merge exactly like lib/scores.ts's loop (no validation), for the pair comparison. */
+/** A pair merge exactly like lib/scoring/scores.ts's loop (no validation), for the pair comparison. */
 function jsPair(a: SparseRow, b: SparseRow): number {
   let i = 0;
   let j = 0;

@@ -12,7 +12,7 @@
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { capabilities, colbertScore, cudaInfo, DeviceMultiVectors, maxSim, maxSimSync, quantize, runtimeInfo } from '../lib';
-import { native } from '../lib/native';
+import { native } from '../lib/addon/native';
 import { machineInfo, median, parseFlags, timeInterleaved, writeResult } from './common';
 
 const NQ = 32;

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, capabilities, lexicalScore, lexicalScores, lexicalScoresSync } from '../lib';
 import type { LexicalKernel, SparseRow, SparseVectors } from '../lib';
-import type { IsaTierName } from '../lib/native';
+import type { IsaTierName } from '../lib/addon/native';
 import { DEMO_MODEL, rejectsWith } from './helpers';
 
 const ORDER: IsaTierName[] = ['serial', 'avx2', 'avx512'];

@@ -6,7 +6,7 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { BGEM3, capabilities, colbertScore, maxSim, maxSimSync, quantize } from '../lib';
-import type { IsaTierName } from '../lib/native';
+import type { IsaTierName } from '../lib/addon/native';
 import { DEMO_MODEL, golden } from './helpers';
 
 const ORDER: IsaTierName[] = ['serial', 'avx2', 'avx512'];

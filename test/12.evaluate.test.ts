@@ -9,7 +9,7 @@ import { BGEM3, EVAL_MODES, EncodeOutput, colbertScore, denseScore, evaluate, le
 import { DEMO_MODEL, ROOT } from './helpers';
 
 const SEED = path.join(ROOT, 'data', 'seed-examples.jsonl');
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-eval-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

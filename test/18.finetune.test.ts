@@ -13,13 +13,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BGEM3, evaluate, type EvalRow } from '../lib';
-import { finetuneHeads, type FinetuneEvent } from '../lib/finetune';
-import { native, type NativeHeadTrainer } from '../lib/native';
+import { finetuneHeads, type FinetuneEvent } from '../lib/training/finetune';
+import { native, type NativeHeadTrainer } from '../lib/addon/native';
 import { singlePieceWords, syntheticTask, withLiveSparseHead } from '../bench/finetune_task';
 import { FIXTURES, ROOT, rejectsWith } from './helpers';
 
 const TINY = path.join(FIXTURES, 'tiny-m3-safetensors');
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
 interface GradCase {
   hidden: number; dim: number; options: Record<string, unknown>;

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { BGEM3, capabilities, setIsa, type EncodeOutput, type LoadOptions } from '../lib';
-import { native } from '../lib/native';
+import { native } from '../lib/addon/native';
 import { DEMO_MODEL, FIXTURES, ROOT, attentionReference } from './helpers';
 
 const BF16 = capabilities().features.avx512bf16 === true && capabilities().detected === 'avx512';
@@ -256,7 +256,7 @@ describe('precision option and flag', () => {
   });
 
   it('bge-m3 info --precision bf16 reports the precision; a bad value is a usage error', () => {
-    const cli = path.join(ROOT, 'dist', 'lib', 'cli.js');
+    const cli = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
     const ok = spawnSync(process.execPath, [cli, 'info', '--precision', 'bf16'], { encoding: 'utf8' });
     assert.equal(ok.status, 0, ok.stderr);
     const info = JSON.parse(ok.stdout);

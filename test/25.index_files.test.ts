@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { HybridIndex, M3Error } from '../lib';
-import { openRegularFile, readRegularFile } from '../lib/files';
+import { openRegularFile, readRegularFile } from '../lib/base/files';
 import { ROOT } from './helpers';
 import { syntheticEncoded } from './index_synthetic';
 
@@ -431,7 +431,7 @@ describe('index paths that are not regular files', { skip: process.platform === 
       fs.statSync = (file, ...rest) => stat(file === process.argv[2] ? process.execPath : file, ...rest);
       try { require(process.argv[1]).openRegularFile(process.argv[2], 'Model file'); console.log('opened'); }
       catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }`;
-    const child = spawnSync(process.execPath, ['-e', script, path.join(ROOT, 'dist', 'lib', 'files.js'), fifo], { timeout: 20_000, encoding: 'utf8' });
+    const child = spawnSync(process.execPath, ['-e', script, path.join(ROOT, 'dist', 'lib', 'base', 'files.js'), fifo], { timeout: 20_000, encoding: 'utf8' });
     assert.equal(child.signal, null, 'the open did not block');
     const outcome = JSON.parse(child.stdout);
     assert.deepEqual(outcome, { name: 'M3Error', code: 'ERR_MODEL_FILES', message: `Model file '${fifo}' is a FIFO (named pipe), not a regular file; put the file itself at this path.` });

@@ -7,12 +7,12 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { HybridIndex } from '../../lib/hybrid_index';
-import { lexicalScoresSync } from '../../lib/lexical';
-import { maxSimSync } from '../../lib/maxsim';
-import { BGEM3 } from '../../lib/model';
-import type { EncodeOutput } from '../../lib/outputs';
-import { decodeWire, encodeWire } from '../../lib/wire';
+import { HybridIndex } from '../../lib/retrieval/hybrid_index';
+import { lexicalScoresSync } from '../../lib/scoring/lexical';
+import { maxSimSync } from '../../lib/scoring/maxsim';
+import { BGEM3 } from '../../lib/engine/model';
+import type { EncodeOutput } from '../../lib/engine/outputs';
+import { decodeWire, encodeWire } from '../../lib/serve/wire';
 import { applyByteOp, randomByteOps } from '../mutate';
 import type { ByteOp, CaseResult, Recipe } from '../recipe';
 import type { Random } from '../rng';

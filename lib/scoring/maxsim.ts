@@ -3,9 +3,9 @@
  * formats for document vectors. score(q, d) = mean over query vectors of the best inner product
  * with any document vector (FlagEmbedding's ColBERT score).
  */
-import { M3Error, fromNative, inputError } from './errors';
-import { native, type IsaTierName, type NativeCudaDocs, type NativeCudaInfo, type NativeMultiVectors } from './native';
-import type { MultiVectors } from './outputs';
+import { M3Error, fromNative, inputError } from '../base/errors';
+import { native, type IsaTierName, type NativeCudaDocs, type NativeCudaInfo, type NativeMultiVectors } from '../addon/native';
+import type { MultiVectors } from '../engine/outputs';
 
 /** Storage formats: fp32, bfloat16 (round-to-nearest-even) and int8 with a per-row scale. */
 export type VectorFormat = 'f32' | 'bf16' | 'i8';

@@ -5,12 +5,12 @@
  * ColBERT scores (the same formula as computeScore's 'colbert+sparse+dense').
  */
 import * as fs from 'node:fs';
-import { M3Error, fromNative, inputError } from './errors';
-import { SEARCH_WEIGHTS, checkWeights } from './fusion';
-import { native, type NativeHybridIndex } from './native';
-import type { EncodeOutput, EncodeRow } from './outputs';
-import { BGE_M3_VOCAB_SIZE } from './lexical';
-import { pathOfOpenFile } from './files';
+import { M3Error, fromNative, inputError } from '../base/errors';
+import { SEARCH_WEIGHTS, checkWeights } from '../scoring/fusion';
+import { native, type NativeHybridIndex } from '../addon/native';
+import type { EncodeOutput, EncodeRow } from '../engine/outputs';
+import { BGE_M3_VOCAB_SIZE } from '../scoring/lexical';
+import { pathOfOpenFile } from '../base/files';
 import { loadIndex, saveIndex, verifyGraph, type GraphRef, type ModelIdentity } from './index_store';
 
 export type { ModelIdentity } from './index_store';

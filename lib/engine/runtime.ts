@@ -1,7 +1,7 @@
 /** Facts about the runtime: ONNX Runtime version and providers, CPU features, the demo model. */
 import * as path from 'node:path';
-import { inputError } from './errors';
-import { native, PACKAGE_ROOT, type IsaTierName, type NativeCapabilities } from './native';
+import { inputError } from '../base/errors';
+import { native, PACKAGE_ROOT, type IsaTierName, type NativeCapabilities } from '../addon/native';
 
 /** The tiny random-weight model shipped with the package (for demos and tests only). */
 export const DEMO_MODEL_DIR = path.join(PACKAGE_ROOT, 'demo-model');

@@ -4,10 +4,10 @@
  * ranks of its positives give MRR@10, nDCG@10 and Recall@1/10/100.
  */
 import * as fs from 'node:fs';
-import { M3Error, inputError } from './errors';
-import { DENSE_SPARSE_WEIGHTS, SEARCH_WEIGHTS } from './fusion';
-import { HybridIndex } from './hybrid_index';
-import type { BGEM3 } from './model';
+import { M3Error, inputError } from '../base/errors';
+import { DENSE_SPARSE_WEIGHTS, SEARCH_WEIGHTS } from '../scoring/fusion';
+import { HybridIndex } from '../retrieval/hybrid_index';
+import type { BGEM3 } from '../engine/model';
 
 /** One training/evaluation row. */
 export interface EvalRow {

@@ -1,9 +1,9 @@
 /**
  * The raw native module: its exact shape, and the loader. Everything here is internal; the
- * public API is in model.ts and scores.ts.
+ * public API is in lib/index.ts.
  */
 import * as path from 'node:path';
-import { M3Error } from './errors';
+import { M3Error } from '../base/errors';
 
 /** Options the native `Encoder.load` reads. */
 export interface NativeLoadOptions {
@@ -113,7 +113,7 @@ export interface NativeTensor {
   data: Float32Array;
 }
 
-/** Document multi-vectors as the kernels take them (see lib/maxsim.ts). */
+/** Document multi-vectors as the kernels take them (see lib/scoring/maxsim.ts). */
 export interface NativeMultiVectors {
   format: 'f32' | 'bf16' | 'i8';
   dim: number;
@@ -238,8 +238,8 @@ export const ENCODE_SPARSE = 2;
 export const ENCODE_COLBERT = 4;
 export const ENCODE_HIDDEN = 8;
 
-/** The package root (dist/lib/native.js -> ../..). */
-export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..');
+/** The package root (dist/lib/addon/native.js -> ../../..). */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
 
 let cached: NativeModule | undefined;
 

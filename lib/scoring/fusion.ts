@@ -8,7 +8,7 @@
  * so the weights are scaled to a largest of 1 once, when checked: no product or sum of them can
  * then overflow, and tiny weights (down to subnormals) keep their proportions.
  */
-import { M3Error, inputError } from './errors';
+import { M3Error, inputError } from '../base/errors';
 
 /** [dense, sparse, colbert] weights. */
 export type FusionWeights = readonly [number, number, number];

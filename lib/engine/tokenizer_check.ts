@@ -43,7 +43,7 @@
  * (never run), and `truncation` / `padding` (turned off right after load).
  */
 import { isUtf8 } from 'node:buffer';
-import { M3Error } from './errors';
+import { M3Error } from '../base/errors';
 
 type JsonObject = Record<string, unknown>;
 

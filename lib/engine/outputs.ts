@@ -27,7 +27,7 @@ export interface EncodeRow {
   colbert?: Float32Array;
 }
 
-import type { EncodeStats } from './native';
+import type { EncodeStats } from '../addon/native';
 
 export type { EncodeStats };
 

@@ -5,9 +5,9 @@
  * queries are intersected with each document instead). score = the sum over ids present in both rows
  * of w_query * w_doc, as {@link lexicalScore} computes for one pair.
  */
-import { fromNative, inputError } from './errors';
-import { native, type IsaTierName } from './native';
-import type { SparseRow, SparseVectors } from './outputs';
+import { fromNative, inputError } from '../base/errors';
+import { native, type IsaTierName } from '../addon/native';
+import type { SparseRow, SparseVectors } from '../engine/outputs';
 
 /** BGE-M3's vocabulary size (XLM-RoBERTa's 250,002 tokens): the default bound on sparse ids. */
 export const BGE_M3_VOCAB_SIZE = 250002;

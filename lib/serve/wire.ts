@@ -19,8 +19,8 @@
  *     sparse  4*(count+1) u32 offsets, 4*nnz u32 ids, 4*nnz f32 weights
  *     colbert 4*(count+1) u32 offsets (in vectors), 4*rows*dim f32 vectors
  */
-import { M3Error } from './errors';
-import { EncodeOutput, type MultiVectors, type SparseVectors } from './outputs';
+import { M3Error } from '../base/errors';
+import { EncodeOutput, type MultiVectors, type SparseVectors } from '../engine/outputs';
 
 export const WIRE_MAGIC = 'BGEM3ENC';
 export const WIRE_VERSION = 1;

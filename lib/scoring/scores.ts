@@ -2,9 +2,9 @@
  * Scores between one query and one passage (docs/semantics.md, "Scores"). Accumulation is in
  * float64 so results do not depend on summation order beyond float32 input rounding.
  */
-import { M3Error, inputError } from './errors';
+import { M3Error, inputError } from '../base/errors';
 import { checkWeights, fuse, fuseDenseSparse } from './fusion';
-import type { EncodeOutput, SparseRow } from './outputs';
+import type { EncodeOutput, SparseRow } from '../engine/outputs';
 
 function requireFloat32(value: unknown, what: string): asserts value is Float32Array {
   if (!(value instanceof Float32Array)) throw inputError('a Float32Array', what, value);

@@ -1,6 +1,6 @@
 /**
  * Fine-tuning BGE-M3's sparse and ColBERT heads on {query, pos, neg} data with the paper's
- * objective (self-knowledge distillation, lib/train.ts), the encoder frozen:
+ * objective (self-knowledge distillation, lib/training/train.ts), the encoder frozen:
  *
  *   1. every distinct text is encoded once and its last_hidden_state rows are cached on disk
  *      (memory-mapped by the native trainer where the platform allows, so the cache may exceed
@@ -24,11 +24,11 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { M3Error, fromNative, inputError } from './errors';
-import { assertRegularFile, readRegularFile } from './files';
+import { M3Error, fromNative, inputError } from '../base/errors';
+import { assertRegularFile, readRegularFile } from '../base/files';
 import { readEvalRows, type EvalRow } from './evaluate';
-import { BGEM3, type LoadOptions } from './model';
-import { native, type NativeHeadTrainer } from './native';
+import { BGEM3, type LoadOptions } from '../engine/model';
+import { native, type NativeHeadTrainer } from '../addon/native';
 import { checkLossOptions, nativeLossOptions, type M3LossOptions } from './train';
 
 export interface FinetuneOptions extends M3LossOptions {

@@ -8,7 +8,7 @@
  * with different `maxLength`s share batches, since truncation happens when they are tokenized.
  */
 import { EventEmitter } from 'node:events';
-import { M3Error, inputError } from './errors';
+import { M3Error, inputError } from '../base/errors';
 import type { BGEM3 } from './model';
 import type { EncodeOutput } from './outputs';
 import type { TokenizedBatch } from './tokenizer';

@@ -10,8 +10,8 @@
  *        with the teacher distribution detached
  *   loss = (L + L') / 2, or L without self-distillation.
  */
-import { fromNative, inputError } from './errors';
-import { native } from './native';
+import { fromNative, inputError } from '../base/errors';
+import { native } from '../addon/native';
 
 /** Score matrices of one group: queries x passages each, row-major. */
 export interface M3LossScores {

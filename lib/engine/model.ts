@@ -4,13 +4,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { M3Error, describe, fromNative, inputError } from './errors';
-import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_HIDDEN, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from './native';
+import { M3Error, describe, fromNative, inputError } from '../base/errors';
+import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_HIDDEN, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from '../addon/native';
 import { planBatches, type BatchLimits } from './batching';
-import { describeFileKind, readRegularFile, regularFileStats } from './files';
-import { SCORE_WEIGHTS, checkWeights } from './fusion';
+import { describeFileKind, readRegularFile, regularFileStats } from '../base/files';
+import { SCORE_WEIGHTS, checkWeights } from '../scoring/fusion';
 import { EncodeOutput, type SparseRow } from './outputs';
-import { pairScores, type PairScores } from './scores';
+import { pairScores, type PairScores } from '../scoring/scores';
 import { CLS_ID, EOS_ID, M3Tokenizer, findTokenizerFile, type TokenizedBatch } from './tokenizer';
 
 /** Options of {@link BGEM3.load}. */

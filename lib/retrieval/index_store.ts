@@ -23,11 +23,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import * as zlib from 'node:zlib';
-import { M3Error, describe, fromNative } from './errors';
-import { describeFileKind, openRegularFile, readRegularFile, regularFileStats } from './files';
+import { M3Error, describe, fromNative } from '../base/errors';
+import { describeFileKind, openRegularFile, readRegularFile, regularFileStats } from '../base/files';
 import { scanHnswGraphFile, type HnswGraphExpectation } from './hnsw_graph_check';
-import { native } from './native';
-import type { NativeIndexState } from './native';
+import { native } from '../addon/native';
+import type { NativeIndexState } from '../addon/native';
 
 export const FORMAT = 'bge-m3-hybrid-index';
 export const VERSION = 1;

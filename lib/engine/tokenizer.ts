@@ -6,8 +6,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import { M3Error, describe } from './errors';
-import { readRegularFile } from './files';
+import { M3Error, describe } from '../base/errors';
+import { readRegularFile } from '../base/files';
 import { checkTokenizerJson } from './tokenizer_check';
 
 /** XLM-RoBERTa's special ids, which BGE-M3's heads and the native code rely on. */

@@ -3,7 +3,7 @@
  * status, latency, the batcher's queue and batches, throughput, and model / runtime info.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Batcher, BatchInfo } from './batcher';
+import type { Batcher, BatchInfo } from '../engine/batcher';
 
 export interface ServerMetrics {
   registry: Registry;

@@ -6,16 +6,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { BGEM3, type LoadOptions } from './model';
-import { M3Error } from './errors';
-import { RERANK_WEIGHTS, SEARCH_WEIGHTS } from './fusion';
-import { DEMO_MODEL_DIR, PACKAGE_DATA_DIR, capabilities, runtimeInfo } from './runtime';
-import { HybridIndex, type DocumentId, type SearchHit } from './hybrid_index';
-import { EVAL_MODES, evaluate, formatMetricsTable, readEvalRows } from './evaluate';
+import { BGEM3, type LoadOptions } from '../engine/model';
+import { M3Error } from '../base/errors';
+import { RERANK_WEIGHTS, SEARCH_WEIGHTS } from '../scoring/fusion';
+import { DEMO_MODEL_DIR, PACKAGE_DATA_DIR, capabilities, runtimeInfo } from '../engine/runtime';
+import { HybridIndex, type DocumentId, type SearchHit } from '../retrieval/hybrid_index';
+import { EVAL_MODES, evaluate, formatMetricsTable, readEvalRows } from '../training/evaluate';
 import { SingleBar } from 'cli-progress';
-import { createServer, type M3Server } from './server';
-import { finetuneHeads, type FinetuneEvent } from './finetune';
-import { cudaInfo } from './maxsim';
+import { createServer, type M3Server } from '../serve/server';
+import { finetuneHeads, type FinetuneEvent } from '../training/finetune';
+import { cudaInfo } from '../scoring/maxsim';
 
 const DEMO_WARNING = 'bge-m3: using the bundled demo model, whose weights are RANDOM: its vectors and scores mean ' +
   'nothing. For real embeddings download BAAI/bge-m3 (huggingface-cli download BAAI/bge-m3 --local-dir ./bge-m3) ' +
