@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { capabilities, colbertScore, cudaInfo, DeviceMultiVectors, maxSim, maxSimSync, quantize, runtimeInfo } from '../lib';
 import { native } from '../lib/addon/native';
+import { mulberry32 } from '../lib/base/rng';
 import { machineInfo, median, parseFlags, timeInterleaved, writeResult } from './common';
 
 const NQ = 32;
@@ -20,8 +21,7 @@ const DIM = 1024;
 
 function corpus(docs: number) {
   const rows: number[] = [];
-  let seed = 99;
-  const next = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 0x100000000);
+  const next = mulberry32(99);
   for (let i = 0; i < docs; i++) rows.push(128 + Math.floor(next() * 385));
   const offsets = new Uint32Array(docs + 1);
   rows.forEach((n, i) => (offsets[i + 1] = offsets[i] + n));

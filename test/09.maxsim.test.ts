@@ -7,18 +7,15 @@ import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { BGEM3, capabilities, colbertScore, maxSim, maxSimSync, quantize } from '../lib';
 import type { IsaTierName } from '../lib/addon/native';
+import { mulberry32 } from '../lib/base/rng';
 import { DEMO_MODEL, golden } from './helpers';
 
 const ORDER: IsaTierName[] = ['serial', 'avx2', 'avx512'];
 const TIERS = ORDER.slice(0, ORDER.indexOf(capabilities().detected) + 1);
 
-/** Deterministic generator (xorshift32) of normal-ish values. */
+/** Deterministic generator of normal-ish values. */
 function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    return s / 0x100000000;
-  };
+  const next = mulberry32(seed);
   return { next, normal: () => next() + next() + next() - 1.5, int: (n: number) => Math.floor(next() * n) };
 }
 

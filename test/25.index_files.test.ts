@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { HybridIndex, M3Error } from '../lib';
+import { mulberry32 } from '../lib/base/rng';
 import { openRegularFile, readRegularFile } from '../lib/base/files';
 import { ROOT } from './helpers';
 import { syntheticEncoded } from './index_synthetic';
@@ -24,10 +25,9 @@ const freshDir = () => path.join(tmp, `ix-${n++}`);
 const readManifest = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'MANIFEST'), 'utf8'));
 const writeManifest = (dir: string, manifest: unknown) => fs.writeFileSync(path.join(dir, 'MANIFEST'), JSON.stringify(manifest));
 
-/** Deterministic pseudo-random numbers (xorshift32), so a failing mutation can be replayed. */
+/** Deterministic pseudo-random numbers, so a failing mutation can be replayed. */
 function randomSource(seed: number) {
-  let s = seed >>> 0 || 1;
-  const next = () => ((s ^= s << 13, s >>>= 0, s ^= s >>> 17, s ^= s << 5, s >>>= 0) / 0x100000000);
+  const next = mulberry32(seed);
   return { next, below: (n: number) => Math.floor(next() * n), pick: <T>(list: readonly T[]) => list[Math.floor(next() * list.length)] };
 }
 

@@ -32,7 +32,7 @@ export interface NativeEncodeResult {
   sparseWeights: Float32Array;
   colbertOffsets: Uint32Array;
   colbert: Float32Array;
-  /** last_hidden_state rows of each text (ENCODE_HIDDEN), at the token offsets. */
+  /** last_hidden_state rows of each text (OUTPUT_HIDDEN), at the token offsets. */
   hidden: Float32Array;
   stats: EncodeStats;
 }
@@ -79,6 +79,7 @@ export interface NativeModelInfo {
 
 export interface NativeEncoder {
   info(): NativeModelInfo;
+  /** `flags`: the outputs as bits (OUTPUT_DENSE, ... in lib/engine/outputs.ts). */
   encode(ids: Int32Array, offsets: Uint32Array, order: Uint32Array, batchEnds: Uint32Array,
          flags: number, jobId: number): Promise<NativeEncodeResult>;
   cancel(jobId: number): boolean;
@@ -231,12 +232,6 @@ export interface NativeModule {
   m3Loss(dense: Float32Array, lex: Float32Array, colbert: Float32Array, target: Int32Array, queries: number, passages: number,
     options: Record<string, number | boolean>): NativeM3Loss;
 }
-
-/** Flags of NativeEncoder.encode. */
-export const ENCODE_DENSE = 1;
-export const ENCODE_SPARSE = 2;
-export const ENCODE_COLBERT = 4;
-export const ENCODE_HIDDEN = 8;
 
 /** The package root (dist/lib/addon/native.js -> ../../..). */
 export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');

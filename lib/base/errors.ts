@@ -66,3 +66,8 @@ export function fromNative(err: unknown, callerStack?: string): M3Error {
   if (callerStack) out.stack = `${out.name}: ${out.message}\n${callerStack.split('\n').slice(1).join('\n')}`;
   return out;
 }
+
+/** ERR_ABORTED for work whose AbortSignal fired (`what` names it: "encode"). */
+export function abortedError(what = 'encode'): M3Error {
+  return new M3Error('ERR_ABORTED', `${what} was aborted by its AbortSignal`);
+}

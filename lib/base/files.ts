@@ -3,9 +3,12 @@
  * regular file is refused with a clear error instead of hanging or failing obscurely: open(2) of
  * a FIFO blocks until a writer appears (a blocking open on the event loop stalls the whole
  * process), a directory fails later with a bare EISDIR, and devices and sockets are no files to
- * read at all.
+ * read at all. And writing the files this package keeps (index directories, checkpoints, model
+ * heads) durably: flushed to disk, and replaced by rename.
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { M3Error } from './errors';
 
 // O_NONBLOCK makes open(2) of a FIFO return at once; O_NOCTTY keeps a terminal from becoming the
@@ -150,4 +153,57 @@ export function pathOfOpenFile(fd: number, file: string, what = 'File'): string 
   if (process.platform === 'linux' && same(own)) return own;
   if (same(file)) return file;
   throw new M3Error('ERR_MODEL_FILES', `${what} '${file}' was replaced while it was being read; load again.`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durable writes: what is written is on disk before anyone is told so.
+
+/**
+ * Writes `data` to `file` and flushes it to disk before returning. By default the file must be
+ * new ('wx': fails rather than open whatever is there, a FIFO would block); `replace` overwrites.
+ */
+export function writeFileSynced(file: string, data: string | Buffer | readonly Buffer[], { replace = false } = {}): void {
+  const chunks = typeof data === 'string' ? [Buffer.from(data, 'utf8')] : Buffer.isBuffer(data) ? [data] : data;
+  const fd = fs.openSync(file, replace ? 'w' : 'wx');
+  try {
+    for (const chunk of chunks) {
+      let done = 0;
+      while (done < chunk.length) done += fs.writeSync(fd, chunk, done, chunk.length - done);
+    }
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Flushes a directory's entries (a rename or a new file in it) to disk. */
+export function fsyncDirectory(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Flushes a regular file that someone else wrote (a native library, by name) to disk. */
+export function fsyncFile(file: string, what = 'File'): void {
+  const { fd } = openRegularFile(file, what, { readWrite: true });
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Replaces `file` atomically and durably: the data goes to a uniquely named temp file beside it
+ * (`<file>.<pid>.<random>.tmp`), which is flushed, renamed over `file`, and the rename flushed.
+ * A crash at any moment leaves the old file or the new one.
+ */
+export function replaceFileSynced(file: string, data: string | Buffer | readonly Buffer[]): void {
+  const tmp = `${file}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
+  writeFileSynced(tmp, data);
+  fs.renameSync(tmp, file);
+  fsyncDirectory(path.dirname(file));
 }

@@ -7,7 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { BGEM3, type LoadOptions } from '../engine/model';
+import { DEFAULT_MAX_BATCH_TOKENS, queryLength } from '../base/defaults';
 import { M3Error } from '../base/errors';
+import { isIntegerIn, isNumberIn, isWeightTriple } from '../base/validate';
 import { RERANK_WEIGHTS, SEARCH_WEIGHTS } from '../scoring/fusion';
 import { DEMO_MODEL_DIR, PACKAGE_DATA_DIR, capabilities, runtimeInfo } from '../engine/runtime';
 import { HybridIndex, type DocumentId, type SearchHit } from '../retrieval/hybrid_index';
@@ -21,29 +23,19 @@ const DEMO_WARNING = 'bge-m3: using the bundled demo model, whose weights are RA
   'nothing. For real embeddings download BAAI/bge-m3 (huggingface-cli download BAAI/bge-m3 --local-dir ./bge-m3) ' +
   'and pass --model ./bge-m3.';
 
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-  return n;
+/** A parser of numeric arguments: the number, if `accept` takes it. */
+function numberArg(accept: (n: number) => boolean, expected: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!accept(n)) throw new InvalidArgumentError(`expected ${expected}`);
+    return n;
+  };
 }
 
-function nonNegativeInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  return n;
-}
-
-function nonNegativeNumber(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a non-negative number');
-  return n;
-}
-
-function positiveNumber(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
-}
+const positiveInt = numberArg((n) => isIntegerIn(n, 1, Infinity), 'a positive integer');
+const nonNegativeInt = numberArg((n) => isIntegerIn(n, 0, Infinity), 'a non-negative integer');
+const nonNegativeNumber = numberArg((n) => isNumberIn(n, 0, Infinity), 'a non-negative number');
+const positiveNumber = numberArg((n) => isNumberIn(n, Number.MIN_VALUE, Infinity), 'a positive number');
 
 /** A byte count: a plain number, or with a binary unit (512M, 8G, 8GiB). */
 function byteSize(value: string): number {
@@ -56,10 +48,8 @@ function byteSize(value: string): number {
 
 function weightList(value: string): [number, number, number] {
   const parts = value.split(',').map(Number);
-  if (parts.length !== 3 || parts.some((x) => !Number.isFinite(x) || x < 0)) {
-    throw new InvalidArgumentError('expected three non-negative numbers, e.g. 0.4,0.2,0.4');
-  }
-  return parts as [number, number, number];
+  if (!isWeightTriple(parts)) throw new InvalidArgumentError('expected three non-negative numbers, e.g. 0.4,0.2,0.4');
+  return parts;
 }
 
 function precisionArg(value: string): 'fp32' | 'bf16' {
@@ -353,7 +343,7 @@ async function main(argv: string[]): Promise<void> {
       const model = await openModel(opts);
       try {
         const ix = HybridIndex.load(opts.index, { model });
-        const encoded = await model.encode([query], { colbert: !!ix.colbert, maxLength: Math.min(512, model.modelMaxLength) });
+        const encoded = await model.encode([query], { colbert: !!ix.colbert, maxLength: queryLength(model.modelMaxLength) });
         const hits = ix.search(encoded.row(0), { k: opts.k, weights: opts.weights });
         process.stdout.write(opts.json ? `${JSON.stringify({ query, hits }, null, 2)}\n` : formatHits(hits, (id) => String(id)));
       } finally {
@@ -368,7 +358,7 @@ async function main(argv: string[]): Promise<void> {
     .option('-p, --port <n>', 'port (0 picks a free one)', nonNegativeInt, 8080)
     .option('--no-batching', 'encode each request alone instead of coalescing concurrent requests')
     .option('--max-wait-ms <ms>', 'how long a request may wait for others to batch with', nonNegativeNumber, 2)
-    .option('--max-batch-tokens <n>', 'tokens per coalesced batch', positiveInt, 16384)
+    .option('--max-batch-tokens <n>', 'tokens per coalesced batch', positiveInt, DEFAULT_MAX_BATCH_TOKENS)
     .option('--max-queue <n>', 'requests waiting before 503s', positiveInt, 1024)
     .option('--max-queue-tokens <n>', 'tokens waiting before 503s (default 8 x --max-batch-tokens)', positiveInt)
     .option('--max-texts <n>', 'texts per request', positiveInt, 256)
@@ -504,7 +494,7 @@ async function main(argv: string[]): Promise<void> {
         const passages = [...new Set(rows.flatMap((r) => [...r.pos, ...(r.neg ?? [])]))];
         const ix = HybridIndex.create({ dim: model.dim, vocabSize: model.info().vocabSize, colbert: 'f32', model });
         ix.add(passages.map((_, i) => i), await model.encode(passages, { colbert: true }));
-        const queries = await model.encode(rows.map((r) => r.query), { colbert: true, maxLength: Math.min(512, model.modelMaxLength) });
+        const queries = await model.encode(rows.map((r) => r.query), { colbert: true, maxLength: queryLength(model.modelMaxLength) });
         process.stdout.write(`Indexed ${passages.length} passages from ${file}\n`);
         rows.slice(0, 3).forEach((row, i) => {
           process.stdout.write(`\nQuery: ${row.query}\n`);

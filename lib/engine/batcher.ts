@@ -8,9 +8,11 @@
  * with different `maxLength`s share batches, since truncation happens when they are tokenized.
  */
 import { EventEmitter } from 'node:events';
-import { M3Error, inputError } from '../base/errors';
+import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS } from '../base/defaults';
+import { M3Error, abortedError, inputError } from '../base/errors';
+import { checkOptions, checkSignal, optionalInteger, optionalNumber } from '../base/validate';
 import type { BGEM3 } from './model';
-import type { EncodeOutput } from './outputs';
+import { checkOutputs, outputsOf, type EncodeOutput } from './outputs';
 import type { TokenizedBatch } from './tokenizer';
 
 /** Options of {@link Batcher}. */
@@ -112,28 +114,9 @@ interface Batch {
   controller: AbortController;
 }
 
-const DENSE = 1;
-const SPARSE = 2;
-const COLBERT = 4;
 const RATE_WINDOW_MS = 10_000;
-
-function option(value: unknown, what: string, fallback: number, min: number, max = 2 ** 31): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max || (what !== 'maxWaitMs' && !Number.isInteger(value))) {
-    throw inputError(what === 'maxWaitMs' ? `a number in [${min}, ${max}]` : `an integer in [${min}, ${max}]`, what, value);
-  }
-  return value;
-}
-
-function flag(value: unknown, what: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw inputError('a boolean', what, value);
-  return value;
-}
-
-function aborted(): M3Error {
-  return new M3Error('ERR_ABORTED', 'encode was aborted by its AbortSignal');
-}
+/** The largest count or size setting. */
+const MAX_SETTING = 2 ** 31;
 
 /**
  * Coalesces concurrent {@link Batcher.encode} calls into batches for one model. Events:
@@ -168,15 +151,15 @@ export class Batcher extends EventEmitter {
     if (!model || typeof (model as { encodeTokens?: unknown }).encodeTokens !== 'function') {
       throw inputError('a loaded BGEM3 model', 'model', model);
     }
-    if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
-    this.maxBatchTokens = option(options.maxBatchTokens, 'maxBatchTokens', 16384, 1);
-    this.maxBatchTexts = option(options.maxBatchTexts, 'maxBatchTexts', 256, 1);
-    this.maxWaitMs = option(options.maxWaitMs, 'maxWaitMs', 2, 0, 60_000);
-    this.maxQueue = option(options.maxQueue, 'maxQueue', 1024, 1);
-    this.maxQueueTokens = option(options.maxQueueTokens, 'maxQueueTokens', 8 * this.maxBatchTokens, 1);
-    this.maxInFlight = option(options.maxInFlight, 'maxInFlight', 1, 1, 64);
-    this.batchSize = option(options.batchSize, 'batchSize', 32, 1);
-    this.runBatchTokens = option(options.runBatchTokens, 'runBatchTokens', 16384, 2);
+    checkOptions(options);
+    this.maxBatchTokens = optionalInteger(options.maxBatchTokens, 'maxBatchTokens', DEFAULT_MAX_BATCH_TOKENS, 1, MAX_SETTING);
+    this.maxBatchTexts = optionalInteger(options.maxBatchTexts, 'maxBatchTexts', 256, 1, MAX_SETTING);
+    this.maxWaitMs = optionalNumber(options.maxWaitMs, 'maxWaitMs', 2, 0, 60_000);
+    this.maxQueue = optionalInteger(options.maxQueue, 'maxQueue', 1024, 1, MAX_SETTING);
+    this.maxQueueTokens = optionalInteger(options.maxQueueTokens, 'maxQueueTokens', 8 * this.maxBatchTokens, 1, MAX_SETTING);
+    this.maxInFlight = optionalInteger(options.maxInFlight, 'maxInFlight', 1, 1, 64);
+    this.batchSize = optionalInteger(options.batchSize, 'batchSize', DEFAULT_BATCH_SIZE, 1, MAX_SETTING);
+    this.runBatchTokens = optionalInteger(options.runBatchTokens, 'runBatchTokens', DEFAULT_MAX_BATCH_TOKENS, 2, MAX_SETTING);
   }
 
   /**
@@ -185,17 +168,11 @@ export class Batcher extends EventEmitter {
    * `signal` fires first, ERR_DISPOSED after close().
    */
   async encode(texts: string | readonly string[], options: BatcherEncodeOptions = {}): Promise<EncodeOutput> {
-    if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
-    const dense = flag(options.dense, 'dense', true);
-    const sparse = flag(options.sparse, 'sparse', true);
-    const colbert = flag(options.colbert, 'colbert', false);
-    if (!dense && !sparse && !colbert) {
-      throw new M3Error('ERR_INPUT', 'encode: all of dense, sparse and colbert are false; request at least one output');
-    }
-    const signal = options.signal;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw inputError('an AbortSignal', 'signal', signal);
+    checkOptions(options);
+    const flags = checkOutputs(options);
+    const signal = checkSignal(options.signal);
     this.checkOpen();
-    if (signal?.aborted) throw aborted();
+    if (signal?.aborted) throw abortedError();
     if (this.queue.length + this.tokenizing >= this.maxQueue) throw this.queueFull(`${this.maxQueue} requests are waiting`);
 
     // A request being tokenized when close() is called is still answered: close() waits for it.
@@ -211,16 +188,15 @@ export class Batcher extends EventEmitter {
     this.tokenizing--;
     const count = tokens.offsets.length - 1;
     const tokenCount = tokens.ids.length;
-    const flags = (dense ? DENSE : 0) | (sparse ? SPARSE : 0) | (colbert ? COLBERT : 0);
     // Each early exit below leaves nothing queued, so a pending close() may now be done.
     if (signal?.aborted) {
       this.totals.aborted++;
       this.checkIdle();
-      throw aborted();
+      throw abortedError();
     }
     if (count === 0) {
       this.checkIdle();
-      return this.model.encodeTokens(tokens, { dense, sparse, colbert });
+      return this.model.encodeTokens(tokens, outputsOf(flags));
     }
     // A request larger than the whole token allowance is still taken when nothing else waits.
     if (this.queue.length > 0 && this.queuedTokens + tokenCount > this.maxQueueTokens) {
@@ -373,7 +349,7 @@ export class Batcher extends EventEmitter {
       this.checkIdle();
     };
     this.model.encodeTokens({ ids, offsets }, {
-      dense: (flags & DENSE) !== 0, sparse: (flags & SPARSE) !== 0, colbert: (flags & COLBERT) !== 0,
+      ...outputsOf(flags),
       batchSize: this.batchSize, maxBatchTokens: this.runBatchTokens, signal: batch.controller.signal,
     }).then((out) => {
       let first = 0;
@@ -410,7 +386,7 @@ export class Batcher extends EventEmitter {
       this.queuedTexts -= r.count;
       this.queuedTokens -= r.tokenCount;
     }
-    this.settle(r, () => r.reject(aborted()));
+    this.settle(r, () => r.reject(abortedError()));
     this.checkIdle();
   }
 }

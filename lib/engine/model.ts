@@ -4,12 +4,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { M3Error, describe, fromNative, inputError } from '../base/errors';
-import { ENCODE_COLBERT, ENCODE_DENSE, ENCODE_HIDDEN, ENCODE_SPARSE, native, type NativeEncoder, type NativeModelInfo } from '../addon/native';
+import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_LENGTH, passageLength, queryLength } from '../base/defaults';
+import { M3Error, abortedError, describe, fromNative, inputError } from '../base/errors';
+import { checkBoolean, checkChoice, checkInteger, checkNonEmptyString, checkOptions, checkSignal, optionalInteger } from '../base/validate';
+import { native, type NativeEncoder, type NativeModelInfo } from '../addon/native';
 import { planBatches, type BatchLimits } from './batching';
 import { describeFileKind, readRegularFile, regularFileStats } from '../base/files';
 import { SCORE_WEIGHTS, checkWeights } from '../scoring/fusion';
-import { EncodeOutput, type SparseRow } from './outputs';
+import { EncodeOutput, OUTPUT_HIDDEN, checkOutputs, outputsOf, type SparseRow } from './outputs';
 import { pairScores, type PairScores } from '../scoring/scores';
 import { CLS_ID, EOS_ID, M3Tokenizer, findTokenizerFile, type TokenizedBatch } from './tokenizer';
 
@@ -133,20 +135,10 @@ export interface ModelInfo extends NativeModelInfo {
   attentionHeads: number;
 }
 
-const DEFAULT_MAX_LENGTH = 8192;
-const DEFAULT_BATCH_SIZE = 32;
-const DEFAULT_MAX_BATCH_TOKENS = 16384;
 /** Default maxAttentionBytes by device: cache-sized batches on the CPU, large ones on a GPU. */
 const DEFAULT_MAX_ATTENTION_BYTES = { cpu: 16 * 2 ** 20, cuda: 2 ** 30 } as const;
 /** BGE-M3's (XLM-RoBERTa large's) attention heads, for a model directory without config.json. */
 const DEFAULT_ATTENTION_HEADS = 16;
-
-function checkInteger(value: unknown, what: string, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw inputError(`an integer in [${min}, ${max}]`, what, value);
-  }
-  return value;
-}
 
 /** A truncation length: an integer >= 2 (room for <s> and </s>) within the model's positions. */
 function checkLength(value: unknown, what: string, modelMaxLength: number): number {
@@ -155,22 +147,6 @@ function checkLength(value: unknown, what: string, modelMaxLength: number): numb
       `(config.json max_position_embeddings); pass at most ${modelMaxLength}`);
   }
   return checkInteger(value, what, 2, modelMaxLength);
-}
-
-function checkBoolean(value: unknown, what: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw inputError('a boolean', what, value);
-  return value;
-}
-
-function checkSignal(signal: unknown): AbortSignal | undefined {
-  if (signal === undefined) return undefined;
-  if (!(signal instanceof AbortSignal)) throw inputError('an AbortSignal', 'signal', signal);
-  return signal;
-}
-
-function abortedError(): M3Error {
-  return new M3Error('ERR_ABORTED', 'encode was aborted by its AbortSignal');
 }
 
 /** Usable positions from config.json: max_position_embeddings minus the padding offset. */
@@ -280,9 +256,8 @@ function normalizeTexts(texts: unknown): string[] {
 
 /** Checked encode options, as the native run takes them. */
 interface RunOptions {
-  dense: boolean;
-  sparse: boolean;
-  colbert: boolean;
+  /** The outputs, as bits (OUTPUT_DENSE, ...). */
+  flags: number;
   limits: BatchLimits;
   signal?: AbortSignal;
 }
@@ -349,8 +324,8 @@ export class BGEM3 {
    */
   static async load(dir: string, options: LoadOptions = {}): Promise<BGEM3> {
     const callerStack = new Error().stack;
-    if (typeof dir !== 'string' || dir.length === 0) throw inputError('a model directory path', 'dir', dir);
-    if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+    checkNonEmptyString(dir, 'dir', 'a model directory path');
+    checkOptions(options);
     const abs = path.resolve(dir);
     const dirStats = fs.statSync(abs, { throwIfNoEntry: false });
     if (dirStats && !dirStats.isDirectory()) {
@@ -361,8 +336,7 @@ export class BGEM3 {
       throw new M3Error('ERR_MODEL_FILES', `Model directory '${abs}' does not exist. Download BAAI/bge-m3 ` +
         '(e.g. huggingface-cli download BAAI/bge-m3 --local-dir DIR) and pass DIR.');
     }
-    const device = options.device ?? 'cpu';
-    if (device !== 'cpu' && device !== 'cuda') throw inputError("'cpu' or 'cuda'", 'device', device);
+    const device = checkChoice(options.device, 'device', ['cpu', 'cuda'] as const, 'cpu');
     if (options.threads !== undefined) checkInteger(options.threads, 'threads', 1, 1024);
     if (options.interOpThreads !== undefined) checkInteger(options.interOpThreads, 'interOpThreads', 1, 1024);
     if (options.concurrency !== undefined) checkInteger(options.concurrency, 'concurrency', 1, 64);
@@ -371,25 +345,22 @@ export class BGEM3 {
       checkInteger(options.gpuMemLimit, 'gpuMemLimit', 1 << 20, Number.MAX_SAFE_INTEGER);
       if (device !== 'cuda') throw new M3Error('ERR_INPUT', "gpuMemLimit limits the GPU arena of device 'cuda'; pass device: 'cuda' or drop it");
     }
-    const levels = ['disabled', 'basic', 'extended', 'all'];
-    if (options.graphOptimization !== undefined && !levels.includes(options.graphOptimization)) {
-      throw inputError(levels.map((l) => `'${l}'`).join(', '), 'graphOptimization', options.graphOptimization);
+    if (options.graphOptimization !== undefined) {
+      checkChoice(options.graphOptimization, 'graphOptimization', ['disabled', 'basic', 'extended', 'all'] as const);
     }
     if (options.onnxFile !== undefined && typeof options.onnxFile !== 'string') throw inputError('a path', 'onnxFile', options.onnxFile);
     const memoryArena = checkBoolean(options.memoryArena, 'memoryArena', true);
-    const releaseMemoryAfterMs = options.releaseMemoryAfterMs === undefined
-      ? 1000 : checkInteger(options.releaseMemoryAfterMs, 'releaseMemoryAfterMs', 0, 2 ** 31 - 1);
+    const releaseMemoryAfterMs = optionalInteger(options.releaseMemoryAfterMs, 'releaseMemoryAfterMs', 1000, 0, 2 ** 31 - 1);
     const allowSpinning = checkBoolean(options.allowSpinning, 'allowSpinning', false);
     const fusedAttention = checkBoolean(options.fusedAttention, 'fusedAttention', true);
-    const precision = options.precision ?? 'fp32';
-    if (precision !== 'fp32' && precision !== 'bf16') throw inputError("'fp32' or 'bf16'", 'precision', precision);
+    const precision = checkChoice(options.precision, 'precision', ['fp32', 'bf16'] as const, 'fp32');
 
     checkModelEntries(abs);
     const config = readModelConfig(abs);
     const modelMaxLength = readModelMaxLength(abs, config);
     const attentionHeads = readAttentionHeads(abs, config);
     const maxLength = options.maxLength === undefined
-      ? Math.min(DEFAULT_MAX_LENGTH, modelMaxLength)
+      ? passageLength(modelMaxLength)
       : checkLength(options.maxLength, 'maxLength', modelMaxLength);
     const tokenizer = await M3Tokenizer.load(findTokenizerFile(abs));
     checkVocabulary(abs, config, tokenizer.vocabSize);
@@ -426,7 +397,7 @@ export class BGEM3 {
   async encode(texts: string | readonly string[], options: EncodeOptions = {}): Promise<EncodeOutput> {
     const callerStack = new Error().stack;
     this.checkUsable();
-    if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+    checkOptions(options);
     const list = normalizeTexts(texts);
     const run = this.runOptions(options);
     const maxLength = options.maxLength === undefined ? this.maxLength : checkLength(options.maxLength, 'maxLength', this.modelMaxLength);
@@ -446,7 +417,7 @@ export class BGEM3 {
   async encodeTokens(tokens: TokenizedBatch, options: Omit<EncodeOptions, 'maxLength' | 'truncate'> = {}): Promise<EncodeOutput> {
     const callerStack = new Error().stack;
     this.checkUsable();
-    if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+    checkOptions(options);
     checkTokens(tokens, this.tokenizer.vocabSize, this.modelMaxLength);
     const run = this.runOptions(options);
     if (run.signal?.aborted) throw abortedError();
@@ -479,7 +450,7 @@ export class BGEM3 {
     const onAbort = () => this.encoder.cancel(jobId);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const raw = await this.tracked(this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, ENCODE_HIDDEN, jobId));
+      const raw = await this.tracked(this.encoder.encode(tokens.ids, tokens.offsets, plan.order, plan.batchEnds, OUTPUT_HIDDEN, jobId));
       if (signal?.aborted) throw abortedError();
       return { hidden: this.nativeInfo.hidden, rows: raw.hidden };
     } catch (err) {
@@ -492,25 +463,20 @@ export class BGEM3 {
 
   /** Encode's output and batching options, checked. */
   private runOptions(options: Omit<EncodeOptions, 'maxLength' | 'truncate'>): RunOptions {
-    const dense = checkBoolean(options.dense, 'dense', true);
-    const sparse = checkBoolean(options.sparse, 'sparse', true);
-    const colbert = checkBoolean(options.colbert, 'colbert', false);
-    if (!dense && !sparse && !colbert) {
-      throw new M3Error('ERR_INPUT', 'encode: all of dense, sparse and colbert are false; request at least one output');
-    }
-    const batchSize = options.batchSize === undefined ? DEFAULT_BATCH_SIZE : checkInteger(options.batchSize, 'batchSize', 1, 1 << 20);
-    const maxBatchTokens = options.maxBatchTokens === undefined
-      ? DEFAULT_MAX_BATCH_TOKENS : checkInteger(options.maxBatchTokens, 'maxBatchTokens', 2, 1 << 30);
-    const maxAttentionBytes = options.maxAttentionBytes === undefined
-      ? DEFAULT_MAX_ATTENTION_BYTES[this.device] : checkInteger(options.maxAttentionBytes, 'maxAttentionBytes', 1 << 20, Number.MAX_SAFE_INTEGER);
+    const flags = checkOutputs(options);
+    const batchSize = optionalInteger(options.batchSize, 'batchSize', DEFAULT_BATCH_SIZE, 1, 1 << 20);
+    const maxBatchTokens = optionalInteger(options.maxBatchTokens, 'maxBatchTokens', DEFAULT_MAX_BATCH_TOKENS, 2, 1 << 30);
+    const maxAttentionBytes = optionalInteger(options.maxAttentionBytes, 'maxAttentionBytes', DEFAULT_MAX_ATTENTION_BYTES[this.device],
+      1 << 20, Number.MAX_SAFE_INTEGER);
     // fp32 scores: 4 bytes a cell, one cell per head.
     const maxAttentionCells = Math.floor(maxAttentionBytes / (4 * this.attentionHeads));
-    return { dense, sparse, colbert, limits: { batchSize, maxBatchTokens, maxAttentionCells }, signal: checkSignal(options.signal) };
+    return { flags, limits: { batchSize, maxBatchTokens, maxAttentionCells }, signal: checkSignal(options.signal) };
   }
 
   /** Runs tokenized texts through the native encoder in length-sorted batches. */
   private async run(tokens: TokenizedBatch, options: RunOptions, callerStack: string | undefined): Promise<EncodeOutput> {
-    const { dense, sparse, colbert, signal } = options;
+    const { flags, signal } = options;
+    const { dense, sparse, colbert } = outputsOf(flags);
     this.checkUsable();
     const count = tokens.offsets.length - 1;
     if (count === 0) {
@@ -522,7 +488,6 @@ export class BGEM3 {
     const lengths = new Uint32Array(count);
     for (let i = 0; i < count; i++) lengths[i] = tokens.offsets[i + 1] - tokens.offsets[i];
     const plan = planBatches(lengths, options.limits);
-    const flags = (dense ? ENCODE_DENSE : 0) | (sparse ? ENCODE_SPARSE : 0) | (colbert ? ENCODE_COLBERT : 0);
     const jobId = this.nextJob++;
     const onAbort = () => this.encoder.cancel(jobId);
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -568,9 +533,9 @@ export class BGEM3 {
     });
     const weights = checkWeights(options.weights ?? SCORE_WEIGHTS, 'weights', { denseOrSparse: true });
     const maxQueryLength = options.maxQueryLength === undefined
-      ? Math.min(512, this.modelMaxLength) : checkLength(options.maxQueryLength, 'maxQueryLength', this.modelMaxLength);
+      ? queryLength(this.modelMaxLength) : checkLength(options.maxQueryLength, 'maxQueryLength', this.modelMaxLength);
     const maxPassageLength = options.maxPassageLength === undefined
-      ? Math.min(DEFAULT_MAX_LENGTH, this.modelMaxLength) : checkLength(options.maxPassageLength, 'maxPassageLength', this.modelMaxLength);
+      ? passageLength(this.modelMaxLength) : checkLength(options.maxPassageLength, 'maxPassageLength', this.modelMaxLength);
     const common = { dense: true, sparse: true, colbert: true, batchSize: options.batchSize, maxBatchTokens: options.maxBatchTokens,
       maxAttentionBytes: options.maxAttentionBytes, signal: options.signal };
     const queries = await this.encode(list.map((p) => p[0]), { ...common, maxLength: maxQueryLength });

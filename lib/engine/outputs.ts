@@ -28,8 +28,51 @@ export interface EncodeRow {
 }
 
 import type { EncodeStats } from '../addon/native';
+import { M3Error } from '../base/errors';
+import { checkBoolean } from '../base/validate';
 
 export type { EncodeStats };
+
+/**
+ * The outputs of an encode as bits: the native encoder's flags, the batcher's grouping key and the
+ * binary layout's section flags (lib/serve/wire.ts) are these. OUTPUT_HIDDEN asks the native
+ * encoder for last_hidden_state instead (fine-tuning's cache).
+ */
+export const OUTPUT_DENSE = 1;
+export const OUTPUT_SPARSE = 2;
+export const OUTPUT_COLBERT = 4;
+export const OUTPUT_HIDDEN = 8;
+
+/** Which of the three outputs an encode computes. */
+export interface OutputChoice {
+  dense: boolean;
+  sparse: boolean;
+  colbert: boolean;
+}
+
+/** The bits of an output choice. */
+export function outputFlags(choice: OutputChoice): number {
+  return (choice.dense ? OUTPUT_DENSE : 0) | (choice.sparse ? OUTPUT_SPARSE : 0) | (choice.colbert ? OUTPUT_COLBERT : 0);
+}
+
+/** The output choice of some bits. */
+export function outputsOf(flags: number): OutputChoice {
+  return { dense: (flags & OUTPUT_DENSE) !== 0, sparse: (flags & OUTPUT_SPARSE) !== 0, colbert: (flags & OUTPUT_COLBERT) !== 0 };
+}
+
+/**
+ * The `dense`, `sparse` and `colbert` options of an encode, checked (defaults: dense and sparse),
+ * as bits; at least one must be requested.
+ */
+export function checkOutputs(options: { dense?: unknown; sparse?: unknown; colbert?: unknown }): number {
+  const flags = outputFlags({
+    dense: checkBoolean(options.dense, 'dense', true),
+    sparse: checkBoolean(options.sparse, 'sparse', true),
+    colbert: checkBoolean(options.colbert, 'colbert', false),
+  });
+  if (flags === 0) throw new M3Error('ERR_INPUT', 'encode: all of dense, sparse and colbert are false; request at least one output');
+  return flags;
+}
 
 /** The result of `encode`: only the requested outputs are present. */
 export class EncodeOutput {

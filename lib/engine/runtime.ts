@@ -1,6 +1,6 @@
 /** Facts about the runtime: ONNX Runtime version and providers, CPU features, the demo model. */
 import * as path from 'node:path';
-import { inputError } from '../base/errors';
+import { checkChoice } from '../base/validate';
 import { native, PACKAGE_ROOT, type IsaTierName, type NativeCapabilities } from '../addon/native';
 
 /** The tiny random-weight model shipped with the package (for demos and tests only). */
@@ -51,6 +51,5 @@ export function capabilities(): NativeCapabilities {
  * the tier now in use. The environment variable BGE_M3_ISA does the same at startup.
  */
 export function setIsa(tier: IsaTierName): IsaTierName {
-  if (tier !== 'serial' && tier !== 'avx2' && tier !== 'avx512') throw inputError("'serial', 'avx2' or 'avx512'", 'tier', tier);
-  return native().setIsa(tier);
+  return native().setIsa(checkChoice(tier, 'tier', ['serial', 'avx2', 'avx512'] as const));
 }

@@ -9,7 +9,8 @@ import { M3Error, fromNative, inputError } from '../base/errors';
 import { SEARCH_WEIGHTS, checkWeights } from '../scoring/fusion';
 import { native, type NativeHybridIndex } from '../addon/native';
 import type { EncodeOutput, EncodeRow } from '../engine/outputs';
-import { BGE_M3_VOCAB_SIZE } from '../scoring/lexical';
+import { BGE_M3_VOCAB_SIZE } from '../base/defaults';
+import { checkChoice, checkInteger, checkNonEmptyString, checkOptions, optionalInteger } from '../base/validate';
 import { pathOfOpenFile } from '../base/files';
 import { loadIndex, saveIndex, verifyGraph, type GraphRef, type ModelIdentity } from './index_store';
 
@@ -92,12 +93,8 @@ export interface SearchHit {
   colbert: number;
 }
 
-function checkCount(value: unknown, what: string, min: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > 2 ** 31) {
-    throw inputError(`an integer >= ${min}`, what, value);
-  }
-  return value;
-}
+/** The largest count a search option takes. */
+const MAX_COUNT = 2 ** 31;
 
 /** Largest vocabulary an index accepts (the inverted index keeps a list per token id). */
 const MAX_VOCAB = 1 << 24;
@@ -129,21 +126,15 @@ export class HybridIndex {
 
   /** Creates an empty index. */
   static create(options: HybridIndexOptions): HybridIndex {
-    if (!options || typeof options !== 'object') throw inputError('{ dim, vocabSize?, colbert? }', 'options', options);
-    const dim = checkCount(options.dim, 'dim', 1);
-    const vocabSize = checkCount(options.vocabSize ?? BGE_M3_VOCAB_SIZE, 'vocabSize', 1);
-    if (vocabSize > MAX_VOCAB) throw inputError(`an integer in [1, ${MAX_VOCAB}]`, 'vocabSize', vocabSize);
-    if (dim > 65536) throw inputError('an integer in [1, 65536]', 'dim', dim);
-    const colbert = options.colbert ?? false;
-    if (colbert !== false && colbert !== 'f32' && colbert !== 'bf16' && colbert !== 'i8') {
-      throw inputError("false, 'f32', 'bf16' or 'i8'", 'colbert', colbert);
-    }
+    checkOptions(options, '{ dim, vocabSize?, colbert? }');
+    const dim = checkInteger(options.dim, 'dim', 1, 65536);
+    const vocabSize = optionalInteger(options.vocabSize, 'vocabSize', BGE_M3_VOCAB_SIZE, 1, MAX_VOCAB);
+    const colbert = checkChoice(options.colbert, 'colbert', [false, 'f32', 'bf16', 'i8'] as const, false);
     const model = options.model === undefined ? undefined : identityOf(options.model);
     if (model && (model.dim !== dim || model.vocabSize !== vocabSize)) {
       throw new M3Error('ERR_INPUT', `the model has dim ${model.dim} and ${model.vocabSize} token ids but the index was given dim ${dim} and vocabSize ${vocabSize}`);
     }
-    const dense = options.dense ?? 'exact';
-    if (dense !== 'exact' && dense !== 'hnsw') throw inputError("'exact' or 'hnsw'", 'dense', dense);
+    const dense = checkChoice(options.dense, 'dense', ['exact', 'hnsw'] as const, 'exact');
     return new HybridIndex(new (native().HybridIndexNative)(dim, vocabSize, colbert || null), dim, vocabSize, colbert, model,
       dense === 'hnsw' ? createHnsw(dim) : undefined);
   }
@@ -159,7 +150,7 @@ export class HybridIndex {
    * problem. With `model`, an index built with a different model fails with ERR_MODEL_LAYOUT.
    */
   static load(dir: string, options: { model?: ModelLike; dense?: 'exact' | 'hnsw' } = {}): HybridIndex {
-    if (typeof dir !== 'string' || dir.length === 0) throw inputError('an index directory', 'dir', dir);
+    checkNonEmptyString(dir, 'dir', 'an index directory');
     const { meta, ids, state, segment, graph, graphProblem } = loadIndex(dir);
     if (options.model !== undefined) {
       const want = identityOf(options.model);
@@ -197,7 +188,7 @@ export class HybridIndex {
 
   /** Writes the index to `dir` atomically: a crash at any moment leaves the old index or the new one. */
   save(dir: string): void {
-    if (typeof dir !== 'string' || dir.length === 0) throw inputError('an index directory', 'dir', dir);
+    checkNonEmptyString(dir, 'dir', 'an index directory');
     this.compact();
     const ids = this.idOfSlot.slice(0, this.slotOf.size);
     const hnsw = this.hnsw;
@@ -361,8 +352,8 @@ export class HybridIndex {
   }
 
   private params(options: SearchOptions) {
-    if (!options || typeof options !== 'object') throw inputError('an options object', 'options', options);
-    const k = checkCount(options.k ?? 10, 'k', 1);
+    checkOptions(options);
+    const k = optionalInteger(options.k, 'k', 10, 1, MAX_COUNT);
     const weights = checkWeights(options.weights ?? SEARCH_WEIGHTS, 'weights', { colbert: !!this.colbert });
     const routes = options.routes ?? ['dense', 'sparse'];
     if (!Array.isArray(routes) || routes.length === 0 || routes.some((r) => r !== 'dense' && r !== 'sparse')) {
@@ -371,11 +362,11 @@ export class HybridIndex {
     return {
       k, wDense: weights[0], wSparse: weights[1], wColbert: weights[2],
       // Each route recalls at least k candidates, so k results come back whenever they exist.
-      denseCandidates: Math.max(k, checkCount(options.denseCandidates ?? 200, 'denseCandidates', 1)),
-      sparseCandidates: Math.max(k, checkCount(options.sparseCandidates ?? 200, 'sparseCandidates', 1)),
+      denseCandidates: Math.max(k, optionalInteger(options.denseCandidates, 'denseCandidates', 200, 1, MAX_COUNT)),
+      sparseCandidates: Math.max(k, optionalInteger(options.sparseCandidates, 'sparseCandidates', 200, 1, MAX_COUNT)),
       denseRoute: routes.includes('dense'), sparseRoute: routes.includes('sparse'),
       exhaustive: options.exhaustive === undefined ? false : !!options.exhaustive,
-      threads: Math.min(checkCount(options.threads ?? 1, 'threads', 1), 1024),
+      threads: Math.min(optionalInteger(options.threads, 'threads', 1, 1, MAX_COUNT), 1024),
     };
   }
 

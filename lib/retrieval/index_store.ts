@@ -24,7 +24,7 @@ import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { M3Error, describe, fromNative } from '../base/errors';
-import { describeFileKind, openRegularFile, readRegularFile, regularFileStats } from '../base/files';
+import { describeFileKind, fsyncFile, openRegularFile, readRegularFile, regularFileStats, replaceFileSynced, writeFileSynced } from '../base/files';
 import { scanHnswGraphFile, type HnswGraphExpectation } from './hnsw_graph_check';
 import { native } from '../addon/native';
 import type { NativeIndexState } from '../addon/native';
@@ -76,29 +76,6 @@ function bytesOf(view: ArrayBufferView): Buffer {
   return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
 }
 
-/** Writes a new file under a fresh name: 'wx' fails rather than open whatever might be there (a FIFO would block). */
-function writeFileSynced(file: string, chunks: Buffer[]): void {
-  const fd = fs.openSync(file, 'wx');
-  try {
-    for (const chunk of chunks) {
-      let done = 0;
-      while (done < chunk.length) done += fs.writeSync(fd, chunk, done, chunk.length - done);
-    }
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function fsyncDirectory(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 /**
  * Writes an index directory atomically (see the file comment); saves to one directory take turns.
  * `graph` writes the HNSW graph, for an index with the approximate dense route.
@@ -116,15 +93,6 @@ function fileChecksum(file: string): { bytes: number; crc32: number } {
     let bytes = 0;
     for (let n; (n = fs.readSync(fd, piece, 0, piece.length, bytes)) > 0; bytes += n) crc = zlib.crc32(piece.subarray(0, n), crc);
     return { bytes, crc32: crc };
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function fsyncFile(file: string): void {
-  const { fd } = openRegularFile(file, ROLE, { readWrite: true });
-  try {
-    fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
@@ -159,7 +127,7 @@ function writeSegmentAndManifest(dir: string, meta: IndexMeta, ids: unknown[], s
   if (writeGraph) {
     const file = `graph-${generation}.usearch`;
     writeGraph(path.join(dir, file));
-    fsyncFile(path.join(dir, file));
+    fsyncFile(path.join(dir, file), ROLE);
     graph = { file, ...fileChecksum(path.join(dir, file)) };
   }
   const previous = currentManifest(dir);
@@ -168,10 +136,7 @@ function writeSegmentAndManifest(dir: string, meta: IndexMeta, ids: unknown[], s
     previous: typeof previous?.segment === 'string' ? previous.segment : undefined,
     previousGraph: typeof previous?.graph?.file === 'string' ? previous.graph.file : undefined,
   };
-  const tmp = path.join(dir, `${MANIFEST}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
-  writeFileSynced(tmp, [Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]);
-  fs.renameSync(tmp, path.join(dir, MANIFEST));
-  fsyncDirectory(dir);
+  replaceFileSynced(path.join(dir, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
   // The previous generation stays for readers that read the old MANIFEST just before the swap.
   const keep = new Set([segment, manifest.previous, graph?.file, manifest.previousGraph]);
   for (const name of fs.readdirSync(dir)) {

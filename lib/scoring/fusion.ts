@@ -8,7 +8,8 @@
  * so the weights are scaled to a largest of 1 once, when checked: no product or sum of them can
  * then overflow, and tiny weights (down to subnormals) keep their proportions.
  */
-import { M3Error, inputError } from '../base/errors';
+import { M3Error } from '../base/errors';
+import { checkWeightTriple } from '../base/validate';
 
 /** [dense, sparse, colbert] weights. */
 export type FusionWeights = readonly [number, number, number];
@@ -35,10 +36,7 @@ export interface WeightNeeds {
  * combinations have a denominator) and returns them scaled so that the largest is 1.
  */
 export function checkWeights(weights: unknown, what = 'weights', needs: WeightNeeds = {}): [number, number, number] {
-  if (!Array.isArray(weights) || weights.length !== 3 || weights.some((w) => typeof w !== 'number' || !Number.isFinite(w) || w < 0)) {
-    throw inputError('three finite non-negative numbers [dense, sparse, colbert]', what, weights);
-  }
-  const [d, s, c] = weights as number[];
+  const [d, s, c] = checkWeightTriple(weights, what, '[dense, sparse, colbert]');
   const counted = needs.colbert === false ? [d, s] : [d, s, c];
   const largest = Math.max(...counted);
   if (largest === 0) {

@@ -5,12 +5,11 @@
  * queries are intersected with each document instead). score = the sum over ids present in both rows
  * of w_query * w_doc, as {@link lexicalScore} computes for one pair.
  */
+import { BGE_M3_VOCAB_SIZE } from '../base/defaults';
 import { fromNative, inputError } from '../base/errors';
+import { checkChoice, checkOptions, optionalInteger } from '../base/validate';
 import { native, type IsaTierName } from '../addon/native';
 import type { SparseRow, SparseVectors } from '../engine/outputs';
-
-/** BGE-M3's vocabulary size (XLM-RoBERTa's 250,002 tokens): the default bound on sparse ids. */
-export const BGE_M3_VOCAB_SIZE = 250002;
 
 /** The largest vocabSize accepted (ids are looked up with signed 32-bit indices). */
 const MAX_VOCAB_SIZE = 2 ** 31;
@@ -34,7 +33,7 @@ export interface LexicalScoresOptions {
  */
 export type LexicalKernel = IsaTierName | 'avx512-gather' | 'merge';
 
-const KERNELS: readonly string[] = ['serial', 'avx2', 'avx512', 'avx512-gather', 'merge'];
+const KERNELS: readonly LexicalKernel[] = ['serial', 'avx2', 'avx512', 'avx512-gather', 'merge'];
 
 interface PreparedCall {
   query: SparseRow;
@@ -44,7 +43,7 @@ interface PreparedCall {
 }
 
 function prepare(query: SparseRow, docs: SparseVectors, options: LexicalScoresOptions): PreparedCall {
-  if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+  checkOptions(options);
   if (!query || typeof query !== 'object' || !(query.ids instanceof Uint32Array) || !(query.weights instanceof Float32Array)) {
     throw inputError('{ ids: Uint32Array, weights: Float32Array } (a row of encode().sparse)', 'query', query);
   }
@@ -59,13 +58,8 @@ function prepare(query: SparseRow, docs: SparseVectors, options: LexicalScoresOp
   if (docs.ids.length !== docs.weights.length) {
     throw inputError(`a Float32Array of length ${docs.ids.length} (as docs.ids)`, 'docs.weights', docs.weights);
   }
-  const { threads = 1, vocabSize = BGE_M3_VOCAB_SIZE } = options;
-  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 256) {
-    throw inputError('an integer from 1 to 256', 'threads', threads);
-  }
-  if (typeof vocabSize !== 'number' || !Number.isInteger(vocabSize) || vocabSize < 1 || vocabSize > MAX_VOCAB_SIZE) {
-    throw inputError(`an integer from 1 to ${MAX_VOCAB_SIZE}`, 'vocabSize', vocabSize);
-  }
+  const threads = optionalInteger(options.threads, 'threads', 1, 1, 256);
+  const vocabSize = optionalInteger(options.vocabSize, 'vocabSize', BGE_M3_VOCAB_SIZE, 1, MAX_VOCAB_SIZE);
   return { query, docs, threads, vocabSize };
 }
 
@@ -96,10 +90,7 @@ export async function lexicalScores(query: SparseRow, docs: SparseVectors, optio
 export function lexicalScoresSync(query: SparseRow, docs: SparseVectors,
   options: LexicalScoresOptions & { isa?: LexicalKernel } = {}): Float32Array {
   const c = prepare(query, docs, options);
-  const { isa } = options;
-  if (isa !== undefined && !KERNELS.includes(isa)) {
-    throw inputError("'serial', 'avx2', 'avx512', 'avx512-gather' or 'merge'", 'isa', isa);
-  }
+  const isa = options.isa === undefined ? undefined : checkChoice(options.isa, 'isa', KERNELS);
   try {
     return native().lexicalScoresSync(c.query.ids, c.query.weights, c.docs.offsets, c.docs.ids, c.docs.weights,
       c.vocabSize, c.threads, isa);

@@ -4,6 +4,7 @@
  * with any document vector (FlagEmbedding's ColBERT score).
  */
 import { M3Error, fromNative, inputError } from '../base/errors';
+import { checkChoice, checkInteger, checkOptions, optionalInteger } from '../base/validate';
 import { native, type IsaTierName, type NativeCudaDocs, type NativeCudaInfo, type NativeMultiVectors } from '../addon/native';
 import type { MultiVectors } from '../engine/outputs';
 
@@ -44,17 +45,11 @@ export type MaxSimQuery = Float32Array | MultiVectors;
 
 /** Widest vectors accepted (BGE-M3's are 1024). */
 const MAX_DIM = 65536;
+/** Most threads one call may use. */
+const MAX_THREADS = 256;
 
 const FORMAT_OF_DATA = (data: unknown): VectorFormat | undefined =>
   data instanceof Float32Array ? 'f32' : data instanceof Uint16Array ? 'bf16' : data instanceof Int8Array ? 'i8' : undefined;
-
-function checkThreads(threads: unknown): number {
-  if (threads === undefined) return 1;
-  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 256) {
-    throw inputError('an integer in [1, 256]', 'threads', threads);
-  }
-  return threads;
-}
 
 interface PreparedCall {
   queries: Float32Array;
@@ -76,8 +71,7 @@ function nativeDocs(docs: MaxSimDocuments, options: Pick<MaxSimOptions, 'dim' | 
       "convert the documents with quantize() first");
   }
   const carried = 'dim' in docs ? (docs as QuantizedMultiVectors).dim : undefined;
-  const dim = options.dim ?? carried;
-  if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 1 || dim > MAX_DIM) throw inputError(`an integer in [1, ${MAX_DIM}]`, 'dim', dim);
+  const dim = checkInteger(options.dim ?? carried, 'dim', 1, MAX_DIM);
   if (carried !== undefined && carried !== dim) {
     throw new M3Error('ERR_INPUT', `options.dim ${dim} differs from the documents' dim ${carried}`);
   }
@@ -119,9 +113,9 @@ function nativeQueries(query: MaxSimQuery, dim: number): { queries: Float32Array
 }
 
 function prepare(query: MaxSimQuery, docs: MaxSimDocuments, options: MaxSimOptions): PreparedCall {
-  if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
+  checkOptions(options);
   const docsNative = nativeDocs(docs, options);
-  return { ...nativeQueries(query, docsNative.dim), docs: docsNative, threads: checkThreads(options.threads) };
+  return { ...nativeQueries(query, docsNative.dim), docs: docsNative, threads: optionalInteger(options.threads, 'threads', 1, 1, MAX_THREADS) };
 }
 
 /**
@@ -159,8 +153,8 @@ export function quantize(vectors: MultiVectors, dim: number, format: 'bf16' | 'i
   if (!vectors || !(vectors.data instanceof Float32Array) || !(vectors.offsets instanceof Uint32Array)) {
     throw inputError('{ offsets: Uint32Array, data: Float32Array }', 'vectors', vectors);
   }
-  if (!Number.isInteger(dim) || dim < 1 || dim > MAX_DIM) throw inputError(`an integer in [1, ${MAX_DIM}]`, 'dim', dim);
-  if (format !== 'bf16' && format !== 'i8') throw inputError("'bf16' or 'i8'", 'format', format);
+  checkInteger(dim, 'dim', 1, MAX_DIM);
+  checkChoice(format, 'format', ['bf16', 'i8'] as const);
   const rows = vectors.offsets[vectors.offsets.length - 1] ?? 0;
   if (vectors.data.length !== rows * dim) {
     throw new M3Error('ERR_INPUT', `vectors.data has ${vectors.data.length} values but offsets end at ${rows} rows of dim ${dim}`);
@@ -202,12 +196,10 @@ export class DeviceMultiVectors {
 
   static async upload(docs: MaxSimDocuments, options: DeviceUploadOptions = {}): Promise<DeviceMultiVectors> {
     const callerStack = new Error().stack;
-    if (options === null || typeof options !== 'object') throw inputError('an options object', 'options', options);
-    if (options.device !== undefined && options.device !== 'cuda') throw inputError("'cuda'", 'device', options.device);
-    const deviceId = options.deviceId ?? 0;
-    if (!Number.isInteger(deviceId) || deviceId < 0 || deviceId > 1024) throw inputError('a non-negative integer', 'deviceId', deviceId);
-    const format = options.format ?? 'bf16';
-    if (format !== 'bf16' && format !== 'f32') throw inputError("'bf16' or 'f32'", 'format', format);
+    checkOptions(options);
+    checkChoice(options.device, 'device', ['cuda'] as const, 'cuda');
+    const deviceId = optionalInteger(options.deviceId, 'deviceId', 0, 0, 1024);
+    const format = checkChoice(options.format, 'format', ['bf16', 'f32'] as const, 'bf16');
     const host = nativeDocs(docs, { dim: options.dim });
     if (host.format === 'i8') {
       throw new M3Error('ERR_INPUT', 'int8 documents have no GPU kernel; upload the fp32 (or bf16) vectors, stored as bf16 or f32');

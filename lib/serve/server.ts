@@ -9,7 +9,9 @@ import * as path from 'node:path';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import underPressure from '@fastify/under-pressure';
 import { Batcher, type BatcherOptions } from '../engine/batcher';
+import { DEFAULT_QUERY_LENGTH } from '../base/defaults';
 import { M3Error } from '../base/errors';
+import { isIntegerIn } from '../base/validate';
 import type { HybridIndex } from '../retrieval/hybrid_index';
 import { lexicalScoresSync } from '../scoring/lexical';
 import { maxSimSync } from '../scoring/maxsim';
@@ -67,6 +69,9 @@ export interface M3Server {
    */
   close(): Promise<void>;
 }
+
+/** setTimeout's limit: a longer delay fires at once (Node caps it to 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 interface HttpError {
   status: number;
@@ -134,17 +139,17 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   const bodyLimit = options.bodyLimit ?? 8 * 1024 * 1024;
   const maxTexts = options.maxTexts ?? 256;
   const maxTextTokens = Math.min(options.maxTextTokens ?? model.maxLength, model.modelMaxLength);
-  if (!Number.isInteger(maxTextTokens) || maxTextTokens < 2) {
+  if (!isIntegerIn(maxTextTokens, 2, Infinity)) {
     throw new M3Error('ERR_INPUT', `maxTextTokens must be an integer >= 2 (room for <s> and </s>), got ${String(options.maxTextTokens)}`);
   }
   const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
   // setTimeout's limit: a longer delay fires at once (Node caps it to 1 ms).
-  if (!Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 1 || requestTimeoutMs > 2 ** 31 - 1) {
-    throw new M3Error('ERR_INPUT', `requestTimeoutMs must be an integer in [1, ${2 ** 31 - 1}] ms, got ${String(options.requestTimeoutMs)}`);
+  if (!isIntegerIn(requestTimeoutMs, 1, MAX_TIMER_MS)) {
+    throw new M3Error('ERR_INPUT', `requestTimeoutMs must be an integer in [1, ${MAX_TIMER_MS}] ms, got ${String(options.requestTimeoutMs)}`);
   }
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
-  if (!Number.isInteger(drainTimeoutMs) || drainTimeoutMs < 0 || drainTimeoutMs > 2 ** 31 - 1) {
-    throw new M3Error('ERR_INPUT', `drainTimeoutMs must be an integer in [0, ${2 ** 31 - 1}] ms, got ${String(options.drainTimeoutMs)}`);
+  if (!isIntegerIn(drainTimeoutMs, 0, MAX_TIMER_MS)) {
+    throw new M3Error('ERR_INPUT', `drainTimeoutMs must be an integer in [0, ${MAX_TIMER_MS}] ms, got ${String(options.drainTimeoutMs)}`);
   }
   const retryAfter = String(options.retryAfterSeconds ?? 1);
   const modelName = options.modelName ?? path.basename(model.info().dir);
@@ -308,7 +313,7 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
     const b = request.body;
     checkCount(b.pairs.length, 'pairs');
     const weights = weightsOf(b.weights, SCORE_WEIGHTS, { denseOrSparse: true });
-    const queryLength = Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? 512);
+    const queryLength = Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? DEFAULT_QUERY_LENGTH);
     const passageLength = lengthOf(b.max_passage_length, 'max_passage_length');
     const [queries, passages] = await encodeBoth(reply, b.truncate ?? true,
       [b.pairs.map((p) => p[0]), queryLength], [b.pairs.map((p) => p[1]), passageLength]);
@@ -323,7 +328,7 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
     checkCount(b.documents.length, 'documents');
     const weights = weightsOf(b.weights, RERANK_WEIGHTS);
     const docs = b.documents.map((d) => (typeof d === 'string' ? d : d.text));
-    const queryLength = Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? 512);
+    const queryLength = Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? DEFAULT_QUERY_LENGTH);
     const passageLength = lengthOf(b.max_passage_length, 'max_passage_length');
     const [q, d] = await encodeBoth(reply, b.truncate ?? true, [[b.query], queryLength], [docs, passageLength]);
     const query = q.row(0);
@@ -343,7 +348,7 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
       const b = request.body;
       const q = await batcher.encode(b.query, {
         dense: true, sparse: true, colbert: !!index.colbert,
-        maxLength: Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? 512), signal: requestSignal(reply),
+        maxLength: Math.min(lengthOf(b.max_query_length, 'max_query_length'), b.max_query_length ?? DEFAULT_QUERY_LENGTH), signal: requestSignal(reply),
       });
       const hits = index.search(q.row(0), {
         k: b.k, weights: b.weights, denseCandidates: b.dense_candidates, sparseCandidates: b.sparse_candidates, exhaustive: b.exhaustive,

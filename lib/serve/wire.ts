@@ -20,15 +20,12 @@
  *     colbert 4*(count+1) u32 offsets (in vectors), 4*rows*dim f32 vectors
  */
 import { M3Error } from '../base/errors';
-import { EncodeOutput, type MultiVectors, type SparseVectors } from '../engine/outputs';
+import { EncodeOutput, OUTPUT_COLBERT, OUTPUT_DENSE, OUTPUT_SPARSE, type MultiVectors, type SparseVectors } from '../engine/outputs';
 
 export const WIRE_MAGIC = 'BGEM3ENC';
 export const WIRE_VERSION = 1;
 export const WIRE_CONTENT_TYPE = 'application/octet-stream';
 const HEADER_BYTES = 32;
-const FLAG_DENSE = 1;
-const FLAG_SPARSE = 2;
-const FLAG_COLBERT = 4;
 
 /** The result in the binary layout above (one allocation, one copy of each array). */
 export function encodeWire(out: EncodeOutput): Buffer {
@@ -37,15 +34,15 @@ export function encodeWire(out: EncodeOutput): Buffer {
   const sections: ArrayBufferView[] = [tokens];
   let flags = 0;
   if (out.dense) {
-    flags |= FLAG_DENSE;
+    flags |= OUTPUT_DENSE;
     sections.push(out.dense);
   }
   if (out.sparse) {
-    flags |= FLAG_SPARSE;
+    flags |= OUTPUT_SPARSE;
     sections.push(out.sparse.offsets, out.sparse.ids, out.sparse.weights);
   }
   if (out.colbert) {
-    flags |= FLAG_COLBERT;
+    flags |= OUTPUT_COLBERT;
     sections.push(out.colbert.offsets, out.colbert.data);
   }
   const size = HEADER_BYTES + sections.reduce((n, s) => n + s.byteLength, 0);
@@ -84,9 +81,9 @@ export function decodeWire(data: Uint8Array): EncodeOutput {
   const nnz = view.getUint32(24, true);
   const rows = view.getUint32(28, true);
   // The header and offsets must agree with the sections, or rows would slice the wrong entries.
-  if (flags & ~(FLAG_DENSE | FLAG_SPARSE | FLAG_COLBERT)) throw bad(`flags ${flags} set bits other than dense (1), sparse (2) and colbert (4)`);
-  if (!(flags & FLAG_SPARSE) && nnz !== 0) throw bad(`nnz is ${nnz} but there is no sparse section`);
-  if (!(flags & FLAG_COLBERT) && rows !== 0) throw bad(`rows is ${rows} but there is no colbert section`);
+  if (flags & ~(OUTPUT_DENSE | OUTPUT_SPARSE | OUTPUT_COLBERT)) throw bad(`flags ${flags} set bits other than dense (1), sparse (2) and colbert (4)`);
+  if (!(flags & OUTPUT_SPARSE) && nnz !== 0) throw bad(`nnz is ${nnz} but there is no sparse section`);
+  if (!(flags & OUTPUT_COLBERT) && rows !== 0) throw bad(`rows is ${rows} but there is no colbert section`);
   const framed = (offsets: Uint32Array, end: number, what: string) => {
     if (offsets[0] !== 0) throw bad(`${what} offsets start at ${offsets[0]}, not 0`);
     for (let i = 0; i < count; i++) {
@@ -102,14 +99,14 @@ export function decodeWire(data: Uint8Array): EncodeOutput {
     return out;
   };
   const tokens = take(Uint32Array, count);
-  const dense = flags & FLAG_DENSE ? take(Float32Array, count * dim) : undefined;
+  const dense = flags & OUTPUT_DENSE ? take(Float32Array, count * dim) : undefined;
   let sparse: SparseVectors | undefined;
-  if (flags & FLAG_SPARSE) {
+  if (flags & OUTPUT_SPARSE) {
     sparse = { offsets: take(Uint32Array, count + 1), ids: take(Uint32Array, nnz), weights: take(Float32Array, nnz) };
     framed(sparse.offsets, nnz, 'sparse');
   }
   let colbert: MultiVectors | undefined;
-  if (flags & FLAG_COLBERT) {
+  if (flags & OUTPUT_COLBERT) {
     colbert = { offsets: take(Uint32Array, count + 1), data: take(Float32Array, rows * dim) };
     framed(colbert.offsets, rows, 'colbert');
   }

@@ -4,6 +4,7 @@
  * ranks of its positives give MRR@10, nDCG@10 and Recall@1/10/100.
  */
 import * as fs from 'node:fs';
+import { queryLength } from '../base/defaults';
 import { M3Error, inputError } from '../base/errors';
 import { DENSE_SPARSE_WEIGHTS, SEARCH_WEIGHTS } from '../scoring/fusion';
 import { HybridIndex } from '../retrieval/hybrid_index';
@@ -108,7 +109,7 @@ export async function evaluate(model: BGEM3, dataset: EvalRow[] | string, option
     options.onProgress?.(Math.min(start + chunk, passages.length), passages.length);
   }
   const queries = await model.encode(withPositives.map((r) => r.query), {
-    dense: true, sparse: true, colbert: true, maxLength: options.maxQueryLength ?? Math.min(512, model.modelMaxLength), batchSize: options.batchSize,
+    dense: true, sparse: true, colbert: true, maxLength: options.maxQueryLength ?? queryLength(model.modelMaxLength), batchSize: options.batchSize,
   });
   const modes: Record<string, ModeMetrics> = {};
   for (const [mode, weights] of Object.entries(EVAL_MODES)) {

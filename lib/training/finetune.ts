@@ -25,7 +25,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { M3Error, fromNative, inputError } from '../base/errors';
-import { assertRegularFile, readRegularFile } from '../base/files';
+import { assertRegularFile, readRegularFile, writeFileSynced } from '../base/files';
+import { passageLength, queryLength } from '../base/defaults';
+import { mulberry32, shuffle } from '../base/rng';
+import { checkBoolean, checkOptions, checkNonEmptyString, checkChoice, optionalInteger, optionalNumber } from '../base/validate';
 import { readEvalRows, type EvalRow } from './evaluate';
 import { BGEM3, type LoadOptions } from '../engine/model';
 import { native, type NativeHeadTrainer } from '../addon/native';
@@ -126,40 +129,6 @@ interface Config {
   trainSparse: boolean; trainColbert: boolean; maxQueryLength: number; maxPassageLength: number;
 }
 
-function num(value: unknown, what: string, fallback: number, min: number, max = Infinity, integer = false): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max || (integer && !Number.isInteger(value))) {
-    throw inputError(`${integer ? 'an integer' : 'a number'} in [${min}, ${max}]`, what, value);
-  }
-  return value;
-}
-
-function bool(value: unknown, what: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw inputError('a boolean', what, value);
-  return value;
-}
-
-/** A 32-bit PRNG (mulberry32): the same seed gives the same plan on every platform. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function shuffle<T>(items: T[], random: () => number): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [items[i], items[j]] = [items[j], items[i]];
-  }
-  return items;
-}
-
 /** A training row with its texts as cache indices. */
 interface Example { query: number; pos: number[]; neg: number[] }
 
@@ -171,7 +140,7 @@ interface Step { queries: Int32Array; passages: Int32Array; target: Int32Array }
  * negatives sampled (with repetition only when the row has too few, as FlagEmbedding does).
  */
 function planEpoch(examples: readonly Example[], config: Pick<Config, 'seed' | 'groupSize' | 'batchSize'>, epoch: number): Step[] {
-  const random = rng(Math.imul(config.seed + 1, 0x9e3779b1) ^ Math.imul(epoch + 1, 0x85ebca77));
+  const random = mulberry32(Math.imul(config.seed + 1, 0x9e3779b1) ^ Math.imul(epoch + 1, 0x85ebca77));
   const order = shuffle(examples.map((_, i) => i), random);
   const steps: Step[] = [];
   for (let start = 0; start < order.length; start += config.batchSize) {
@@ -241,15 +210,8 @@ export function writeSafetensors(file: string, tensors: Record<string, { shape: 
   json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
   const head = Buffer.alloc(8);
   head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  const fd = fs.openSync(file, 'w');
-  try {
-    fs.writeSync(fd, head);
-    fs.writeSync(fd, json);
-    for (const t of Object.values(tensors)) fs.writeSync(fd, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+  writeFileSynced(file, [head, Buffer.from(json, 'utf8'),
+    ...Object.values(tensors).map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))], { replace: true });
 }
 
 /**
@@ -262,17 +224,6 @@ function swapDirectory(from: string, to: string, old = `${to}.old-${process.pid}
   if (hadOld) fs.renameSync(to, old);
   fs.renameSync(from, to);
   if (hadOld) fs.rmSync(old, { recursive: true, force: true });
-}
-
-/** Writes a small file and flushes it to disk before returning. */
-function writeFileSynced(file: string, text: string): void {
-  const fd = fs.openSync(file, 'w');
-  try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 /** Whether `inner` is `outer` or lies inside it (both real paths). */
@@ -498,10 +449,8 @@ function readHead(file: string, out: number, hidden: number): { weight: Float32A
  * result to `options.out` (see the module comment).
  */
 export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneResult> {
-  if (!options || typeof options !== 'object') throw inputError('an options object', 'options', options);
-  for (const key of ['model', 'out'] as const) {
-    if (typeof options[key] !== 'string' || options[key].length === 0) throw inputError('a directory path', key, options[key]);
-  }
+  checkOptions(options);
+  for (const key of ['model', 'out'] as const) checkNonEmptyString(options[key], key, 'a directory path');
   const src = path.resolve(options.model);
   const out = path.resolve(options.out);
   const workDir = path.resolve(options.workDir ?? `${out}.partial`);
@@ -514,16 +463,15 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
         `'${src}', which is never changed; choose another`);
     }
   }
-  const force = bool(options.force, 'force', false);
-  const resume = bool(options.resume, 'resume', false);
+  const force = checkBoolean(options.force, 'force', false);
+  const resume = checkBoolean(options.resume, 'resume', false);
   if (fs.existsSync(out) && !force) {
     throw new M3Error('ERR_INPUT', `the output directory '${out}' already exists; choose another or pass force (--force) to replace it`);
   }
-  const epochs = num(options.epochs, 'epochs', 1, 1, 1e6, true);
-  const checkpointEvery = num(options.checkpointEvery, 'checkpointEvery', 500, 0, 1e12, true);
-  const threads = num(options.threads, 'threads', os.availableParallelism(), 1, 1024, true);
-  const encoderFiles = options.encoderFiles ?? 'link';
-  if (encoderFiles !== 'link' && encoderFiles !== 'copy') throw inputError("'link' or 'copy'", 'encoderFiles', encoderFiles);
+  const epochs = optionalInteger(options.epochs, 'epochs', 1, 1, 1e6);
+  const checkpointEvery = optionalInteger(options.checkpointEvery, 'checkpointEvery', 500, 0, 1e12);
+  const threads = optionalInteger(options.threads, 'threads', os.availableParallelism(), 1, 1024);
+  const encoderFiles = checkChoice(options.encoderFiles, 'encoderFiles', ['link', 'copy'] as const, 'link');
   const signal = options.signal;
   const emit = options.onProgress ?? (() => {});
   const rows = readRows(options.data);
@@ -538,16 +486,16 @@ export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneR
         'layout (a graph that outputs last_hidden_state, with colbert_linear and sparse_linear files beside it)');
     }
     const config: Config = {
-      lr: num(options.lr, 'lr', 1e-4, Number.MIN_VALUE, 10),
-      weightDecay: num(options.weightDecay, 'weightDecay', 0, 0, 10),
-      groupSize: num(options.groupSize, 'groupSize', 8, 1, 4096, true),
-      batchSize: num(options.batchSize, 'batchSize', 8, 1, 1 << 16, true),
-      seed: num(options.seed, 'seed', 0, 0, 2 ** 31 - 1, true),
+      lr: optionalNumber(options.lr, 'lr', 1e-4, Number.MIN_VALUE, 10),
+      weightDecay: optionalNumber(options.weightDecay, 'weightDecay', 0, 0, 10),
+      groupSize: optionalInteger(options.groupSize, 'groupSize', 8, 1, 4096),
+      batchSize: optionalInteger(options.batchSize, 'batchSize', 8, 1, 1 << 16),
+      seed: optionalInteger(options.seed, 'seed', 0, 0, 2 ** 31 - 1),
       ...checkLossOptions(options),
-      trainSparse: bool(options.trainSparse, 'trainSparse', true),
-      trainColbert: bool(options.trainColbert, 'trainColbert', true),
-      maxQueryLength: num(options.maxQueryLength, 'maxQueryLength', Math.min(512, info.modelMaxLength), 2, info.modelMaxLength, true),
-      maxPassageLength: num(options.maxPassageLength, 'maxPassageLength', Math.min(8192, info.modelMaxLength), 2, info.modelMaxLength, true),
+      trainSparse: checkBoolean(options.trainSparse, 'trainSparse', true),
+      trainColbert: checkBoolean(options.trainColbert, 'trainColbert', true),
+      maxQueryLength: optionalInteger(options.maxQueryLength, 'maxQueryLength', queryLength(info.modelMaxLength), 2, info.modelMaxLength),
+      maxPassageLength: optionalInteger(options.maxPassageLength, 'maxPassageLength', passageLength(info.modelMaxLength), 2, info.modelMaxLength),
     };
     if (!config.trainSparse && !config.trainColbert) throw new M3Error('ERR_INPUT', 'trainSparse and trainColbert are both false: nothing to train');
     if (Math.min(config.batchSize, rows.length) === 1 && (config.groupSize === 1 || rows.every((r) => !r.neg || r.neg.length === 0))) {

@@ -11,6 +11,7 @@
  *   loss = (L + L') / 2, or L without self-distillation.
  */
 import { fromNative, inputError } from '../base/errors';
+import { checkBoolean, checkPositive, checkWeightTriple } from '../base/validate';
 import { native } from '../addon/native';
 
 /** Score matrices of one group: queries x passages each, row-major. */
@@ -45,19 +46,13 @@ export interface M3LossResult {
 }
 
 function triple(value: unknown, what: string, fallback: [number, number, number]): [number, number, number] {
-  if (value === undefined) return fallback;
-  if (!Array.isArray(value) || value.length !== 3 || value.some((x) => typeof x !== 'number' || !Number.isFinite(x) || x < 0)) {
-    throw inputError('three finite non-negative numbers [dense, lex, colbert]', what, value);
-  }
-  return [...value] as [number, number, number];
+  return value === undefined ? fallback : [...checkWeightTriple(value, what, '[dense, lex, colbert]')];
 }
 
 /** The objective's options checked, with the defaults filled in (shared with fine-tuning). */
 export function checkLossOptions(options: M3LossOptions): Required<M3LossOptions> {
-  const temperature = options.temperature ?? 0.02;
-  if (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature <= 0) throw inputError('a positive number', 'temperature', temperature);
-  const selfDistill = options.selfDistill ?? true;
-  if (typeof selfDistill !== 'boolean') throw inputError('a boolean', 'selfDistill', selfDistill);
+  const temperature = options.temperature === undefined ? 0.02 : checkPositive(options.temperature, 'temperature');
+  const selfDistill = checkBoolean(options.selfDistill, 'selfDistill', true);
   return {
     temperature, selfDistill,
     weights: triple(options.weights, 'weights', [1, 0.1, 1]),
