@@ -13,7 +13,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, type EvalRow } from '../lib';
-import { writeSafetensors } from '../lib/training/finetune';
+import { writeSafetensors } from '../lib/training/safetensors';
 import { native } from '../lib/addon/native';
 import { mulberry32, shuffle } from '../lib/base/rng';
 

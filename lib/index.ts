@@ -19,8 +19,9 @@ export { lexicalScores, lexicalScoresSync, type LexicalScoresOptions, type Lexic
 export { BGE_M3_VOCAB_SIZE } from './base/defaults';
 export { HybridIndex } from './retrieval/hybrid_index';
 export type { DocumentId, HybridIndexOptions, SearchOptions, SearchHit, ModelIdentity, ModelLike } from './retrieval/hybrid_index';
-export { evaluate, readEvalRows, formatMetricsTable, EVAL_MODES } from './training/evaluate';
-export type { EvalRow, ModeMetrics, EvaluateOptions, EvaluateResult } from './training/evaluate';
+export { evaluate, formatMetricsTable, EVAL_MODES } from './training/evaluate';
+export type { ModeMetrics, EvaluateOptions, EvaluateResult } from './training/evaluate';
+export { readEvalRows, type EvalRow } from './training/rows';
 export { Batcher } from './engine/batcher';
 export type { BatcherOptions, BatcherEncodeOptions, BatcherStats, BatchInfo } from './engine/batcher';
 export { decodeWire, encodeWire, WIRE_CONTENT_TYPE } from './serve/wire';

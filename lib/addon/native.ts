@@ -265,11 +265,9 @@ export function native(): NativeModule {
   ].join('\n'));
 }
 
-/** What the native m3Loss returns. */
-export interface NativeM3Loss {
+/** The loss of one group and its terms per mode (means over its queries). */
+export interface NativeLossTerms {
   loss: number;
-  l: number;
-  lDistill: number;
   dense: number;
   lex: number;
   colbert: number;
@@ -277,6 +275,12 @@ export interface NativeM3Loss {
   distillDense: number;
   distillLex: number;
   distillColbert: number;
+}
+
+/** What the native m3Loss returns. */
+export interface NativeM3Loss extends NativeLossTerms {
+  l: number;
+  lDistill: number;
   gradDense: Float64Array;
   gradLex: Float64Array;
   gradColbert: Float64Array;

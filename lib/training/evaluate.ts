@@ -3,19 +3,12 @@
  * dataset goes into one HybridIndex, every query is searched exhaustively in each mode, and the
  * ranks of its positives give MRR@10, nDCG@10 and Recall@1/10/100.
  */
-import * as fs from 'node:fs';
 import { queryLength } from '../base/defaults';
 import { M3Error, inputError } from '../base/errors';
 import { DENSE_SPARSE_WEIGHTS, SEARCH_WEIGHTS } from '../scoring/fusion';
 import { HybridIndex } from '../retrieval/hybrid_index';
 import type { BGEM3 } from '../engine/model';
-
-/** One training/evaluation row. */
-export interface EvalRow {
-  query: string;
-  pos: string[];
-  neg?: string[];
-}
+import { checkEvalRow, readEvalRows, type EvalRow } from './rows';
 
 /** Metrics of one mode, averaged over queries. */
 export interface ModeMetrics {
@@ -50,38 +43,6 @@ export interface EvaluateResult {
   modes: Record<string, ModeMetrics>;
 }
 
-/**
- * Reads a JSONL file of {query, pos, neg} rows, with errors naming the line; `check` adds rules
- * (it throws with the `where` it is given).
- */
-export function readEvalRows(file: string, check?: (row: EvalRow, where: string) => void): EvalRow[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new M3Error('ERR_INPUT', `cannot read the data file '${file}': ${(err as Error).message}`);
-  }
-  return text.split(/\r?\n/).flatMap((line, i) => {
-    if (!line.trim()) return [];
-    let row: EvalRow;
-    try {
-      row = JSON.parse(line);
-    } catch (err) {
-      throw new M3Error('ERR_INPUT', `${file}:${i + 1}: not valid JSON (${(err as Error).message})`);
-    }
-    checkRow(row, `${file}:${i + 1}`);
-    check?.(row, `${file}:${i + 1}`);
-    return [row];
-  });
-}
-
-function checkRow(row: EvalRow, where: string): void {
-  if (!row || typeof row.query !== 'string' || !Array.isArray(row.pos) || row.pos.some((p) => typeof p !== 'string') ||
-      (row.neg !== undefined && (!Array.isArray(row.neg) || row.neg.some((p) => typeof p !== 'string')))) {
-    throw new M3Error('ERR_INPUT', `${where}: expected {"query": string, "pos": [string], "neg": [string]}`);
-  }
-}
-
 /** nDCG@10 with binary relevance. */
 function ndcgAt10(ranks: number[], relevant: number): number {
   let dcg = 0;
@@ -95,7 +56,7 @@ function ndcgAt10(ranks: number[], relevant: number): number {
 export async function evaluate(model: BGEM3, dataset: EvalRow[] | string, options: EvaluateOptions = {}): Promise<EvaluateResult> {
   const rows = typeof dataset === 'string' ? readEvalRows(dataset) : dataset;
   if (!Array.isArray(rows)) throw inputError('rows or a JSONL path', 'dataset', dataset);
-  rows.forEach((row, i) => checkRow(row, `dataset[${i}]`));
+  rows.forEach((row, i) => checkEvalRow(row, `dataset[${i}]`));
   const withPositives = rows.filter((r) => r.pos.length > 0);
   if (withPositives.length === 0) throw new M3Error('ERR_INPUT', 'evaluate: no row has a positive passage');
   const passages = [...new Set(rows.flatMap((r) => [...r.pos, ...(r.neg ?? [])]))];
