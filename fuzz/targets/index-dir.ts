@@ -63,7 +63,7 @@ function buildBase(dir: string, base: IndexBase): void {
   const fixed: Record<string, unknown> = { format: manifest.format, version: manifest.version, segment: SEGMENT, bytes: manifest.bytes, crc32: manifest.crc32 };
   if (dense === 'hnsw') {
     const { Index } = require('usearch') as { Index: new (o: Record<string, unknown>) => { add(k: BigUint64Array, v: Float32Array, threads: number): void; save(f: string): void } };
-    // The settings of createHnsw in lib/retrieval/hybrid_index.ts.
+    // The settings of createGraph in lib/retrieval/hnsw_route.ts.
     const graph = new Index({ dimensions: DIM, metric: 'ip', connectivity: 16, expansion_add: 128, expansion_search: 128 });
     graph.add(BigUint64Array.from({ length: COUNT }, (_, i) => BigInt(i)), encoded.dense!, 1);
     graph.save(path.join(built, GRAPH));

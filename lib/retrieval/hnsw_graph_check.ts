@@ -38,7 +38,7 @@ export interface HnswGraphScan {
   problem?: string;
 }
 
-// What this engine's graphs are (see createHnsw in hybrid_index.ts): inner product over f32
+// What this engine's graphs are (see createGraph in hnsw_route.ts): inner product over f32
 // vectors, u64 keys, u32 slots, one vector per key. Kinds are usearch's enum values.
 const MAGIC = 'usearch';
 const VERSION_MAJOR = 2;

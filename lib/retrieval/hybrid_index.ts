@@ -1,18 +1,26 @@
 /**
  * HybridIndex: BGE-M3's "multi-route recall, then rerank" as an embedded, in-process index.
- * Candidates come from the dense route (exact inner products) and the sparse route (an inverted
- * index over token ids); they are reranked by the weighted mean of the dense, lexical and
- * ColBERT scores (the same formula as computeScore's 'colbert+sparse+dense').
+ * Candidates come from the dense route (exact inner products, or an approximate graph: see
+ * dense_route.ts) and the sparse route (an inverted index over token ids); they are reranked by
+ * the weighted mean of the dense, lexical and ColBERT scores (the same formula as computeScore's
+ * 'colbert+sparse+dense'). The files of a saved index are index_store.ts's.
  */
-import * as fs from 'node:fs';
 import { M3Error, fromNative, inputError } from '../base/errors';
 import { SEARCH_WEIGHTS, checkWeights } from '../scoring/fusion';
 import { native, type NativeHybridIndex } from '../addon/native';
 import type { EncodeOutput, EncodeRow } from '../engine/outputs';
 import { BGE_M3_VOCAB_SIZE } from '../base/defaults';
 import { checkChoice, checkInteger, checkNonEmptyString, checkOptions, optionalInteger } from '../base/validate';
-import { pathOfOpenFile } from '../base/files';
-import { loadIndex, saveIndex, verifyGraph, type GraphRef, type ModelIdentity } from './index_store';
+import type { DenseRoute, DenseRouteName, LiveSlots } from './dense_route';
+import { ExactRoute } from './exact_route';
+import { HnswRoute } from './hnsw_route';
+import { loadIndex, saveIndex, type ModelIdentity } from './index_store';
+
+/** The dense routes an index can be created with, by name (a new route is added here). */
+const DENSE_ROUTES: Record<DenseRouteName, (dim: number) => DenseRoute> = {
+  exact: () => new ExactRoute(),
+  hnsw: (dim) => new HnswRoute(dim),
+};
 
 export type { ModelIdentity } from './index_store';
 
@@ -49,21 +57,6 @@ export interface HybridIndexOptions {
    * load() reads it back instead of rebuilding it (100,000 documents: 12 s instead of 195 s).
    */
   dense?: 'exact' | 'hnsw';
-}
-
-interface UsearchIndex {
-  add(keys: BigUint64Array, vectors: Float32Array): void;
-  remove(keys: BigUint64Array): unknown;
-  search(vectors: Float32Array, k: number): { keys: BigUint64Array };
-  size(): number;
-  dimensions(): number;
-  save(file: string): void;
-  load(file: string): void;
-}
-
-function createHnsw(dim: number): UsearchIndex {
-  const { Index } = require('usearch') as { Index: new (options: Record<string, unknown>) => UsearchIndex };
-  return new Index({ dimensions: dim, metric: 'ip', connectivity: 16, expansion_add: 128, expansion_search: 128 });
 }
 
 /** Options of {@link HybridIndex.search}. */
@@ -109,6 +102,11 @@ export class HybridIndex {
   private readonly slotOf = new Map<DocumentId, number>();
   private idOfSlot: Array<DocumentId | undefined> = [];
   private removedSinceCompact = 0;
+  /** The live slots, as the dense route sees them. */
+  private readonly live: LiveSlots = {
+    count: () => this.slotOf.size,
+    isLive: (slot) => this.idOfSlot[slot] !== undefined,
+  };
 
   private constructor(
     private readonly index: NativeHybridIndex,
@@ -118,10 +116,10 @@ export class HybridIndex {
     readonly vocabSize: number,
     /** ColBERT storage format, or false when the index keeps none. */
     readonly colbert: 'f32' | 'bf16' | 'i8' | false,
+    /** Where the dense recall's candidates come from (dense_route.ts). */
+    private readonly route: DenseRoute,
     /** The model the vectors came from, when known. */
     readonly model?: ModelIdentity,
-    /** The approximate dense route, when the index was created with dense: 'hnsw'. */
-    private hnsw?: UsearchIndex,
   ) {}
 
   /** Creates an empty index. */
@@ -134,14 +132,14 @@ export class HybridIndex {
     if (model && (model.dim !== dim || model.vocabSize !== vocabSize)) {
       throw new M3Error('ERR_INPUT', `the model has dim ${model.dim} and ${model.vocabSize} token ids but the index was given dim ${dim} and vocabSize ${vocabSize}`);
     }
-    const dense = checkChoice(options.dense, 'dense', ['exact', 'hnsw'] as const, 'exact');
-    return new HybridIndex(new (native().HybridIndexNative)(dim, vocabSize, colbert || null), dim, vocabSize, colbert, model,
-      dense === 'hnsw' ? createHnsw(dim) : undefined);
+    const dense = checkChoice(options.dense, 'dense', Object.keys(DENSE_ROUTES) as DenseRouteName[], 'exact');
+    return new HybridIndex(new (native().HybridIndexNative)(dim, vocabSize, colbert || null), dim, vocabSize, colbert,
+      DENSE_ROUTES[dense](dim), model);
   }
 
   /** 'exact' or 'hnsw': how the dense route finds candidates. */
-  get denseRoute(): 'exact' | 'hnsw' {
-    return this.hnsw ? 'hnsw' : 'exact';
+  get denseRoute(): DenseRouteName {
+    return this.route.name;
   }
 
   /**
@@ -171,9 +169,7 @@ export class HybridIndex {
     }
     try {
       index.index.importState(state);
-      if (index.hnsw && !index.readGraph(dir, graph ?? graphProblem, meta.count)) {
-        index.hnsw.add(BigUint64Array.from({ length: meta.count }, (_, i) => BigInt(i)), state.dense);
-      }
+      index.route.restore({ dir, ref: graph ?? graphProblem, count: meta.count, dense: state.dense });
     } catch (err) {
       const e = fromNative(err);
       throw new M3Error('ERR_MODEL_FILES', `Index file '${segment}': ${e.message}`, { cause: err });
@@ -191,39 +187,9 @@ export class HybridIndex {
     checkNonEmptyString(dir, 'dir', 'an index directory');
     this.compact();
     const ids = this.idOfSlot.slice(0, this.slotOf.size);
-    const hnsw = this.hnsw;
-    saveIndex(dir, { dim: this.dim, vocabSize: this.vocabSize, colbert: this.colbert, count: ids.length, model: this.model, dense: this.denseRoute },
-      ids, this.index.exportState(), hnsw && ((file) => hnsw.save(file)));
-  }
-
-  /**
-   * Replaces the (empty) HNSW graph with the saved one when its file checks out completely (see
-   * verifyGraph) and holds one vector per document; false when it has to be rebuilt instead: with
-   * a warning saying why, which `ref` may already say; quietly when no graph was saved.
-   */
-  private readGraph(dir: string, ref: GraphRef | string | undefined, count: number): boolean {
-    if (ref === undefined) return false;
-    const verified = typeof ref === 'string' ? { file: undefined, fd: undefined, why: ref } : verifyGraph(dir, ref, { dimensions: this.dim, count });
-    let why = verified.why;
-    if (verified.fd !== undefined) {
-      const { file, fd } = verified;
-      try {
-        const graph = createHnsw(this.dim);
-        // usearch opens the file by name: give it a name for the very file that was checked.
-        graph.load(pathOfOpenFile(fd, file, 'Index file'));
-        if (graph.size() === count && graph.dimensions() === this.dim) {
-          this.hnsw = graph;
-          return true;
-        }
-        why = `'${file}' holds ${graph.size()} vectors of ${graph.dimensions()} dimensions, not ${count} of ${this.dim}`;
-      } catch (err) {
-        why = `'${file}' could not be read: ${(err as Error).message}`;
-      } finally {
-        fs.closeSync(fd);
-      }
-    }
-    process.emitWarning(`bge-m3 index: rebuilding the HNSW graph from the vectors, because ${why}.`, { code: 'BGE_M3_INDEX_GRAPH' });
-    return false;
+    const route = this.route;
+    saveIndex(dir, { dim: this.dim, vocabSize: this.vocabSize, colbert: this.colbert, count: ids.length, model: this.model, dense: route.name },
+      ids, this.index.exportState(), route.save && ((file) => route.save!(file)));
   }
 
   /** Documents in the index. */
@@ -273,7 +239,7 @@ export class HybridIndex {
       this.slotOf.set(id, slots[i]);
       this.idOfSlot[slots[i]] = id;
     });
-    this.hnsw?.add(BigUint64Array.from(slots, (s) => BigInt(s)), encoded.dense);
+    this.route.add(slots, encoded.dense);
     this.removeSlots(replaced);
   }
 
@@ -303,8 +269,7 @@ export class HybridIndex {
     if (this.slotOf.size === 0) return [];
     let raw;
     try {
-      const denseSlots = this.hnsw && params.denseRoute && !params.exhaustive
-        ? this.graphCandidates(this.hnsw, query.dense, params.denseCandidates) : undefined;
+      const denseSlots = params.denseRoute && !params.exhaustive ? this.route.candidates(query.dense, params.denseCandidates, this.live) : undefined;
       raw = this.index.search(query.dense, query.sparse.ids, query.sparse.weights, query.colbert ?? null, { ...params, denseSlots });
     } catch (err) {
       throw fromNative(err);
@@ -332,7 +297,7 @@ export class HybridIndex {
       throw new M3Error('ERR_INPUT', 'searchBatch: this index reranks with ColBERT; encode the queries with { colbert: true }, or pass weights with a ColBERT weight of 0');
     }
     if (this.slotOf.size === 0) return Array.from({ length: queries.count }, () => []);
-    if (this.hnsw) return Array.from({ length: queries.count }, (_, i) => this.search(queries.row(i), options));
+    if (!this.route.exact) return Array.from({ length: queries.count }, (_, i) => this.search(queries.row(i), options));
     let raw;
     try {
       raw = this.index.searchBatch(queries.dense, queries.sparse.offsets, queries.sparse.ids, queries.sparse.weights,
@@ -370,38 +335,11 @@ export class HybridIndex {
     };
   }
 
-  /**
-   * The dense route's candidates from the HNSW graph: up to `want` live slots, nearest first.
-   * The graph also holds removed slots (see removeSlots), so it is asked for more until enough
-   * live ones come back. Where even the whole graph's answer falls short (an approximate graph
-   * need not reach every node), undefined: the exact route then keeps the promise of k results.
-   */
-  private graphCandidates(graph: UsearchIndex, query: Float32Array, want: number): Uint32Array | undefined {
-    const total = graph.size();
-    if (total === 0) return undefined;
-    // Enough entries to hold `want` live ones if the removed ones are spread evenly.
-    const first = Math.ceil((want * total) / Math.max(1, this.slotOf.size));
-    for (let ask = Math.min(first, total); ; ask = Math.min(total, ask * 2)) {
-      const seen = new Set<number>();
-      const live: number[] = [];
-      for (const key of graph.search(query, ask).keys) {
-        const slot = Number(key);
-        if (this.idOfSlot[slot] === undefined || seen.has(slot)) continue;
-        seen.add(slot);
-        live.push(slot);
-        if (live.length === want) return Uint32Array.from(live);
-      }
-      if (ask >= total) return live.length >= Math.min(want, this.slotOf.size) ? Uint32Array.from(live) : undefined;
-    }
-  }
-
   /** Drops slots whose ids are no longer mapped (removed, or re-added elsewhere). */
   private removeSlots(slots: readonly number[]): void {
     if (slots.length === 0) return;
     this.index.remove(Uint32Array.from(slots));
-    // Removed slots stay in the HNSW graph until the next compaction rebuilds it (search skips
-    // them): usearch 2.25 may keep a removed key reachable after reusing its node, so the graph
-    // is never asked to forget single entries.
+    // The dense route is not told: it skips slots that are not live until the next compaction.
     for (const s of slots) this.idOfSlot[s] = undefined;
     this.removedSinceCompact += slots.length;
     // Reclaim storage once removed slots outnumber live ones.
@@ -419,10 +357,6 @@ export class HybridIndex {
     });
     this.idOfSlot = ids;
     this.removedSinceCompact = 0;
-    if (this.hnsw) {
-      // Slots were renumbered: rebuild the graph from the stored vectors.
-      this.hnsw = createHnsw(this.dim);
-      this.hnsw.add(BigUint64Array.from(oldOfNew, (_, s) => BigInt(s)), this.index.exportState().dense);
-    }
+    this.route.rebuild(oldOfNew.length, () => this.index.exportState().dense);
   }
 }
