@@ -9,7 +9,7 @@ import { passageLength, queryLength } from '../base/defaults';
 import { M3Error, abortedError, fromNative } from '../base/errors';
 import { checkBoolean, checkNonEmptyString, checkOptions } from '../base/validate';
 import { SCORE_WEIGHTS, checkWeights } from '../scoring/fusion';
-import { pairScores, type PairScores } from '../scoring/scores';
+import { pairScores, type PairScores } from './pair_scores';
 import { planBatches, type BatchLimits } from './batching';
 import { checkSparseRow, checkTokens, normalizePairs, normalizeTexts, textLengths } from './inputs';
 import { checkModelDirectory, checkVocabulary, readModelDirectory } from './model_dir';

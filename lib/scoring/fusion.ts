@@ -56,5 +56,5 @@ export function fuse(w: FusionWeights, dense: number, sparse: number, colbert: n
 
 /** The weighted mean of dense and sparse ('sparse+dense'), with weights from {@link checkWeights}. */
 export function fuseDenseSparse(w: FusionWeights, dense: number, sparse: number): number {
-  return (w[1] * sparse + w[0] * dense) / (w[0] + w[1]);
+  return fuse([w[0], w[1], 0], dense, sparse, 0);
 }

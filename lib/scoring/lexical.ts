@@ -9,7 +9,7 @@ import { BGE_M3_VOCAB_SIZE } from '../base/defaults';
 import { fromNative, inputError } from '../base/errors';
 import { checkChoice, checkOptions, optionalInteger } from '../base/validate';
 import { native, type IsaTierName } from '../addon/native';
-import type { SparseRow, SparseVectors } from '../engine/outputs';
+import type { SparseRow, SparseVectors } from './vectors';
 
 /** The largest vocabSize accepted (ids are looked up with signed 32-bit indices). */
 const MAX_VOCAB_SIZE = 2 ** 31;

@@ -6,7 +6,7 @@
 import { M3Error, fromNative, inputError } from '../base/errors';
 import { checkChoice, checkInteger, checkOptions, optionalInteger } from '../base/validate';
 import { native, type IsaTierName, type NativeCudaDocs, type NativeCudaInfo, type NativeMultiVectors } from '../addon/native';
-import type { MultiVectors } from '../engine/outputs';
+import type { MultiVectors } from './vectors';
 
 /** Storage formats: fp32, bfloat16 (round-to-nearest-even) and int8 with a per-row scale. */
 export type VectorFormat = 'f32' | 'bf16' | 'i8';

@@ -1,10 +1,11 @@
 /**
- * Scores between one query and one passage (docs/semantics.md, "Scores"). Accumulation is in
- * float64 so results do not depend on summation order beyond float32 input rounding.
+ * Scores between one query and one passage (docs/semantics.md, "Scores"). The dense and lexical
+ * scores accumulate in float64, so they do not depend on summation order beyond float32 input
+ * rounding; the ColBERT score is the native MaxSim kernel's (maxsim.ts), as every surface gives it.
  */
 import { M3Error, inputError } from '../base/errors';
-import { checkWeights, fuse, fuseDenseSparse } from './fusion';
-import type { EncodeOutput, SparseRow } from '../engine/outputs';
+import { maxSimSync } from './maxsim';
+import type { SparseRow } from './vectors';
 
 function requireFloat32(value: unknown, what: string): asserts value is Float32Array {
   if (!(value instanceof Float32Array)) throw inputError('a Float32Array', what, value);
@@ -57,8 +58,8 @@ export function lexicalScore(a: SparseRow, b: SparseRow): number {
 }
 
 /**
- * ColBERT score: the mean over query vectors of the best inner product with any passage vector.
- * An empty query or passage scores 0.
+ * ColBERT score: the mean over query vectors of the best inner product with any passage vector
+ * (the native MaxSim kernel, in float32). An empty query or passage scores 0.
  */
 export function colbertScore(query: Float32Array, passage: Float32Array, dim: number): number {
   requireFloat32(query, 'query');
@@ -67,56 +68,5 @@ export function colbertScore(query: Float32Array, passage: Float32Array, dim: nu
   if (query.length % dim !== 0 || passage.length % dim !== 0) {
     throw new M3Error('ERR_INPUT', `colbertScore: dim ${dim} does not divide the query (${query.length}) or passage (${passage.length}) length`);
   }
-  const nq = query.length / dim;
-  const np = passage.length / dim;
-  if (nq === 0 || np === 0) return 0;
-  let total = 0;
-  for (let i = 0; i < nq; i++) {
-    let best = -Infinity;
-    const qo = i * dim;
-    for (let j = 0; j < np; j++) {
-      const po = j * dim;
-      let dot = 0;
-      for (let k = 0; k < dim; k++) dot += query[qo + k] * passage[po + k];
-      if (dot > best) best = dot;
-    }
-    total += best;
-  }
-  return total / nq;
-}
-
-/** Five score lists over pairs, FlagEmbedding's `compute_score` keys. */
-export interface PairScores {
-  dense: Float32Array;
-  sparse: Float32Array;
-  colbert: Float32Array;
-  'sparse+dense': Float32Array;
-  'colbert+sparse+dense': Float32Array;
-}
-
-/**
- * Scores query i against passage i with all three representations and the two weighted
- * combinations, as FlagEmbedding's `compute_score` does; both results need dense, sparse and
- * colbert. weights = [dense, sparse, colbert].
- */
-export function pairScores(queries: EncodeOutput, passages: EncodeOutput, weights: readonly [number, number, number]): PairScores {
-  const n = queries.count;
-  const out: PairScores = {
-    dense: new Float32Array(n), sparse: new Float32Array(n), colbert: new Float32Array(n),
-    'sparse+dense': new Float32Array(n), 'colbert+sparse+dense': new Float32Array(n),
-  };
-  const w = checkWeights(weights, 'weights', { denseOrSparse: true });
-  for (let i = 0; i < n; i++) {
-    const q = queries.row(i);
-    const p = passages.row(i);
-    const d = denseScore(q.dense!, p.dense!);
-    const s = lexicalScore(q.sparse!, p.sparse!);
-    const c = colbertScore(q.colbert!, p.colbert!, queries.dim);
-    out.dense[i] = d;
-    out.sparse[i] = s;
-    out.colbert[i] = c;
-    out['sparse+dense'][i] = fuseDenseSparse(w, d, s);
-    out['colbert+sparse+dense'][i] = fuse(w, d, s, c);
-  }
-  return out;
+  return maxSimSync(query, { offsets: Uint32Array.of(0, passage.length / dim), data: passage }, { dim })[0];
 }

@@ -4,7 +4,7 @@
  */
 import type { FastifyPluginAsync } from 'fastify';
 import type { EncodeOutput } from '../../engine/outputs';
-import { pairScores } from '../../scoring/scores';
+import { pairScores } from '../../engine/pair_scores';
 import { RERANK_WEIGHTS, SCORE_WEIGHTS, checkWeights, fuse, type FusionWeights } from '../../scoring/fusion';
 import { lexicalScoresSync } from '../../scoring/lexical';
 import { maxSimSync } from '../../scoring/maxsim';
