@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { HybridIndex, type SearchHit } from '../../lib/retrieval/hybrid_index';
-import { verifyGraph } from '../../lib/retrieval/index_store';
+import { verifyGraph } from '../../lib/retrieval/index_load';
 import type { EncodeOutput } from '../../lib/engine/outputs';
 import { syntheticEncoded } from '../../test/index_synthetic';
 import { applyFileSteps, copyFixture } from '../apply';

@@ -290,41 +290,17 @@ export class Batcher extends EventEmitter {
   /** Takes the oldest request and the queued ones with the same outputs that fit, and runs them. */
   private dispatch(now: number): void {
     const flags = this.queue[0].flags;
-    const taken: Request[] = [];
-    const rest: Request[] = [];
-    let texts = 0;
-    let tokens = 0;
-    for (const r of this.queue) {
-      const fits = taken.length === 0 || (texts + r.count <= this.maxBatchTexts && tokens + r.tokenCount <= this.maxBatchTokens);
-      if (r.flags === flags && fits) {
-        taken.push(r);
-        texts += r.count;
-        tokens += r.tokenCount;
-      } else {
-        rest.push(r);
-      }
-    }
-    this.queue = rest;
-    this.queuedTexts -= texts;
-    this.queuedTokens -= tokens;
-
+    const { taken, texts, tokens } = this.take(flags);
     const batch: Batch = { requests: taken, live: taken.length, controller: new AbortController() };
-    const ids = new Int32Array(tokens);
-    const offsets = new Uint32Array(texts + 1);
-    let at = 0;
-    let row = 0;
     let waitSum = 0;
     let waitMax = 0;
     for (const r of taken) {
       r.batch = batch;
-      ids.set(r.tokens.ids, at);
-      for (let i = 1; i <= r.count; i++) offsets[row + i] = at + r.tokens.offsets[i];
-      at += r.tokenCount;
-      row += r.count;
       const wait = now - r.enqueuedAt;
       waitSum += wait;
       waitMax = Math.max(waitMax, wait);
     }
+    const { ids, offsets } = joinTokens(taken, texts, tokens);
 
     this.inFlight++;
     const started = performance.now();
@@ -369,6 +345,28 @@ export class Batcher extends EventEmitter {
     });
   }
 
+  /** Out of the queue: the oldest request and those after it with the same outputs, while they fit in a batch. */
+  private take(flags: number): { taken: Request[]; texts: number; tokens: number } {
+    const taken: Request[] = [];
+    const rest: Request[] = [];
+    let texts = 0;
+    let tokens = 0;
+    for (const r of this.queue) {
+      const fits = taken.length === 0 || (texts + r.count <= this.maxBatchTexts && tokens + r.tokenCount <= this.maxBatchTokens);
+      if (r.flags === flags && fits) {
+        taken.push(r);
+        texts += r.count;
+        tokens += r.tokenCount;
+      } else {
+        rest.push(r);
+      }
+    }
+    this.queue = rest;
+    this.queuedTexts -= texts;
+    this.queuedTokens -= tokens;
+    return { taken, texts, tokens };
+  }
+
   private settle(r: Request, answer: () => void): void {
     r.settled = true;
     r.detach();
@@ -389,4 +387,19 @@ export class Batcher extends EventEmitter {
     this.settle(r, () => r.reject(abortedError()));
     this.checkIdle();
   }
+}
+
+/** The tokens of several requests as one batch (`texts` texts, `tokens` ids in all), in request order. */
+function joinTokens(requests: readonly Request[], texts: number, tokens: number): TokenizedBatch {
+  const ids = new Int32Array(tokens);
+  const offsets = new Uint32Array(texts + 1);
+  let at = 0;
+  let row = 0;
+  for (const r of requests) {
+    ids.set(r.tokens.ids, at);
+    for (let i = 1; i <= r.count; i++) offsets[row + i] = at + r.tokens.offsets[i];
+    at += r.tokenCount;
+    row += r.count;
+  }
+  return { ids, offsets };
 }

@@ -158,24 +158,39 @@ export function scanHnswGraphFile(fd: number, size: number, expected: HnswGraphE
   return { bytes: size, crc32: reader.crc32, problem: found };
 }
 
-function checkGraph(reader: ChunkedReader, { dimensions, count }: HnswGraphExpectation): void {
+function checkGraph(reader: ChunkedReader, expected: HnswGraphExpectation): void {
+  const vectorsEnd = checkVectors(reader, expected);
+  checkIndexHeader(reader, expected, vectorsEnd);
+  const graph = checkGraphHeader(reader, expected.count, vectorsEnd);
+  if (!graph) return;
+  const levels = checkLevels(reader, graph);
+  checkNodes(reader, graph, levels);
+}
+
+/** The vector matrix: one row of `dimensions` finite f32 values per document. Returns where it ends. */
+function checkVectors(reader: ChunkedReader, { dimensions, count }: HnswGraphExpectation): number {
   const bytes = reader.bytes;
   const rowBytes = dimensions * F32_BYTES;
-  const atLeast = (length: number, what: string) => {
-    if (length > reader.size) problem(`its ${reader.size} bytes end before ${what}`);
-  };
-
-  atLeast(MATRIX_HEAD_BYTES, 'the vector matrix dimensions');
-  let i = reader.take(MATRIX_HEAD_BYTES);
+  atLeast(reader, MATRIX_HEAD_BYTES, 'the vector matrix dimensions');
+  const i = reader.take(MATRIX_HEAD_BYTES);
   const rows = bytes.readUInt32LE(i);
   const rowLength = bytes.readUInt32LE(i + 4);
   if (rows !== count) problem(`it holds ${rows} vectors, not one per document (${count})`);
   if (rowLength !== rowBytes) problem(`its vectors have ${rowLength} bytes each, not ${rowBytes} (${dimensions} f32 values)`);
   const vectorsEnd = MATRIX_HEAD_BYTES + rows * rowLength;
-  atLeast(vectorsEnd + DENSE_HEAD_BYTES + GRAPH_HEAD_BYTES + 2 * count, 'the end of its vectors, headers and levels table');
+  atLeast(reader, vectorsEnd + DENSE_HEAD_BYTES + GRAPH_HEAD_BYTES + 2 * count, 'the end of its vectors, headers and levels table');
   checkVectorsFinite(reader, rows * rowLength);
+  return vectorsEnd;
+}
 
-  i = reader.take(DENSE_HEAD_BYTES);
+function atLeast(reader: ChunkedReader, length: number, what: string): void {
+  if (length > reader.size) problem(`its ${reader.size} bytes end before ${what}`);
+}
+
+/** The dense index header: usearch's magic and version, the kinds this engine writes, the counts. */
+function checkIndexHeader(reader: ChunkedReader, { dimensions, count }: HnswGraphExpectation, vectorsEnd: number): void {
+  const bytes = reader.bytes;
+  const i = reader.take(DENSE_HEAD_BYTES);
   if (bytes.toString('latin1', i, i + MAGIC.length) !== MAGIC) problem(`it has no usearch header after its vectors (byte ${vectorsEnd})`);
   const major = bytes.readUInt16LE(i + 7);
   const minor = bytes.readUInt16LE(i + 9);
@@ -193,8 +208,23 @@ function checkGraph(reader: ChunkedReader, { dimensions, count }: HnswGraphExpec
   if (present !== count || deleted !== 0) problem(`its header counts ${present} present and ${deleted} deleted vectors, not ${count} and 0`);
   if (headerDimensions !== dimensions) problem(`its header gives ${headerDimensions} dimensions, not ${dimensions}`);
   if (multi !== 0) problem(`its header sets multi (several vectors per key) to ${multi}`);
+}
 
-  i = reader.take(GRAPH_HEAD_BYTES);
+/** The graph's shape, from its header. */
+interface GraphShape {
+  nodes: number;
+  connectivity: number;
+  connectivityBase: number;
+  maxLevel: number;
+  entry: number;
+  /** Where the levels table ends. */
+  levelsEnd: number;
+}
+
+/** The graph header: one node per document, a connectivity usearch builds. undefined for an empty graph (nothing more is read). */
+function checkGraphHeader(reader: ChunkedReader, count: number, vectorsEnd: number): GraphShape | undefined {
+  const bytes = reader.bytes;
+  const i = reader.take(GRAPH_HEAD_BYTES);
   const nodes = u64(bytes, i);
   const connectivity = u64(bytes, i + 8);
   const connectivityBase = u64(bytes, i + 16);
@@ -208,18 +238,23 @@ function checkGraph(reader: ChunkedReader, { dimensions, count }: HnswGraphExpec
   if (nodes === 0) {
     // usearch stops reading after an empty graph's header; nothing else in it is used.
     if (reader.size !== levelsEnd) problem(`it has ${reader.size} bytes, but an empty graph has ${levelsEnd}`);
-    return;
+    return undefined;
   }
   if (maxLevel > MAX_LEVEL) problem(`its top level ${maxLevel} is above ${MAX_LEVEL}`);
   if (entry >= nodes) problem(`its entry point is slot ${entry}, but it has ${nodes} nodes`);
+  return { nodes, connectivity, connectivityBase, maxLevel, entry, levelsEnd };
+}
 
+/** The levels table: each node's level, which must also account for every byte of the file. */
+function checkLevels(reader: ChunkedReader, { nodes, connectivity, connectivityBase, maxLevel, entry, levelsEnd }: GraphShape): Int16Array {
+  const bytes = reader.bytes;
   const levels = new Int16Array(nodes);
   const baseListBytes = NEIGHBOUR_COUNT_BYTES + connectivityBase * SLOT_BYTES;
   const listBytes = NEIGHBOUR_COUNT_BYTES + connectivity * SLOT_BYTES;
   let total = levelsEnd;
   for (let node = 0; node < nodes;) {
     const batch = Math.min(nodes - node, CHUNK_BYTES / 2);
-    i = reader.take(2 * batch);
+    let i = reader.take(2 * batch);
     for (const stop = node + batch; node < stop; node++, i += 2) {
       const level = bytes.readInt16LE(i);
       if (level < 0 || level > maxLevel) problem(`node ${node} has level ${level}, outside 0 to the top level ${maxLevel}`);
@@ -229,14 +264,19 @@ function checkGraph(reader: ChunkedReader, { dimensions, count }: HnswGraphExpec
   }
   if (levels[entry] !== maxLevel) problem(`its entry point, slot ${entry}, has level ${levels[entry]}, not the top level ${maxLevel}`);
   if (total !== reader.size) problem(`its headers and levels describe ${total} bytes, but it has ${reader.size}`);
+  return levels;
+}
 
+/** The nodes: keys that are slots, each once; at each level a neighbour list within its room, of other nodes that have that level, none twice. */
+function checkNodes(reader: ChunkedReader, { nodes, connectivity, connectivityBase }: GraphShape, levels: Int16Array): void {
+  const bytes = reader.bytes;
   const keySeen = new Uint8Array(nodes);
   // seenIn[slot] === list marks a neighbour already met in the current list: duplicates found in
   // linear time, without clearing a set per list.
   const seenIn = new Uint32Array(nodes);
   let list = 0;
   for (let node = 0; node < nodes; node++) {
-    i = reader.take(NODE_HEAD_BYTES);
+    let i = reader.take(NODE_HEAD_BYTES);
     const key = u64(bytes, i);
     const level = bytes.readInt16LE(i + 8);
     if (key >= nodes) problem(`node ${node} has key ${key}, not a slot below ${nodes}`);

@@ -2,12 +2,13 @@
  * The approximate dense route: an HNSW graph over the dense vectors (the npm package usearch),
  * for large corpora: faster than the exact scan, with a recall below 1 that the index benchmark
  * reports. The graph is saved next to the index (graph-<id>.usearch) and read back instead of
- * rebuilt when it checks out completely (index_store.ts, verifyGraph).
+ * rebuilt when it checks out completely (index_load.ts, verifyGraph).
  */
 import * as fs from 'node:fs';
 import { pathOfOpenFile } from '../base/files';
 import type { DenseRoute, LiveSlots, SavedRoute } from './dense_route';
-import { verifyGraph, type GraphRef } from './index_store';
+import { verifyGraph } from './index_load';
+import type { GraphRef } from './index_store';
 
 interface UsearchIndex {
   add(keys: BigUint64Array, vectors: Float32Array): void;

@@ -3,7 +3,7 @@
  * Candidates come from the dense route (exact inner products, or an approximate graph: see
  * dense_route.ts) and the sparse route (an inverted index over token ids); they are reranked by
  * the weighted mean of the dense, lexical and ColBERT scores (the same formula as computeScore's
- * 'colbert+sparse+dense'). The files of a saved index are index_store.ts's.
+ * 'colbert+sparse+dense'). A saved index's files: index_store.ts (format, save), index_load.ts (load).
  */
 import { M3Error, fromNative, inputError } from '../base/errors';
 import { SEARCH_WEIGHTS, checkWeights } from '../scoring/fusion';
@@ -14,7 +14,8 @@ import { checkChoice, checkInteger, checkNonEmptyString, checkOptions, optionalI
 import type { DenseRoute, DenseRouteName, LiveSlots } from './dense_route';
 import { ExactRoute } from './exact_route';
 import { HnswRoute } from './hnsw_route';
-import { loadIndex, saveIndex, type ModelIdentity } from './index_store';
+import { loadIndex } from './index_load';
+import { saveIndex, type ModelIdentity } from './index_store';
 
 /** The dense routes an index can be created with, by name (a new route is added here). */
 const DENSE_ROUTES: Record<DenseRouteName, (dim: number) => DenseRoute> = {
