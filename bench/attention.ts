@@ -21,7 +21,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, capabilities, runtimeInfo } from '../lib';
-import { native, type IsaTierName } from '../lib/native';
+import { native, type IsaTierName } from '../lib/addon/native';
 import { machineInfo, median, parseFlags, writeResult } from './common';
 import { uniform } from './workloads';
 

@@ -16,8 +16,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BGEM3, evaluate, type EvaluateResult } from '../lib';
-import { finetuneHeads, type FinetuneResult } from '../lib/finetune';
-import { native } from '../lib/native';
+import { finetuneHeads, type FinetuneResult } from '../lib/training/finetune';
+import { native } from '../lib/addon/native';
+import { mulberry32 } from '../lib/base/rng';
 import { machineInfo, median, parseFlags, writeResult } from './common';
 import { singlePieceWords, syntheticTask, withLiveSparseHead } from './finetune_task';
 
@@ -40,8 +41,8 @@ async function fullShapeStep(work: string, runs: number, steps: number): Promise
   const lengths = [...Array(queries).fill(queryLen), ...Array(passages).fill(passageLen)] as number[];
   const offsets = Uint32Array.from([0, ...lengths.map((_, i) => lengths.slice(0, i + 1).reduce((a, b) => a + b, 0))]);
   const tokens = offsets[offsets.length - 1];
-  let seed = 5;
-  const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) - 0.5;
+  const next = mulberry32(5);
+  const random = () => next() - 0.5;
   const file = path.join(work, 'full-shape.f32');
   fs.writeFileSync(file, Buffer.from(Float32Array.from({ length: tokens * hidden }, random).buffer));
   const ids = Int32Array.from({ length: tokens }, (_, t) => 4 + Math.floor((random() + 0.5) * 5000));

@@ -13,8 +13,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, type EvalRow } from '../lib';
-import { writeSafetensors } from '../lib/finetune';
-import { native } from '../lib/native';
+import { writeSafetensors } from '../lib/training/safetensors';
+import { native } from '../lib/addon/native';
+import { mulberry32, shuffle } from '../lib/base/rng';
 
 export interface SyntheticTaskOptions {
   trainRows: number;
@@ -38,28 +39,10 @@ export function singlePieceWords(tokenizerFile: string): string[] {
   return json.model.vocab.map(([piece]) => piece).filter((p) => /^▁[a-z]{3,}$/.test(p)).map((p) => p.slice(1));
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export function syntheticTask(words: string[], options: SyntheticTaskOptions): SyntheticTask {
-  const random = rng(options.seed ?? 7);
+  const random = mulberry32(options.seed ?? 7);
   const pick = <T>(list: T[]) => list[Math.floor(random() * list.length)];
-  const shuffled = <T>(list: T[]) => {
-    const a = [...list];
-    for (let i = a.length - 1; i > 0; i--) {
-      const j = Math.floor(random() * (i + 1));
-      [a[i], a[j]] = [a[j], a[i]];
-    }
-    return a;
-  };
+  const shuffled = <T>(list: T[]) => shuffle([...list], random);
   const topics = options.topics ?? 40;
   const fillers = options.fillers ?? 40;
   if (words.length < topics + fillers) throw new Error(`the vocabulary has ${words.length} single-piece words; the task needs ${topics + fillers}`);

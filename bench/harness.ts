@@ -22,7 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { BGEM3, capabilities, runtimeInfo } from '../lib';
-import { native } from '../lib/native';
+import { native } from '../lib/addon/native';
 import { machineInfo, parseFlags, resultsDir, writeResult } from './common';
 import { workloads } from './workloads';
 

@@ -12,19 +12,9 @@
  */
 import { BGE_M3_VOCAB_SIZE, capabilities, lexicalScoresSync, lexicalScores, runtimeInfo } from '../lib';
 import type { LexicalKernel, SparseRow, SparseVectors } from '../lib';
-import { native, type IsaTierName } from '../lib/native';
+import { native, type IsaTierName } from '../lib/addon/native';
+import { mulberry32 } from '../lib/base/rng';
 import { machineInfo, median, parseFlags, timeInterleaved, writeResult, type TimedCase } from './common';
-
-/** Deterministic xorshift32 in [0, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13; s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
-    return s / 0x100000000;
-  };
-}
 
 /** Draws ids by rank with P(rank r) proportional to 1 / (r + 1)^exponent. */
 function zipfSampler(vocab: number, exponent: number, random: () => number): () => number {
@@ -53,7 +43,7 @@ function makeRow(n: number, draw: () => number, random: () => number): { ids: nu
 }
 
 function makeData(docs: number, docIds: number, queryIds: number): { query: SparseRow; docs: SparseVectors } {
-  const random = rng(20240611);
+  const random = mulberry32(20240611);
   const draw = zipfSampler(BGE_M3_VOCAB_SIZE, 1.0, random);
   const q = makeRow(queryIds, draw, random);
   const offsets = new Uint32Array(docs + 1);
@@ -113,7 +103,7 @@ function jsMerge(query: SparseRow, docs: SparseVectors): Float32Array {
   return out;
 }
 
-/** A pair merge exactly like lib/scores.ts's loop (no validation), for the pair comparison. */
+/** A pair merge exactly like lib/scoring/scores.ts's loop (no validation), for the pair comparison. */
 function jsPair(a: SparseRow, b: SparseRow): number {
   let i = 0;
   let j = 0;

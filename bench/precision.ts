@@ -23,7 +23,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, capabilities, runtimeInfo, type EncodeOutput } from '../lib';
-import { native } from '../lib/native';
+import { native } from '../lib/addon/native';
 import { machineInfo, median, parseFlags, writeResult } from './common';
 import { mixed, uniform, type Workload } from './workloads';
 

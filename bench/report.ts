@@ -122,7 +122,7 @@ async function encodeSection(r: Json, out: string, charts: string[]): Promise<st
 async function paddingOf(modelDir: string): Promise<string | undefined> {
   if (!fs.existsSync(path.join(modelDir, 'config.json'))) return undefined;
   const { BGEM3 } = await import('../lib');
-  const { planBatches } = await import('../lib/batching');
+  const { planBatches } = await import('../lib/engine/batching');
   const { workloads } = await import('./workloads');
   const m = await BGEM3.load(modelDir);
   try {

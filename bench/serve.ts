@@ -21,7 +21,7 @@ import autocannon from 'autocannon';
 import { machineInfo, parseFlags, writeResult } from './common';
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
 interface Server {
   child: ChildProcess;

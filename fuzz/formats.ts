@@ -1,7 +1,7 @@
 /**
  * Just enough of the engine's file formats to mutate their fields on purpose and to fix up the
  * checksums that would otherwise stop a mutation at the first check: index segments and
- * MANIFEST (see lib/index_store.ts), HNSW graph files (lib/hnsw_graph_check.ts) and
+ * MANIFEST (see lib/retrieval/index_store.ts), HNSW graph files (lib/retrieval/hnsw_graph_check.ts) and
  * safetensors. Every reader here is lenient (a mutated file is the normal case): what does not
  * parse is left as it is.
  */

@@ -45,7 +45,7 @@ export type FileKind = 'missing' | 'empty' | 'directory' | 'fifo' | 'symlink-to-
 
 export type KindOp = { op: 'replace-with'; kind: FileKind };
 
-/** Fields of an HNSW graph file (see lib/hnsw_graph_check.ts for the layout). */
+/** Fields of an HNSW graph file (see lib/retrieval/hnsw_graph_check.ts for the layout). */
 export type HnswField = 'rows' | 'rowBytes' | 'present' | 'dimensions' | 'nodes' | 'connectivity' | 'connectivityBase' | 'maxLevel' | 'entry'
   | 'levelsTable' | 'nodeKey' | 'nodeLevel' | 'neighbourCount' | 'neighbour' | 'vector';
 

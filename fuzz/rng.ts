@@ -14,12 +14,14 @@ function hashText(text: string, start: number): number {
   return h;
 }
 
-/** A small seeded generator (mulberry32) with the draws the mutators need. */
+import { mulberry32 } from '../lib/base/rng';
+
+/** A seeded generator (the package's mulberry32) with the draws the mutators need. */
 export class Random {
-  private state: number;
+  private readonly draw: () => number;
 
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    this.draw = mulberry32(seed);
   }
 
   /** The generator of one case: independent of every other case of the run. */
@@ -29,11 +31,7 @@ export class Random {
 
   /** A float in [0, 1). */
   next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.draw();
   }
 
   /** An integer in [0, n); 0 when n <= 0. */

@@ -4,7 +4,7 @@
  * outcomes are judged.
  */
 import * as path from 'node:path';
-import { M3Error, M3_ERROR_CODES } from '../lib/errors';
+import { M3Error, M3_ERROR_CODES } from '../lib/base/errors';
 import type { CaseResult, Recipe } from './recipe';
 import type { Random } from './rng';
 

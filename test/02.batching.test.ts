@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, type EncodeOutput } from '../lib';
-import { planBatches, type BatchLimits } from '../lib/batching';
+import { planBatches, type BatchLimits } from '../lib/engine/batching';
 import { DEMO_MODEL, MODEL_DIRS, assertClose, golden, longText } from './helpers';
 
 /** The cheapest plan by exhaustive search over every cut of the sorted order (small n only). */

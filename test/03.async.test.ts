@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { BGEM3 } from '../lib';
-import type { NativeEncoder } from '../lib/native';
+import type { NativeEncoder } from '../lib/addon/native';
 import { DEMO_MODEL, ROOT, assertClose, golden, rejectsWith } from './helpers';
 
 /** Many texts near the demo model's 64-token limit: a few hundred ms of work. */

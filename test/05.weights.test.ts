@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BGEM3 } from '../lib';
-import { native } from '../lib/native';
+import { native } from '../lib/addon/native';
 import { FIXTURES, rejectsWith } from './helpers';
 
 const DIR = path.join(FIXTURES, 'weight-readers');

@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { capabilities, setIsa } from '../lib';
-import { native, type IsaTierName } from '../lib/native';
+import { native, type IsaTierName } from '../lib/addon/native';
 import { attentionReference } from './helpers';
 
 /** Deterministic pseudo-random floats in [-1, 1). */

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { FIXTURES, ROOT, assertClose, golden } from './helpers';
 
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
 function run(args: string[], input?: string) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input });

@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, capabilities, lexicalScore, lexicalScores, lexicalScoresSync } from '../lib';
 import type { LexicalKernel, SparseRow, SparseVectors } from '../lib';
-import type { IsaTierName } from '../lib/native';
+import type { IsaTierName } from '../lib/addon/native';
+import { mulberry32 } from '../lib/base/rng';
 import { DEMO_MODEL, rejectsWith } from './helpers';
 
 const ORDER: IsaTierName[] = ['serial', 'avx2', 'avx512'];
@@ -18,17 +19,6 @@ const DETECTED = capabilities().detected;
 const TIERS: LexicalKernel[] = [...ORDER.slice(0, ORDER.indexOf(DETECTED) + 1), ...(DETECTED === 'avx512' ? ['avx512-gather' as const] : [])];
 const KERNELS: LexicalKernel[] = [...TIERS, 'merge'];
 const BGE_VOCAB = 250002;
-
-/** Deterministic xorshift32 in [0, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13; s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
-    return s / 0x100000000;
-  };
-}
 
 /** `n` distinct ids below `vocab`, ascending; weights in [-1, 1) with some exact zeros. */
 function randomRow(n: number, vocab: number, random: () => number): { ids: number[]; weights: number[] } {
@@ -63,7 +53,7 @@ interface Case {
 const EDGE_LENGTHS = [0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49, 64, 100, 255, 256, 300];
 
 function randomCase(seed: number, vocab: number, docCount: number, qLen: number): Case {
-  const random = rng(seed);
+  const random = mulberry32(seed);
   const q = randomRow(qLen, vocab, random);
   const offsets = [0];
   const ids: number[] = [];
@@ -296,12 +286,12 @@ describe('lexicalScores validation', () => {
     ['docs lengths that differ', () => lexicalScoresSync(query, { ...docs, weights: Float32Array.of(1) }), /a Float32Array of length 2 \(as docs\.ids\) for docs\.weights/],
     ['empty offsets', () => lexicalScoresSync(query, { ...docs, offsets: new Uint32Array(0) }), /count \+ 1 entries .* for docs\.offsets/],
     ['null docs', () => lexicalScoresSync(query, null as never), /for docs but received null/],
-    ['threads 0', () => lexicalScoresSync(query, docs, { threads: 0 }), /integer from 1 to 256 for threads but received number 0/],
+    ['threads 0', () => lexicalScoresSync(query, docs, { threads: 0 }), /integer in \[1, 256\] for threads but received number 0/],
     ['threads 1.5', () => lexicalScoresSync(query, docs, { threads: 1.5 }), /for threads/],
     ['threads 257', () => lexicalScoresSync(query, docs, { threads: 257 }), /for threads/],
     ['vocabSize 0', () => lexicalScoresSync(query, docs, { vocabSize: 0 }), /for vocabSize but received number 0/],
     ['a fractional vocabSize', () => lexicalScoresSync(query, docs, { vocabSize: 10.5 }), /for vocabSize/],
-    ['a vocabSize of 2^31 + 1', () => lexicalScoresSync(query, docs, { vocabSize: 2 ** 31 + 1 }), /integer from 1 to 2147483648 for vocabSize/],
+    ['a vocabSize of 2^31 + 1', () => lexicalScoresSync(query, docs, { vocabSize: 2 ** 31 + 1 }), /integer in \[1, 2147483648\] for vocabSize/],
     ['an unknown isa', () => lexicalScoresSync(query, docs, { isa: 'sse' as never }), /'serial', 'avx2', 'avx512', 'avx512-gather' or 'merge' for isa/],
   ];
   for (const [name, call, message] of badArgs) {

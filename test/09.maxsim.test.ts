@@ -6,19 +6,16 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { BGEM3, capabilities, colbertScore, maxSim, maxSimSync, quantize } from '../lib';
-import type { IsaTierName } from '../lib/native';
-import { DEMO_MODEL, golden } from './helpers';
+import type { IsaTierName } from '../lib/addon/native';
+import { mulberry32 } from '../lib/base/rng';
+import { DEMO_MODEL, colbertReference, golden, maxSimReference } from './helpers';
 
 const ORDER: IsaTierName[] = ['serial', 'avx2', 'avx512'];
 const TIERS = ORDER.slice(0, ORDER.indexOf(capabilities().detected) + 1);
 
-/** Deterministic generator (xorshift32) of normal-ish values. */
+/** Deterministic generator of normal-ish values. */
 function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    return s / 0x100000000;
-  };
+  const next = mulberry32(seed);
   return { next, normal: () => next() + next() + next() - 1.5, int: (n: number) => Math.floor(next() * n) };
 }
 
@@ -30,26 +27,6 @@ function unitRows(rows: number, dim: number, r: ReturnType<typeof rng>): Float32
     for (let k = 0; k < dim; k++) out[i * dim + k] /= Math.sqrt(norm);
   }
   return out;
-}
-
-function reference(q: Float32Array, d: Float32Array, offsets: Uint32Array, dim: number): number[] {
-  const nq = q.length / dim;
-  const scores: number[] = [];
-  for (let i = 0; i + 1 < offsets.length; i++) {
-    if (nq === 0 || offsets[i + 1] === offsets[i]) { scores.push(0); continue; }
-    let total = 0;
-    for (let a = 0; a < nq; a++) {
-      let best = -Infinity;
-      for (let j = offsets[i]; j < offsets[i + 1]; j++) {
-        let dot = 0;
-        for (let k = 0; k < dim; k++) dot += q[a * dim + k] * d[j * dim + k];
-        best = Math.max(best, dot);
-      }
-      total += best;
-    }
-    scores.push(total / nq);
-  }
-  return scores;
 }
 
 function corpus(seed: number, dim: number, nq: number, docRows: number[]) {
@@ -69,7 +46,7 @@ describe('maxSim', () => {
     it(`${tier}: fp32 equals the float64 reference; bf16 and int8 within their bounds`, () => {
       shapes.forEach(([dim, nq, rows], n) => {
         const { q, docs } = corpus(100 + n, dim, nq, rows);
-        const ref = reference(q, docs.data, docs.offsets, dim);
+        const ref = maxSimReference(q, docs.data, docs.offsets, dim);
         const f32 = maxSimSync(q, docs, { dim, isa: tier });
         ref.forEach((v, i) => assert.ok(Math.abs(f32[i] - v) <= 1e-5, `f32 dim ${dim} nq ${nq} doc ${i}: ${f32[i]} vs ${v}`));
         const bf16 = maxSimSync(q, quantize(docs, dim, 'bf16'), { isa: tier });
@@ -130,7 +107,7 @@ describe('maxSim', () => {
     const scores = maxSimSync(q, docs, { dim: 8 });
     assert.equal(scores[0], 0);
     assert.equal(scores[2], 0);
-    assert.ok(Math.abs(scores[1] - reference(q, docs.data, docs.offsets, 8)[1]) <= 1e-6);
+    assert.ok(Math.abs(scores[1] - maxSimReference(q, docs.data, docs.offsets, 8)[1]) <= 1e-6);
     assert.deepEqual(Array.from(maxSimSync(new Float32Array(0), docs, { dim: 8 })), [0, 0, 0]);
   });
 
@@ -148,14 +125,17 @@ describe('maxSim', () => {
     assert.deepEqual(many.subarray(600), maxSimSync(q2, docs, { dim: 64 }));
   });
 
-  it('matches colbertScore on real encode() output', async () => {
+  it('matches the plain JS reference on real encode() output; colbertScore is the same kernel', async () => {
     const model = await BGEM3.load(DEMO_MODEL);
     try {
       const texts = golden.cases.map((c) => c.text);
       const out = await model.encode(texts, { dense: false, sparse: false, colbert: true });
       const query = out.row(0).colbert!;
       const scores = await maxSim(query, out.colbert!, { dim: out.dim });
-      texts.forEach((_, i) => assert.ok(Math.abs(scores[i] - colbertScore(query, out.row(i).colbert!, out.dim)) <= 1e-6));
+      texts.forEach((_, i) => {
+        assert.ok(Math.abs(scores[i] - colbertReference(query, out.row(i).colbert!, out.dim)) <= 1e-6);
+        assert.equal(colbertScore(query, out.row(i).colbert!, out.dim), scores[i]);
+      });
     } finally {
       await model.dispose();
     }

@@ -7,8 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BGEM3, HybridIndex, colbertScore, denseScore, lexicalScore, type EncodeOutput } from '../lib';
-import { DEMO_MODEL, ROOT } from './helpers';
+import { BGEM3, HybridIndex, denseScore, lexicalScore, type EncodeOutput } from '../lib';
+import { DEMO_MODEL, ROOT, colbertReference } from './helpers';
 
 interface Row { query: string; pos: string[]; neg: string[] }
 const rows: Row[] = fs.readFileSync(path.join(ROOT, 'data', 'seed-examples.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -33,7 +33,7 @@ describe('HybridIndex', () => {
       const d = docs.row(i);
       const dense = denseScore(q.dense!, d.dense!);
       const sparse = lexicalScore(q.sparse!, d.sparse!);
-      const colbert = colbertScore(q.colbert!, d.colbert!, docs.dim);
+      const colbert = colbertReference(q.colbert!, d.colbert!, docs.dim);
       return { id: `p${i}`, slot: i, dense, sparse, colbert, score: (weights[0] * dense + weights[1] * sparse + weights[2] * colbert) / 2.3 };
     });
     scored.sort((a, b) => b.score - a.score || a.slot - b.slot);

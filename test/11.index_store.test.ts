@@ -216,7 +216,7 @@ describe('HybridIndex save/load', () => {
   it('the lock excludes other processes, and a holder killed with SIGKILL releases it', async () => {
     const dir = freshDir();
     fs.mkdirSync(dir);
-    const store = JSON.stringify(path.join(ROOT, 'dist', 'lib', 'index_store.js'));
+    const store = JSON.stringify(path.join(ROOT, 'dist', 'lib', 'retrieval', 'index_store.js'));
     // Each process enters the lock 300 times; inside, it creates a marker file exclusively.
     const stress = `const fs = require('fs'); const { withDirectoryLock } = require(${store});
       let overlaps = 0; const marker = ${JSON.stringify(path.join(dir, 'INSIDE'))};
@@ -237,7 +237,7 @@ describe('HybridIndex save/load', () => {
     const holder = spawn(process.execPath, ['-e', `require(${store}).withDirectoryLock(${JSON.stringify(dir)}, () => { console.log('in'); for (;;); });`],
       { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise((resolve) => holder.stdout.once('data', resolve));
-    const { withDirectoryLock } = await import('../lib/index_store');
+    const { withDirectoryLock } = await import('../lib/retrieval/index_store');
     assert.throws(() => withDirectoryLock(dir, () => 1, 200), /LOCK' stayed locked for 0 s by process \d+; another save/);
     holder.kill('SIGKILL');
     await new Promise((resolve) => holder.once('exit', resolve));

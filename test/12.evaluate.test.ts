@@ -5,11 +5,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { BGEM3, EVAL_MODES, EncodeOutput, colbertScore, denseScore, evaluate, lexicalScore, readEvalRows, type EvalRow } from '../lib';
-import { DEMO_MODEL, ROOT } from './helpers';
+import { BGEM3, EVAL_MODES, EncodeOutput, denseScore, evaluate, lexicalScore, readEvalRows, type EvalRow } from '../lib';
+import { DEMO_MODEL, ROOT, colbertReference } from './helpers';
 
 const SEED = path.join(ROOT, 'data', 'seed-examples.jsonl');
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-eval-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -35,7 +35,7 @@ describe('evaluate', () => {
         const q = qs.row(qi);
         const scored = passages.map((p, i) => {
           const d = docs.row(i);
-          return { p, i, s: (wd * denseScore(q.dense!, d.dense!) + ws * lexicalScore(q.sparse!, d.sparse!) + wc * colbertScore(q.colbert!, d.colbert!, docs.dim)) / (wd + ws + wc) };
+          return { p, i, s: (wd * denseScore(q.dense!, d.dense!) + ws * lexicalScore(q.sparse!, d.sparse!) + wc * colbertReference(q.colbert!, d.colbert!, docs.dim)) / (wd + ws + wc) };
         });
         // A positive's rank: how many other passages score at least as high (ties count against it).
         const ranks = scored.filter((x) => row.pos.includes(x.p))

@@ -8,7 +8,7 @@ import * as assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { BGEM3, HybridIndex } from '../lib';
 import { createServer, type M3Server, type ServerOptions } from '../lib/server';
-import { decodeWire } from '../lib/wire';
+import { decodeWire } from '../lib/serve/wire';
 import { DEMO_MODEL, assertClose, golden, longText } from './helpers';
 
 interface ErrorBody {

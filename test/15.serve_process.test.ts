@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { ROOT, assertClose, golden } from './helpers';
 
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
 /** Starts the server and resolves with its address once it prints it. */
 function start(args: string[]): Promise<{ child: ChildProcess; address: string; stderr: () => string }> {

@@ -13,13 +13,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BGEM3, evaluate, type EvalRow } from '../lib';
-import { finetuneHeads, type FinetuneEvent } from '../lib/finetune';
-import { native, type NativeHeadTrainer } from '../lib/native';
+import { finetuneHeads, type FinetuneEvent } from '../lib/training/finetune';
+import { native, type NativeHeadTrainer } from '../lib/addon/native';
+import { mulberry32 } from '../lib/base/rng';
 import { singlePieceWords, syntheticTask, withLiveSparseHead } from '../bench/finetune_task';
 import { FIXTURES, ROOT, rejectsWith } from './helpers';
 
 const TINY = path.join(FIXTURES, 'tiny-m3-safetensors');
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
 interface GradCase {
   hidden: number; dim: number; options: Record<string, unknown>;
@@ -148,8 +149,8 @@ describe('HeadTrainerNative', () => {
     const g = base.grad!;
     // Directional derivatives: along the gradient, and along random directions in each head.
     const sparseEnd = hidden + 1;
-    let seed = 11;
-    const random = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) - 0.5;
+    const next = mulberry32(11);
+    const random = () => next() - 0.5;
     const directions: [string, Float32Array][] = [
       ['gradient', Float32Array.from(g)],
       ['sparse head', Float32Array.from(g, (_, j) => (j < sparseEnd ? random() : 0))],

@@ -1,5 +1,5 @@
 /**
- * Long texts are tokenized by prefix (lib/tokenizer.ts): the ids must be exactly those of the
+ * Long texts are tokenized by prefix (lib/engine/tokenizer.ts): the ids must be exactly those of the
  * whole text tokenized and truncated by Hugging Face's tokenizers library itself, for texts
  * built to stress the cut (whitespace runs of every kind, special tokens, words without spaces,
  * texts whose first prefix is too short).
@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { BGEM3 } from '../lib';
-import { prefixTokenizable } from '../lib/tokenizer';
+import { prefixTokenizable } from '../lib/engine/tokenizer';
 import { DEMO_MODEL } from './helpers';
 
 const TOKENIZER = path.join(DEMO_MODEL, 'tokenizer.json');

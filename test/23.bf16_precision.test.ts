@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { BGEM3, capabilities, setIsa, type EncodeOutput, type LoadOptions } from '../lib';
-import { native } from '../lib/native';
+import { native } from '../lib/addon/native';
+import { mulberry32 } from '../lib/base/rng';
 import { DEMO_MODEL, FIXTURES, ROOT, attentionReference } from './helpers';
 
 const BF16 = capabilities().features.avx512bf16 === true && capabilities().detected === 'avx512';
@@ -36,13 +37,8 @@ function bf16(x: Float32Array): Float32Array {
 }
 
 function random(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = ((s / 2 ** 32) * 2 - 1) * scale;
-  }
-  return out;
+  const next = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => (next() * 2 - 1) * scale);
 }
 
 describe('the bf16 dense-layer kernel', () => {
@@ -256,7 +252,7 @@ describe('precision option and flag', () => {
   });
 
   it('bge-m3 info --precision bf16 reports the precision; a bad value is a usage error', () => {
-    const cli = path.join(ROOT, 'dist', 'lib', 'cli.js');
+    const cli = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
     const ok = spawnSync(process.execPath, [cli, 'info', '--precision', 'bf16'], { encoding: 'utf8' });
     assert.equal(ok.status, 0, ok.stderr);
     const info = JSON.parse(ok.stdout);

@@ -11,8 +11,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import { M3Tokenizer, prefixCut } from '../lib/tokenizer';
-import { charsmapProblem, tokenizerJsonProblem } from '../lib/tokenizer_check';
+import { M3Tokenizer, prefixCut } from '../lib/engine/tokenizer';
+import { charsmapProblem, tokenizerJsonProblem } from '../lib/engine/tokenizer_check';
 import { DEMO_MODEL, FIXTURES } from './helpers';
 
 const DEMO_TOKENIZER = path.join(DEMO_MODEL, 'tokenizer.json');
@@ -23,7 +23,7 @@ const PROBE_TEXTS = ['', 'hello world', 'Ａｂｃ ﬁne e\u0301 naïve 東京�
 
 /**
  * A precompiled_charsmap as SentencePiece writes it (the layout is described in
- * lib/tokenizer_check.ts): a darts-clone double array over the UTF-8 bytes of each `from`,
+ * lib/engine/tokenizer_check.ts): a darts-clone double array over the UTF-8 bytes of each `from`,
  * packed with every node's children at `base ^ byte` and its value unit at `base`, followed by
  * the NUL-terminated replacement strings.
  */
@@ -298,7 +298,7 @@ describe('a tokenizer.json the tokenizers library would crash on', () => {
   it('is refused at load with ERR_MODEL_FILES naming the file, the part of the JSON and the fault', () => {
     // In a child process, so that a tokenizer that gets through aborts that process and not the
     // test runner.
-    const script = `const { M3Tokenizer } = require(${JSON.stringify(path.join(__dirname, '..', 'lib', 'tokenizer.js'))});
+    const script = `const { M3Tokenizer } = require(${JSON.stringify(path.join(__dirname, '..', 'lib', 'engine', 'tokenizer.js'))});
       (async () => {
         for (const file of process.argv.slice(1)) {
           try {

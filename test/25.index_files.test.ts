@@ -13,7 +13,8 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { HybridIndex, M3Error } from '../lib';
-import { openRegularFile, readRegularFile } from '../lib/files';
+import { mulberry32 } from '../lib/base/rng';
+import { openRegularFile, readRegularFile } from '../lib/base/files';
 import { ROOT } from './helpers';
 import { syntheticEncoded } from './index_synthetic';
 
@@ -24,10 +25,9 @@ const freshDir = () => path.join(tmp, `ix-${n++}`);
 const readManifest = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'MANIFEST'), 'utf8'));
 const writeManifest = (dir: string, manifest: unknown) => fs.writeFileSync(path.join(dir, 'MANIFEST'), JSON.stringify(manifest));
 
-/** Deterministic pseudo-random numbers (xorshift32), so a failing mutation can be replayed. */
+/** Deterministic pseudo-random numbers, so a failing mutation can be replayed. */
 function randomSource(seed: number) {
-  let s = seed >>> 0 || 1;
-  const next = () => ((s ^= s << 13, s >>>= 0, s ^= s >>> 17, s ^= s << 5, s >>>= 0) / 0x100000000);
+  const next = mulberry32(seed);
   return { next, below: (n: number) => Math.floor(next() * n), pick: <T>(list: readonly T[]) => list[Math.floor(next() * list.length)] };
 }
 
@@ -431,7 +431,7 @@ describe('index paths that are not regular files', { skip: process.platform === 
       fs.statSync = (file, ...rest) => stat(file === process.argv[2] ? process.execPath : file, ...rest);
       try { require(process.argv[1]).openRegularFile(process.argv[2], 'Model file'); console.log('opened'); }
       catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }`;
-    const child = spawnSync(process.execPath, ['-e', script, path.join(ROOT, 'dist', 'lib', 'files.js'), fifo], { timeout: 20_000, encoding: 'utf8' });
+    const child = spawnSync(process.execPath, ['-e', script, path.join(ROOT, 'dist', 'lib', 'base', 'files.js'), fifo], { timeout: 20_000, encoding: 'utf8' });
     assert.equal(child.signal, null, 'the open did not block');
     const outcome = JSON.parse(child.stdout);
     assert.deepEqual(outcome, { name: 'M3Error', code: 'ERR_MODEL_FILES', message: `Model file '${fifo}' is a FIFO (named pipe), not a regular file; put the file itself at this path.` });

@@ -11,13 +11,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { BGEM3 } from '../lib';
-import { M3_ERROR_CODES, fromNative } from '../lib/errors';
-import { checkWeights } from '../lib/fusion';
+import { M3_ERROR_CODES, fromNative } from '../lib/base/errors';
+import { checkWeights } from '../lib/scoring/fusion';
 import { createServer, type M3Server } from '../lib/server';
 import { DEMO_MODEL, FIXTURES, ROOT, assertClose, golden, rejectsWith } from './helpers';
 import { buildSynthetic, syntheticEncoded } from './index_synthetic';
 
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
 /** A copy of a model directory to damage (files are copied, never linked). */
 function copyModel(from: string): string {

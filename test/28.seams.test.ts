@@ -8,7 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { BGEM3 } from '../lib';
-import { DEVICES, NATIVE_OUTPUT_KINDS, native, type NativeEncoder } from '../lib/native';
+import { DEVICES, NATIVE_OUTPUT_KINDS, native, type NativeEncoder } from '../lib/addon/native';
 import { DEMO_MODEL } from './helpers';
 
 describe('addon tables and the testing surface', () => {

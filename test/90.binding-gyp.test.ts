@@ -102,14 +102,14 @@ async function run(cmd: string, args: string[], cwd: string, env: NodeJS.Process
 /**
  * Run in a child process per addon (an addon cannot be unloaded, and both export the same
  * symbols): loads the addon named by BGE_M3_ADDON through dist/lib, checks that it really is the
- * one in use (lib/native.ts silently falls back to build/Release), and prints what it computes.
+ * one in use (lib/addon/native.ts silently falls back to build/Release), and prints what it computes.
  */
 const PROBE = `
 const path = require('node:path');
 const [root, modelDir] = process.argv.slice(1);
 (async () => {
   const addon = require(process.env.BGE_M3_ADDON);
-  const { native } = require(path.join(root, 'dist', 'lib', 'native.js'));
+  const { native } = require(path.join(root, 'dist', 'lib', 'addon', 'native.js'));
   if (native() !== addon) throw new Error('dist/lib did not load ' + process.env.BGE_M3_ADDON);
   const { BGEM3, runtimeInfo } = require(path.join(root, 'dist', 'lib', 'index.js'));
   const m3 = await BGEM3.load(modelDir, { threads: 1 });

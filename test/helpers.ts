@@ -113,3 +113,33 @@ export function attentionReference(q: Float32Array, kt: Float32Array, v: Float32
   }
   return out;
 }
+
+/**
+ * MaxSim in float64, a plain loop: the oracle of the native kernels. Query rows `q` against each
+ * document (rows offsets[i] .. offsets[i+1] of `d`): the mean over query rows of the best inner
+ * product; an empty query or document scores 0.
+ */
+export function maxSimReference(q: Float32Array, d: Float32Array, offsets: Uint32Array, dim: number): number[] {
+  const nq = q.length / dim;
+  const scores: number[] = [];
+  for (let i = 0; i + 1 < offsets.length; i++) {
+    if (nq === 0 || offsets[i + 1] === offsets[i]) { scores.push(0); continue; }
+    let total = 0;
+    for (let a = 0; a < nq; a++) {
+      let best = -Infinity;
+      for (let j = offsets[i]; j < offsets[i + 1]; j++) {
+        let dot = 0;
+        for (let k = 0; k < dim; k++) dot += q[a * dim + k] * d[j * dim + k];
+        best = Math.max(best, dot);
+      }
+      total += best;
+    }
+    scores.push(total / nq);
+  }
+  return scores;
+}
+
+/** The ColBERT score of one query-passage pair in float64 ({@link maxSimReference} of one document). */
+export function colbertReference(query: Float32Array, passage: Float32Array, dim: number): number {
+  return maxSimReference(query, passage, Uint32Array.of(0, passage.length / dim), dim)[0];
+}

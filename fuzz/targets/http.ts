@@ -7,10 +7,10 @@
  * an uncoded failure.
  */
 import * as path from 'node:path';
-import { HybridIndex } from '../../lib/hybrid_index';
-import { BGEM3 } from '../../lib/model';
+import { HybridIndex } from '../../lib/retrieval/hybrid_index';
+import { BGEM3 } from '../../lib/engine/model';
 import type { M3Server } from '../../lib/server';
-import { WIRE_CONTENT_TYPE, decodeWire } from '../../lib/wire';
+import { WIRE_CONTENT_TYPE, decodeWire } from '../../lib/serve/wire';
 import { EDGE_STRINGS, applyByteOp, applyJsonOpsToBytes, randomByteOps, randomJsonOps, stringifyJson, type JsonFocus } from '../mutate';
 import type { ByteOp, CaseResult, JsonOp, JsonPath, Recipe, Step } from '../recipe';
 import type { Random } from '../rng';

@@ -9,9 +9,9 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { HybridIndex, type SearchHit } from '../../lib/hybrid_index';
-import { verifyGraph } from '../../lib/index_store';
-import type { EncodeOutput } from '../../lib/outputs';
+import { HybridIndex, type SearchHit } from '../../lib/retrieval/hybrid_index';
+import { verifyGraph } from '../../lib/retrieval/index_load';
+import type { EncodeOutput } from '../../lib/engine/outputs';
 import { syntheticEncoded } from '../../test/index_synthetic';
 import { applyFileSteps, copyFixture } from '../apply';
 import { graphHotSpots, readSegmentSections, segmentHotSpots } from '../formats';
@@ -63,7 +63,7 @@ function buildBase(dir: string, base: IndexBase): void {
   const fixed: Record<string, unknown> = { format: manifest.format, version: manifest.version, segment: SEGMENT, bytes: manifest.bytes, crc32: manifest.crc32 };
   if (dense === 'hnsw') {
     const { Index } = require('usearch') as { Index: new (o: Record<string, unknown>) => { add(k: BigUint64Array, v: Float32Array, threads: number): void; save(f: string): void } };
-    // The settings of createHnsw in lib/hybrid_index.ts.
+    // The settings of createGraph in lib/retrieval/hnsw_route.ts.
     const graph = new Index({ dimensions: DIM, metric: 'ip', connectivity: 16, expansion_add: 128, expansion_search: 128 });
     graph.add(BigUint64Array.from({ length: COUNT }, (_, i) => BigInt(i)), encoded.dense!, 1);
     graph.save(path.join(built, GRAPH));

@@ -6,8 +6,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BGEM3 } from '../../lib/model';
-import type { EncodeOutput } from '../../lib/outputs';
+import { BGEM3 } from '../../lib/engine/model';
+import type { EncodeOutput } from '../../lib/engine/outputs';
 import { applyFileSteps, copyFixture } from '../apply';
 import { safetensorsHeader, safetensorsTensors } from '../formats';
 import { FILE_KINDS, INTERESTING_FLOATS, randomByteOps, randomJsonOps, type ByteHints, type JsonFocus } from '../mutate';

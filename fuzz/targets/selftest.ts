@@ -3,7 +3,7 @@
  * abort, an exit, a hang, a rejection nobody handles), to check that the driver judges and
  * attributes each one right. Not part of a normal run; name it in --targets to run it.
  */
-import { M3Error } from '../../lib/errors';
+import { M3Error } from '../../lib/base/errors';
 import type { CaseResult, Recipe } from '../recipe';
 import type { Random } from '../rng';
 import type { Target } from '../target';

@@ -7,12 +7,12 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { HybridIndex } from '../../lib/hybrid_index';
-import { lexicalScoresSync } from '../../lib/lexical';
-import { maxSimSync } from '../../lib/maxsim';
-import { BGEM3 } from '../../lib/model';
-import type { EncodeOutput } from '../../lib/outputs';
-import { decodeWire, encodeWire } from '../../lib/wire';
+import { HybridIndex } from '../../lib/retrieval/hybrid_index';
+import { lexicalScoresSync } from '../../lib/scoring/lexical';
+import { maxSimSync } from '../../lib/scoring/maxsim';
+import { BGEM3 } from '../../lib/engine/model';
+import { OUTPUT_COLBERT, OUTPUT_DENSE, OUTPUT_SPARSE, type EncodeOutput } from '../../lib/engine/outputs';
+import { decodeWire, encodeWire } from '../../lib/serve/wire';
 import { applyByteOp, randomByteOps } from '../mutate';
 import type { ByteOp, CaseResult, Recipe } from '../recipe';
 import type { Random } from '../rng';
@@ -45,9 +45,9 @@ function sectionStarts(bytes: Buffer): number[] {
   const nnz = bytes.readUInt32LE(24);
   const starts = [32];
   let at = 32 + 4 * count;
-  if (flags & 1) starts.push(at), at += 4 * count * dim;
-  if (flags & 2) starts.push(at, at + 4 * count), at += 4 * (count + 1) + 8 * nnz;
-  if (flags & 4) starts.push(at, at + 4 * count);
+  if (flags & OUTPUT_DENSE) starts.push(at), at += 4 * count * dim;
+  if (flags & OUTPUT_SPARSE) starts.push(at, at + 4 * count), at += 4 * (count + 1) + 8 * nnz;
+  if (flags & OUTPUT_COLBERT) starts.push(at, at + 4 * count);
   return starts;
 }
 

@@ -1,0 +1,27 @@
+/** POST /v1/embeddings: OpenAI-compatible dense embeddings (float arrays or base64). */
+import type { FastifyPluginAsync } from 'fastify';
+import { M3Error } from '../../base/errors';
+import { textsOf, type RouteOptions } from '../context';
+import * as schemas from '../schemas';
+
+export const embeddingsRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) => {
+  const { model } = ctx;
+  app.post<{ Body: schemas.EmbeddingsBody }>('/v1/embeddings', { schema: { body: schemas.embeddingsBody } }, async (request, reply) => {
+    const { input, encoding_format: format = 'float', dimensions } = request.body;
+    const texts = textsOf(input);
+    ctx.checkCount(texts.length, 'inputs');
+    if (dimensions !== undefined && dimensions !== model.dim) {
+      throw new M3Error('ERR_INPUT', `dimensions ${dimensions} is not supported: this model's vectors have ${model.dim} dimensions (omit the field)`);
+    }
+    // Like the OpenAI API, a text over the limit is an error rather than silently cut.
+    const out = await ctx.batcher.encode(texts, {
+      dense: true, sparse: false, maxLength: ctx.limits.maxTextTokens, truncate: false, signal: ctx.requestSignal(reply),
+    });
+    const data = texts.map((_, i) => {
+      const v = out.dense!.subarray(i * out.dim, (i + 1) * out.dim);
+      return { object: 'embedding', index: i, embedding: format === 'base64' ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64') : Array.from(v) };
+    });
+    const tokens = out.tokenCount;
+    return { object: 'list', data, model: request.body.model ?? ctx.modelName, usage: { prompt_tokens: tokens, total_tokens: tokens } };
+  });
+};
