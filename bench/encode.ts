@@ -16,6 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BGEM3, capabilities, runtimeInfo } from '../lib';
+import { mulberry32 } from '../lib/base/rng';
 import { type EncoderShape, encoderFlops, machineInfo, median, parseFlags, writeResult } from './common';
 
 interface Row {
@@ -43,13 +44,12 @@ function makeTexts(count: number): string[] {
     'more than one hundred languages and long documents up to eight thousand tokens the encoder produces ' +
     'three representations from a single forward pass which are combined for hybrid search').split(' ');
   const out: string[] = [];
-  let seed = 12345;
+  const next = mulberry32(12345);
   for (let i = 0; i < count; i++) {
     const n = 40 + (i * 37) % 260;
     const parts: string[] = [];
     for (let k = 0; k < n; k++) {
-      seed = (seed * 1103515245 + 12345) >>> 0;
-      parts.push(words[seed % words.length]);
+      parts.push(words[Math.floor(next() * words.length)]);
     }
     out.push(parts.join(' '));
   }

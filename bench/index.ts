@@ -15,19 +15,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { EncodeOutput, HybridIndex, type SearchOptions } from '../lib';
+import { mulberry32 } from '../lib/base/rng';
 import { machineInfo, parseFlags, writeResult } from './common';
 
 const DIM = 1024;
 const VOCAB = 250002;
 
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return () => ((s ^= s << 13, s >>>= 0, s ^= s >>> 17, s ^= s << 5, s >>>= 0) / 0x100000000);
-}
-
 /** count texts: dense + sparse (+ ColBERT vectors, rows per text in the given range). */
 function corpus(seed: number, count: number, sparseIds: number, colbertRows: [number, number] | null): EncodeOutput {
-  const next = rng(seed);
+  const next = mulberry32(seed);
   const dense = new Float32Array(count * DIM);
   for (let i = 0; i < count; i++) {
     let norm = 0;
@@ -72,7 +68,7 @@ function corpus(seed: number, count: number, sparseIds: number, colbertRows: [nu
  * 0.7), query = a random document + noise (cosine to it about 0.9). Sparse rows: one id each.
  */
 function clusteredCorpus(seed: number, count: number, clusters: number, queries: number): { docs: EncodeOutput; queries: EncodeOutput } {
-  const next = rng(seed);
+  const next = mulberry32(seed);
   const gauss = () => Math.sqrt(-2 * Math.log(next() + 1e-12)) * Math.cos(2 * Math.PI * next());
   const unit = (v: Float32Array) => {
     let n = 0;

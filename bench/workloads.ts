@@ -6,6 +6,8 @@
  * - mixed: 4 to 300 words per text, shuffled, truncated at 512 tokens.
  */
 
+import { mulberry32 } from '../lib/base/rng';
+
 export interface Workload {
   name: string;
   texts: string[];
@@ -16,12 +18,6 @@ const WORDS = ('the of and to in is a that for it as with was on be by this are 
   'one all their they we you what how when where who why will would there retrieval model dense sparse lexical vector ' +
   'passage query document search index score language multilingual encoder token weight matching embedding granularity ' +
   'distillation knowledge training data corpus benchmark results performance system method approach large small').split(' ');
-
-/** Deterministic generator (LCG). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => (s = (s * 1103515245 + 12345) >>> 0) / 0x100000000;
-}
 
 function words(n: number, next: () => number): string {
   const out: string[] = [];
@@ -37,7 +33,7 @@ export const COUNTS = {
 
 /** `length` is capped by the model's positions (the tiny test model has 64). */
 export function uniform(length: number, count: number, modelMaxLength: number, seed = length): Workload {
-  const next = rng(seed);
+  const next = mulberry32(seed);
   // Every word is at least one token, so `length` words always reach `length` tokens.
   return {
     name: `uniform-${length}`, texts: Array.from({ length: count }, () => words(length, next)), maxLength: Math.min(length, modelMaxLength),
@@ -45,7 +41,7 @@ export function uniform(length: number, count: number, modelMaxLength: number, s
 }
 
 export function mixed(count: number, modelMaxLength: number, seed = 99): Workload {
-  const next = rng(seed);
+  const next = mulberry32(seed);
   const texts = Array.from({ length: count }, () => words(4 + Math.floor(next() * 297), next));
   for (let i = texts.length - 1; i > 0; i--) {
     const j = Math.floor(next() * (i + 1));
