@@ -5,7 +5,7 @@
 export { BGEM3 } from './engine/model';
 export type { LoadOptions, EncodeOptions, ComputeScoreOptions, ComputeScoreResult, ModelInfo } from './engine/model';
 export { EncodeOutput } from './engine/outputs';
-export type { SparseVectors, MultiVectors, SparseRow, EncodeRow, EncodeStats } from './engine/outputs';
+export type { SparseVectors, MultiVectors, SparseRow, EncodeRow, EncodeRowView, EncodeStats, EncodeOutputJSON, EncodeRowJSON, SparseJSON } from './engine/outputs';
 export { denseScore, lexicalScore, colbertScore } from './scoring/scores';
 export { M3Error } from './base/errors';
 export type { M3ErrorCode } from './base/errors';

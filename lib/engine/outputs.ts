@@ -65,6 +65,46 @@ export function checkOutputs(options: { dense?: unknown; sparse?: unknown; colbe
   return flags;
 }
 
+/** A sparse row as vector databases take it (Qdrant, Milvus, pgvector's sparsevec): token ids and weights. */
+export interface SparseJSON {
+  indices: number[];
+  values: number[];
+}
+
+/** One text's outputs as plain JSON values ({@link EncodeRowView.toJSON}). */
+export interface EncodeRowJSON {
+  dense?: number[];
+  sparse?: SparseJSON;
+  /** One array of `dim` numbers per token after `<s>`. */
+  colbert?: number[][];
+}
+
+/** An encode's outputs as plain JSON values, one entry per text ({@link EncodeOutput.toJSON}). */
+export interface EncodeOutputJSON {
+  count: number;
+  dim: number;
+  dense?: number[][];
+  sparse?: SparseJSON[];
+  colbert?: number[][][];
+  /** Tokens of each text as encoded. */
+  tokens?: number[];
+}
+
+/** {@link EncodeOutput.row}'s result: views, and `toJSON()` for plain arrays. */
+export type EncodeRowView = EncodeRow & { toJSON(): EncodeRowJSON };
+
+function rowJSON(row: EncodeRow, dim: number): EncodeRowJSON {
+  const out: EncodeRowJSON = {};
+  if (row.dense) out.dense = Array.from(row.dense);
+  if (row.sparse) out.sparse = { indices: Array.from(row.sparse.ids), values: Array.from(row.sparse.weights) };
+  if (row.colbert) {
+    const vectors: number[][] = [];
+    for (let at = 0; at < row.colbert.length; at += dim) vectors.push(Array.from(row.colbert.subarray(at, at + dim)));
+    out.colbert = vectors;
+  }
+  return out;
+}
+
 /** The result of `encode`: only the requested outputs are present. */
 export class EncodeOutput {
   constructor(
@@ -116,8 +156,22 @@ export class EncodeOutput {
       this.tokens?.subarray(start, end));
   }
 
-  /** The outputs of text `i` as subarray views. */
-  row(i: number): EncodeRow {
+  /**
+   * Plain JSON values (what `JSON.stringify` writes): dense vectors and ColBERT rows as arrays of
+   * numbers, sparse rows as `{indices, values}` by token id, one entry per text.
+   */
+  toJSON(): EncodeOutputJSON {
+    const rows = Array.from({ length: this.count }, (_, i) => rowJSON(this.row(i), this.dim));
+    const out: EncodeOutputJSON = { count: this.count, dim: this.dim };
+    if (this.dense) out.dense = rows.map((r) => r.dense as number[]);
+    if (this.sparse) out.sparse = rows.map((r) => r.sparse as SparseJSON);
+    if (this.colbert) out.colbert = rows.map((r) => r.colbert as number[][]);
+    if (this.tokens) out.tokens = Array.from(this.tokens);
+    return out;
+  }
+
+  /** The outputs of text `i` as subarray views; `toJSON()` (not enumerable) gives plain arrays. */
+  row(i: number): EncodeRowView {
     if (!Number.isInteger(i) || i < 0 || i >= this.count) {
       throw new RangeError(`Expected an integer in [0, ${this.count}) for row index but received ${i}`);
     }
@@ -131,6 +185,8 @@ export class EncodeOutput {
       const { offsets, data } = this.colbert;
       row.colbert = data.subarray(offsets[i] * this.dim, offsets[i + 1] * this.dim);
     }
-    return row;
+    const dim = this.dim;
+    Object.defineProperty(row, 'toJSON', { value: () => rowJSON(row, dim), enumerable: false });
+    return row as EncodeRowView;
   }
 }
