@@ -9,7 +9,7 @@ export type { SparseVectors, MultiVectors, SparseRow, EncodeRow, EncodeRowView, 
 export { denseScore, lexicalScore, colbertScore } from './scoring/scores';
 export { M3Error } from './base/errors';
 export type { M3ErrorCode } from './base/errors';
-export { runtimeInfo, capabilities, setIsa, DEMO_MODEL_DIR } from './engine/runtime';
+export { runtimeInfo, capabilities, setIsa, DEMO_MODEL_DIR, VERSION } from './engine/runtime';
 export type { IsaTierName, NativeCapabilities as Capabilities } from './addon/native';
 export type { RuntimeInfo } from './engine/runtime';
 export type { TokenizedBatch } from './engine/tokenizer';

@@ -66,7 +66,7 @@ describe('HybridIndex save/load', () => {
     fs.writeFileSync(manifest, '{ broken');
     fails('ERR_MODEL_FILES', /MANIFEST.*not valid JSON/);
     fs.writeFileSync(manifest, JSON.stringify(m));
-    fails('ERR_MODEL_LAYOUT', /built with a model of dim 64/, { model: { dim: 1024, vocabSize: 250002 } });
+    fails('ERR_MODEL_LAYOUT', /built with the model dim 64, 1000 token ids, synthetic, not the given one dim 1024, 250002 token ids: search it with the model it was built with/, { model: { dim: 1024, vocabSize: 250002 } });
     assert.equal(HybridIndex.load(dir, { model: { dim: SYNTH_DIM, vocabSize: 1000, layout: 'synthetic' } }).size, 1500);
     fs.rmSync(segment);
     fails('ERR_MODEL_FILES', /segment-.*missing/);

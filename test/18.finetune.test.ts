@@ -263,7 +263,7 @@ describe('finetuneHeads', () => {
     await rejectsWith(finetuneHeads({ model: TINY, data: file('bad1.jsonl', `${ok}\n${ok}\n{"query": oops}\n`), out }), 'ERR_INPUT', /bad1\.jsonl:3: not valid JSON/);
     await rejectsWith(finetuneHeads({ model: TINY, data: file('bad2.jsonl', `${ok}\n{"query": "q", "neg": ["x"]}\n`), out }), 'ERR_INPUT', /bad2\.jsonl:2: expected/);
     await rejectsWith(finetuneHeads({ model: TINY, data: file('bad3.jsonl', `\n${ok}\n{"query": "q", "pos": [], "neg": ["x"]}\n`), out }), 'ERR_INPUT', /bad3\.jsonl:3: "pos" is empty/);
-    await rejectsWith(finetuneHeads({ model: TINY, data: path.join(tmp, 'missing.jsonl'), out }), 'ERR_INPUT', /cannot read the data file/);
+    await rejectsWith(finetuneHeads({ model: TINY, data: path.join(tmp, 'missing.jsonl'), out }), 'ERR_INPUT', /Data file '.*missing.jsonl' does not exist/);
     await rejectsWith(finetuneHeads({ model: TINY, data: [{ query: 'q', pos: ['p'] }], out, batchSize: 1 }), 'ERR_INPUT', /no negatives/);
     await rejectsWith(finetuneHeads({ model: path.join(FIXTURES, 'tiny-m3-baked'), data: [{ query: 'q', pos: ['p'], neg: ['n'] }], out }),
       'ERR_MODEL_LAYOUT', /heads baked into the graph/);

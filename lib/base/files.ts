@@ -207,3 +207,55 @@ export function replaceFileSynced(file: string, data: string | Buffer | readonly
   fs.renameSync(tmp, file);
   fsyncDirectory(path.dirname(file));
 }
+
+/** Offset of the first byte of `b` that does not start or continue a valid UTF-8 sequence, or -1. */
+function firstInvalidUtf8(b: Buffer): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    const extra = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
+    if (extra < 0 || i + extra >= b.length) return i;
+    for (let k = 1; k <= extra; k++) if ((b[i + k] & 0xc0) !== 0x80) return i;
+    // Overlong forms, UTF-16 surrogates and code points above U+10FFFF.
+    const next = b[i + 1];
+    if ((c === 0xe0 && next < 0xa0) || (c === 0xed && next >= 0xa0) || (c === 0xf0 && next < 0x90) || (c === 0xf4 && next >= 0x90)) return i;
+    i += extra + 1;
+  }
+  return -1;
+}
+
+/**
+ * `bytes` as UTF-8 text, strictly: bytes that are not UTF-8 are an M3Error (ERR_INPUT) naming
+ * `source`, the line and the byte offset, rather than U+FFFD characters inside the texts.
+ */
+export function decodeUtf8(bytes: Buffer, source: string): string {
+  const at = firstInvalidUtf8(bytes);
+  if (at < 0) return new TextDecoder('utf-8').decode(bytes);
+  let line = 1;
+  for (let i = 0; i < at; i++) if (bytes[i] === 0x0a) line++;
+  throw new M3Error('ERR_INPUT', `${source} is not valid UTF-8 (line ${line}, byte ${at}: 0x${bytes[at].toString(16).padStart(2, '0')}); ` +
+    'convert it to UTF-8 first, e.g. iconv -f LATIN1 -t UTF-8');
+}
+
+/**
+ * An input the user named (texts, a corpus, training rows): a file, or standard input for '-',
+ * read whole and decoded as strict UTF-8. FIFOs and devices are read too (`<(command)`); a
+ * missing file or a folder is an M3Error (ERR_INPUT) that says so.
+ */
+export function readTextInput(file: string, what = 'Input file'): string {
+  if (file === '-') return decodeUtf8(fs.readFileSync(0), 'standard input');
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new M3Error('ERR_INPUT', `${what} '${file}' does not exist.`, { cause: err });
+    if (code === 'EISDIR') throw new M3Error('ERR_INPUT', `${what} '${file}' is a folder; pass a file.`, { cause: err });
+    throw new M3Error('ERR_INPUT', `${what} '${file}' cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+  return decodeUtf8(bytes, `${what} '${file}'`);
+}

@@ -1,19 +1,23 @@
 /** What the commands read (texts, corpora) and print (search hits, progress bars). */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { M3Error } from '../base/errors';
+import { readTextInput } from '../base/files';
 import type { DocumentId, SearchHit } from '../retrieval/hybrid_index';
 
 /** Texts from the arguments, else from --file (one per line, or JSON lines with a "text" field), else stdin. */
 export function readTexts(args: string[], file?: string): string[] {
   if (args.length > 0) return args;
-  const source = file === undefined || file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(path.resolve(file), 'utf8');
+  const source = readTextInput(file === undefined ? '-' : file, 'Text file');
   const lines = source.split(/\r?\n/).filter((l) => l.length > 0);
   const isJsonl = file !== undefined && /\.jsonl$/i.test(file);
   return lines.map((line, i) => {
     if (!isJsonl) return line;
-    const row = JSON.parse(line) as { text?: unknown };
+    let row: { text?: unknown };
+    try {
+      row = JSON.parse(line) as { text?: unknown };
+    } catch (err) {
+      throw new M3Error('ERR_INPUT', `${file}:${i + 1}: not valid JSON (${(err as Error).message})`);
+    }
     if (typeof row.text !== 'string') throw new M3Error('ERR_INPUT', `${file}:${i + 1}: expected an object with a "text" string`);
     return row.text;
   });
@@ -36,7 +40,7 @@ export function progressReporter(enabled: boolean, unit: string): ((done: number
 
 /** A corpus JSONL: {"id"?: string | number, "text": string} per line (id defaults to the line number). */
 export function readCorpus(file: string): Array<{ id: DocumentId; text: string }> {
-  const lines = fs.readFileSync(path.resolve(file), 'utf8').split(/\r?\n/);
+  const lines = readTextInput(file, 'Corpus file').split(/\r?\n/);
   const lineOf = new Map<DocumentId, number>();
   return lines.flatMap((line, i) => {
     if (!line.trim()) return [];

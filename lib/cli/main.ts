@@ -5,6 +5,7 @@
  * commands/. Without --model a command uses the bundled demo model, whose weights are random.
  */
 import { Command } from 'commander';
+import { VERSION } from '../engine/runtime';
 import { registerDemo } from './commands/demo';
 import { registerEncode } from './commands/encode';
 import { registerEval } from './commands/eval';
@@ -18,6 +19,7 @@ import { registerServe } from './commands/serve';
 async function main(argv: string[]): Promise<void> {
   const program = new Command();
   program.name('bge-m3').description('BGE-M3 embeddings (dense, sparse, ColBERT) through ONNX Runtime')
+    .version(VERSION, '-V, --version', 'print the version of bge-m3')
     .showHelpAfterError();
   for (const register of [registerEncode, registerScore, registerInfo, registerEval, registerIndex, registerSearch, registerServe,
     registerFinetune, registerDemo]) {
@@ -28,6 +30,9 @@ async function main(argv: string[]): Promise<void> {
 
 main(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };
-  process.stderr.write(`bge-m3: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}\n`);
+  const message = e.message ?? String(err);
+  // Node's own errors already begin with their code ("ENOENT: no such file ...").
+  const code = e.code && !message.startsWith(`${e.code}:`) ? `${e.code}: ` : '';
+  process.stderr.write(`bge-m3: ${code}${message}\n`);
   process.exitCode = 1;
 });

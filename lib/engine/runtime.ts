@@ -1,4 +1,5 @@
 /** Facts about the runtime: ONNX Runtime version and providers, CPU features, the demo model. */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkChoice } from '../base/validate';
 import { native, PACKAGE_ROOT, type IsaTierName, type NativeCapabilities } from '../addon/native';
@@ -9,8 +10,13 @@ export const DEMO_MODEL_DIR = path.join(PACKAGE_ROOT, 'demo-model');
 /** Data shipped with the package (seed-examples.jsonl: ten {query, pos, neg} rows). */
 export const PACKAGE_DATA_DIR = path.join(PACKAGE_ROOT, 'data');
 
+/** This package's version (its package.json). */
+export const VERSION: string = (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
 /** What {@link runtimeInfo} reports. */
 export interface RuntimeInfo {
+  /** This package's version. */
+  version: string;
   /** Version of the loaded ONNX Runtime library. */
   ortVersion: string;
   /** Execution providers compiled into that library. */
@@ -37,7 +43,7 @@ export function runtimeInfo(): RuntimeInfo {
   const info = native().runtimeInfo();
   const usable = info.providers.filter((p) => p === 'CPUExecutionProvider' ||
     (p === 'CUDAExecutionProvider' && info.cudaProviderError === ''));
-  return { ...info, usableProviders: usable };
+  return { version: VERSION, ...info, usableProviders: usable };
 }
 
 /** CPU features detected (from CPUID bits) and the kernel tier in use. */

@@ -26,16 +26,17 @@ const DENSE_ROUTES: Record<DenseRouteName, (dim: number) => DenseRoute> = {
 export type { ModelIdentity } from './index_store';
 
 /** A loaded model or its identity: what an index remembers about the model that built it. */
-export type ModelLike = ModelIdentity | { info(): { dim: number; vocabSize: number; layout: string } };
+export type ModelLike = ModelIdentity | { info(): { dim: number; vocabSize: number; layout: string; dir?: string } };
 
 function identityOf(model: ModelLike): ModelIdentity {
   if (typeof (model as { info?: unknown }).info === 'function') {
-    const info = (model as { info(): { dim: number; vocabSize: number; layout: string } }).info();
-    return { dim: info.dim, vocabSize: info.vocabSize, layout: info.layout };
+    const info = (model as { info(): { dim: number; vocabSize: number; layout: string; dir?: string } }).info();
+    return { dim: info.dim, vocabSize: info.vocabSize, layout: info.layout, ...(info.dir ? { name: info.dir } : {}) };
   }
   const m = model as ModelIdentity;
   if (!m || !Number.isInteger(m.dim) || !Number.isInteger(m.vocabSize)) throw inputError('a BGEM3 model or { dim, vocabSize }', 'model', model);
-  return { dim: m.dim, vocabSize: m.vocabSize, layout: m.layout };
+  if (m.name !== undefined && typeof m.name !== 'string') throw inputError('a string', 'model.name', m.name);
+  return { dim: m.dim, vocabSize: m.vocabSize, layout: m.layout, ...(m.name !== undefined ? { name: m.name } : {}) };
 }
 
 /** A caller's document id. */
@@ -155,8 +156,13 @@ export class HybridIndex {
       const want = identityOf(options.model);
       const have = meta.model ?? { dim: meta.dim, vocabSize: meta.vocabSize };
       if (want.dim !== have.dim || want.vocabSize !== have.vocabSize || (want.layout && have.layout && want.layout !== have.layout)) {
-        throw new M3Error('ERR_MODEL_LAYOUT', `The index in '${dir}' was built with a model of dim ${have.dim}, ${have.vocabSize} token ids` +
-          `${have.layout ? ` (${have.layout})` : ''}, not the given one (dim ${want.dim}, ${want.vocabSize} token ids); rebuild the index with this model.`);
+        const describe = (m: ModelIdentity) => `${m.name ? `'${m.name}' (` : ''}dim ${m.dim}, ${m.vocabSize} token ids` +
+          `${m.layout ? `, ${m.layout}` : ''}${m.name ? ')' : ''}`;
+        const fix = have.name
+          ? `search it with that model (--model ${have.name}, or BGEM3.load('${have.name}')), or rebuild the index with this one`
+          : 'search it with the model it was built with, or rebuild the index with this one';
+        throw new M3Error('ERR_MODEL_LAYOUT', `The index in '${dir}' was built with the model ${describe(have)}, not the given one ` +
+          `${describe(want)}: ${fix}.`);
       }
     }
     if (state.sparseOffsets.length !== ids.length + 1) {

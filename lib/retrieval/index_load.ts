@@ -233,6 +233,7 @@ function checkMeta(meta: unknown, file: string): asserts meta is IndexMeta {
     positiveInteger('model.dim', model.dim);
     positiveInteger('model.vocabSize', model.vocabSize);
     if (model.layout !== undefined && typeof model.layout !== 'string') invalid('model.layout', model.layout, 'a string');
+    if (model.name !== undefined && typeof model.name !== 'string') invalid('model.name', model.name, 'a string');
   }
 }
 

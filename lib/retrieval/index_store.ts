@@ -44,6 +44,8 @@ export interface ModelIdentity {
   dim: number;
   vocabSize: number;
   layout?: string;
+  /** Where the model was loaded from (its directory or hub id), so that errors can name it. */
+  name?: string;
 }
 
 export interface IndexMeta {

@@ -2,7 +2,7 @@
  * The {query, pos, neg} rows that evaluation and fine-tuning read: from a JSONL file (errors name
  * the line) or given as an array (errors name the index).
  */
-import * as fs from 'node:fs';
+import { readTextInput } from '../base/files';
 import { M3Error, inputError } from '../base/errors';
 import { isStringArray } from '../base/validate';
 
@@ -25,12 +25,7 @@ export function checkEvalRow(row: EvalRow, where: string): void {
  * (it throws with the `where` it is given).
  */
 export function readEvalRows(file: string, check?: (row: EvalRow, where: string) => void): EvalRow[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new M3Error('ERR_INPUT', `cannot read the data file '${file}': ${(err as Error).message}`);
-  }
+  const text = readTextInput(file, 'Data file');
   return text.split(/\r?\n/).flatMap((line, i) => {
     if (!line.trim()) return [];
     let row: EvalRow;

@@ -10,6 +10,7 @@ export function registerInfo(program: Command): void {
     .action(async (opts) => {
       const runtime = runtimeInfo();
       const report: Record<string, unknown> = {
+        version: runtime.version,
         node: process.version,
         onnxruntime: { version: runtime.ortVersion, providers: runtime.providers, usableProviders: runtime.usableProviders,
           libraryDir: runtime.ortLibraryDir, cudaProviderLibrariesMissing: runtime.cudaMissing,
