@@ -214,6 +214,8 @@ export interface NativeModule {
   capabilities(): NativeCapabilities;
   setIsa(name: IsaTierName): IsaTierName;
   readTensorFile(path: string): Record<string, NativeTensor>;
+  /** Rows of the ONNX graph's position-embedding table (0 when none is found). */
+  graphPositionRows(onnxPath: string): number;
   /** Kernels, timings and tables for tests and benchmarks only. */
   testing: NativeTesting;
 

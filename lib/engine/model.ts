@@ -12,7 +12,7 @@ import { SCORE_WEIGHTS, checkWeights } from '../scoring/fusion';
 import { pairScores, type PairScores } from './pair_scores';
 import { planBatches, type BatchLimits } from './batching';
 import { checkSparseRow, checkTokens, normalizePairs, normalizeTexts, textLengths } from './inputs';
-import { checkModelDirectory, checkVocabulary, readModelDirectory } from './model_dir';
+import { checkModelDirectory, checkVocabulary, graphMaxLength, readModelDirectory } from './model_dir';
 import {
   checkLength, checkLoadOptions, checkRunOptions, type ComputeScoreOptions, type EncodeOptions, type LoadOptions, type ModelInfo, type RunOptions,
 } from './model_options';
@@ -64,9 +64,7 @@ export class BGEM3 {
     checkModelDirectory(abs);
     const checked = checkLoadOptions(options);
     const model = readModelDirectory(abs);
-    const maxLength = options.maxLength === undefined
-      ? passageLength(model.modelMaxLength)
-      : checkLength(options.maxLength, 'maxLength', model.modelMaxLength);
+    if (model.positionsStated) checkMaxLength(options, model.modelMaxLength);
     const tokenizer = await M3Tokenizer.load(findTokenizerFile(abs));
     checkVocabulary(abs, model.config, tokenizer.vocabSize);
     const { device, memoryArena, allowSpinning, fusedAttention, precision } = checked;
@@ -80,7 +78,19 @@ export class BGEM3 {
     } catch (err) {
       throw fromNative(err, callerStack);
     }
-    return new BGEM3(encoder, tokenizer, abs, model.modelMaxLength, maxLength, model.attentionHeads, device, encoder.info(),
+    const info = encoder.info();
+    let modelMaxLength = model.modelMaxLength;
+    let maxLength: number;
+    try {
+      // Without config.json's max_position_embeddings, the graph's position table sets the limit
+      // (a longer text would fail inside ONNX Runtime).
+      if (!model.positionsStated) modelMaxLength = graphMaxLength(model, native().graphPositionRows(info.onnx));
+      maxLength = checkMaxLength(options, modelMaxLength);
+    } catch (err) {
+      await encoder.close();
+      throw fromNative(err, callerStack);
+    }
+    return new BGEM3(encoder, tokenizer, abs, modelMaxLength, maxLength, model.attentionHeads, device, info,
       checked.releaseMemoryAfterMs);
   }
 
@@ -297,4 +307,9 @@ export class BGEM3 {
   private checkUsable(): void {
     if (this.disposed) throw new M3Error('ERR_DISPOSED', 'This model has been disposed; load it again with BGEM3.load(dir).');
   }
+}
+
+/** The load's default truncation, or its `maxLength` option checked against the model's positions. */
+function checkMaxLength(options: LoadOptions, modelMaxLength: number): number {
+  return options.maxLength === undefined ? passageLength(modelMaxLength) : checkLength(options.maxLength, 'maxLength', modelMaxLength);
 }

@@ -19,6 +19,8 @@ export interface ModelDirectory {
   config: ModelConfig;
   /** Usable positions: max_position_embeddings minus the padding offset. */
   modelMaxLength: number;
+  /** Whether config.json states the positions (else modelMaxLength is a default until the graph tells). */
+  positionsStated: boolean;
   attentionHeads: number;
 }
 
@@ -39,7 +41,19 @@ export function checkModelDirectory(abs: string): void {
 export function readModelDirectory(dir: string): ModelDirectory {
   checkModelEntries(dir);
   const config = readModelConfig(dir);
-  return { dir, config, modelMaxLength: readModelMaxLength(dir, config), attentionHeads: readAttentionHeads(dir, config) };
+  const positions = config.max_position_embeddings;
+  return { dir, config, modelMaxLength: readModelMaxLength(dir, config), positionsStated: positions !== undefined && positions !== null,
+    attentionHeads: readAttentionHeads(dir, config) };
+}
+
+/**
+ * Usable positions from the rows of the graph's position table (XLM-R: ids pad+1 .. rows-1),
+ * for a directory whose config.json does not state them; the default when the graph has no
+ * table the engine recognises.
+ */
+export function graphMaxLength(model: ModelDirectory, rows: number): number {
+  const pad = typeof model.config.pad_token_id === 'number' ? model.config.pad_token_id : 1;
+  return rows - pad - 1 >= 2 ? rows - pad - 1 : model.modelMaxLength;
 }
 
 /** The fields of config.json that the engine reads. */

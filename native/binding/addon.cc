@@ -4,6 +4,7 @@
 //   [sync] capabilities()           -> { detected, active, features }
 //   [sync] setIsa(name)             -> the tier now in use
 //   [sync] readTensorFile(path)     -> { [name]: { shape, data: Float32Array } }
+//   [sync] graphPositionRows(path)  -> rows of the graph's position-embedding table (0: none found)
 //   testing: functions for tests and benchmarks only (binding/kernels_wrap.h lists the rest):
 //   [sync] testing.linearForward(w, b, out, in, x, rows, isa) -> Float32Array (kernel checks)
 //   [sync] testing.attentionForward(q, kt, v, mask|null, dims, maskStrides, scale, isa, bf16?) -> Float32Array
@@ -26,6 +27,7 @@
 #include "core/outputs.h"
 #include "core/provider_cuda.h"
 #include "core/providers.h"
+#include "graph/graph_facts.h"
 #include "weights/tensor_file.h"
 #include "kernels/attention.h"
 #include "base/cpu_features.h"
@@ -79,6 +81,18 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
     throw MakeError(info.Env(), "ERR_INPUT", "Expected 'serial', 'avx2' or 'avx512' for isa");
   }
   return Napi::String::New(info.Env(), m3::IsaTierName(m3::SetActiveTier(tier)));
+}
+
+Napi::Value GraphPositionRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw MakeError(env, "ERR_INPUT", "Expected a path for graphPositionRows");
+  int64_t rows = 0;
+  GuardSync(env, [&] {
+    const std::vector<uint8_t> bytes = m3::weights::ReadFileBytes(info[0].As<Napi::String>().Utf8Value());
+    rows = m3::PositionTableRows(std::string(bytes.begin(), bytes.end()));
+    return env.Undefined();
+  }, "graphPositionRows");
+  return Napi::Number::New(env, static_cast<double>(rows));
 }
 
 Napi::Value ReadTensorFile(const Napi::CallbackInfo& info) {
@@ -222,6 +236,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
   exports.Set("readTensorFile", Napi::Function::New(env, ReadTensorFile, "readTensorFile"));
+  exports.Set("graphPositionRows", Napi::Function::New(env, GraphPositionRows, "graphPositionRows"));
   RegisterMaxSim(env, exports, testing);
   RegisterSparse(env, exports, testing);
   RegisterIndex(env, exports);

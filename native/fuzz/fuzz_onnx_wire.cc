@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "graph/graph_facts.h"
 #include "graph/onnx_wire.h"
 #include "fuzz/fuzz_support.h"
 
@@ -19,6 +20,7 @@ using namespace m3::onnx;
 
 void CheckGraph(const std::string& model) {
   const auto graph = ParseGraph(model);
+  m3::fuzz::Require(m3::PositionTableRows(model) >= 0, "position table rows");
   if (!graph) return;
   const Graph& g = *graph;
   m3::fuzz::Require(g.graph_index < g.model.size() && g.nodes.size() == g.node_field.size(), "graph indices");
