@@ -1,16 +1,19 @@
 /**
- * A model folder without config.json takes its position limit from the graph's position table,
- * so that an over-long text is truncated (or refused with ERR_TOO_LONG) by the engine instead of
- * failing inside ONNX Runtime. The reference is the same model with its config.json.
+ * Loading edges. A model folder without config.json takes its position limit from the graph's
+ * position table, so that an over-long text is truncated (or refused with ERR_TOO_LONG) by the
+ * engine instead of failing inside ONNX Runtime; the reference is the same model with its
+ * config.json. ONNX Runtime's own log is quiet by default and comes through our prefix when
+ * BGE_M3_ORT_LOG_LEVEL raises it.
  */
 import { after, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { BGEM3 } from '../lib';
 import { native } from '../lib/addon/native';
-import { DEMO_MODEL, rejectsWith } from './helpers';
+import { DEMO_MODEL, ROOT, rejectsWith } from './helpers';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-limits-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -42,5 +45,24 @@ describe('model limits without config.json', () => {
       await without.dispose();
       await withConfig.dispose();
     }
+  });
+});
+
+describe("ONNX Runtime's log", () => {
+  const load = (level?: string) => spawnSync(process.execPath, ['-e',
+    `const { BGEM3 } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib'))});
+     BGEM3.load(${JSON.stringify(DEMO_MODEL)}).then((m) => m.encode(['hello']).then(() => m.dispose()));`],
+  { encoding: 'utf8', env: { ...process.env, BGE_M3_ORT_LOG_LEVEL: level ?? '' } });
+
+  it('prints nothing by default, and its lines through our prefix at a chosen level', () => {
+    const quiet = load();
+    assert.equal(quiet.status, 0, quiet.stderr);
+    assert.doesNotMatch(quiet.stderr, /onnxruntime/i);
+    const loud = load('info');
+    assert.equal(loud.status, 0, loud.stderr);
+    assert.match(loud.stderr, /^bge-m3: onnxruntime info: /m);
+    assert.doesNotMatch(loud.stderr, /^\S*\[[WIE]:onnxruntime/m, 'no raw ONNX Runtime log lines');
+    const bad = load('loud');
+    assert.match(bad.stderr, /BGE_M3_ORT_LOG_LEVEL='loud' is not verbose, info, warning, error or fatal/);
   });
 });

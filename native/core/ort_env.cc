@@ -4,7 +4,34 @@
 #include <limits.h>
 #include <stdlib.h>
 
+#include <cstdio>
+#include <cstring>
+
 namespace m3 {
+namespace {
+
+const char* const kSeverityNames[] = {"verbose", "info", "warning", "error", "fatal"};
+
+/// ONNX Runtime's log lines, as ours: "bge-m3: onnxruntime warning: ..." on stderr.
+void LogToStderr(void*, OrtLoggingLevel severity, const char*, const char*, const char*, const char* message) {
+  const int s = static_cast<int>(severity);
+  std::fprintf(stderr, "bge-m3: onnxruntime %s: %s\n", s >= 0 && s <= 4 ? kSeverityNames[s] : "log", message);
+}
+
+/// The least severe ONNX Runtime message that is printed: BGE_M3_ORT_LOG_LEVEL (verbose, info,
+/// warning, error or fatal), else error, so that a load prints nothing (ONNX Runtime warns about
+/// the graph optimisations it makes, which are not the user's concern).
+OrtLoggingLevel LogLevel() {
+  const char* chosen = getenv("BGE_M3_ORT_LOG_LEVEL");
+  if (chosen && *chosen) {
+    for (int i = 0; i < 5; ++i)
+      if (std::strcmp(chosen, kSeverityNames[i]) == 0) return static_cast<OrtLoggingLevel>(i);
+    std::fprintf(stderr, "bge-m3: BGE_M3_ORT_LOG_LEVEL='%s' is not verbose, info, warning, error or fatal; using error\n", chosen);
+  }
+  return ORT_LOGGING_LEVEL_ERROR;
+}
+
+}  // namespace
 
 Ort::Env& SharedOrtEnv() {
   static Ort::Env* env = [] {
@@ -16,7 +43,7 @@ Ort::Env& SharedOrtEnv() {
     // Upstream: onnxruntime/core/platform/posix/telemetry.cc.
     const char* chosen = getenv("ORT_DISABLE_TELEMETRY");
     if (!chosen || !*chosen) setenv("ORT_DISABLE_TELEMETRY", "1", /*overwrite=*/1);
-    return new Ort::Env(ORT_LOGGING_LEVEL_ERROR, "bge-m3");
+    return new Ort::Env(LogLevel(), "bge-m3", LogToStderr, nullptr);
   }();
   return *env;
 }
