@@ -39,10 +39,13 @@ export class ProgressReport {
       this.bar.start(Math.max(total, 1), loaded, { file, mb: mb(total) });
     }
     this.bar.update(loaded, { file, mb: mb(total) });
-    if (done) {
-      this.bar.stop();
-      this.bar = undefined;
-    }
+    if (done) this.stop();
+  }
+
+  /** Ends the bar (a finished or failed file). */
+  stop(): void {
+    this.bar?.stop();
+    this.bar = undefined;
   }
 }
 
@@ -115,6 +118,7 @@ async function fetchInto(incomplete: string, file: RepoFile, source: DownloadSou
       }
     }
   } catch (err) {
+    progress.stop();
     if (err instanceof M3Error) throw err;
     throw source.networkError(err, `${file.path} (${loaded} of ${file.size} bytes kept; loading again resumes)`);
   } finally {
