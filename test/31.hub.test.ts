@@ -96,6 +96,14 @@ describe('models by hub id', () => {
     assert.deepEqual(hub.fetched(), []);
   });
 
+  it('concurrent loads download each file once', async () => {
+    const models = await Promise.all([BGEM3.load('org/demo'), BGEM3.load('org/demo'), BGEM3.load('org/demo')]);
+    for (const model of models) await model.dispose();
+    const fetched = hub.fetched();
+    assert.equal(fetched.length, new Set(fetched).size, fetched.join(', '));
+    assert.deepEqual(fs.readdirSync(path.join(cache, 'models--org--demo', '.bge-m3', 'locks')), []);
+  });
+
   it('a heads-baked repository: the graph at the root, no head files', async () => {
     const model = await BGEM3.load('org/baked');
     assert.equal(model.info().layout, 'heads-baked');

@@ -2,10 +2,12 @@
  * One file from the hub into the cache, as huggingface_hub does it: streamed into
  * `blobs/<etag>.incomplete`, resumed from that file's size by an HTTP Range request, checked
  * (size, then the sha256 of an LFS file or the git blob id of another) and only then renamed to
- * `blobs/<etag>`, so an interrupted download never leaves a file that looks complete.
+ * `blobs/<etag>`, so an interrupted download never leaves a file that looks complete. A lock
+ * per blob (in the repository's `.bge-m3/locks/`) keeps concurrent loads from writing it at once.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { M3Error } from '../base/errors';
 import { blobName, type RepoFile } from './hub_files';
@@ -67,19 +69,73 @@ export interface DownloadSource {
 export async function downloadToCache(cache: RepoCache, commit: string, file: RepoFile, source: DownloadSource,
   progress: ProgressReport): Promise<void> {
   const blob = cache.blob(blobName(file));
-  const existing = fs.statSync(blob, { throwIfNoEntry: false });
-  if (!existing || !existing.isFile() || existing.size !== file.size) {
+  const present = () => {
+    const stats = fs.statSync(blob, { throwIfNoEntry: false });
+    return stats !== undefined && stats.isFile() && stats.size === file.size;
+  };
+  if (!present()) {
     fs.mkdirSync(cache.blob(''), { recursive: true });
-    const incomplete = `${blob}.incomplete`;
-    await fetchInto(incomplete, file, source, progress);
-    if (!(await contentMatches(incomplete, file))) {
-      fs.rmSync(incomplete, { force: true });
-      throw new M3Error('ERR_MODEL_FILES', `The download of '${file.path}' does not match the repository's hash ` +
-        `(${file.lfsSha256 ? 'sha256' : 'git blob id'} ${blobName(file)}); the partial file was removed, load again to retry.`);
-    }
-    fs.renameSync(incomplete, blob);
+    await withLock(path.join(cache.root, '.bge-m3', 'locks', blobName(file)), async () => {
+      if (present()) return;  // another load finished it while this one waited
+      const incomplete = `${blob}.incomplete`;
+      await fetchInto(incomplete, file, source, progress);
+      if (!(await contentMatches(incomplete, file))) {
+        fs.rmSync(incomplete, { force: true });
+        throw new M3Error('ERR_MODEL_FILES', `The download of '${file.path}' does not match the repository's hash ` +
+          `(${file.lfsSha256 ? 'sha256' : 'git blob id'} ${blobName(file)}); the partial file was removed, load again to retry.`);
+      }
+      fs.renameSync(incomplete, blob);
+    });
   }
   cache.link(commit, file.path, blobName(file));
+}
+
+/** A lock older than this without an owner's pid is a leftover of a crash between its two steps. */
+const ORPHAN_LOCK_MS = 10_000;
+
+/**
+ * Runs `work` holding a lock (a directory holding its owner's pid) on one blob, so that loads
+ * in several processes (or several loads in one) never write the same .incomplete file at once.
+ * A lock whose owner is no longer running is taken over.
+ */
+async function withLock(lock: string, work: () => Promise<void>): Promise<void> {
+  fs.mkdirSync(path.dirname(lock), { recursive: true });
+  for (;;) {
+    try {
+      fs.mkdirSync(lock);
+      fs.writeFileSync(path.join(lock, 'pid'), String(process.pid));
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    if (lockAbandoned(lock)) {
+      fs.rmSync(lock, { recursive: true, force: true });
+      continue;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  try {
+    await work();
+  } finally {
+    fs.rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+function lockAbandoned(lock: string): boolean {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(path.join(lock, 'pid'), 'utf8'));
+  } catch {
+    const stats = fs.statSync(lock, { throwIfNoEntry: false });
+    return stats !== undefined && Date.now() - stats.mtimeMs > ORPHAN_LOCK_MS;
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0) return true;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
 
 /** Streams the file's missing bytes into `incomplete` (from its current size, by a Range request). */
