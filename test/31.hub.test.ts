@@ -1,7 +1,7 @@
 /** Models by hub id: download into the Hugging Face cache from a local hub, offline use, resume, tokens, errors, the CLI. */
 import { after, before, beforeEach, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,7 +10,7 @@ import { parseHubId } from '../lib/engine/hub';
 import { finetuneHeads } from '../lib/training/finetune';
 import { externalDataFiles, selectRepoFiles } from '../lib/engine/hub_files';
 import { COMMIT, repoFiles, sha256, startHub, type HubFile, type MiniHub } from './hub_server';
-import { DEMO_MODEL, FIXTURES, ROOT } from './helpers';
+import { DEMO_MODEL, FIXTURES, ROOT, assertClose } from './helpers';
 
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const TEXTS = ['The quick brown fox', 'BGE-M3 supports dense, sparse and multi-vector retrieval.'];
@@ -211,5 +211,33 @@ describe('models by hub id', () => {
     r = await run(['encode', '--model', path.join(DEMO_MODEL, 'config.json'), 'x']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /ERR_INPUT: .*config\.json' is a file; pass the model directory/);
+  });
+
+  it('bge-m3 serve --model takes a hub id', async () => {
+    const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--model', 'org/demo@main'], { env: process.env,
+      stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    try {
+      const address = await new Promise<string>((resolve, reject) => {
+        let stdout = '';
+        child.stdout!.on('data', (d) => {
+          stdout += d;
+          const m = /listening on (http:\/\/\S+)/.exec(stdout);
+          if (m) resolve(m[1]);
+        });
+        child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)));
+      });
+      const res = await fetch(`${address}/encode`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ texts: [TEXTS[0]] }) });
+      assert.equal(res.status, 200);
+      const body = await res.json() as { dense: number[][] };
+      assertClose(body.dense[0], Array.from(await denseOf(DEMO_MODEL, [TEXTS[0]])), 'served dense');
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+    }
+    assert.ok(hub.fetched().includes('onnx/model.onnx_data'));
   });
 });
