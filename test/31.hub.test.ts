@@ -44,7 +44,8 @@ describe('models by hub id', () => {
 
   before(async () => {
     served = repoFiles(DEMO_MODEL, DECOY);
-    hub = await startHub({ 'org/demo': served, 'org/baked': repoFiles(path.join(FIXTURES, 'tiny-m3-baked')) });
+    hub = await startHub({ 'org/demo': served, 'org/baked': repoFiles(path.join(FIXTURES, 'tiny-m3-baked')),
+      'org/xet': repoFiles(DEMO_MODEL).map((f) => ({ ...f, xet: f.sha256 !== undefined })) });
   });
   after(async () => {
     await hub.close();
@@ -102,6 +103,13 @@ describe('models by hub id', () => {
     const fetched = hub.fetched();
     assert.equal(fetched.length, new Set(fetched).size, fetched.join(', '));
     assert.deepEqual(fs.readdirSync(path.join(cache, 'models--org--demo', '.bge-m3', 'locks')), []);
+  });
+
+  it('a Xet file listed without its sha256 is named by the X-Linked-Etag of a HEAD request', async () => {
+    await (await BGEM3.load('org/xet')).dispose();
+    const data = served.find((f) => f.path === 'onnx/model.onnx_data')!;
+    assert.ok(hub.requests.some((r) => r.method === 'HEAD' && r.url.endsWith('/onnx/model.onnx_data')));
+    assert.ok(fs.existsSync(path.join(cache, 'models--org--xet', 'blobs', data.sha256!)));
   });
 
   it('a heads-baked repository: the graph at the root, no head files', async () => {

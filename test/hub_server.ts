@@ -19,6 +19,8 @@ export interface HubFile {
   content: Buffer;
   oid: string;
   sha256?: string;
+  /** Listed as the hub lists a Xet file it gives no LFS entry: a xetHash, the sha256 only in X-Linked-Etag. */
+  xet?: boolean;
 }
 
 const LFS = /\.(onnx|onnx_data|pt|bin|safetensors)$/;
@@ -97,7 +99,8 @@ export async function startHub(repos: Record<string, HubFile[]>): Promise<MiniHu
     if (kind === 'tree') {
       return json(200, files.map((f) => ({
         type: 'file', path: f.path, size: f.content.length, oid: f.oid,
-        ...(f.sha256 ? { lfs: { oid: f.sha256, size: f.content.length, pointerSize: 134 } } : {}),
+        ...(f.sha256 && !f.xet ? { lfs: { oid: f.sha256, size: f.content.length, pointerSize: 134 } } : {}),
+        ...(f.xet ? { xetHash: f.sha256!.replace(/./g, 'e') } : {}),
       })));
     }
     const file = files.find((f) => f.path === rest);

@@ -158,7 +158,8 @@ async function download(cache: RepoCache, revision: string, onnxFile: string | u
     if (!COMMIT_HASH.test(commit)) throw new M3Error('ERR_MODEL_FILES', `${endpoint} gave no commit for ${cache.repo} at ${revision}`);
     for await (const entry of hub.listFiles({ repo: cache.repo, revision: commit, recursive: true, hubUrl: endpoint, fetch: authFetch })) {
       if (entry.type !== 'file') continue;
-      files.set(entry.path, { path: entry.path, size: entry.lfs?.size ?? entry.size, oid: entry.oid ?? '', lfsSha256: entry.lfs?.oid });
+      files.set(entry.path, { path: entry.path, size: entry.lfs?.size ?? entry.size, oid: entry.oid ?? '', lfsSha256: entry.lfs?.oid,
+        xetOnly: !entry.lfs && !!entry.xetHash });
     }
   } catch (err) {
     if (err instanceof M3Error) throw err;
@@ -176,8 +177,9 @@ async function download(cache: RepoCache, revision: string, onnxFile: string | u
   const fetchFile = async (name: string) => {
     const file = files.get(name);
     if (!file) throw missingFiles(cache.repo, [name], names);
-    checkListed(file, endpoint);
     const url = `${endpoint}/${cache.repo}/resolve/${commit}/${name.split('/').map(encodeURIComponent).join('/')}`;
+    if (file.xetOnly) await readLinkedEtag(file, url, authFetch, errors);
+    checkListed(file, endpoint);
     const source: DownloadSource = { url, fetch: authFetch, httpError: errors.http, networkError: errors.network };
     await downloadToCache(cache, commit, file, source, progress);
   };
@@ -188,6 +190,24 @@ async function download(cache: RepoCache, revision: string, onnxFile: string | u
   for (const name of [...data, ...selection.required, ...selection.optional]) await fetchFile(name);
   cache.writeRef(revision, commit);
   return commit;
+}
+
+/** The sha256 (and size) of a Xet file listed without them, from the hub's answer to a HEAD of its URL. */
+async function readLinkedEtag(file: RepoFile, url: string, authFetch: typeof fetch, errors: ReturnType<typeof hubErrors>): Promise<void> {
+  let response: Response;
+  try {
+    response = await authFetch(url, { method: 'HEAD', redirect: 'manual' });
+  } catch (err) {
+    throw errors.network(err, file.path);
+  }
+  if (response.status >= 400) throw errors.http(response.status, file.path);
+  const etag = (response.headers.get('x-linked-etag') ?? '').replace(/^W\//, '').replace(/"/g, '');
+  const size = Number(response.headers.get('x-linked-size') ?? file.size);
+  if (!/^[0-9a-f]{64}$/.test(etag) || !Number.isSafeInteger(size)) {
+    throw new M3Error('ERR_MODEL_FILES', `The hub gave no sha256 (X-Linked-Etag) for the Xet file '${file.path}'; check HF_ENDPOINT`);
+  }
+  file.lfsSha256 = etag;
+  file.size = size;
 }
 
 /** A listed file's size and ids as the download needs them (the listing is untrusted). */

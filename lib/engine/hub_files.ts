@@ -16,6 +16,8 @@ export interface RepoFile {
   oid: string;
   /** sha256 of the content of a file kept in LFS (or Xet). */
   lfsSha256?: string;
+  /** A Xet file listed without its sha256: the hub's X-Linked-Etag header gives it, as huggingface_hub reads it. */
+  xetOnly?: boolean;
 }
 
 /** The name huggingface_hub gives the file's blob in the cache: the LFS sha256, else the git blob id. */
