@@ -41,6 +41,7 @@ describe('models by hub id', () => {
   let cache: string;
   let served: HubFile[];
   const saved = Object.fromEntries(ENV_KEYS.map((k) => [k, process.env[k]]));
+  const caches: string[] = [];
 
   before(async () => {
     served = repoFiles(DEMO_MODEL, DECOY);
@@ -49,6 +50,7 @@ describe('models by hub id', () => {
   });
   after(async () => {
     await hub.close();
+    for (const dir of caches) fs.rmSync(dir, { recursive: true, force: true });
     for (const k of ENV_KEYS) {
       if (saved[k] === undefined) delete process.env[k];
       else process.env[k] = saved[k];
@@ -57,6 +59,7 @@ describe('models by hub id', () => {
   beforeEach(() => {
     for (const k of ENV_KEYS) delete process.env[k];
     cache = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-hub-'));
+    caches.push(cache);
     process.env.HF_ENDPOINT = hub.url;
     process.env.HF_HUB_CACHE = cache;
     process.env.HF_HOME = cache;  // no token file of the user's
