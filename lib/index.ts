@@ -3,7 +3,7 @@
  * one forward pass through ONNX Runtime, with scoring helpers.
  */
 export { BGEM3 } from './engine/model';
-export type { LoadOptions, EncodeOptions, ComputeScoreOptions, ComputeScoreResult, ModelInfo } from './engine/model';
+export type { LoadOptions, EncodeOptions, ComputeScoreOptions, ComputeScoreResult, ModelInfo, DownloadProgress } from './engine/model';
 export { EncodeOutput } from './engine/outputs';
 export type { SparseVectors, MultiVectors, SparseRow, EncodeRow, EncodeRowView, EncodeStats, EncodeOutputJSON, EncodeRowJSON, SparseJSON } from './engine/outputs';
 export { denseScore, lexicalScore, colbertScore } from './scoring/scores';

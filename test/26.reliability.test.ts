@@ -140,7 +140,7 @@ describe('model files that used to load or encode without a coded error', () => 
     fs.rmSync(path.join(dir, 'onnx', 'model.onnx_data'));
     fs.symlinkSync(fifo, path.join(dir, 'onnx', 'model.onnx_data'));
     await rejectsWith(BGEM3.load(dir), 'ERR_MODEL_FILES', /symbolic link to a FIFO/);
-    await rejectsWith(BGEM3.load(path.join(dir, 'config.json')), 'ERR_MODEL_FILES', /is a regular file, not a model directory/);
+    await rejectsWith(BGEM3.load(path.join(dir, 'config.json')), 'ERR_INPUT', /config\.json' is a file; pass the model directory/);
   });
 
   it('NaN or Inf in a head file is refused at load, naming the file', async () => {

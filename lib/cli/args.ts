@@ -48,6 +48,7 @@ export function precisionArg(value: string): 'fp32' | 'bf16' {
 
 export interface ModelFlags {
   model?: string;
+  revision?: string;
   threads?: number;
   device?: Device;
   deviceId?: number;
@@ -61,6 +62,7 @@ export interface ModelFlags {
 export function loadOptions(flags: ModelFlags): LoadOptions {
   const options: LoadOptions = { device: flags.device ?? 'cpu' };
   if (flags.threads) options.threads = flags.threads;
+  if (flags.revision !== undefined) options.revision = flags.revision;
   if (flags.deviceId !== undefined) options.deviceId = flags.deviceId;
   if (flags.gpuMemLimit !== undefined) options.gpuMemLimit = flags.gpuMemLimit;
   if (flags.fusedAttention === false) options.fusedAttention = false;
@@ -94,7 +96,9 @@ export function addDeviceFlags(cmd: Command): Command {
 
 export function addModelFlags(cmd: Command): Command {
   return addDeviceFlags(cmd
-    .option('-m, --model <dir>', 'model directory (BAAI/bge-m3 snapshot or ONNX export); default: the demo model')
+    .option('-m, --model <dir|id>', 'model directory (BAAI/bge-m3 snapshot or ONNX export) or hub id (BAAI/bge-m3, ' +
+      'downloaded into the Hugging Face cache); default: the demo model')
+    .option('--revision <rev>', 'with a hub id: the branch, tag or commit (default main)')
     .option('-t, --threads <n>', 'ONNX Runtime threads', positiveInt)
     .option('--no-fused-attention', "run the graph's own attention ops instead of the fused CPU kernel")
     .option('--precision <p>', "the dense layers' arithmetic: fp32, or bf16 (a CPU with AVX-512 BF16; about 1e-3 from fp32)", precisionArg));

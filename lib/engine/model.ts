@@ -12,6 +12,7 @@ import { SCORE_WEIGHTS, checkWeights } from '../scoring/fusion';
 import { pairScores, type PairScores } from './pair_scores';
 import { planBatches, type BatchLimits } from './batching';
 import { checkSparseRow, checkTokens, normalizePairs, normalizeTexts, textLengths } from './inputs';
+import { resolveHubModel } from './hub';
 import { checkModelDirectory, checkVocabulary, graphMaxLength, readModelDirectory } from './model_dir';
 import {
   checkLength, checkLoadOptions, checkRunOptions, type ComputeScoreOptions, type EncodeOptions, type LoadOptions, type ModelInfo, type RunOptions,
@@ -20,6 +21,7 @@ import { EncodeOutput, OUTPUT_HIDDEN, outputNames, outputsOf, type SparseRow } f
 import { M3Tokenizer, findTokenizerFile, type TokenizedBatch } from './tokenizer';
 
 export type { ComputeScoreOptions, EncodeOptions, LoadOptions, ModelInfo } from './model_options';
+export type { DownloadProgress } from './hub';
 
 /** The five score lists of {@link BGEM3.computeScore}, FlagEmbedding's key names. */
 export type ComputeScoreResult = PairScores;
@@ -54,15 +56,17 @@ export class BGEM3 {
 
   /**
    * Loads a model directory: the BAAI/bge-m3 snapshot (onnx/model.onnx + colbert_linear.pt +
-   * sparse_linear.pt + tokenizer.json) or an ONNX export with the heads baked in.
+   * sparse_linear.pt + tokenizer.json) or an ONNX export with the heads baked in. A hub id
+   * (`BAAI/bge-m3`, `ORG/NAME@revision`) that is no existing path is downloaded into the Hugging
+   * Face cache first (only the files the engine reads), or taken from it.
    */
   static async load(dir: string, options: LoadOptions = {}): Promise<BGEM3> {
     const callerStack = new Error().stack;
-    checkNonEmptyString(dir, 'dir', 'a model directory path');
+    checkNonEmptyString(dir, 'dir', 'a model directory path or hub id');
     checkOptions(options);
-    const abs = path.resolve(dir);
-    checkModelDirectory(abs);
     const checked = checkLoadOptions(options);
+    const abs = (await resolveHubModel(dir, options)) ?? path.resolve(dir);
+    checkModelDirectory(abs);
     const model = readModelDirectory(abs);
     if (model.positionsStated) checkMaxLength(options, model.modelMaxLength);
     const tokenizer = await M3Tokenizer.load(findTokenizerFile(abs));

@@ -32,8 +32,8 @@ export function checkModelDirectory(abs: string): void {
       'the model (config.json, tokenizer.json, onnx/model.onnx).');
   }
   if (!dirStats) {
-    throw new M3Error('ERR_MODEL_FILES', `Model directory '${abs}' does not exist. Download BAAI/bge-m3 ` +
-      '(e.g. huggingface-cli download BAAI/bge-m3 --local-dir DIR) and pass DIR.');
+    throw new M3Error('ERR_MODEL_FILES', `Model directory '${abs}' does not exist. Pass a model directory, or a hub id ` +
+      "such as BAAI/bge-m3 (downloaded into the Hugging Face cache on first use).");
   }
 }
 

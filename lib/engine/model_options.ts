@@ -7,6 +7,7 @@ import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS } from '../base/defaults';
 import { M3Error, inputError } from '../base/errors';
 import { checkBoolean, checkChoice, checkInteger, checkSignal, optionalInteger } from '../base/validate';
 import type { BatchLimits } from './batching';
+import type { DownloadProgress } from './hub_download';
 import { checkOutputs } from './outputs';
 
 /** Options of {@link BGEM3.load}. */
@@ -64,6 +65,17 @@ export interface LoadOptions {
   maxLength?: number;
   /** The graph file, relative to the model directory, when it is not onnx/model.onnx or model.onnx. */
   onnxFile?: string;
+  /** A model by hub id: the branch, tag or commit hash (default 'main'; `ORG/NAME@revision` says the same). */
+  revision?: string;
+  /** A model by hub id: the Hugging Face cache (default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub). */
+  cacheDir?: string;
+  /** A model by hub id: the access token for a private or gated model (default $HF_TOKEN). */
+  token?: string;
+  /**
+   * A model by hub id: called as each file downloads (default: a progress bar when stderr is a
+   * terminal, else nothing).
+   */
+  onProgress?: (progress: DownloadProgress) => void;
 }
 
 /** Options of {@link BGEM3.encode}. */
@@ -163,6 +175,13 @@ export function checkLoadOptions(options: LoadOptions): CheckedLoadOptions {
     checkChoice(options.graphOptimization, 'graphOptimization', ['disabled', 'basic', 'extended', 'all'] as const);
   }
   if (options.onnxFile !== undefined && typeof options.onnxFile !== 'string') throw inputError('a path', 'onnxFile', options.onnxFile);
+  for (const key of ['revision', 'cacheDir', 'token'] as const) {
+    const value = options[key];
+    if (value !== undefined && (typeof value !== 'string' || value.length === 0)) throw inputError('a non-empty string', key, value);
+  }
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+    throw inputError('a function', 'onProgress', options.onProgress);
+  }
   const memoryArena = checkBoolean(options.memoryArena, 'memoryArena', true);
   const releaseMemoryAfterMs = optionalInteger(options.releaseMemoryAfterMs, 'releaseMemoryAfterMs', 1000, 0, 2 ** 31 - 1);
   const allowSpinning = checkBoolean(options.allowSpinning, 'allowSpinning', false);

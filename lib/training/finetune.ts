@@ -28,6 +28,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native, type NativeHeadTrainer } from '../addon/native';
 import { M3Error, fromNative } from '../base/errors';
+import { resolveHubModel } from '../engine/hub';
 import { BGEM3 } from '../engine/model';
 import { checkpointToResume, removeCheckpoints, type Checkpoint, type RunIdentity } from './checkpoint';
 import { placeEncoderFiles, swapDirectory } from './directories';
@@ -60,8 +61,12 @@ export interface FinetuneResult {
  * result to `options.out` (see the module comment).
  */
 export async function finetuneHeads(options: FinetuneOptions): Promise<FinetuneResult> {
-  const run = checkRunSettings(options);
-  const model = await BGEM3.load(run.src, options.load ?? {});
+  // A hub id downloads (or finds in the cache) the source model first.
+  const source = typeof options.model === 'string' && options.model.length > 0
+    ? await resolveHubModel(options.model, options.load ?? {}) : undefined;
+  const run = checkRunSettings(source ? { ...options, model: source } : options);
+  const { revision: _revision, ...load } = options.load ?? {};  // the revision is in the resolved directory
+  const model = await BGEM3.load(run.src, load);
   let trainer: NativeHeadTrainer | undefined;
   try {
     const info = model.info();

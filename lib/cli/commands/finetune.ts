@@ -11,7 +11,8 @@ import { finetuneReporter } from '../finetune_progress';
 export function registerFinetune(program: Command): void {
   addDeviceFlags(program.command('finetune-heads'))
     .description('fine-tune the sparse and ColBERT heads on {query, pos, neg} JSONL with self-knowledge distillation (encoder frozen)')
-    .requiredOption('-m, --model <dir>', 'source model directory (BAAI layout; never modified)')
+    .requiredOption('-m, --model <dir|id>', 'source model directory or hub id such as BAAI/bge-m3 (BAAI layout; never modified)')
+    .option('--revision <rev>', 'with a hub id: the branch, tag or commit (default main)')
     .requiredOption('-d, --data <file>', 'training JSONL: {"query", "pos": [...], "neg": [...]} per line')
     .requiredOption('-o, --out <dir>', 'output model directory (written atomically)')
     .option('--epochs <n>', 'passes over the data', positiveInt, 1)
