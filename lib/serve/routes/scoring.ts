@@ -5,7 +5,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { EncodeOutput } from '../../engine/outputs';
 import { pairScores } from '../../engine/pair_scores';
-import { RERANK_WEIGHTS, SCORE_WEIGHTS, checkWeights, fuse, type FusionWeights } from '../../scoring/fusion';
+import { DEFAULT_WEIGHTS, checkWeights, fuse, type FusionWeights } from '../../scoring/fusion';
 import { lexicalScoresSync } from '../../scoring/lexical';
 import { maxSimSync } from '../../scoring/maxsim';
 import { denseScore } from '../../scoring/scores';
@@ -16,7 +16,8 @@ export const scoringRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx
   app.post<{ Body: schemas.ScoreBody }>('/score', { schema: { body: schemas.scoreBody } }, async (request, reply) => {
     const b = request.body;
     ctx.checkCount(b.pairs.length, 'pairs');
-    const weights = checkWeights(b.weights ?? SCORE_WEIGHTS, 'weights', { denseOrSparse: true });
+    const asked = b.weights ?? DEFAULT_WEIGHTS;
+    const weights = checkWeights(asked, 'weights', { denseOrSparse: true });
     const queryLength = ctx.queryLengthOf(b.max_query_length);
     const passageLength = ctx.lengthOf(b.max_passage_length, 'max_passage_length');
     const [queries, passages] = await ctx.encodeBoth(reply, b.truncate ?? true,
@@ -24,13 +25,14 @@ export const scoringRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx
     const scores = pairScores(queries, passages, weights);
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(scores)) out[k] = Array.from(v as Float32Array);
-    return { ...out, usage: { prompt_tokens: queries.tokenCount + passages.tokenCount } };
+    // `weights`: the [dense, sparse, colbert] triple both combinations used ('sparse+dense' its first two).
+    return { ...out, weights: [...asked], usage: { prompt_tokens: queries.tokenCount + passages.tokenCount } };
   });
 
   app.post<{ Body: schemas.RerankBody }>('/rerank', { schema: { body: schemas.rerankBody } }, async (request, reply) => {
     const b = request.body;
     ctx.checkCount(b.documents.length, 'documents');
-    const weights = checkWeights(b.weights ?? RERANK_WEIGHTS, 'weights');
+    const weights = checkWeights(b.weights ?? DEFAULT_WEIGHTS, 'weights');
     const docs = b.documents.map((d) => (typeof d === 'string' ? d : d.text));
     const queryLength = ctx.queryLengthOf(b.max_query_length);
     const passageLength = ctx.lengthOf(b.max_passage_length, 'max_passage_length');
