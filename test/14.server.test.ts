@@ -223,8 +223,8 @@ describe('bge-m3 serve (in process)', () => {
 
   it('limits: texts per request (413) and body bytes (413)', async () => {
     const small = await make({ maxTexts: 3, bodyLimit: 2000 });
-    expectError(await post(small, '/encode', { texts: ['a', 'b', 'c', 'd'] }), 413, 'text_too_long', /4 texts in one request; the limit is 3/);
-    expectError(await post(small, '/rerank', { query: 'q', documents: ['a', 'b', 'c', 'd'] }), 413, 'text_too_long', /4 documents/);
+    expectError(await post(small, '/encode', { texts: ['a', 'b', 'c', 'd'] }), 413, 'too_many_inputs', /4 texts in one request; the limit is 3/);
+    expectError(await post(small, '/rerank', { query: 'q', documents: ['a', 'b', 'c', 'd'] }), 413, 'too_many_inputs', /4 documents/);
     expectError(await post(small, '/encode', { texts: 'x'.repeat(3000) }), 413, 'body_too_large', /2000-byte limit/);
   });
 

@@ -1,4 +1,5 @@
 /** Facts about the runtime: ONNX Runtime version and providers, CPU features, the demo model. */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkChoice } from '../base/validate';
 import { native, PACKAGE_ROOT, type IsaTierName, type NativeCapabilities } from '../addon/native';
@@ -8,6 +9,17 @@ export const DEMO_MODEL_DIR = path.join(PACKAGE_ROOT, 'demo-model');
 
 /** Data shipped with the package (seed-examples.jsonl: ten {query, pos, neg} rows). */
 export const PACKAGE_DATA_DIR = path.join(PACKAGE_ROOT, 'data');
+
+/** This package's version, from its package.json ('' if that cannot be read). */
+export function packageVersion(): string {
+  try {
+    const parsed: unknown = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8'));
+    const version = (parsed as { version?: unknown } | null)?.version;
+    return typeof version === 'string' ? version : '';
+  } catch {
+    return '';
+  }
+}
 
 /** What {@link runtimeInfo} reports. */
 export interface RuntimeInfo {
