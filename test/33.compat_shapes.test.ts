@@ -70,7 +70,10 @@ describe('other APIs\' shapes: Cohere, Jina, TEI, model, limits, truncation', ()
     const body = v2.json as { id: string; results: Ranked[]; meta: { billed_units: unknown } };
     assert.equal(typeof body.id, 'string');
     assert.ok(body.meta.billed_units);
-    checkRanked(body.results, 3, false);
+    // Without return_documents the documents come back (Jina's default; Cohere's clients ignore them).
+    checkRanked(body.results, 3, true);
+    const without = await post(`${open}/v1/rerank`, { model: 'rerank-english-v3.0', query, documents: docs, return_documents: false });
+    checkRanked((without.json as { results: Ranked[] }).results, 4, false);
     const v1 = await post(`${open}/rerank`, {
       model: 'rerank-multilingual-v3.0', query, documents: docs.map((text) => ({ text })), top_n: 2,
       return_documents: true, rank_fields: ['text'], max_chunks_per_doc: 10,

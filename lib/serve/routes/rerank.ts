@@ -46,8 +46,10 @@ async function documentsRerank(ctx: RouteContext, reply: FastifyReply, b: schema
     ? ctx.lengthOf(b.max_passage_length, 'max_passage_length')
     : Math.max(2, Math.min(b.max_tokens_per_doc, ctx.limits.maxTextTokens));
   const ranked = await rankDocuments(ctx, reply, b, docs, passageLength, b.truncate ?? true);
+  // return_documents defaults to true, as Jina documents it: Cohere's clients (whose v1 default
+  // is false, and whose v2 never asks) ignore the extra field, while a Jina client reads it.
   const results = ranked.results.slice(0, b.top_n ?? docs.length)
-    .map((r) => ({ ...r, ...(b.return_documents ? { document: { text: docs[r.index] } } : {}) }));
+    .map((r) => ({ ...r, ...(b.return_documents ?? true ? { document: { text: docs[r.index] } } : {}) }));
   return {
     id: randomUUID(), model: ctx.modelName, results,
     usage: { prompt_tokens: ranked.tokens, total_tokens: ranked.tokens },
