@@ -1,7 +1,7 @@
 /**
  * The server's Prometheus metrics (prom-client, one registry per server): requests by route and
  * status, latency, the batcher's queue and batches, throughput, and model / runtime info. The
- * set passes `promtool check metrics` (test 31 runs it, and the same rules in JS).
+ * set passes `promtool check metrics` (test 36 runs it, and the same rules in JS).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Batcher, BatchInfo } from '../engine/batcher';
