@@ -7,6 +7,7 @@ export type { LoadOptions, EncodeOptions, ComputeScoreOptions, ComputeScoreResul
 export { EncodeOutput } from './engine/outputs';
 export type { SparseVectors, MultiVectors, SparseRow, EncodeRow, EncodeRowView, EncodeStats, EncodeOutputJSON, EncodeRowJSON, SparseJSON } from './engine/outputs';
 export { denseScore, lexicalScore, colbertScore } from './scoring/scores';
+export { DEFAULT_WEIGHTS, type FusionWeights } from './scoring/fusion';
 export { M3Error } from './base/errors';
 export type { M3ErrorCode } from './base/errors';
 export { runtimeInfo, capabilities, setIsa, DEMO_MODEL_DIR, VERSION } from './engine/runtime';

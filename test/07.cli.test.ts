@@ -50,6 +50,13 @@ describe('bge-m3 CLI', () => {
     for (const key of ['dense', 'sparse', 'colbert', 'sparse+dense', 'colbert+sparse+dense'] as const) {
       assert.ok(Math.abs(out.scores[0][key] - golden.scoresDefault[key][0]) <= 1e-5, key);
     }
+    // Without --weights: the one default triple [1, 0.3, 1], fused from the golden components.
+    const byDefault = run(['score', q, p]);
+    assert.equal(byDefault.code, 0, byDefault.stderr);
+    const row = JSON.parse(byDefault.stdout).scores[0];
+    const g = golden.scoresDefault;
+    assert.ok(Math.abs(row['colbert+sparse+dense'] - (g.dense[0] + 0.3 * g.sparse[0] + g.colbert[0]) / 2.3) <= 1e-5);
+    assert.ok(Math.abs(row['sparse+dense'] - (g.dense[0] + 0.3 * g.sparse[0]) / 1.3) <= 1e-5);
   });
 
   it('info reports ONNX Runtime, the CPU tier and the model layout', () => {

@@ -130,6 +130,11 @@ describe('bge-m3 serve (in process)', () => {
     assert.equal(res.statusCode, 200, res.body);
     const body = res.json();
     for (const key of ['dense', 'sparse', 'colbert', 'sparse+dense', 'colbert+sparse+dense'] as const) assertClose(body[key], g[key], `score ${key}`);
+    // Without weights: the one default triple [1, 0.3, 1] for both combinations, echoed in `weights`.
+    const byDefault = (await post(server, '/score', { pairs: g.pairs, max_query_length: g.maxQueryLength, max_passage_length: g.maxPassageLength })).json();
+    assert.deepEqual(byDefault.weights, [1, 0.3, 1]);
+    assertClose(byDefault['sparse+dense'], g.pairs.map((_, i) => (g.dense[i] + 0.3 * g.sparse[i]) / 1.3), 'default sparse+dense');
+    assertClose(byDefault['colbert+sparse+dense'], g.pairs.map((_, i) => (g.dense[i] + 0.3 * g.sparse[i] + g.colbert[i]) / 2.3), 'default all');
     expectError(await post(server, '/score', { pairs: [['only one']] }), 400, 'invalid_body');
     expectError(await post(server, '/score', { pairs: [['a', 'b']], weights: [0, 0, 1] }), 400, 'invalid_input', /divide by zero/);
   });
@@ -141,11 +146,13 @@ describe('bge-m3 serve (in process)', () => {
     assert.equal(res.statusCode, 200, res.body);
     const body = res.json();
     assert.equal(body.results.length, 3);
-    const ref = await model.computeScore(docs.map((d) => [query, d] as [string, string]), { weights: [0.4, 0.2, 0.4] });
-    const order = docs.map((_, i) => i).sort((a, b) => ref['colbert+sparse+dense'][b] - ref['colbert+sparse+dense'][a]);
+    const ref = await model.computeScore(docs.map((d) => [query, d] as [string, string]), { weights: [1, 1, 1] });
+    // The default triple [1, 0.3, 1], fused here from computeScore's components.
+    const fused = docs.map((_, i) => (ref.dense[i] + 0.3 * ref.sparse[i] + ref.colbert[i]) / 2.3);
+    const order = docs.map((_, i) => i).sort((a, b) => fused[b] - fused[a]);
     assert.deepEqual(body.results.map((r: { index: number }) => r.index), order.slice(0, 3));
     for (const r of body.results) {
-      assert.ok(Math.abs(r.relevance_score - ref['colbert+sparse+dense'][r.index]) <= 1e-5);
+      assert.ok(Math.abs(r.relevance_score - fused[r.index]) <= 1e-5);
       assert.ok(Math.abs(r.scores.dense - ref.dense[r.index]) <= 1e-5);
       assert.ok(Math.abs(r.scores.sparse - ref.sparse[r.index]) <= 1e-5);
       assert.ok(Math.abs(r.scores.colbert - ref.colbert[r.index]) <= 1e-5);
@@ -216,8 +223,8 @@ describe('bge-m3 serve (in process)', () => {
 
   it('limits: texts per request (413) and body bytes (413)', async () => {
     const small = await make({ maxTexts: 3, bodyLimit: 2000 });
-    expectError(await post(small, '/encode', { texts: ['a', 'b', 'c', 'd'] }), 413, 'text_too_long', /4 texts in one request; the limit is 3/);
-    expectError(await post(small, '/rerank', { query: 'q', documents: ['a', 'b', 'c', 'd'] }), 413, 'text_too_long', /4 documents/);
+    expectError(await post(small, '/encode', { texts: ['a', 'b', 'c', 'd'] }), 413, 'too_many_inputs', /4 texts in one request; the limit is 3/);
+    expectError(await post(small, '/rerank', { query: 'q', documents: ['a', 'b', 'c', 'd'] }), 413, 'too_many_inputs', /4 documents/);
     expectError(await post(small, '/encode', { texts: 'x'.repeat(3000) }), 413, 'body_too_large', /2000-byte limit/);
   });
 

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { ROOT, assertClose, golden } from './helpers';
+import { ROOT, assertClose, golden, longText } from './helpers';
 
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
@@ -81,5 +81,23 @@ describe('bge-m3 serve (process)', () => {
     assert.equal((await fetch(url, { method: 'POST', body: '{"texts": [1]}' })).status, 400);
     child.kill('SIGTERM');
     assert.equal(await exited, 0);
+  });
+
+  it('the compatibility flags reach the server: --model-name, --api-key, --auto-truncate, --cors, --max-texts', async () => {
+    const { child, address, stderr } = await start(['--model-name', 'm3-test', '--api-key', 'k1', '--auto-truncate', '--cors', '*', '--max-texts', '3']);
+    const exited = exitOf(child);
+    const post = (url: string, body: unknown, key = 'k1') => fetch(`${address}${url}`, {
+      method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, origin: 'https://a.example' },
+    });
+    assert.equal((await post('/v1/embeddings', { input: 'x' }, 'other')).status, 401);
+    const long = await post('/v1/embeddings', { input: longText(200), model: 'm3-test' });
+    assert.equal(long.status, 200, 'auto-truncate cuts instead of 413');
+    assert.equal(long.headers.get('access-control-allow-origin'), '*');
+    assert.equal(((await long.json()) as { model: string }).model, 'm3-test');
+    assert.equal((await post('/embed', { inputs: 'x', model: 'other' })).status, 400);
+    assert.equal((await post('/embed', { inputs: ['a', 'b', 'c', 'd'] })).status, 413);
+    assert.equal((await fetch(`${address}/health`)).status, 200);
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, stderr());
   });
 });

@@ -41,14 +41,35 @@ export const HTTP_BASES: Record<string, BaseRequest> = {
       return_documents: true, max_query_length: 16, max_passage_length: 64, truncate: true,
     },
   },
+  'rerank-cohere': {
+    route: '/v1/rerank',
+    body: {
+      model: 'bge-m3', query: 'what is bge-m3?', documents: ['an embedding model', 'a city'], top_n: 1, return_documents: true,
+      max_tokens_per_doc: 4096, rank_fields: ['text'], max_chunks_per_doc: 10,
+    },
+  },
+  'rerank-tei': {
+    route: '/rerank',
+    body: { query: 'what is bge-m3?', texts: ['an embedding model', '東京'], raw_scores: false, return_text: true, truncate: true, truncation_direction: 'Right' },
+  },
+  embed: { route: '/embed', body: { inputs: ['hello world', '👩🏽‍💻'], truncate: true, normalize: true, truncation_direction: 'Right', model: 'bge-m3' } },
+  'embed-sparse': { route: '/embed_sparse', body: { inputs: 'lexical weights by token id', truncate: false, truncation_direction: 'right' } },
   search: {
     route: '/search',
     body: { query: 'retrieval with lexical matching', k: 5, weights: [1, 0.3, 1], dense_candidates: 20, sparse_candidates: 20, exhaustive: false, max_query_length: 16 },
   },
 };
 
-const ROUTES = ['/v1/embeddings', '/encode', '/score', '/rerank', '/search', '/v1/embeddings/', '/score?x=1', '//encode', '/health', '/metrics', '/nope'];
-const FIELD_WORDS = ['input', 'texts', 'pairs', 'query', 'documents', 'text', 'weights', 'k', 'top_n', 'float', 'base64', 'max_length', '__proto__', 'constructor'];
+const ROUTES = [
+  '/v1/embeddings', '/encode', '/score', '/rerank', '/v1/rerank', '/embed', '/embed_sparse', '/search', '/v1/embeddings/', '/score?x=1', '//encode',
+  '/health', '/metrics', '/v1/models', '/nope',
+];
+/** Routes the fuzzer asks with GET. */
+const GET_ROUTES = ['/health', '/metrics', '/v1/models'];
+const FIELD_WORDS = [
+  'input', 'inputs', 'texts', 'pairs', 'query', 'documents', 'text', 'weights', 'k', 'top_n', 'float', 'base64', 'max_length', 'model', 'return_text',
+  '__proto__', 'constructor',
+];
 const CONTENT_TYPES = [
   'text/plain', 'application/json; charset=utf-16', 'application/json; charset=latin1', 'application/x-www-form-urlencoded', 'application/octet-stream',
   'APPLICATION/JSON', 'application/json, text/plain', 'application/jsonx', 'multipart/form-data; boundary=x', '',
@@ -62,14 +83,14 @@ const WEIGHT_SETS: unknown[] = [
 /** Mutations aimed at the known weak spots: weights, counts, lengths, big and odd texts. */
 function pointedOps(rng: Random, base: BaseRequest): JsonOp[] {
   const keys = Object.keys(base.body);
-  const textKey = keys.find((k) => ['input', 'texts', 'query', 'documents', 'pairs'].includes(k)) ?? keys[0];
+  const textKey = keys.find((k) => ['input', 'inputs', 'texts', 'query', 'documents', 'pairs'].includes(k)) ?? keys[0];
   switch (rng.below(6)) {
     case 0:
       return [{ op: 'json-set', path: ['weights'], value: rng.pick(WEIGHT_SETS) }];
     case 1:
       return [{ op: 'json-set', path: [rng.pick(keys)], value: rng.pick<unknown>([1e308, { $raw: '1e309' }, -1, 0, 2 ** 31, 2 ** 53 + 2, 1.5, 65, 66, 67, 8193, 1e21]) }];
     case 2: {
-      const count = rng.pick([256, 257, 1000]);
+      const count = rng.pick([256, 257, 1000, 2048, 2049]);
       const many = `[${Array.from({ length: count }, () => (textKey === 'pairs' ? '["q","p"]' : '"t"')).join(',')}]`;
       return [{ op: 'json-set', path: [textKey === 'query' ? 'documents' : textKey], value: { $raw: many } }];
     }
@@ -168,7 +189,7 @@ export const httpTarget: Target = {
     return {
       async run(recipe: Recipe): Promise<CaseResult> {
         const { route, headers, payload } = fromRecipe(() => buildRequest(recipe));
-        const method = route === '/health' || route === '/metrics' ? 'GET' : 'POST';
+        const method = GET_ROUTES.includes(route) ? 'GET' : 'POST';
         const res = await server.app.inject({ method, url: route, headers, payload });
         const status = res.statusCode;
         const type = String(res.headers['content-type'] ?? '');

@@ -8,7 +8,7 @@ import { native, type Device, type NativeEncodeResult, type NativeEncoder, type 
 import { passageLength, queryLength } from '../base/defaults';
 import { M3Error, abortedError, fromNative } from '../base/errors';
 import { checkBoolean, checkNonEmptyString, checkOptions } from '../base/validate';
-import { SCORE_WEIGHTS, checkWeights } from '../scoring/fusion';
+import { DEFAULT_WEIGHTS, checkWeights } from '../scoring/fusion';
 import { pairScores, type PairScores } from './pair_scores';
 import { planBatches, type BatchLimits } from './batching';
 import { checkSparseRow, checkTokens, normalizePairs, normalizeTexts, textLengths } from './inputs';
@@ -231,7 +231,7 @@ export class BGEM3 {
                      options: ComputeScoreOptions = {}): Promise<ComputeScoreResult> {
     this.checkUsable();
     const list = normalizePairs(pairs);
-    const weights = checkWeights(options.weights ?? SCORE_WEIGHTS, 'weights', { denseOrSparse: true });
+    const weights = checkWeights(options.weights ?? DEFAULT_WEIGHTS, 'weights', { denseOrSparse: true });
     const maxQueryLength = options.maxQueryLength === undefined
       ? queryLength(this.modelMaxLength) : checkLength(options.maxQueryLength, 'maxQueryLength', this.modelMaxLength);
     const maxPassageLength = options.maxPassageLength === undefined

@@ -113,7 +113,7 @@ export interface EncodeOptions {
 
 /** Options of {@link BGEM3.computeScore}. */
 export interface ComputeScoreOptions {
-  /** [w_dense, w_sparse, w_colbert] for the combined scores (default [1, 1, 1]). */
+  /** [w_dense, w_sparse, w_colbert] for the combined scores (default DEFAULT_WEIGHTS, the paper's [1, 0.3, 1]). */
   weights?: [number, number, number];
   /** Query truncation (default 512). */
   maxQueryLength?: number;

@@ -6,7 +6,7 @@
  * 'colbert+sparse+dense'). A saved index's files: index_store.ts (format, save), index_load.ts (load).
  */
 import { M3Error, fromNative, inputError } from '../base/errors';
-import { SEARCH_WEIGHTS, checkWeights } from '../scoring/fusion';
+import { DEFAULT_WEIGHTS, checkWeights } from '../scoring/fusion';
 import { native, type NativeHybridIndex } from '../addon/native';
 import type { EncodeOutput, EncodeRow } from '../engine/outputs';
 import { BGE_M3_VOCAB_SIZE } from '../base/defaults';
@@ -326,7 +326,7 @@ export class HybridIndex {
   private params(options: SearchOptions) {
     checkOptions(options);
     const k = optionalInteger(options.k, 'k', 10, 1, MAX_COUNT);
-    const weights = checkWeights(options.weights ?? SEARCH_WEIGHTS, 'weights', { colbert: !!this.colbert });
+    const weights = checkWeights(options.weights ?? DEFAULT_WEIGHTS, 'weights', { colbert: !!this.colbert });
     const routes = options.routes ?? ['dense', 'sparse'];
     if (!Array.isArray(routes) || routes.length === 0 || routes.some((r) => r !== 'dense' && r !== 'sparse')) {
       throw inputError("a non-empty array of 'dense' and 'sparse'", 'routes', routes);

@@ -14,14 +14,15 @@ import { checkWeightTriple } from '../base/validate';
 /** [dense, sparse, colbert] weights. */
 export type FusionWeights = readonly [number, number, number];
 
-/** computeScore's and POST /score's default: FlagEmbedding's `compute_score`. */
-export const SCORE_WEIGHTS: FusionWeights = [1, 1, 1];
-/** POST /rerank's and `bge-m3 score`'s default: the weights of FlagEmbedding's README example. */
-export const RERANK_WEIGHTS: FusionWeights = [0.4, 0.2, 0.4];
-/** Hybrid search's default: the paper's "All" weights for MIRACL and MKQA. */
-export const SEARCH_WEIGHTS: FusionWeights = [1, 0.3, 1];
-/** The paper's "Dense+Sparse" weights (no ColBERT). */
-export const DENSE_SPARSE_WEIGHTS: FusionWeights = [1, 0.3, 0];
+/**
+ * The one default [dense, sparse, colbert] triple of every surface: computeScore, `bge-m3 score`,
+ * POST /score, POST /rerank (and /v1/rerank), HybridIndex.search and `bge-m3 search`. It is the
+ * BGE-M3 paper's "All" setting for MIRACL and MKQA (w1 = 1, w2 = 0.3, w3 = 1), so the same pair
+ * scores the same everywhere; its first two weights are the paper's "Dense+Sparse" setting, the
+ * weights of 'sparse+dense'. FlagEmbedding's `compute_score` defaults to [1, 1, 1] and its README
+ * example passes [0.4, 0.2, 0.4]: pass those as `weights` to compare (docs/semantics.md).
+ */
+export const DEFAULT_WEIGHTS: FusionWeights = [1, 0.3, 1];
 
 /** Which weights must not all be zero, so the fused score has a denominator. */
 export interface WeightNeeds {

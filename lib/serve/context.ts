@@ -2,6 +2,7 @@
  * What the route plugins of a server share: the model, the index, the batcher every encode goes
  * through, the limits of a request, and the helpers that apply them.
  */
+import * as path from 'node:path';
 import type { FastifyReply } from 'fastify';
 import { DEFAULT_QUERY_LENGTH } from '../base/defaults';
 import { M3Error } from '../base/errors';
@@ -9,6 +10,7 @@ import type { Batcher } from '../engine/batcher';
 import type { BGEM3 } from '../engine/model';
 import type { EncodeOutput } from '../engine/outputs';
 import type { HybridIndex } from '../retrieval/hybrid_index';
+import { httpFailure } from './http_errors';
 import type { ServerMetrics } from './metrics';
 
 /** The limits of one request (see ServerOptions). */
@@ -16,7 +18,14 @@ export interface RequestLimits {
   maxTexts: number;
   maxTextTokens: number;
   requestTimeoutMs: number;
+  /** The default of `truncate` where the API it follows refuses over-long texts (OpenAI, TEI): TEI's --auto-truncate. */
+  autoTruncate: boolean;
+  /** Accept any `model` name instead of only the served one. */
+  allowAnyModel: boolean;
 }
+
+/** Names every BGE-M3 server answers to besides its own (compared without case). */
+const BGE_M3_NAMES = ['bge-m3', 'baai/bge-m3'];
 
 /** A server's state, as its routes see it. */
 export class RouteContext {
@@ -28,10 +37,17 @@ export class RouteContext {
     readonly index: HybridIndex | undefined,
     readonly batcher: Batcher,
     readonly metrics: ServerMetrics,
-    /** The model name /v1/embeddings reports. */
+    /** The model name the routes report (--model-name, default the model directory's name). */
     readonly modelName: string,
     readonly limits: RequestLimits,
-  ) {}
+  ) {
+    this.dirName = path.basename(model.info().dir);
+  }
+
+  /** The model directory's name, a name the server answers to besides modelName. */
+  readonly dirName: string;
+  /** When the server was created, in seconds (GET /v1/models' `created`). */
+  readonly created = Math.floor(Date.now() / 1000);
 
   /** An abort controller for one request: its timeout, or the client going away, aborts it. */
   requestController(reply: FastifyReply): AbortController {
@@ -48,10 +64,22 @@ export class RouteContext {
     return this.requestController(reply).signal;
   }
 
-  /** Refuses a request with more than maxTexts texts (or pairs, or documents). */
+  /** Refuses a request with more than maxTexts texts (or pairs, or documents): 413 too_many_inputs. */
   checkCount(n: number, what: string): void {
     const { maxTexts } = this.limits;
-    if (n > maxTexts) throw new M3Error('ERR_TOO_LONG', `${n} ${what} in one request; the limit is ${maxTexts} (--max-texts). Split the request.`);
+    if (n > maxTexts) throw httpFailure('too_many_inputs', `${n} ${what} in one request; the limit is ${maxTexts} (--max-texts). Split the request.`, 413);
+  }
+
+  /**
+   * Refuses a `model` that names another model (400 model_not_served) unless allowAnyModel: the
+   * served name, the model directory's name, "bge-m3" and "BAAI/bge-m3" are this server's.
+   */
+  checkModel(requested: unknown): void {
+    if (typeof requested !== 'string' || this.limits.allowAnyModel) return;
+    const lower = requested.toLowerCase();
+    if (lower === this.modelName.toLowerCase() || lower === this.dirName.toLowerCase() || BGE_M3_NAMES.includes(lower)) return;
+    throw httpFailure('model_not_served', `model '${requested}' is not served here: this server serves '${this.modelName}' ` +
+      '(send that name, or omit model; start the server with --allow-any-model to accept any name)');
   }
 
   /** The truncation a request asks for (`what` names the field), within maxTextTokens; that limit when it asks none. */

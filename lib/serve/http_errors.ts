@@ -14,8 +14,24 @@ export interface HttpError {
   retryAfter?: boolean;
 }
 
+/** An error that is already an HTTP answer (a status and code the M3 codes have no name for). */
+export class HttpFailure extends Error {
+  constructor(readonly answer: HttpError) {
+    super(answer.message);
+  }
+}
+
+/** A 400 (or `status`) invalid_request_error with `code`. */
+export function httpFailure(code: string, message: string, status = 400): HttpFailure {
+  return new HttpFailure({ status, type: 'invalid_request_error', code, message });
+}
+
+/** What the 413 of an over-long text adds: the two ways to have it cut instead. */
+const TRUNCATE_HINT = 'Send "truncate": true, or start the server with --auto-truncate, to cut such texts instead.';
+
 /** An M3Error, fastify error or anything else, as a status and an OpenAI-style error body. */
 export function classify(err: FastifyError | M3Error | Error, options: { bodyLimit: number; requestTimeoutMs: number }): HttpError {
+  if (err instanceof HttpFailure) return err.answer;
   const e = err as FastifyError & { code?: string; validation?: Array<{ keyword?: string; instancePath: string; message?: string; params?: Record<string, unknown> }> };
   if (e.validation) {
     // A value that fits none of a field's shapes: say what the shapes are, not each mismatch.
@@ -42,7 +58,7 @@ export function classify(err: FastifyError | M3Error | Error, options: { bodyLim
     case 'ERR_INPUT':
       return { status: 400, type: 'invalid_request_error', code: 'invalid_input', message: e.message };
     case 'ERR_TOO_LONG':
-      return { status: 413, type: 'invalid_request_error', code: 'text_too_long', message: e.message };
+      return { status: 413, type: 'invalid_request_error', code: 'text_too_long', message: `${e.message} ${TRUNCATE_HINT}` };
     case 'ERR_QUEUE_FULL':
       return { status: 503, type: 'overloaded', code: 'queue_full', message: e.message, retryAfter: true };
     case 'ERR_ABORTED':

@@ -9,17 +9,20 @@ const texts = {
 const length = { type: 'integer', minimum: 2 };
 const weights = { type: 'array', minItems: 3, maxItems: 3, items: { type: 'number', minimum: 0 } };
 
+/** A request body: its fields, and `model`, which every route takes (the server checks it names the served model). */
 function body(required: string[], properties: Record<string, unknown>) {
-  return { type: 'object', required, additionalProperties: false, properties };
+  return { type: 'object', required, additionalProperties: false, properties: { model: { type: 'string' }, ...properties } };
 }
 
 export const embeddingsBody = body(['input'], {
   input: texts,
-  model: { type: 'string' },
   encoding_format: { enum: ['float', 'base64'] },
   dimensions: { type: 'integer', minimum: 1 },
   user: { type: 'string' },
+  truncate: { type: 'boolean' },
 });
+
+export { body, texts, length, weights };
 
 export const encodeBody = body(['texts'], {
   texts,
@@ -33,20 +36,6 @@ export const encodeBody = body(['texts'], {
 export const scoreBody = body(['pairs'], {
   pairs: { type: 'array', minItems: 1, items: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'string' } } },
   weights,
-  max_query_length: length,
-  max_passage_length: length,
-  truncate: { type: 'boolean' },
-});
-
-export const rerankBody = body(['query', 'documents'], {
-  query: { type: 'string' },
-  documents: {
-    type: 'array', minItems: 1,
-    items: { anyOf: [{ type: 'string' }, body(['text'], { text: { type: 'string' } })] },
-  },
-  top_n: { type: 'integer', minimum: 1 },
-  weights,
-  return_documents: { type: 'boolean' },
   max_query_length: length,
   max_passage_length: length,
   truncate: { type: 'boolean' },
@@ -68,6 +57,7 @@ export interface EmbeddingsBody {
   encoding_format?: 'float' | 'base64';
   dimensions?: number;
   user?: string;
+  truncate?: boolean;
 }
 
 export interface EncodeBody {
@@ -82,17 +72,6 @@ export interface EncodeBody {
 export interface ScoreBody {
   pairs: Array<[string, string]>;
   weights?: [number, number, number];
-  max_query_length?: number;
-  max_passage_length?: number;
-  truncate?: boolean;
-}
-
-export interface RerankBody {
-  query: string;
-  documents: Array<string | { text: string }>;
-  top_n?: number;
-  weights?: [number, number, number];
-  return_documents?: boolean;
   max_query_length?: number;
   max_passage_length?: number;
   truncate?: boolean;

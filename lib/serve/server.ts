@@ -1,6 +1,7 @@
 /**
  * The HTTP server of `bge-m3 serve` (fastify + @fastify/under-pressure): OpenAI-compatible
- * embeddings, encode (JSON or binary), score, rerank and search, health and Prometheus metrics.
+ * embeddings, encode (JSON or binary), score, rerank (Cohere's, Jina's and TEI's bodies), TEI's
+ * /embed and /embed_sparse, search, health and Prometheus metrics.
  * Requests go through a Batcher, whose bounded queue is the server's backpressure: a full queue
  * or a stalled event loop is answered 503 with Retry-After, never with a hang. Each group of
  * routes is a fastify plugin in routes/, sharing the server's RouteContext (context.ts).
@@ -15,22 +16,36 @@ import { Batcher, type BatcherOptions } from '../engine/batcher';
 import type { BGEM3 } from '../engine/model';
 import { capabilities, runtimeInfo } from '../engine/runtime';
 import type { HybridIndex } from '../retrieval/hybrid_index';
+import { checkAccess, registerAccess } from './access';
 import { RouteContext, type RequestLimits } from './context';
 import { classify, sendError } from './http_errors';
 import { createMetrics } from './metrics';
-import { embeddingsRoutes } from './routes/embeddings';
 import { encodeRoutes } from './routes/encode';
+import { openaiRoutes } from './routes/openai';
 import { opsRoutes } from './routes/ops';
+import { rerankRoutes } from './routes/rerank';
 import { scoringRoutes } from './routes/scoring';
 import { searchRoutes } from './routes/search';
+import { teiRoutes } from './routes/tei';
 
 /** Options of {@link createServer}. */
 export interface ServerOptions {
   model: BGEM3;
   /** A loaded index for POST /search. */
   index?: HybridIndex;
-  /** The model name /v1/embeddings reports (default: the model directory's name). */
+  /** The model name the routes report and `model` fields must name (default: the model directory's name). */
   modelName?: string;
+  /** Accept a `model` field naming any model (default false: another name is a 400 model_not_served). */
+  allowAnyModel?: boolean;
+  /**
+   * Cut over-long texts where the API followed refuses them by default (/v1/embeddings, /embed,
+   * /embed_sparse, TEI's rerank): TEI's --auto-truncate. Default false (413 text_too_long).
+   */
+  autoTruncate?: boolean;
+  /** Require `Authorization: Bearer <apiKey>` on every route but /health and /metrics (401 otherwise). */
+  apiKey?: string;
+  /** CORS: '*' or allowed origins separated by commas (default: no CORS headers). */
+  cors?: string;
   /**
    * Batcher options, or false to encode each request alone (the default queue limits; pass
    * { maxWaitMs: 0, maxBatchTexts: 1, maxQueue, ... } for others). Default: batching on.
@@ -38,7 +53,7 @@ export interface ServerOptions {
   batching?: boolean | BatcherOptions;
   /** Largest request body in bytes (default 8 MiB); larger is answered 413. */
   bodyLimit?: number;
-  /** Most texts (or pairs, or documents) per request (default 256); more is answered 413. */
+  /** Most texts (or pairs, or documents) per request (default 2048, OpenAI's); more is answered 413 too_many_inputs. */
   maxTexts?: number;
   /** Most tokens per text (default: the model's maxLength); a longer text is truncated, or 413 with truncate: false. */
   maxTextTokens?: number;
@@ -95,14 +110,15 @@ function checkSettings(options: ServerOptions): Settings {
     throw new M3Error('ERR_INPUT', `drainTimeoutMs must be an integer in [0, ${MAX_TIMER_MS}] ms, got ${String(options.drainTimeoutMs)}`);
   }
   return {
-    bodyLimit: options.bodyLimit ?? 8 * 1024 * 1024, maxTexts: options.maxTexts ?? 256, maxTextTokens, requestTimeoutMs, drainTimeoutMs,
-    retryAfter: String(options.retryAfterSeconds ?? 1),
+    bodyLimit: options.bodyLimit ?? 8 * 1024 * 1024, maxTexts: options.maxTexts ?? 2048, maxTextTokens, requestTimeoutMs, drainTimeoutMs,
+    retryAfter: String(options.retryAfterSeconds ?? 1), autoTruncate: !!options.autoTruncate, allowAnyModel: !!options.allowAnyModel,
   };
 }
 
 export async function createServer(options: ServerOptions): Promise<M3Server> {
   const { model, index } = options;
   const settings = checkSettings(options);
+  checkAccess(options);
   const modelName = options.modelName ?? path.basename(model.info().dir);
   const batcherOptions: BatcherOptions = options.batching === false
     ? { maxWaitMs: 0, maxBatchTexts: 1 }
@@ -135,7 +151,8 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   app.addHook('onResponse', async (request, reply) => {
     metrics.request(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode, reply.elapsedTime / 1000);
   });
-  for (const routes of [opsRoutes, embeddingsRoutes, encodeRoutes, scoringRoutes]) await app.register(routes, { ctx });
+  await registerAccess(app, ctx, options, settings.retryAfter);
+  for (const routes of [opsRoutes, openaiRoutes, encodeRoutes, scoringRoutes, rerankRoutes, teiRoutes]) await app.register(routes, { ctx });
   if (index) await app.register(searchRoutes, { ctx, index });
   return {
     app,
@@ -187,7 +204,7 @@ function handleErrors(app: FastifyInstance, settings: Settings, hasIndex: boolea
     status: 404, type: 'invalid_request_error', code: 'not_found',
     message: request.url.startsWith('/search') && !hasIndex
       ? 'No index is loaded: start the server with --index DIR to use POST /search.'
-      : `No route ${request.method} ${request.url}. Routes: POST /v1/embeddings, /encode, /score, /rerank${hasIndex ? ', /search' : ''}; GET /health, /metrics.`,
+      : `No route ${request.method} ${request.url}. Routes: POST /v1/embeddings, /v1/rerank, /encode, /score, /rerank, /embed, /embed_sparse${hasIndex ? ', /search' : ''}; GET /v1/models, /health, /metrics.`,
   }, settings.retryAfter));
 }
 

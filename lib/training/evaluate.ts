@@ -5,7 +5,7 @@
  */
 import { queryLength } from '../base/defaults';
 import { M3Error, inputError } from '../base/errors';
-import { DENSE_SPARSE_WEIGHTS, SEARCH_WEIGHTS } from '../scoring/fusion';
+import { DEFAULT_WEIGHTS } from '../scoring/fusion';
 import { HybridIndex } from '../retrieval/hybrid_index';
 import type { BGEM3 } from '../engine/model';
 import { checkEvalRow, readEvalRows, type EvalRow } from './rows';
@@ -19,13 +19,13 @@ export interface ModeMetrics {
   recall100: number;
 }
 
-/** The modes and their [dense, sparse, colbert] weights (the paper's combinations). */
+/** The modes and their [dense, sparse, colbert] weights (the paper's combinations: the default triple, and its dense and sparse part). */
 export const EVAL_MODES: Record<string, [number, number, number]> = {
   dense: [1, 0, 0],
   sparse: [0, 1, 0],
   colbert: [0, 0, 1],
-  'dense+sparse': [...DENSE_SPARSE_WEIGHTS] as [number, number, number],
-  all: [...SEARCH_WEIGHTS] as [number, number, number],
+  'dense+sparse': [DEFAULT_WEIGHTS[0], DEFAULT_WEIGHTS[1], 0],
+  all: [...DEFAULT_WEIGHTS] as [number, number, number],
 };
 
 export interface EvaluateOptions {

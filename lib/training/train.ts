@@ -13,6 +13,7 @@
 import { fromNative, inputError } from '../base/errors';
 import { checkBoolean, checkPositive, checkWeightTriple } from '../base/validate';
 import { native } from '../addon/native';
+import { DEFAULT_WEIGHTS } from '../scoring/fusion';
 
 /** Score matrices of one group: queries x passages each, row-major. */
 export interface M3LossScores {
@@ -26,7 +27,7 @@ export interface M3LossOptions {
   temperature?: number;
   /** Mode weights in L and L': [dense, lex, colbert] (default [1, 0.1, 1]). */
   weights?: [number, number, number];
-  /** The teacher's mix: [dense, lex, colbert] (default [1, 0.3, 1]). */
+  /** The teacher's mix: [dense, lex, colbert] (default DEFAULT_WEIGHTS, the paper's [1, 0.3, 1]). */
   teacherWeights?: [number, number, number];
   /** Add the distillation term L' (default true). */
   selfDistill?: boolean;
@@ -56,7 +57,7 @@ export function checkLossOptions(options: M3LossOptions): Required<M3LossOptions
   return {
     temperature, selfDistill,
     weights: triple(options.weights, 'weights', [1, 0.1, 1]),
-    teacherWeights: triple(options.teacherWeights, 'teacherWeights', [1, 0.3, 1]),
+    teacherWeights: triple(options.teacherWeights, 'teacherWeights', [...DEFAULT_WEIGHTS]),
   };
 }
 

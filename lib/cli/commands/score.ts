@@ -1,6 +1,6 @@
 /** `bge-m3 score`: a query against passages in all three modes and their combinations (FlagEmbedding's compute_score). */
 import type { Command } from 'commander';
-import { RERANK_WEIGHTS } from '../../scoring/fusion';
+import { DEFAULT_WEIGHTS } from '../../scoring/fusion';
 import { addModelFlags, weightList, withModel } from '../args';
 
 export function registerScore(program: Command): void {
@@ -8,7 +8,7 @@ export function registerScore(program: Command): void {
     .description('score a query against passages with all three modes (FlagEmbedding compute_score)')
     .argument('<query>', 'the query')
     .argument('<passages...>', 'one or more passages')
-    .option('-w, --weights <w>', 'dense,sparse,colbert weights', weightList, [...RERANK_WEIGHTS] as [number, number, number]))
+    .option('-w, --weights <w>', 'dense,sparse,colbert weights', weightList, [...DEFAULT_WEIGHTS] as [number, number, number]))
     .action(async (query: string, passages: string[], opts) => {
       await withModel(opts, async (model) => {
         const scores = await model.computeScore(passages.map((p) => [query, p] as [string, string]), { weights: opts.weights });

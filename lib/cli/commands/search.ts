@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { queryLength } from '../../base/defaults';
 import { HybridIndex } from '../../retrieval/hybrid_index';
-import { SEARCH_WEIGHTS } from '../../scoring/fusion';
+import { DEFAULT_WEIGHTS } from '../../scoring/fusion';
 import { addModelFlags, positiveInt, weightList, withModel } from '../args';
 import { formatHits } from '../io';
 
@@ -12,7 +12,7 @@ export function registerSearch(program: Command): void {
     .requiredOption('-x, --index <dir>', 'index directory (bge-m3 index build)')
     .argument('<query>', 'the query')
     .option('-k, --k <n>', 'results', positiveInt, 10)
-    .option('-w, --weights <w>', 'dense,sparse,colbert weights', weightList, [...SEARCH_WEIGHTS] as [number, number, number])
+    .option('-w, --weights <w>', 'dense,sparse,colbert weights', weightList, [...DEFAULT_WEIGHTS] as [number, number, number])
     .option('--json', 'print JSON'))
     .action(async (query: string, opts) => {
       await withModel(opts, async (model) => {

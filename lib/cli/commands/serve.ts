@@ -8,7 +8,7 @@ import { addModelFlags, nonNegativeInt, nonNegativeNumber, openModel, positiveIn
 
 export function registerServe(program: Command): void {
   addModelFlags(program.command('serve')
-    .description('serve the model over HTTP (POST /v1/embeddings, /encode, /score, /rerank, /search; GET /health, /metrics)')
+    .description('serve the model over HTTP (POST /v1/embeddings, /v1/rerank, /encode, /score, /rerank, /embed, /embed_sparse, /search; GET /v1/models, /health, /metrics)')
     .option('-x, --index <dir>', 'a hybrid index for POST /search')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('-p, --port <n>', 'port (0 picks a free one)', nonNegativeInt, 8080)
@@ -17,13 +17,18 @@ export function registerServe(program: Command): void {
     .option('--max-batch-tokens <n>', 'tokens per coalesced batch', positiveInt, DEFAULT_MAX_BATCH_TOKENS)
     .option('--max-queue <n>', 'requests waiting before 503s', positiveInt, 1024)
     .option('--max-queue-tokens <n>', 'tokens waiting before 503s (default 8 x --max-batch-tokens)', positiveInt)
-    .option('--max-texts <n>', 'texts per request', positiveInt, 256)
+    .option('--max-texts <n>', 'texts, pairs or documents per request', positiveInt, 2048)
     .option('--max-text-tokens <n>', "tokens per text (default the model's max length)", positiveInt)
     .option('--body-limit <bytes>', 'largest request body', positiveInt, 8 * 1024 * 1024)
     .option('--timeout-ms <ms>', 'answer 503 to a request not done by then (408 to one not received by then)', positiveInt, 30000)
     .option('--drain-timeout-ms <ms>', 'on SIGTERM, wait this long for requests in flight, then close every connection', nonNegativeInt, 10000)
     .option('--release-memory-after-ms <ms>', 'idle this long, give the memory of a burst back to the system (0: never)', nonNegativeInt, 1000)
     .option('--max-event-loop-delay <ms>', 'answer 503 while the event loop lags more (0: off)', nonNegativeInt, 1000)
+    .option('--model-name <name>', "the model name the routes report and `model` fields must name (default the model directory's name)")
+    .option('--allow-any-model', 'accept a `model` field naming any model')
+    .option('--auto-truncate', 'cut over-long texts where the API followed would refuse them (/v1/embeddings, /embed, TEI rerank)')
+    .option('--api-key <key>', 'require Authorization: Bearer <key> (default $BGE_M3_API_KEY; /health and /metrics stay open)')
+    .option('--cors <origins>', "send CORS headers for these origins ('*' or a comma-separated list)")
     .option('--log', 'log requests (JSON lines on stdout)'))
     .action(async (opts) => {
       const model = await openModel(opts);
@@ -45,6 +50,8 @@ async function startServer(model: BGEM3, opts: OptionValues): Promise<M3Server> 
   const server = await createServer({
     model, index, logger: !!opts.log, bodyLimit: opts.bodyLimit, maxTexts: opts.maxTexts, maxTextTokens: opts.maxTextTokens,
     requestTimeoutMs: opts.timeoutMs, drainTimeoutMs: opts.drainTimeoutMs, maxEventLoopDelayMs: opts.maxEventLoopDelay,
+    modelName: opts.modelName, allowAnyModel: !!opts.allowAnyModel, autoTruncate: !!opts.autoTruncate,
+    apiKey: opts.apiKey ?? (process.env.BGE_M3_API_KEY || undefined), cors: opts.cors,
     // --no-batching: each request alone (one request per batch, no wait), the same queue limits.
     batching: opts.batching
       ? { maxWaitMs: opts.maxWaitMs, maxBatchTokens: opts.maxBatchTokens, maxQueue: opts.maxQueue, maxQueueTokens: opts.maxQueueTokens }
