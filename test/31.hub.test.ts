@@ -74,6 +74,7 @@ describe('models by hub id', () => {
     const snapshot = path.join(cache, 'models--org--demo', 'snapshots', COMMIT);
     // Loaded from hard links of the snapshot, where ONNX Runtime takes the external data as the graph's own.
     assert.equal(model.info().dir, path.join(cache, 'models--org--demo', '.bge-m3', COMMIT));
+    assert.equal(model.info().name, 'org/demo', 'the id it was loaded by, to load it again with');
     assert.equal(model.info().attentionNote, '');
     assert.ok(model.info().fusedAttentionBlocks > 0);
     await model.dispose();

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { HybridIndex } from '../lib';
 import { decodeUtf8 } from '../lib/base/files';
 import { mulberry32 } from '../lib/base/rng';
 import { FIXTURES, ROOT } from './helpers';
@@ -117,6 +118,7 @@ describe('bge-m3 CLI edges', () => {
     assert.equal(wrong.code, 1);
     assert.match(wrong.stderr, /ERR_MODEL_LAYOUT/);
     assert.ok(wrong.stderr.includes(`--model ${path.resolve(model)}`), wrong.stderr);
+    assert.equal(HybridIndex.load(out).model?.name, path.resolve(model), 'the index records the model it was built with');
     const right = run(['search', '--index', out, '--model', model, 'alpha']);
     assert.equal(right.code, 0, right.stderr);
   });

@@ -42,6 +42,8 @@ export class BGEM3 {
     private readonly encoder: NativeEncoder,
     private readonly tokenizer: M3Tokenizer,
     private readonly dir: string,
+    /** The directory, or the hub id (ORG/NAME[@revision]) the model was loaded by. */
+    private readonly name: string,
     /** Longest input the model's position table allows. */
     readonly modelMaxLength: number,
     /** Default truncation length of encode. */
@@ -66,6 +68,7 @@ export class BGEM3 {
     checkOptions(options);
     const checked = checkLoadOptions(options);
     const abs = (await resolveHubModel(dir, options)) ?? path.resolve(dir);
+    const name = abs === path.resolve(dir) ? abs : options.revision !== undefined && !dir.includes('@') ? `${dir}@${options.revision}` : dir;
     checkModelDirectory(abs);
     const model = readModelDirectory(abs);
     if (model.positionsStated) checkMaxLength(options, model.modelMaxLength);
@@ -94,7 +97,7 @@ export class BGEM3 {
       await encoder.close();
       throw fromNative(err, callerStack);
     }
-    return new BGEM3(encoder, tokenizer, abs, modelMaxLength, maxLength, model.attentionHeads, device, info,
+    return new BGEM3(encoder, tokenizer, abs, name, modelMaxLength, maxLength, model.attentionHeads, device, info,
       checked.releaseMemoryAfterMs);
   }
 
@@ -106,7 +109,7 @@ export class BGEM3 {
   /** Layout, dims, files and limits of this model. */
   info(): ModelInfo {
     return {
-      ...this.nativeInfo, dir: this.dir, tokenizer: this.tokenizer.file, vocabSize: this.tokenizer.vocabSize,
+      ...this.nativeInfo, dir: this.dir, name: this.name, tokenizer: this.tokenizer.file, vocabSize: this.tokenizer.vocabSize,
       modelMaxLength: this.modelMaxLength, maxLength: this.maxLength, attentionHeads: this.attentionHeads,
     };
   }

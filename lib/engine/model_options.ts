@@ -128,6 +128,8 @@ export interface ComputeScoreOptions {
 /** What {@link BGEM3.info} reports. */
 export interface ModelInfo extends NativeModelInfo {
   dir: string;
+  /** The directory, or the hub id (ORG/NAME[@revision]) the model was loaded by: what to load it again with. */
+  name: string;
   tokenizer: string;
   vocabSize: number;
   /** Longest input the model's position table allows. */

@@ -26,12 +26,13 @@ const DENSE_ROUTES: Record<DenseRouteName, (dim: number) => DenseRoute> = {
 export type { ModelIdentity } from './index_store';
 
 /** A loaded model or its identity: what an index remembers about the model that built it. */
-export type ModelLike = ModelIdentity | { info(): { dim: number; vocabSize: number; layout: string; dir?: string } };
+export type ModelLike = ModelIdentity | { info(): { dim: number; vocabSize: number; layout: string; dir?: string; name?: string } };
 
 function identityOf(model: ModelLike): ModelIdentity {
   if (typeof (model as { info?: unknown }).info === 'function') {
-    const info = (model as { info(): { dim: number; vocabSize: number; layout: string; dir?: string } }).info();
-    return { dim: info.dim, vocabSize: info.vocabSize, layout: info.layout, ...(info.dir ? { name: info.dir } : {}) };
+    const info = (model as { info(): { dim: number; vocabSize: number; layout: string; dir?: string; name?: string } }).info();
+    const name = info.name ?? info.dir;
+    return { dim: info.dim, vocabSize: info.vocabSize, layout: info.layout, ...(name ? { name } : {}) };
   }
   const m = model as ModelIdentity;
   if (!m || !Number.isInteger(m.dim) || !Number.isInteger(m.vocabSize)) throw inputError('a BGEM3 model or { dim, vocabSize }', 'model', model);
