@@ -19,6 +19,7 @@ export type { VectorFormat, QuantizedMultiVectors, MaxSimDocuments, MaxSimOption
 export { lexicalScores, lexicalScoresSync, type LexicalScoresOptions, type LexicalKernel } from './scoring/lexical';
 export { BGE_M3_VOCAB_SIZE } from './base/defaults';
 export { HybridIndex } from './retrieval/hybrid_index';
+export { MetadataFilter, type Filter, type FieldConditions, type FilterScalar, type FilterSql } from './retrieval/filter';
 export type { DocumentId, HybridIndexOptions, SearchOptions, SearchHit, ModelIdentity, ModelLike } from './retrieval/hybrid_index';
 export { evaluate, formatMetricsTable, EVAL_MODES } from './training/evaluate';
 export type { ModeMetrics, EvaluateOptions, EvaluateResult } from './training/evaluate';
