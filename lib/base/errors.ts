@@ -12,10 +12,12 @@
  * - `ERR_TOO_LONG`: a text has more tokens than allowed and truncation was turned off.
  * - `ERR_RUNTIME`: ONNX Runtime failed while running the model.
  * - `ERR_NATIVE`: the native addon could not be loaded.
+ * - `ERR_STORE`: the database behind a store failed, could not be reached, or holds something
+ *   else than this version's store; the message names the database (without its password).
  */
 export const M3_ERROR_CODES = [
   'ERR_MODEL_FILES', 'ERR_MODEL_LAYOUT', 'ERR_INPUT', 'ERR_ABORTED', 'ERR_DISPOSED', 'ERR_DEVICE',
-  'ERR_QUEUE_FULL', 'ERR_TOO_LONG', 'ERR_RUNTIME', 'ERR_NATIVE',
+  'ERR_QUEUE_FULL', 'ERR_TOO_LONG', 'ERR_RUNTIME', 'ERR_NATIVE', 'ERR_STORE',
 ] as const;
 
 /** One of {@link M3_ERROR_CODES}. */

@@ -28,7 +28,7 @@ export type { ModelIdentity } from './index_store';
 /** A loaded model or its identity: what an index remembers about the model that built it. */
 export type ModelLike = ModelIdentity | { info(): { dim: number; vocabSize: number; layout: string; dir?: string; name?: string } };
 
-function identityOf(model: ModelLike): ModelIdentity {
+export function identityOf(model: ModelLike): ModelIdentity {
   if (typeof (model as { info?: unknown }).info === 'function') {
     const info = (model as { info(): { dim: number; vocabSize: number; layout: string; dir?: string; name?: string } }).info();
     const name = info.name ?? info.dir;

@@ -65,6 +65,8 @@ export function classify(err: FastifyError | M3Error | Error, options: { bodyLim
       return { status: 503, type: 'overloaded', code: 'timeout', message: `The request was not answered within ${options.requestTimeoutMs} ms; retry later.`, retryAfter: true };
     case 'ERR_DISPOSED':
       return { status: 503, type: 'unavailable', code: 'shutting_down', message: 'The server is shutting down.', retryAfter: true };
+    case 'ERR_STORE':
+      return { status: 503, type: 'unavailable', code: 'store_unavailable', message: e.message, retryAfter: true };
     default:
       break;
   }
