@@ -406,6 +406,13 @@ export class PgStore {
     await this.db.transaction((s) => s.exec(`DROP INDEX IF EXISTS ${this.names.denseIndex}; DROP INDEX IF EXISTS ${this.names.sparseIndex};`));
   }
 
+  /** Whether both HNSW indexes exist. */
+  async hasIndexes(): Promise<boolean> {
+    this.check();
+    const r = await this.db.query('SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS ok', [this.names.denseIndex, this.names.sparseIndex]);
+    return r.rows[0].ok === true;
+  }
+
   /** Builds the HNSW indexes if they are missing (after a bulk load). */
   async createIndexes(options: { maintenanceWorkMemMb?: number } = {}): Promise<void> {
     this.check();
