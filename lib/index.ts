@@ -20,7 +20,9 @@ export { lexicalScores, lexicalScoresSync, type LexicalScoresOptions, type Lexic
 export { BGE_M3_VOCAB_SIZE } from './base/defaults';
 export { HybridIndex } from './retrieval/hybrid_index';
 export { MetadataFilter, type Filter, type FieldConditions, type FilterScalar, type FilterSql } from './retrieval/filter';
-export type { DocumentId, HybridIndexOptions, SearchOptions, SearchHit, ModelIdentity, ModelLike } from './retrieval/hybrid_index';
+export type {
+  DocumentId, HybridIndexOptions, SearchOptions, SearchHit, ModelIdentity, ModelLike, DocumentFields, DocumentMetadata, StoredDocument, DocumentBatch,
+} from './retrieval/hybrid_index';
 export { evaluate, formatMetricsTable, EVAL_MODES } from './training/evaluate';
 export type { ModeMetrics, EvaluateOptions, EvaluateResult } from './training/evaluate';
 export { readEvalRows, type EvalRow } from './training/rows';
