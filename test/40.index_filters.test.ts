@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { HybridIndex, M3Error, type DocumentId, type EncodeOutput, type Filter, type HybridIndexOptions, type SearchHit, type SearchOptions } from '../lib';
+import { native } from '../lib/addon/native';
 import { mulberry32 } from '../lib/base/rng';
 import { syntheticEncoded } from './index_synthetic';
 
@@ -298,6 +299,26 @@ describe('HybridIndex filters', () => {
           JSON.stringify(filter));
       }
     }
+  });
+
+  it('the native search refuses an allow mask of the wrong length or type', () => {
+    const ix = new (native().HybridIndexNative)(DIM, 1000, null);
+    ix.add(encoded.dense!, encoded.sparse!.offsets, encoded.sparse!.ids, encoded.sparse!.weights, null, null);
+    const q = queries.row(0);
+    const params = { k: 5, wDense: 1, wSparse: 0.3, wColbert: 0, denseCandidates: 5, sparseCandidates: 5, denseRoute: true, sparseRoute: true, exhaustive: false, threads: 1 };
+    const refused = (allowed: unknown, pattern: RegExp) => {
+      for (const run of [() => ix.search(q.dense!, q.sparse!.ids, q.sparse!.weights, null, { ...params, allowed: allowed as Uint8Array }),
+        () => ix.searchBatch(queries.dense!, queries.sparse!.offsets, queries.sparse!.ids, queries.sparse!.weights, null, null, { ...params, allowed: allowed as Uint8Array })]) {
+        assert.throws(run, (e: { code?: string; message?: string }) => e.code === 'ERR_INPUT' && pattern.test(e.message ?? ''), String(allowed));
+      }
+    };
+    refused(new Uint8Array(COUNT - 1), /params\.allowed has 799 bytes but the index has 800 slots/);
+    refused(new Uint8Array(COUNT + 1), /801 bytes/);
+    refused(new Int8Array(COUNT), /Uint8Array for params\.allowed/);
+    refused(Array.from({ length: COUNT }, () => 1), /Uint8Array for params\.allowed/);
+    const mask = new Uint8Array(COUNT);
+    mask[3] = mask[500] = 1;
+    assert.deepEqual([...ix.search(q.dense!, q.sparse!.ids, q.sparse!.weights, null, { ...params, allowed: mask }).slots].sort((a, b) => a - b), [3, 500]);
   });
 
   it('refuses bad texts and metadata with ERR_INPUT naming the entry, and adds nothing', () => {
