@@ -20,9 +20,12 @@ export { lexicalScores, lexicalScoresSync, type LexicalScoresOptions, type Lexic
 export { BGE_M3_VOCAB_SIZE } from './base/defaults';
 export { HybridIndex } from './retrieval/hybrid_index';
 export { MetadataFilter, type Filter, type FieldConditions, type FilterScalar, type FilterSql } from './retrieval/filter';
-export type { DocumentId, HybridIndexOptions, SearchOptions, SearchHit, ModelIdentity, ModelLike } from './retrieval/hybrid_index';
+export type {
+  DocumentId, HybridIndexOptions, SearchOptions, SearchHit, ModelIdentity, ModelLike, DocumentFields, DocumentMetadata, StoredDocument, DocumentBatch,
+} from './retrieval/hybrid_index';
 export { PgStore } from './store/pg_store';
-export type { PgStoreOptions, StoreSearchOptions, StoreHit, StoreDocument, DocumentFields, DocumentBatch } from './store/pg_store';
+export type { PgStoreOptions, StoreSearchOptions, StoreHit, StoreDocument } from './store/pg_store';
+export { ingest, type IngestOptions, type IngestProgress, type IngestResult } from './store/ingest';
 export { parseStoreUrl } from './store/url';
 export { evaluate, formatMetricsTable, EVAL_MODES } from './training/evaluate';
 export type { ModeMetrics, EvaluateOptions, EvaluateResult } from './training/evaluate';

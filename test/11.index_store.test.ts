@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { HybridIndex } from '../lib';
 import { FIXTURES, ROOT } from './helpers';
 import { SYNTH_DIM, buildSynthetic, syntheticEncoded } from './index_synthetic';
+import { rewriteSegment } from './index_files_support';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-index-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -44,6 +45,44 @@ describe('HybridIndex save/load', () => {
     });
   }
 
+  it('round-trips texts and metadata, and loads a version-1 directory (which has none) with the same results', () => {
+    const index = buildSynthetic(1, 'bf16');
+    const ids = Array.from({ length: 1500 }, (_, i) => (i % 2 ? `doc-1-${i}` : 100000 + i));
+    const texts = ids.map((id, i) => (i % 5 ? `text of ${id}: "quoted", \\ ü 😀 \u2028` : undefined));
+    const metadata = ids.map((_, i) => (i % 7 ? { lang: i % 3 ? 'en' : 'de', year: 2000 + (i % 25), nested: { tags: ['a', i] } } : undefined));
+    index.add(ids, syntheticEncoded(1, 1500), { texts, metadata });
+    index.remove([100002, 'doc-1-5']);
+    const dir = freshDir();
+    index.save(dir);
+    const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'MANIFEST'), 'utf8'));
+    assert.equal(manifest.version, 2);
+    assert.equal(fs.readFileSync(path.join(dir, manifest.segment)).readUInt32LE(8), 2, 'the segment is version 2');
+    const loaded = HybridIndex.load(dir);
+    for (const id of ids) assert.deepEqual(loaded.get(id), index.get(id));
+    assert.deepEqual(fingerprint(loaded), fingerprint(index));
+    const en = { k: 5, filter: { lang: 'en', year: { gte: 2010 } } };
+    assert.deepEqual(loaded.search(queries.row(0), en), index.search(queries.row(0), en));
+    const hits = loaded.search(queries.row(0), en);
+    assert.equal(hits.length, 5);
+    assert.ok(hits.every((h) => h.metadata?.lang === 'en' && (h.metadata.year as number) >= 2010 && h.text === texts[ids.indexOf(h.id)]));
+
+    // The same directory as version 1 wrote it: no texts or metadata sections, version 1 throughout.
+    rewriteSegment(dir, (sections) => {
+      sections.delete('texts');
+      sections.delete('metadata');
+    }, { version: 1 });
+    const old = HybridIndex.load(dir);
+    assert.equal(old.size, index.size);
+    assert.deepEqual(fingerprint(old), fingerprint(index).map((hits) => hits.map(({ text: _t, metadata: _m, ...rest }) => rest)));
+    assert.deepEqual(old.get(ids[1]), { id: ids[1] });
+    assert.deepEqual(old.search(queries.row(0), en), [], 'no document has metadata');
+    assert.equal(old.search(queries.row(0), { k: 5, filter: { lang: { exists: false } } }).length, 5);
+    old.add([ids[1]], syntheticEncoded(1, 2).slice(1, 2), { texts: ['again'] });
+    old.save(dir);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'MANIFEST'), 'utf8')).version, 2, 'a save writes version 2');
+    assert.deepEqual(HybridIndex.load(dir).get(ids[1]), { id: ids[1], text: 'again' });
+  });
+
   it('refuses damaged, wrong-version and wrong-model directories with messages naming the file', () => {
     const dir = freshDir();
     buildSynthetic(1).save(dir);
@@ -62,7 +101,7 @@ describe('HybridIndex save/load', () => {
     fs.writeFileSync(segment, original);
     const m = JSON.parse(fs.readFileSync(manifest, 'utf8'));
     fs.writeFileSync(manifest, JSON.stringify({ ...m, version: 99 }));
-    fails('ERR_MODEL_FILES', /MANIFEST.*version 99.*version 1/);
+    fails('ERR_MODEL_FILES', /MANIFEST.*version 99.*reads versions 1 and 2/);
     fs.writeFileSync(manifest, '{ broken');
     fails('ERR_MODEL_FILES', /MANIFEST.*not valid JSON/);
     fs.writeFileSync(manifest, JSON.stringify(m));

@@ -7,13 +7,14 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import * as zlib from 'node:zlib';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { HybridIndex, M3Error } from '../lib';
 import { openRegularFile, readRegularFile } from '../lib/base/files';
 import { ROOT } from './helpers';
 import { syntheticEncoded } from './index_synthetic';
-import { GRAPH_COUNT, GRAPH_DIM, copyIndex, freshDir, loadInChildren, readManifest, freshPath, savedGraphIndex, writeManifest } from './index_files_support';
+import {
+  GRAPH_COUNT, GRAPH_DIM, copyIndex, freshDir, loadInChildren, readManifest, freshPath, rewriteSegment, savedGraphIndex, writeManifest,
+} from './index_files_support';
 
 function mkfifo(file: string): void {
   fs.rmSync(file, { recursive: true, force: true });
@@ -151,36 +152,6 @@ describe('index paths that are not regular files', { skip: process.platform === 
   });
 });
 
-/** Rewrites the sections `edit` changes in an index's segment, keeping every checksum and size right. */
-function rewriteSegment(dir: string, edit: (sections: Map<string, Buffer>) => void): string {
-  const manifest = readManifest(dir);
-  const file = path.join(dir, manifest.segment);
-  const bytes = fs.readFileSync(file);
-  const sections = new Map<string, Buffer>();
-  let at = 16;
-  for (let i = 0; i < bytes.readUInt32LE(12); i++) {
-    const name = bytes.toString('latin1', at, at + 16).replace(/\0+$/, '');
-    const length = Number(bytes.readBigUInt64LE(at + 16));
-    sections.set(name, bytes.subarray(at + 32, at + 32 + length));
-    at += 32 + length + ((8 - (length % 8)) % 8);
-  }
-  edit(sections);
-  const chunks: Buffer[] = [Buffer.from(bytes.subarray(0, 16))];
-  chunks[0].writeUInt32LE(sections.size, 12);
-  for (const [name, data] of sections) {
-    const entry = Buffer.alloc(32);
-    entry.write(name, 0, 16, 'latin1');
-    entry.writeBigUInt64LE(BigInt(data.length), 16);
-    entry.writeUInt32LE(zlib.crc32(data), 24);
-    chunks.push(entry, data, Buffer.alloc((8 - (data.length % 8)) % 8));
-  }
-  const out = Buffer.concat(chunks);
-  fs.rmSync(file);
-  fs.writeFileSync(file, out);
-  writeManifest(dir, { ...manifest, bytes: out.length, crc32: zlib.crc32(out) });
-  return file;
-}
-
 describe('MANIFEST, meta and ids values of the wrong JSON type', () => {
   const COUNT = 20;
   const base = freshDir();
@@ -275,6 +246,56 @@ describe('MANIFEST, meta and ids values of the wrong JSON type', () => {
     const loaded = HybridIndex.load(copyIndex(base));
     assert.equal(loaded.size, COUNT);
     assert.deepEqual(loaded.search(syntheticEncoded(5, COUNT, GRAPH_DIM).row(2), { k: 1, exhaustive: true }).map((h) => h.id), [2]);
+  });
+
+  it('texts and metadata sections of the wrong shape or type are file errors naming the segment', () => {
+    const dir0 = freshDir();
+    const ix = HybridIndex.create({ dim: GRAPH_DIM, vocabSize: 1000 });
+    ix.add(Array.from({ length: COUNT }, (_, i) => `t${i}`), syntheticEncoded(5, COUNT, GRAPH_DIM), {
+      texts: Array.from({ length: COUNT }, (_, i) => (i % 2 ? `text ${i}\nwith a newline` : undefined)),
+      metadata: Array.from({ length: COUNT }, (_, i) => (i % 3 ? { lang: i % 2 ? 'en' : 'de', n: i } : undefined)),
+    });
+    ix.save(dir0);
+    let lines: Record<'texts' | 'metadata', string[]> = { texts: [], metadata: [] };
+    rewriteSegment(copyIndex(dir0), (sections) => {
+      lines = { texts: sections.get('texts')!.toString('utf8').split('\n'), metadata: sections.get('metadata')!.toString('utf8').split('\n') };
+    });
+    assert.equal(lines.texts.length, COUNT + 1, 'one line per document, each ending in a newline');
+    assert.equal(lines.texts[1], JSON.stringify('text 1\nwith a newline'));
+    const at3 = (name: 'texts' | 'metadata', line: string) => Buffer.from([...lines[name].slice(0, 3), line, ...lines[name].slice(4)].join('\n'));
+    const deep = `${'{"a":'.repeat(70)}1${'}'.repeat(70)}`;
+    const cases: Array<[string, 'texts' | 'metadata', Buffer | undefined, RegExp]> = [
+      ...['5', '{}', '["a"]', 'true'].map((line): [string, 'texts', Buffer, RegExp] =>
+        [`text ${line}`, 'texts', at3('texts', line), /stored text 3 .*, not a string or null: the texts section is corrupted/]),
+      ...['[1,2]', '"lang"', '5', 'false'].map((line): [string, 'metadata', Buffer, RegExp] =>
+        [`metadata ${line}`, 'metadata', at3('metadata', line), /stored metadata 3 .*, not a JSON object or null: the metadata section is corrupted/]),
+      ['metadata nested 70 levels', 'metadata', at3('metadata', deep), /stored metadata 3 nested more than 64 levels deep/],
+      ...(['texts', 'metadata'] as const).flatMap((name): Array<[string, 'texts' | 'metadata', Buffer | undefined, RegExp]> => [
+        [`${name}: a line short`, name, Buffer.from(lines[name].slice(1).join('\n')), new RegExp(`section '${name}' has 19 lines for 20 documents`)],
+        [`${name}: a line more`, name, Buffer.from(['null', ...lines[name]].join('\n')), new RegExp(`section '${name}' has more than 20 lines`)],
+        [`${name}: empty`, name, Buffer.alloc(0), new RegExp(`section '${name}' has 0 lines for 20 documents`)],
+        [`${name}: no last newline`, name, Buffer.from(lines[name].join('\n').slice(0, -1)), new RegExp(`section '${name}' does not end with a newline`)],
+        [`${name}: a line that is not JSON`, name, at3(name, '{"a'), new RegExp(`section '${name}' line 4 is not valid JSON`)],
+        [`${name}: one JSON array instead of lines`, name, Buffer.from(JSON.stringify(lines[name].slice(0, -1).map((l) => JSON.parse(l)))),
+          new RegExp(`section '${name}' does not end with a newline`)],
+        [`${name}: missing`, name, undefined, new RegExp(`has no '${name}' section`)],
+      ]),
+    ];
+    for (const [label, name, data, pattern] of cases) {
+      const dir = copyIndex(dir0);
+      const file = rewriteSegment(dir, (sections) => (data ? sections.set(name, data) : sections.delete(name)));
+      refused(dir, file, pattern, label);
+    }
+    // A version-1 segment has no such sections, and needs none.
+    const v1 = copyIndex(dir0);
+    rewriteSegment(v1, (sections) => { sections.delete('texts'); sections.delete('metadata'); }, { version: 1 });
+    assert.deepEqual(HybridIndex.load(v1).get('t1'), { id: 't1' });
+    const v3 = copyIndex(dir0);
+    const file = rewriteSegment(v3, () => {}, { version: 3 });
+    refused(v3, path.join(v3, 'MANIFEST'), /has format version 3; this bge-m3 reads versions 1 and 2/, 'MANIFEST version 3');
+    writeManifest(v3, { ...readManifest(v3), version: 2 });
+    refused(v3, file, /has format version 3; this bge-m3 reads versions 1 and 2/, 'segment version 3');
+    assert.deepEqual(HybridIndex.load(copyIndex(dir0)).get('t1'), { id: 't1', text: 'text 1\nwith a newline', metadata: { lang: 'en', n: 1 } });
   });
 
   it('a graph entry of the wrong type in MANIFEST rebuilds the graph with a warning', (t) => {

@@ -1,6 +1,7 @@
 /**
- * Shared by the index-file tests (25, 30): a temporary folder, crafted HNSW graph files and loads
- * in child processes, so that a crash is observed instead of suffered.
+ * Shared by the index-file tests (11, 25, 30): a temporary folder, segments rewritten section by
+ * section, crafted HNSW graph files and loads in child processes, so that a crash is observed
+ * instead of suffered.
  */
 import { after } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -248,3 +249,38 @@ export function copyIndex(from: string): string {
   return dir;
 }
 
+
+/**
+ * Rewrites the sections `edit` changes in an index's segment, keeping every checksum and size
+ * right; with `version`, also the version in the segment's header and in MANIFEST (to make a
+ * segment of an older format). Returns the segment's path.
+ */
+export function rewriteSegment(dir: string, edit: (sections: Map<string, Buffer>) => void, { version }: { version?: number } = {}): string {
+  const manifest = readManifest(dir);
+  const file = path.join(dir, manifest.segment);
+  const bytes = fs.readFileSync(file);
+  const sections = new Map<string, Buffer>();
+  let at = 16;
+  for (let i = 0; i < bytes.readUInt32LE(12); i++) {
+    const name = bytes.toString('latin1', at, at + 16).replace(/\0+$/, '');
+    const length = Number(bytes.readBigUInt64LE(at + 16));
+    sections.set(name, bytes.subarray(at + 32, at + 32 + length));
+    at += 32 + length + ((8 - (length % 8)) % 8);
+  }
+  edit(sections);
+  const chunks: Buffer[] = [Buffer.from(bytes.subarray(0, 16))];
+  chunks[0].writeUInt32LE(sections.size, 12);
+  if (version !== undefined) chunks[0].writeUInt32LE(version, 8);
+  for (const [name, data] of sections) {
+    const entry = Buffer.alloc(32);
+    entry.write(name, 0, 16, 'latin1');
+    entry.writeBigUInt64LE(BigInt(data.length), 16);
+    entry.writeUInt32LE(zlib.crc32(data), 24);
+    chunks.push(entry, data, Buffer.alloc((8 - (data.length % 8)) % 8));
+  }
+  const out = Buffer.concat(chunks);
+  fs.rmSync(file);
+  fs.writeFileSync(file, out);
+  writeManifest(dir, { ...manifest, bytes: out.length, crc32: zlib.crc32(out), ...(version !== undefined ? { version } : {}) });
+  return file;
+}

@@ -26,7 +26,7 @@ const VOCAB = 1000;
 const SEGMENT = 'segment-fixture.bin';
 const GRAPH = 'graph-fixture.usearch';
 /** Changes whenever the fixtures below would come out differently, so that older ones are rebuilt. */
-const FIXTURE_VERSION = 1;
+const FIXTURE_VERSION = 2;
 
 /** Every dense route with every ColBERT storage. */
 export const INDEX_BASES = ['exact-f32', 'exact-bf16', 'exact-i8', 'exact-none', 'hnsw-f32', 'hnsw-bf16', 'hnsw-i8'] as const;
@@ -50,7 +50,11 @@ function buildBase(dir: string, base: IndexBase): void {
   const { dense, colbert } = settingsOf(base);
   const index = HybridIndex.create({ dim: DIM, vocabSize: VOCAB, colbert, dense, model: { dim: DIM, vocabSize: VOCAB, layout: 'synthetic' } });
   const encoded = syntheticEncoded(11, COUNT, DIM);
-  index.add(Array.from({ length: COUNT }, (_, i) => (i % 3 ? `doc-${i}` : i)), encoded);
+  // Texts and metadata on some documents (none on document 0: its lines are "null").
+  index.add(Array.from({ length: COUNT }, (_, i) => (i % 3 ? `doc-${i}` : i)), encoded, {
+    texts: Array.from({ length: COUNT }, (_, i) => (i % 3 ? `text ${i}: "quoted"\nü` : undefined)),
+    metadata: Array.from({ length: COUNT }, (_, i) => (i % 4 ? { lang: i % 2 ? 'en' : 'de', year: 2000 + i, tags: ['a', i] } : undefined)),
+  });
   // Built aside and renamed into place: runs started at the same time may build the same base.
   const aside = `${dir}.${process.pid}.tmp`;
   const saved = path.join(aside, 'saved');
@@ -86,6 +90,8 @@ function buildBase(dir: string, base: IndexBase): void {
 
 const MANIFEST_WORDS = ['bge-m3-hybrid-index', SEGMENT, GRAPH, 'segment-other.bin', 'graph-other.usearch', 'MANIFEST', 'LOCK', '../MANIFEST', 'segment-.bin'];
 const META_WORDS = ['f32', 'bf16', 'i8', 'exact', 'hnsw', 'synthetic', 'bge-m3-snapshot'];
+/** The JSON Lines sections (index_store.ts): one value per line. */
+const LINE_SECTIONS = ['texts', 'metadata'];
 const ARRAY_SECTIONS: Record<string, 1 | 2 | 4> = {
   dense: 4, sparseOffsets: 4, sparseIds: 4, sparseWeights: 4, colbertOffsets: 4, colbertF32: 4, colbertBf16: 2, colbertI8: 1, colbertScales: 4,
 };
@@ -115,6 +121,12 @@ function segmentSteps(rng: Random, segment: Buffer): Step[] {
         : [[[], 1]] as const;
       const ops = rng.chance(0.85) ? randomJsonOps(rng, doc, focus.map(([p, w]) => [[...p], w] as const), META_WORDS) : randomByteOps(rng, data.length);
       return [{ op: 'section', section, ops, file: SEGMENT }];
+    }
+    if (LINE_SECTIONS.includes(section)) {
+      // Line starts and ends are where the parser decides what a value is and how many there are.
+      const hot = [0, data.length];
+      for (let at = data.indexOf(0x0a); at >= 0; at = data.indexOf(0x0a, at + 1)) hot.push(at, at + 1);
+      return [{ op: 'section', section, ops: randomByteOps(rng, data.length, { hot }), file: SEGMENT }];
     }
     const width = ARRAY_SECTIONS[section] ?? 4;
     const ops = randomByteOps(rng, data.length, { floats: width === 4 ? { start: 0, end: data.length } : undefined, hot: [0, Math.max(0, data.length - width)] })
@@ -150,7 +162,8 @@ function checkHits(hits: SearchHit[], what: string): CaseResult | undefined {
 }
 
 function searchAll(index: HybridIndex, queries: EncodeOutput, what: string): { hits: SearchHit[][]; wrong?: CaseResult } {
-  const hits = [index.search(queries.row(0), { k: 10 }), index.search(queries.row(1), { k: 5, exhaustive: true }), ...index.searchBatch(queries, { k: 7 })];
+  const hits = [index.search(queries.row(0), { k: 10 }), index.search(queries.row(1), { k: 5, exhaustive: true }), ...index.searchBatch(queries, { k: 7 }),
+    index.search(queries.row(2), { k: 6, filter: { lang: 'en', year: { gte: 2010 } } })];
   for (const [i, list] of hits.entries()) {
     const wrong = checkHits(list, `${what} ${i}`);
     if (wrong) return { hits, wrong };
@@ -213,7 +226,7 @@ export const indexDirTarget: Target = {
         index.save(copy);
         const again = searchAll(HybridIndex.load(copy), queries, 'search of the saved copy');
         if (again.wrong) return again.wrong;
-        const ids = (lists: SearchHit[][]) => JSON.stringify(lists.map((l) => l.map((h) => h.id)));
+        const ids = (lists: SearchHit[][]) => JSON.stringify(lists.map((l) => l.map((h) => [h.id, h.text, h.metadata])));
         if (ids(first.hits) !== ids(again.hits)) return misleading(`the saved copy finds other hits: ${ids(first.hits).slice(0, 200)} vs ${ids(again.hits).slice(0, 200)}`);
         return { outcome: 'clean-ok' };
       },

@@ -145,6 +145,8 @@ export interface NativeSearchParams {
   threads: number;
   /** Dense-route candidates from an approximate index (instead of the exact scan). */
   denseSlots?: Uint32Array;
+  /** A filter: one byte per slot (stats().slots of them), nonzero where the slot may be returned. */
+  allowed?: Uint8Array;
 }
 
 export interface NativeHybridIndex {

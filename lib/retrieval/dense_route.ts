@@ -13,11 +13,16 @@ import type { GraphRef } from './index_store';
 /** The routes an index can be created with (and saves its name). */
 export type DenseRouteName = 'exact' | 'hnsw';
 
-/** Which slots hold documents now. */
+/** Which slots hold documents now (that a search may return: with a filter, those that match it). */
 export interface LiveSlots {
   /** Live documents. */
   count(): number;
   isLive(slot: number): boolean;
+  /**
+   * Set when a search filter narrows the slots: they may be few, and clustered anywhere in the
+   * graph, so an approximate route should give up sooner and leave the search to the exact scan.
+   */
+  filtered?: boolean;
 }
 
 /** Where a route's saved file is, when it saved one: its MANIFEST entry, or why that entry is unusable. */

@@ -50,13 +50,20 @@ export class HnswRoute implements DenseRoute {
    * to forget single entries), so it is asked for more until enough live ones come back. Where
    * even the whole graph's answer falls short (an approximate graph need not reach every node),
    * undefined: the exact route then keeps the promise of k results.
+   *
+   * With a filter, the slots that match may be a small share of the graph: asking the graph for
+   * more than an eighth of its entries costs a good part of an exact scan and still may not find
+   * them (the matching documents can sit far from the query), so then undefined at once, and the
+   * exact scan over the matching slots answers instead.
    */
   candidates(query: Float32Array, want: number, live: LiveSlots): Uint32Array | undefined {
     const total = this.graph.size();
     if (total === 0) return undefined;
-    // Enough entries to hold `want` live ones if the removed ones are spread evenly.
+    // Enough entries to hold `want` live ones if the removed (or filtered out) ones are spread evenly.
     const first = Math.ceil((want * total) / Math.max(1, live.count()));
-    for (let ask = Math.min(first, total); ; ask = Math.min(total, ask * 2)) {
+    const most = live.filtered ? Math.floor(total / 8) : total;
+    if (live.filtered && first > most) return undefined;
+    for (let ask = Math.min(first, most); ; ask = Math.min(most, ask * 2)) {
       const seen = new Set<number>();
       const found: number[] = [];
       for (const key of this.graph.search(query, ask).keys) {
@@ -66,7 +73,7 @@ export class HnswRoute implements DenseRoute {
         found.push(slot);
         if (found.length === want) return Uint32Array.from(found);
       }
-      if (ask >= total) return found.length >= Math.min(want, live.count()) ? Uint32Array.from(found) : undefined;
+      if (ask >= most) return found.length >= Math.min(want, live.count()) ? Uint32Array.from(found) : undefined;
     }
   }
 

@@ -3,16 +3,21 @@
  * Candidates come from the dense route (exact inner products, or an approximate graph: see
  * dense_route.ts) and the sparse route (an inverted index over token ids); they are reranked by
  * the weighted mean of the dense, lexical and ColBERT scores (the same formula as computeScore's
- * 'colbert+sparse+dense'). A saved index's files: index_store.ts (format, save), index_load.ts (load).
+ * 'colbert+sparse+dense'). Documents may carry a text and metadata (document_fields.ts); a
+ * search filter over the metadata (filter.ts) becomes a mask of allowed slots that every route
+ * honours. A saved index's files: index_store.ts (format, save), index_load.ts (load).
  */
 import { M3Error, fromNative, inputError } from '../base/errors';
-import { DEFAULT_WEIGHTS, checkWeights } from '../scoring/fusion';
 import { native, type NativeHybridIndex } from '../addon/native';
 import type { EncodeOutput, EncodeRow } from '../engine/outputs';
 import { BGE_M3_VOCAB_SIZE } from '../base/defaults';
 import { checkChoice, checkInteger, checkNonEmptyString, checkOptions, optionalInteger } from '../base/validate';
+import { MAX_COUNT, searchParams, type SearchParamOptions } from './search_params';
 import type { DenseRoute, DenseRouteName, LiveSlots } from './dense_route';
+import { documentBatches, type DocumentBatch } from './document_export';
+import { checkFields, type DocumentFields, type DocumentMetadata } from './document_fields';
 import { ExactRoute } from './exact_route';
+import { MetadataFilter } from './filter';
 import { HnswRoute } from './hnsw_route';
 import { loadIndex } from './index_load';
 import { saveIndex, type ModelIdentity } from './index_store';
@@ -24,6 +29,7 @@ const DENSE_ROUTES: Record<DenseRouteName, (dim: number) => DenseRoute> = {
 };
 
 export type { ModelIdentity } from './index_store';
+export type { DocumentFields, DocumentMetadata } from './document_fields';
 
 /** A loaded model or its identity: what an index remembers about the model that built it. */
 export type ModelLike = ModelIdentity | { info(): { dim: number; vocabSize: number; layout: string; dir?: string; name?: string } };
@@ -42,6 +48,8 @@ export function identityOf(model: ModelLike): ModelIdentity {
 
 /** A caller's document id. */
 export type DocumentId = string | number;
+
+export type { DocumentBatch } from './document_export';
 
 /** Options of {@link HybridIndex.create}. */
 export interface HybridIndexOptions {
@@ -62,23 +70,8 @@ export interface HybridIndexOptions {
   dense?: 'exact' | 'hnsw';
 }
 
-/** Options of {@link HybridIndex.search}. */
-export interface SearchOptions {
-  /** Results to return (default 10). */
-  k?: number;
-  /** [dense, sparse, colbert] weights (default the paper's [1, 0.3, 1]). */
-  weights?: [number, number, number];
-  /** Candidates from the dense route (default 200). */
-  denseCandidates?: number;
-  /** Candidates from the sparse route (default 200). */
-  sparseCandidates?: number;
-  /** Recall routes (default both). */
-  routes?: Array<'dense' | 'sparse'>;
-  /** Score every document instead of recalling candidates (exact; the reference for recall). */
-  exhaustive?: boolean;
-  /** Threads: for the ColBERT rerank of search(), across queries in searchBatch() (default 1). */
-  threads?: number;
-}
+/** Options of {@link HybridIndex.search}: search_params.ts, shared with the PostgreSQL store. */
+export type SearchOptions = SearchParamOptions;
 
 /** One search result: the caller's id, the fused score and its three components. */
 export interface SearchHit {
@@ -87,10 +80,18 @@ export interface SearchHit {
   dense: number;
   sparse: number;
   colbert: number;
+  /** The document's text, when it was added with one. */
+  text?: string;
+  /** The document's metadata, when it was added with some (frozen: the index's own copy). */
+  metadata?: DocumentMetadata;
 }
 
-/** The largest count a search option takes. */
-const MAX_COUNT = 2 ** 31;
+/** A stored document as {@link HybridIndex.get} returns it. */
+export interface StoredDocument {
+  id: DocumentId;
+  text?: string;
+  metadata?: DocumentMetadata;
+}
 
 /** Largest vocabulary an index accepts (the inverted index keeps a list per token id). */
 const MAX_VOCAB = 1 << 24;
@@ -104,6 +105,9 @@ function checkId(id: unknown, where: string): DocumentId {
 export class HybridIndex {
   private readonly slotOf = new Map<DocumentId, number>();
   private idOfSlot: Array<DocumentId | undefined> = [];
+  /** Texts and metadata by slot (undefined: none), renumbered with the slots by compact(). */
+  private textOfSlot: Array<string | undefined> = [];
+  private metadataOfSlot: Array<DocumentMetadata | undefined> = [];
   private removedSinceCompact = 0;
   /** The live slots, as the dense route sees them. */
   private readonly live: LiveSlots = {
@@ -152,7 +156,7 @@ export class HybridIndex {
    */
   static load(dir: string, options: { model?: ModelLike; dense?: 'exact' | 'hnsw' } = {}): HybridIndex {
     checkNonEmptyString(dir, 'dir', 'an index directory');
-    const { meta, ids, state, segment, graph, graphProblem } = loadIndex(dir);
+    const { meta, ids, state, documents, segment, graph, graphProblem } = loadIndex(dir);
     if (options.model !== undefined) {
       const want = identityOf(options.model);
       const have = meta.model ?? { dim: meta.dim, vocabSize: meta.vocabSize };
@@ -187,6 +191,9 @@ export class HybridIndex {
       index.slotOf.set(id, slot);
       index.idOfSlot[slot] = id;
     });
+    // loadIndex checked these too: one entry per id, each of the right type.
+    index.textOfSlot = documents.texts.slice();
+    index.metadataOfSlot = documents.metadata;
     return index;
   }
 
@@ -197,7 +204,8 @@ export class HybridIndex {
     const ids = this.idOfSlot.slice(0, this.slotOf.size);
     const route = this.route;
     saveIndex(dir, { dim: this.dim, vocabSize: this.vocabSize, colbert: this.colbert, count: ids.length, model: this.model, dense: route.name },
-      ids, this.index.exportState(), route.save && ((file) => route.save!(file)));
+      ids, this.index.exportState(), { texts: this.textOfSlot.slice(0, ids.length), metadata: this.metadataOfSlot.slice(0, ids.length) },
+      route.save && ((file) => route.save!(file)));
   }
 
   /** Documents in the index. */
@@ -210,11 +218,25 @@ export class HybridIndex {
     return this.index.stats().colbertBytesPerDocument;
   }
 
+  /** Whether a document with this id is in the index. */
+  has(id: DocumentId): boolean {
+    return this.slotOf.has(checkId(id, 'id'));
+  }
+
+  /** The stored document with this id (its text and metadata, when it has them), or undefined. */
+  get(id: DocumentId): StoredDocument | undefined {
+    const slot = this.slotOf.get(checkId(id, 'id'));
+    return slot === undefined ? undefined : this.documentAt(slot);
+  }
+
   /**
    * Adds documents from encode() output (dense and sparse required; ColBERT too when the index
-   * stores it). Re-adding an id replaces its document. Nothing is added if any input is invalid.
+   * stores it), with their texts and metadata when `fields` gives them (one entry per id in each
+   * array; metadata a plain JSON object of at most 64 KiB as JSON, kept as a frozen copy).
+   * Re-adding an id replaces its document, text and metadata too (left out: none). Nothing is
+   * added if any input is invalid.
    */
-  add(ids: readonly DocumentId[], encoded: EncodeOutput): void {
+  add(ids: readonly DocumentId[], encoded: EncodeOutput, fields?: DocumentFields): void {
     if (!Array.isArray(ids)) throw inputError('an array of ids', 'ids', ids);
     if (!encoded || typeof encoded !== 'object' || typeof encoded.count !== 'number') throw inputError('an encode() result', 'encoded', encoded);
     if (ids.length !== encoded.count) throw new M3Error('ERR_INPUT', `add: ${ids.length} ids for ${encoded.count} encoded texts`);
@@ -233,6 +255,7 @@ export class HybridIndex {
       if (seen.has(id)) throw new M3Error('ERR_INPUT', `add: id ${JSON.stringify(id)} appears twice in one call`);
       seen.add(id);
     });
+    const { texts, metadata } = checkFields(fields, ids.length);
     let slots: Uint32Array;
     try {
       slots = this.index.add(encoded.dense, encoded.sparse.offsets, encoded.sparse.ids, encoded.sparse.weights,
@@ -246,6 +269,8 @@ export class HybridIndex {
     ids.forEach((id, i) => {
       this.slotOf.set(id, slots[i]);
       this.idOfSlot[slots[i]] = id;
+      this.textOfSlot[slots[i]] = texts[i];
+      this.metadataOfSlot[slots[i]] = metadata[i];
     });
     this.route.add(slots, encoded.dense);
     this.removeSlots(replaced);
@@ -270,22 +295,23 @@ export class HybridIndex {
     if (query.dense.length !== this.dim) {
       throw new M3Error('ERR_INPUT', `search: the query has dim ${query.dense.length} but the index has dim ${this.dim} (a different model?)`);
     }
-    const params = this.params(options);
+    const { filter, ...params } = this.params(options);
     if (this.colbert && params.wColbert > 0 && !(query.colbert instanceof Float32Array)) {
       throw new M3Error('ERR_INPUT', 'search: this index reranks with ColBERT; encode the query with { colbert: true }, or pass weights with a ColBERT weight of 0');
     }
     if (this.slotOf.size === 0) return [];
+    const allowed = filter && this.allowedSlots(filter);
+    if (allowed && allowed.count === 0) return [];
     let raw;
     try {
-      const denseSlots = params.denseRoute && !params.exhaustive ? this.route.candidates(query.dense, params.denseCandidates, this.live) : undefined;
-      raw = this.index.search(query.dense, query.sparse.ids, query.sparse.weights, query.colbert ?? null, { ...params, denseSlots });
+      const eligible = allowed ? allowed.slots : this.live;
+      const denseSlots = params.denseRoute && !params.exhaustive ? this.route.candidates(query.dense, params.denseCandidates, eligible) : undefined;
+      raw = this.index.search(query.dense, query.sparse.ids, query.sparse.weights, query.colbert ?? null, { ...params, denseSlots, allowed: allowed?.mask });
     } catch (err) {
       throw fromNative(err);
     }
     const hits: SearchHit[] = [];
-    for (let i = 0; i < raw.slots.length; i++) {
-      hits.push({ id: this.idOfSlot[raw.slots[i]]!, score: raw.score[i], dense: raw.dense[i], sparse: raw.sparse[i], colbert: raw.colbert[i] });
-    }
+    for (let i = 0; i < raw.slots.length; i++) hits.push(this.hitAt(raw, i));
     return hits;
   }
 
@@ -300,47 +326,92 @@ export class HybridIndex {
     if (queries.dim !== this.dim) {
       throw new M3Error('ERR_INPUT', `searchBatch: the queries have dim ${queries.dim} but the index has dim ${this.dim} (a different model?)`);
     }
-    const params = this.params(options);
+    const { filter, ...params } = this.params(options);
     if (this.colbert && params.wColbert > 0 && !queries.colbert) {
       throw new M3Error('ERR_INPUT', 'searchBatch: this index reranks with ColBERT; encode the queries with { colbert: true }, or pass weights with a ColBERT weight of 0');
     }
     if (this.slotOf.size === 0) return Array.from({ length: queries.count }, () => []);
     if (!this.route.exact) return Array.from({ length: queries.count }, (_, i) => this.search(queries.row(i), options));
+    // One mask for every query: the filter is the same.
+    const allowed = filter && this.allowedSlots(filter);
+    if (allowed && allowed.count === 0) return Array.from({ length: queries.count }, () => []);
     let raw;
     try {
       raw = this.index.searchBatch(queries.dense, queries.sparse.offsets, queries.sparse.ids, queries.sparse.weights,
-        queries.colbert?.offsets ?? null, queries.colbert?.data ?? null, params);
+        queries.colbert?.offsets ?? null, queries.colbert?.data ?? null, { ...params, allowed: allowed?.mask });
     } catch (err) {
       throw fromNative(err);
     }
     const out: SearchHit[][] = [];
     for (let q = 0; q < queries.count; q++) {
       const hits: SearchHit[] = [];
-      for (let i = raw.offsets[q]; i < raw.offsets[q + 1]; i++) {
-        hits.push({ id: this.idOfSlot[raw.slots[i]]!, score: raw.score[i], dense: raw.dense[i], sparse: raw.sparse[i], colbert: raw.colbert[i] });
-      }
+      for (let i = raw.offsets[q]; i < raw.offsets[q + 1]; i++) hits.push(this.hitAt(raw, i));
       out.push(hits);
     }
     return out;
   }
 
-  private params(options: SearchOptions) {
-    checkOptions(options);
-    const k = optionalInteger(options.k, 'k', 10, 1, MAX_COUNT);
-    const weights = checkWeights(options.weights ?? DEFAULT_WEIGHTS, 'weights', { colbert: !!this.colbert });
-    const routes = options.routes ?? ['dense', 'sparse'];
-    if (!Array.isArray(routes) || routes.length === 0 || routes.some((r) => r !== 'dense' && r !== 'sparse')) {
-      throw inputError("a non-empty array of 'dense' and 'sparse'", 'routes', routes);
+  /**
+   * Every live document in batches of `batchSize`: ids, texts, metadata and vectors (ColBERT
+   * decoded to f32), what add() takes to rebuild the index elsewhere (the same search results
+   * for f32 and bf16 stores: bf16 decodes exactly, and encodes back to the same bits; int8 rows
+   * re-encode to within rounding). The documents are those of the index when iteration starts;
+   * it takes a copy of the stored vectors then (compacting the index first).
+   */
+  documents(batchSize = 1000): Generator<DocumentBatch, void, undefined> {
+    return this.batches(checkInteger(batchSize, 'batchSize', 1, MAX_COUNT));
+  }
+
+  private *batches(batchSize: number): Generator<DocumentBatch, void, undefined> {
+    this.compact();
+    // Compacted: the live documents are slots 0 .. size-1.
+    const count = this.slotOf.size;
+    yield* documentBatches({
+      ids: this.idOfSlot.slice(0, count) as DocumentId[], texts: this.textOfSlot.slice(0, count), metadata: this.metadataOfSlot.slice(0, count),
+      state: this.index.exportState(), dim: this.dim, colbert: this.colbert,
+    }, batchSize);
+  }
+
+  /** Hit i of a native search result, with the document's text and metadata when it has them. */
+  private hitAt(raw: { slots: Uint32Array; score: Float64Array; dense: Float64Array; sparse: Float64Array; colbert: Float64Array }, i: number): SearchHit {
+    const slot = raw.slots[i];
+    const hit: SearchHit = { id: this.idOfSlot[slot]!, score: raw.score[i], dense: raw.dense[i], sparse: raw.sparse[i], colbert: raw.colbert[i] };
+    const text = this.textOfSlot[slot];
+    const metadata = this.metadataOfSlot[slot];
+    if (text !== undefined) hit.text = text;
+    if (metadata !== undefined) hit.metadata = metadata;
+    return hit;
+  }
+
+  private documentAt(slot: number): StoredDocument {
+    const doc: StoredDocument = { id: this.idOfSlot[slot]! };
+    const text = this.textOfSlot[slot];
+    const metadata = this.metadataOfSlot[slot];
+    if (text !== undefined) doc.text = text;
+    if (metadata !== undefined) doc.metadata = metadata;
+    return doc;
+  }
+
+  /**
+   * The live slots whose metadata matches `filter`, as the native mask (one byte per slot) and as
+   * the dense route sees them. A scan of every slot per search: the filter is tested in
+   * JavaScript, and nothing is cached across searches, so it always sees the current metadata.
+   */
+  private allowedSlots(filter: MetadataFilter): { mask: Uint8Array; count: number; slots: LiveSlots } {
+    const mask = new Uint8Array(this.idOfSlot.length);
+    let count = 0;
+    for (let slot = 0; slot < mask.length; slot++) {
+      if (this.idOfSlot[slot] !== undefined && filter.matches(this.metadataOfSlot[slot])) {
+        mask[slot] = 1;
+        count++;
+      }
     }
-    return {
-      k, wDense: weights[0], wSparse: weights[1], wColbert: weights[2],
-      // Each route recalls at least k candidates, so k results come back whenever they exist.
-      denseCandidates: Math.max(k, optionalInteger(options.denseCandidates, 'denseCandidates', 200, 1, MAX_COUNT)),
-      sparseCandidates: Math.max(k, optionalInteger(options.sparseCandidates, 'sparseCandidates', 200, 1, MAX_COUNT)),
-      denseRoute: routes.includes('dense'), sparseRoute: routes.includes('sparse'),
-      exhaustive: options.exhaustive === undefined ? false : !!options.exhaustive,
-      threads: Math.min(optionalInteger(options.threads, 'threads', 1, 1, MAX_COUNT), 1024),
-    };
+    return { mask, count, slots: { count: () => count, isLive: (slot) => mask[slot] === 1, filtered: true } };
+  }
+
+  private params(options: SearchOptions) {
+    const params = searchParams(options, !!this.colbert);
+    return { ...params, filter: options.filter === undefined ? undefined : MetadataFilter.parse(options.filter) };
   }
 
   /** Drops slots whose ids are no longer mapped (removed, or re-added elsewhere). */
@@ -348,7 +419,11 @@ export class HybridIndex {
     if (slots.length === 0) return;
     this.index.remove(Uint32Array.from(slots));
     // The dense route is not told: it skips slots that are not live until the next compaction.
-    for (const s of slots) this.idOfSlot[s] = undefined;
+    for (const s of slots) {
+      this.idOfSlot[s] = undefined;
+      this.textOfSlot[s] = undefined;
+      this.metadataOfSlot[s] = undefined;
+    }
     this.removedSinceCompact += slots.length;
     // Reclaim storage once removed slots outnumber live ones.
     if (this.removedSinceCompact > Math.max(1024, this.slotOf.size)) this.compact();
@@ -358,12 +433,18 @@ export class HybridIndex {
     if (this.removedSinceCompact === 0) return;
     const oldOfNew = this.index.compact();
     const ids: Array<DocumentId | undefined> = new Array(oldOfNew.length);
+    const texts: Array<string | undefined> = new Array(oldOfNew.length);
+    const metadata: Array<DocumentMetadata | undefined> = new Array(oldOfNew.length);
     oldOfNew.forEach((old, slot) => {
       const id = this.idOfSlot[old]!;
       ids[slot] = id;
+      texts[slot] = this.textOfSlot[old];
+      metadata[slot] = this.metadataOfSlot[old];
       this.slotOf.set(id, slot);
     });
     this.idOfSlot = ids;
+    this.textOfSlot = texts;
+    this.metadataOfSlot = metadata;
     this.removedSinceCompact = 0;
     this.route.rebuild(oldOfNew.length, () => this.index.exportState().dense);
   }

@@ -11,8 +11,11 @@ import * as zlib from 'node:zlib';
 import type { NativeIndexState } from '../addon/native';
 import { M3Error, describe } from '../base/errors';
 import { openRegularFile, readRegularFile, regularFileStats } from '../base/files';
+import { MAX_METADATA_DEPTH, freezeJson } from './document_fields';
 import { scanHnswGraphFile, type HnswGraphExpectation } from './hnsw_graph_check';
-import { ARRAY_SECTIONS, FORMAT, MAGIC, MANIFEST, MAX_MANIFEST_BYTES, ROLE, VERSION, type GraphRef, type IndexMeta } from './index_store';
+import {
+  ARRAY_SECTIONS, FORMAT, MAGIC, MANIFEST, MAX_MANIFEST_BYTES, READABLE_VERSIONS, ROLE, type GraphRef, type IndexMeta, type StoredDocuments,
+} from './index_store';
 
 /**
  * Reads a segment of `expected` bytes (any size: readFileSync stops at 2 GiB), checking the size
@@ -103,6 +106,8 @@ export interface LoadedIndex {
   meta: IndexMeta;
   ids: Array<string | number>;
   state: NativeIndexState;
+  /** Texts and metadata by slot (a version-1 segment has none). */
+  documents: StoredDocuments & { metadata: Array<Record<string, unknown> | undefined> };
   /** The segment file, for messages about its contents. */
   segment: string;
   /** The graph file MANIFEST names, not yet verified (see verifyGraph). */
@@ -122,7 +127,7 @@ export function loadIndex(dir: string, retried = false): LoadedIndex {
   }
   const bytes = readSegment(file, manifest.bytes as number);
   if (crcOf(bytes) !== manifest.crc32) fail(file, 'does not match its checksum in MANIFEST: it is corrupted.');
-  const sections = readSections(file, bytes);
+  const { sections, version } = readSections(file, bytes);
   const section = (name: string) => sections.get(name) ?? fail(file, `has no '${name}' section.`);
   let meta: unknown;
   let ids: unknown;
@@ -135,7 +140,9 @@ export function loadIndex(dir: string, retried = false): LoadedIndex {
   }
   checkMeta(meta, file);
   checkIds(ids, meta.count, file);
-  const loaded: LoadedIndex = { meta, ids, state: arraySections(section, file), segment: file };
+  const documents = version >= 2 ? storedDocuments(section, ids.length, file)
+    : { texts: new Array<undefined>(ids.length).fill(undefined), metadata: new Array<undefined>(ids.length).fill(undefined) };
+  const loaded: LoadedIndex = { meta, ids, state: arraySections(section, file), documents, segment: file };
   const g = manifest.graph;
   if (isRecord(g) && typeof g.file === 'string' && /^graph-[\w-]+\.usearch$/.test(g.file) && Number.isSafeInteger(g.bytes) && Number.isInteger(g.crc32)) {
     loaded.graph = { file: g.file, bytes: g.bytes as number, crc32: g.crc32 as number };
@@ -160,8 +167,9 @@ function readManifest(dir: string): { manifest: Record<string, unknown>; manifes
   }
   if (!isRecord(manifest)) fail(manifestFile, `holds ${describe(manifest)}, not a JSON object; the directory is corrupted.`);
   if (manifest.format !== FORMAT) fail(manifestFile, `is not a bge-m3 index manifest (format ${describe(manifest.format)}).`);
-  if (manifest.version !== VERSION) {
-    fail(manifestFile, `has format version ${typeof manifest.version === 'number' ? manifest.version : describe(manifest.version)}; this bge-m3 reads version ${VERSION}. Rebuild the index with this version.`);
+  if (!READABLE_VERSIONS.includes(manifest.version as number)) {
+    fail(manifestFile, `has format version ${typeof manifest.version === 'number' ? manifest.version : describe(manifest.version)}; ` +
+      `this bge-m3 reads versions ${READABLE_VERSIONS.join(' and ')}. Rebuild the index with this version.`);
   }
   if (typeof manifest.segment !== 'string' || !/^segment-[\w-]+\.bin$/.test(manifest.segment)) fail(manifestFile, 'names no valid segment file.');
   const { bytes: segmentBytes, crc32: segmentCrc } = manifest;
@@ -174,11 +182,11 @@ function readManifest(dir: string): { manifest: Record<string, unknown>; manifes
   return { manifest, manifestFile };
 }
 
-/** A segment's sections by name, each checked against its CRC-32, after its magic and version. */
-function readSections(file: string, bytes: Buffer): Map<string, Buffer> {
+/** A segment's version and sections by name, each checked against its CRC-32, after its magic and version. */
+function readSections(file: string, bytes: Buffer): { sections: Map<string, Buffer>; version: number } {
   if (!bytes.subarray(0, 8).equals(MAGIC)) fail(file, 'does not start with the bge-m3 index magic.');
   const version = bytes.readUInt32LE(8);
-  if (version !== VERSION) fail(file, `has format version ${version}; this bge-m3 reads version ${VERSION}.`);
+  if (!READABLE_VERSIONS.includes(version)) fail(file, `has format version ${version}; this bge-m3 reads versions ${READABLE_VERSIONS.join(' and ')}.`);
   const count = bytes.readUInt32LE(12);
   const sections = new Map<string, Buffer>();
   let at = 16;
@@ -194,7 +202,44 @@ function readSections(file: string, bytes: Buffer): Map<string, Buffer> {
     sections.set(name, data);
     at += length + ((8 - (length % 8)) % 8);
   }
-  return sections;
+  return { sections, version };
+}
+
+/**
+ * The values of a JSON Lines section (see index_store.ts): exactly `count` lines, each ending
+ * in a newline (JSON escapes the newlines inside strings, so none is part of a value).
+ */
+function jsonLines(section: (name: string) => Buffer, name: string, count: number, file: string): unknown[] {
+  const data = section(name);
+  const values: unknown[] = [];
+  for (let at = 0; at < data.length;) {
+    const end = data.indexOf(0x0a, at);
+    if (end < 0) fail(file, `section '${name}' does not end with a newline after its last line: it is truncated or corrupted.`);
+    if (values.length === count) fail(file, `section '${name}' has more than ${count} lines for ${count} documents.`);
+    try {
+      values.push(JSON.parse(data.toString('utf8', at, end)));
+    } catch (err) {
+      fail(file, `section '${name}' line ${values.length + 1} is not valid JSON (${(err as Error).message}).`);
+    }
+    at = end + 1;
+  }
+  if (values.length !== count) fail(file, `section '${name}' has ${values.length} lines for ${count} documents.`);
+  return values;
+}
+
+/** Texts and metadata by slot from their sections, each of the right JSON type (null: none). */
+function storedDocuments(section: (name: string) => Buffer, count: number, file: string): LoadedIndex['documents'] {
+  const texts = jsonLines(section, 'texts', count, file).map((text, slot) => {
+    if (text !== null && typeof text !== 'string') fail(file, `has stored text ${slot} ${describe(text)}, not a string or null: the texts section is corrupted.`);
+    return text ?? undefined;
+  });
+  const metadata = jsonLines(section, 'metadata', count, file).map((m, slot) => {
+    if (m !== null && !isRecord(m)) fail(file, `has stored metadata ${slot} ${describe(m)}, not a JSON object or null: the metadata section is corrupted.`);
+    // Frozen, as add() keeps metadata (document_fields.ts).
+    if (!freezeJson(m)) fail(file, `has stored metadata ${slot} nested more than ${MAX_METADATA_DEPTH} levels deep: the metadata section is corrupted.`);
+    return m === null ? undefined : m;
+  });
+  return { texts, metadata };
 }
 
 /** The index's arrays from their sections, each a whole number of elements, copied to be aligned for its type. */

@@ -6,11 +6,16 @@
  * CRC-32) and one `segment-<id>.bin`. A segment is "BGEM3IDX", a u32 version, a u32 section
  * count, then per section a 16-byte name, a u64 length, a u32 CRC-32 and 4 bytes of padding,
  * followed by the data padded to 8 bytes. Sections: `meta` (JSON: dims, vocabulary, ColBERT
- * format, model identity, count, dense route), `ids` (JSON array) and the index's arrays. An
- * index with the approximate dense route also has `graph-<id>.usearch` (the HNSW graph as usearch
- * saves it, keyed by slot), named in MANIFEST with its size and CRC-32: derived data, so a graph
- * that is missing, fails its checksum or fails the structural check usearch's loader needs (see
- * hnsw_graph_check.ts) is rebuilt from the vectors instead of failing the load.
+ * format, model identity, count, dense route), `ids` (JSON array), the index's arrays, and, from
+ * version 2, `texts` and `metadata`: one JSON value per line (JSON Lines), line i for the
+ * document of ids[i], `null` where it has none; a text is a JSON string, metadata a JSON object.
+ * They are lines rather than one JSON array so that neither is bounded by the size of one
+ * JavaScript string (a corpus's texts easily pass 512 MiB). Version 1 segments (no texts or
+ * metadata) still load. An index with the approximate dense route also has
+ * `graph-<id>.usearch` (the HNSW graph as usearch saves it, keyed by slot), named in MANIFEST
+ * with its size and CRC-32: derived data, so a graph that is missing, fails its checksum or
+ * fails the structural check usearch's loader needs (see hnsw_graph_check.ts) is rebuilt from
+ * the vectors instead of failing the load.
  *
  * save (holding the directory's LOCK, so concurrent saves take turns): write the new segment under
  * a fresh name and fsync it; write a uniquely named MANIFEST temp file, fsync, rename it over
@@ -31,7 +36,10 @@ import { native } from '../addon/native';
 import type { NativeIndexState } from '../addon/native';
 
 export const FORMAT = 'bge-m3-hybrid-index';
-export const VERSION = 1;
+/** The version save writes (of MANIFEST and of the segment). */
+export const VERSION = 2;
+/** The versions load reads: 1 has no texts or metadata. */
+export const READABLE_VERSIONS: readonly number[] = [1, 2];
 export const MAGIC = Buffer.from('BGEM3IDX', 'latin1');
 export const MANIFEST = 'MANIFEST';
 // A MANIFEST is a few hundred bytes; anything far larger is not one, and is not read into memory.
@@ -68,7 +76,13 @@ export interface GraphRef {
   crc32: number;
 }
 
-type SectionName = keyof NativeIndexState | 'meta' | 'ids';
+/** The texts and metadata of the documents, by slot (undefined: none). */
+export interface StoredDocuments {
+  texts: ReadonlyArray<string | undefined>;
+  metadata: ReadonlyArray<Record<string, unknown> | undefined>;
+}
+
+type SectionName = keyof NativeIndexState | 'meta' | 'ids' | 'texts' | 'metadata';
 export const ARRAY_SECTIONS: Array<[keyof NativeIndexState, new (buffer: ArrayBuffer, offset: number, length: number) => ArrayBufferView]> = [
   ['dense', Float32Array], ['sparseOffsets', Uint32Array], ['sparseIds', Uint32Array], ['sparseWeights', Float32Array],
   ['colbertOffsets', Uint32Array], ['colbertF32', Float32Array], ['colbertBf16', Uint16Array], ['colbertI8', Int8Array],
@@ -79,12 +93,28 @@ function bytesOf(view: ArrayBufferView): Buffer {
   return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
 }
 
+/** Values as JSON Lines (undefined as null), in pieces of about 1 MiB: no one string holds them all. */
+function jsonLines(values: ReadonlyArray<unknown>): Buffer[] {
+  const pieces: Buffer[] = [];
+  let piece = '';
+  for (const value of values) {
+    piece += `${JSON.stringify(value ?? null)}\n`;
+    if (piece.length >= 1 << 20) {
+      pieces.push(Buffer.from(piece, 'utf8'));
+      piece = '';
+    }
+  }
+  if (piece.length > 0) pieces.push(Buffer.from(piece, 'utf8'));
+  return pieces;
+}
+
 /**
  * Writes an index directory atomically (see the file comment); saves to one directory take turns.
  * `graph` writes the HNSW graph, for an index with the approximate dense route.
  */
-export function saveIndex(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState, graph?: GraphWriter): void {
-  withDirectoryLock(dir, () => writeSegmentAndManifest(dir, meta, ids, state, graph));
+export function saveIndex(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState, documents: StoredDocuments,
+  graph?: GraphWriter): void {
+  withDirectoryLock(dir, () => writeSegmentAndManifest(dir, meta, ids, state, documents, graph));
 }
 
 /** Size and CRC-32 of a file, read in pieces (a graph can be larger than a Buffer). */
@@ -101,23 +131,28 @@ function fileChecksum(file: string): { bytes: number; crc32: number } {
   }
 }
 
-function writeSegmentAndManifest(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState, writeGraph?: GraphWriter): void {
-  const sections: Array<[SectionName, Buffer]> = [
-    ['meta', Buffer.from(JSON.stringify(meta), 'utf8')],
-    ['ids', Buffer.from(JSON.stringify(ids), 'utf8')],
-    ...ARRAY_SECTIONS.map(([name]) => [name, bytesOf(state[name])] as [SectionName, Buffer]),
+function writeSegmentAndManifest(dir: string, meta: IndexMeta, ids: unknown[], state: NativeIndexState, documents: StoredDocuments,
+  writeGraph?: GraphWriter): void {
+  // Each section's data in one or more pieces.
+  const sections: Array<[SectionName, Buffer[]]> = [
+    ['meta', [Buffer.from(JSON.stringify(meta), 'utf8')]],
+    ['ids', [Buffer.from(JSON.stringify(ids), 'utf8')]],
+    ...ARRAY_SECTIONS.map(([name]) => [name, [bytesOf(state[name])]] as [SectionName, Buffer[]]),
+    ['texts', jsonLines(documents.texts)],
+    ['metadata', jsonLines(documents.metadata)],
   ];
   const head = Buffer.alloc(16);
   MAGIC.copy(head, 0);
   head.writeUInt32LE(VERSION, 8);
   head.writeUInt32LE(sections.length, 12);
   const chunks: Buffer[] = [head];
-  for (const [name, data] of sections) {
+  for (const [name, pieces] of sections) {
+    const length = pieces.reduce((n, p) => n + p.length, 0);
     const entry = Buffer.alloc(32);
     entry.write(name, 0, 16, 'latin1');
-    entry.writeBigUInt64LE(BigInt(data.length), 16);
-    entry.writeUInt32LE(zlib.crc32(data), 24);
-    chunks.push(entry, data, Buffer.alloc((8 - (data.length % 8)) % 8));
+    entry.writeBigUInt64LE(BigInt(length), 16);
+    entry.writeUInt32LE(pieces.reduce((c, p) => (p.length ? zlib.crc32(p, c) : c), 0), 24);
+    chunks.push(entry, ...pieces, Buffer.alloc((8 - (length % 8)) % 8));
   }
   const generation = `${Date.now().toString(36)}-${crypto.randomBytes(4).toString('hex')}`;
   const segment = `segment-${generation}.bin`;

@@ -6,6 +6,7 @@
 import { inputError } from '../base/errors';
 import { checkOptions, optionalInteger } from '../base/validate';
 import { DEFAULT_WEIGHTS, checkWeights } from '../scoring/fusion';
+import type { Filter } from './filter';
 
 /** Candidates each route recalls by default. */
 export const DEFAULT_CANDIDATES = 200;
@@ -27,15 +28,29 @@ export interface SearchParams {
   threads: number;
 }
 
-/** The options named in SearchParams, as a caller gives them. */
+/** Search options as a caller gives them (HybridIndex.search, PgStore.search). */
 export interface SearchParamOptions {
+  /** Results to return (default 10). */
   k?: number;
+  /** [dense, sparse, colbert] weights (default the paper's [1, 0.3, 1]). */
   weights?: [number, number, number];
+  /** Candidates from the dense route (default 200). */
   denseCandidates?: number;
+  /** Candidates from the sparse route (default 200). */
   sparseCandidates?: number;
+  /** Recall routes (default both). */
   routes?: Array<'dense' | 'sparse'>;
+  /** Score every document instead of recalling candidates (exact; the reference for recall). */
   exhaustive?: boolean;
+  /** Threads: for the ColBERT rerank of search(), across queries in searchBatch() (default 1). */
   threads?: number;
+  /**
+   * Only documents whose metadata matches (filter.ts; a document without metadata is tested as
+   * {}). Every route recalls among the matching documents only, so k hits come back whenever k
+   * documents match (within what the routes reach: the sparse route only finds documents that
+   * share a token with the query).
+   */
+  filter?: Filter;
 }
 
 /** Checks the common search options; `colbert` says whether the retriever stores ColBERT vectors. */

@@ -5,26 +5,15 @@
  */
 import { M3Error, inputError } from '../base/errors';
 import type { EncodeOutput } from '../engine/outputs';
-import type { DocumentId } from '../retrieval/hybrid_index';
+import type { StoredDocument } from '../retrieval/hybrid_index';
+import { checkFields, type DocumentFields, type DocumentMetadata } from '../retrieval/document_fields';
 import { HALF_MAX } from './codec';
 
-/** A document as a store holds it. */
-export interface StoreDocument {
-  id: DocumentId;
-  text?: string;
-  metadata?: Record<string, unknown>;
-}
-
-/** Text and metadata for the documents of one add() call, one entry per id. */
-export interface DocumentFields {
-  texts?: ReadonlyArray<string | undefined | null>;
-  metadata?: ReadonlyArray<Record<string, unknown> | undefined | null>;
-}
+/** A document as a store holds it (HybridIndex's StoredDocument). */
+export type StoreDocument = StoredDocument;
 
 /** Longest id a store takes, in characters (ids are a btree key). */
 export const MAX_ID_LENGTH = 512;
-/** Largest metadata of one document, as JSON. */
-export const MAX_METADATA_BYTES = 64 * 1024;
 
 /** An id as the store's text key: numbers in decimal, so 5 and '5' are one document. */
 export function idKey(id: unknown, where: string): string {
@@ -43,34 +32,13 @@ function checkText(text: string, where: string): void {
   if (LONE_SURROGATE.test(text)) throw new M3Error('ERR_INPUT', `${where} holds a lone UTF-16 surrogate (not valid Unicode); fix the string's encoding`);
 }
 
-/** Metadata as the JSON the store writes, or null for none. */
-export function metadataJson(value: unknown, where: string): string | null {
-  if (value === undefined || value === null) return null;
-  if (typeof value !== 'object' || Array.isArray(value) || Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
-    throw inputError('a plain JSON object', where, value);
-  }
-  let json: string;
-  try {
-    json = JSON.stringify(value);
-  } catch (err) {
-    throw new M3Error('ERR_INPUT', `${where} is not JSON-serialisable: ${(err as Error).message}`);
-  }
-  if (json.length > MAX_METADATA_BYTES || Buffer.byteLength(json) > MAX_METADATA_BYTES) {
-    throw new M3Error('ERR_INPUT', `${where} is ${Buffer.byteLength(json)} bytes as JSON; at most ${MAX_METADATA_BYTES} are stored per document`);
-  }
+/** Checked metadata (document_fields.ts) as the JSON the store writes, or null for none. */
+function metadataJson(value: DocumentMetadata | undefined, where: string): string | null {
+  if (value === undefined) return null;
+  const json = JSON.stringify(value);
   if (json.includes('\\u0000')) throw new M3Error('ERR_INPUT', `${where} holds a NUL character, which PostgreSQL's jsonb cannot store; remove it`);
   checkText(json, where);
-  // What JSON.stringify drops or changes (undefined, functions, NaN, Dates) would come back different.
-  if (JSON.stringify(JSON.parse(json)) !== json) throw new M3Error('ERR_INPUT', `${where} does not survive a JSON round trip`);
   return json;
-}
-
-/** Checks one optional text. */
-export function textValue(value: unknown, where: string): string | null {
-  if (value === undefined || value === null) return null;
-  if (typeof value !== 'string') throw inputError('a string', where, value);
-  checkText(value, where);
-  return value;
 }
 
 /** The checks of an add() call: ids, fields and the encoded arrays. Returns the id keys. */
@@ -86,13 +54,7 @@ export function checkAdd(ids: unknown, encoded: EncodeOutput, fields: DocumentFi
       (store.colbert && encoded.colbert!.offsets.length !== ids.length + 1)) {
     throw new M3Error('ERR_INPUT', `add: the encoded arrays do not hold ${ids.length} texts of dim ${store.dim}`);
   }
-  if (fields !== undefined && (typeof fields !== 'object' || fields === null)) throw inputError('{ texts?, metadata? }', 'fields', fields);
-  for (const name of ['texts', 'metadata'] as const) {
-    const list = fields?.[name];
-    if (list !== undefined && (!Array.isArray(list) || list.length !== ids.length)) {
-      throw new M3Error('ERR_INPUT', `add: fields.${name} must be an array with one entry per id (${ids.length})`);
-    }
-  }
+  const checked = checkFields(fields, ids.length);
   const keys: string[] = [];
   const seen = new Map<string, unknown>();
   ids.forEach((id, i) => {
@@ -128,7 +90,10 @@ export function checkAdd(ids: unknown, encoded: EncodeOutput, fields: DocumentFi
   return {
     keys,
     numeric: ids.map((id) => typeof id === 'number'),
-    texts: ids.map((_, i) => textValue(fields?.texts?.[i], `fields.texts[${i}]`)),
-    metadata: ids.map((_, i) => metadataJson(fields?.metadata?.[i], `fields.metadata[${i}]`)),
+    texts: checked.texts.map((text, i) => {
+      if (text !== undefined) checkText(text, `fields.texts[${i}]`);
+      return text ?? null;
+    }),
+    metadata: checked.metadata.map((m, i) => metadataJson(m, `fields.metadata[${i}]`)),
   };
 }

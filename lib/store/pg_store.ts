@@ -24,17 +24,19 @@ import { BGE_M3_VOCAB_SIZE } from '../base/defaults';
 import type { EncodeOutput, EncodeRow } from '../engine/outputs';
 import { fuse } from '../scoring/fusion';
 import { maxSimSync } from '../scoring/maxsim';
-import { MetadataFilter, type Filter } from '../retrieval/filter';
-import { identityOf, type DocumentId, type ModelLike } from '../retrieval/hybrid_index';
+import { MetadataFilter } from '../retrieval/filter';
+import { identityOf, type DocumentId, type ModelLike, type SearchHit } from '../retrieval/hybrid_index';
 import type { ModelIdentity } from '../retrieval/index_store';
 import { searchParams, type SearchParamOptions, type SearchParams } from '../retrieval/search_params';
 import { blobsAsDocuments, blobsAsFloats, colbertBlobs, mergeSparse, parseSparseText, parseVectorText, sparseColumns, vectorText, type ColbertFormat } from './codec';
-import { checkAdd, idKey, type DocumentFields, type StoreDocument } from './documents';
+import { checkAdd, idKey, type StoreDocument } from './documents';
+import type { DocumentFields } from '../retrieval/document_fields';
+import type { DocumentBatch } from '../retrieval/document_export';
 import { hasIterativeScans, indexStatements, openSchema, recordModel, storeNames, type StoreNames, type StoreSettings } from './schema';
 import { connect, type SqlClient, type SqlSession } from './sql';
 import { parseStoreUrl } from './url';
 
-export type { StoreDocument, DocumentFields } from './documents';
+export type { StoreDocument } from './documents';
 
 /** A model that can encode: what upsert() and search() use for texts. */
 interface Encoder {
@@ -70,34 +72,16 @@ export interface PgStoreOptions {
   connectTimeoutMs?: number;
 }
 
-/** Options of {@link PgStore.search}: HybridIndex's, plus a filter and the HNSW search width. */
+/** Options of {@link PgStore.search}: HybridIndex's, plus the HNSW search width. */
 export interface StoreSearchOptions extends SearchParamOptions {
-  /** Only documents whose metadata match (filter.ts); applied inside the candidate routes. */
-  filter?: Filter;
   /** pgvector's hnsw.ef_search for both routes (default: the larger candidate count, 40 to 1000). */
   efSearch?: number;
   /** searchBatch(): queries run at once (default: the pool's size; 1 on pglite:). */
   concurrency?: number;
 }
 
-/** One hit: the id, the fused score and its three components, with the document's text and metadata. */
-export interface StoreHit {
-  id: DocumentId;
-  score: number;
-  dense: number;
-  sparse: number;
-  colbert: number;
-  text?: string;
-  metadata?: Record<string, unknown>;
-}
-
-/** A batch of documents from {@link PgStore.documents}, ready for HybridIndex.add or PgStore.add. */
-export interface DocumentBatch {
-  ids: DocumentId[];
-  texts: Array<string | undefined>;
-  metadata: Array<Record<string, unknown> | undefined>;
-  encoded: EncodeOutput;
-}
+/** One hit: the id, the fused score and its three components, with the document's text and metadata (HybridIndex's SearchHit). */
+export type StoreHit = SearchHit;
 
 /** Rows per INSERT statement (8 parameters each; PostgreSQL allows 65535 per statement). */
 const INSERT_ROWS = 256;

@@ -6,6 +6,8 @@
 //   [sync] compact() -> Uint32Array (old slot of each new slot)
 //   [sync] stats() -> { slots, live, colbertBytesPerDocument }
 //   [sync] search(dense, ids, weights, colbert | null, params) -> { slots, score, dense, sparse, colbert }
+//          params.allowed: an optional Uint8Array of one byte per slot, nonzero where a slot may be
+//          returned (a metadata filter); every route and the exhaustive scan honour it
 //   [sync] searchBatch(dense, sparseOffsets, ids, weights, colbertOffsets | null, colbert | null, params)
 //          -> { offsets, slots, score, dense, sparse, colbert } (queries on params.threads threads)
 //   [sync] exportState() -> the stored arrays (compacted index) / importState(state) into an empty one
@@ -200,6 +202,7 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
       rows = static_cast<int64_t>(cv.ElementLength()) / c.dim;
     }
     m3::SearchParams params = ReadParams(info[4]);
+    ReadAllowed(info[4], &params);
     Napi::Value given = info[4].As<Napi::Object>().Get("denseSlots");
     if (given.IsTypedArray()) {
       auto slots = Typed<uint32_t>(given, napi_uint32_array, "a Uint32Array for denseSlots");
@@ -222,6 +225,7 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
     const m3::IndexConfig& c = index_->config();
     const EncodedBatch b = ReadEncodedBatch(info, 0, c, "query", "optional");
     m3::SearchParams params = ReadParams(info[6]);
+    ReadAllowed(info[6], &params);  // read by the worker threads below, while this call holds the array
     const int threads = std::max(1, params.threads);
     params.threads = 1;
     std::vector<std::vector<m3::SearchHit>> results(b.n);
@@ -259,6 +263,18 @@ class HybridIndexWrap : public Napi::ObjectWrap<HybridIndexWrap> {
     params.exhaustive = flag("exhaustive", false);
     params.threads = static_cast<int>(num("threads", 1));
     return params;
+  }
+
+  /// params.allowed, when given: a Uint8Array of one byte per slot (a filter's mask).
+  void ReadAllowed(const Napi::Value& value, m3::SearchParams* params) const {
+    Napi::Value given = value.As<Napi::Object>().Get("allowed");
+    if (given.IsUndefined() || given.IsNull()) return;
+    auto allowed = Typed<uint8_t>(given, napi_uint8_array, "a Uint8Array for params.allowed (one byte per slot)");
+    if (allowed.ElementLength() != static_cast<size_t>(index_->slots()))
+      throw MakeError(value.Env(), "ERR_INPUT", "params.allowed has " + std::to_string(allowed.ElementLength()) +
+                                                    " bytes but the index has " + std::to_string(index_->slots()) +
+                                                    " slots; build the mask after the last add or remove");
+    params->allowed = allowed.Data();
   }
 
   static Napi::Object HitsToJs(Napi::Env env, const std::vector<m3::SearchHit>& hits, std::vector<uint32_t>* offsets) {

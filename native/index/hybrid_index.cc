@@ -186,17 +186,18 @@ MultiVectorSet HybridIndex::ColbertSet() const {
   return set;
 }
 
-std::vector<uint32_t> HybridIndex::DenseCandidates(const float* q, int64_t count) const {
+std::vector<uint32_t> HybridIndex::DenseCandidates(const float* q, int64_t count, const SearchParams& params) const {
   std::vector<float> scores(live_.size());
   DenseScores(q, dense_.data(), static_cast<int64_t>(live_.size()), config_.dim, scores.data());
   std::vector<uint32_t> slots(live_.size());
   std::iota(slots.begin(), slots.end(), 0u);
   for (size_t i = 0; i < live_.size(); ++i)
-    if (!live_[i]) scores[i] = -INFINITY;
+    if (!live_[i] || !params.Allows(static_cast<uint32_t>(i))) scores[i] = -INFINITY;
   return TopSlots(scores, slots, count);
 }
 
-std::vector<uint32_t> HybridIndex::SparseCandidates(const uint32_t* ids, const float* w, int64_t nnz, int64_t count) const {
+std::vector<uint32_t> HybridIndex::SparseCandidates(const uint32_t* ids, const float* w, int64_t nnz, int64_t count,
+                                                    const SearchParams& params) const {
   // Term at a time into a dense accumulator; only touched slots are candidates.
   std::vector<float> acc(live_.size(), 0.0f);
   std::vector<uint8_t> touched(live_.size(), 0);
@@ -204,7 +205,7 @@ std::vector<uint32_t> HybridIndex::SparseCandidates(const uint32_t* ids, const f
   for (int64_t t = 0; t < nnz; ++t) {
     if (ids[t] >= postings_.size()) continue;
     for (const Posting& p : postings_[ids[t]]) {
-      if (!live_[p.slot]) continue;
+      if (!live_[p.slot] || !params.Allows(p.slot)) continue;
       acc[p.slot] += w[t] * p.weight;
       if (!touched[p.slot]) {
         touched[p.slot] = 1;
@@ -223,16 +224,16 @@ std::vector<SearchHit> HybridIndex::Search(const float* q_dense, const uint32_t*
   std::vector<uint32_t> candidates;
   if (params.exhaustive) {
     for (uint32_t slot = 0; slot < live_.size(); ++slot)
-      if (live_[slot]) candidates.push_back(slot);
+      if (live_[slot] && params.Allows(slot)) candidates.push_back(slot);
   } else {
     if (params.dense_route && params.dense_slots) {
       for (int64_t i = 0; i < params.dense_slot_count; ++i)
-        if (is_live(params.dense_slots[i])) candidates.push_back(params.dense_slots[i]);
+        if (is_live(params.dense_slots[i]) && params.Allows(params.dense_slots[i])) candidates.push_back(params.dense_slots[i]);
     } else if (params.dense_route) {
-      candidates = DenseCandidates(q_dense, params.dense_candidates);
+      candidates = DenseCandidates(q_dense, params.dense_candidates, params);
     }
     if (params.sparse_route) {
-      const auto sparse = SparseCandidates(q_ids, q_weights, q_nnz, params.sparse_candidates);
+      const auto sparse = SparseCandidates(q_ids, q_weights, q_nnz, params.sparse_candidates, params);
       candidates.insert(candidates.end(), sparse.begin(), sparse.end());
     }
     std::sort(candidates.begin(), candidates.end());

@@ -37,7 +37,14 @@ struct SearchParams {
   // Dense-route candidates found elsewhere (an approximate index); used instead of the exact scan.
   const uint32_t* dense_slots = nullptr;
   int64_t dense_slot_count = 0;
+  // A filter, as one byte per slot (nonzero: the slot may be returned), or null for none. Every
+  // route honours it, so a filtered search still recalls its candidates among allowed slots only
+  // (filtering after recall would return fewer than k hits whenever the routes' best are refused).
+  const uint8_t* allowed = nullptr;
   int threads = 1;
+
+  /// Whether `slot` passes the filter (callers check liveness apart).
+  bool Allows(uint32_t slot) const { return allowed == nullptr || allowed[slot] != 0; }
 };
 
 struct SearchHit {
@@ -88,6 +95,7 @@ class HybridIndex {
   double ColbertBytesPerDocument() const;
 
   /// Top-k by the fused score, best first (ties by slot). Query vectors as encode() gives them.
+  /// `params.allowed`, when set, holds slots() bytes (the caller checks its length).
   std::vector<SearchHit> Search(const float* q_dense, const uint32_t* q_ids, const float* q_weights, int64_t q_nnz,
                                 const float* q_colbert, int64_t q_rows, const SearchParams& params) const;
 
@@ -96,8 +104,9 @@ class HybridIndex {
     uint32_t slot;
     float weight;
   };
-  std::vector<uint32_t> DenseCandidates(const float* q, int64_t count) const;
-  std::vector<uint32_t> SparseCandidates(const uint32_t* ids, const float* w, int64_t nnz, int64_t count) const;
+  std::vector<uint32_t> DenseCandidates(const float* q, int64_t count, const SearchParams& params) const;
+  std::vector<uint32_t> SparseCandidates(const uint32_t* ids, const float* w, int64_t nnz, int64_t count,
+                                         const SearchParams& params) const;
   MultiVectorSet ColbertSet() const;
 
   IndexConfig config_;
