@@ -27,6 +27,7 @@ export { PgStore } from './store/pg_store';
 export type { PgStoreOptions, StoreSearchOptions, StoreHit, StoreDocument } from './store/pg_store';
 export { ingest, type IngestOptions, type IngestProgress, type IngestResult } from './store/ingest';
 export { parseStoreUrl } from './store/url';
+export { importIndex, exportIndex, type TransferOptions } from './store/transfer';
 export { evaluate, formatMetricsTable, EVAL_MODES } from './training/evaluate';
 export type { ModeMetrics, EvaluateOptions, EvaluateResult } from './training/evaluate';
 export { readEvalRows, type EvalRow } from './training/rows';
