@@ -150,8 +150,10 @@ async function main(): Promise<void> {
         },
       });
       const ingestSeconds = (performance.now() - t) / 1000;
+      const sizes = await store.storageBytes();
       log({ documents: size, dim, colbertRowsPerDocument: Number(flags['colbert-rows']), engine: 'HybridIndex (in process)', buildDocsPerSecond: size / indexSeconds });
-      log({ documents: size, dim, engine: `PgStore (${store.url.startsWith('pglite:') ? 'PGlite' : 'PostgreSQL'})`, ingestDocsPerSecond: size / ingestSeconds, ingestSeconds, builtIndexes: result.builtIndexes });
+      log({ documents: size, dim, engine: `PgStore (${store.url.startsWith('pglite:') ? 'PGlite' : 'PostgreSQL'})`, ingestDocsPerSecond: size / ingestSeconds, ingestSeconds, builtIndexes: result.builtIndexes,
+        bytesPerDocument: Object.fromEntries(Object.entries(sizes).map(([k, v]) => [k, Math.round(v / size)])) });
 
       const defaults: SearchOptions = { k: 10 };
       const indexHits = Array.from({ length: nq }, (_, q) => index.search(queries.row(q), defaults));

@@ -390,6 +390,21 @@ export class PgStore {
     await this.db.transaction((s) => s.exec(`DROP INDEX IF EXISTS ${this.names.denseIndex}; DROP INDEX IF EXISTS ${this.names.sparseIndex};`));
   }
 
+  /**
+   * Bytes on disk: the table's rows (`table`, with the TOAST storage that holds large values such
+   * as ColBERT bytes, in `toast`), and each HNSW index.
+   */
+  async storageBytes(): Promise<{ table: number; toast: number; denseIndex: number; sparseIndex: number }> {
+    this.check();
+    const n = this.names;
+    const r = await this.db.query(`SELECT pg_relation_size($1::regclass) AS heap,
+      COALESCE((SELECT pg_total_relation_size(reltoastrelid) FROM pg_class WHERE oid = $1::regclass AND reltoastrelid <> 0), 0) AS toast,
+      COALESCE(pg_relation_size(to_regclass($2)), 0) AS dense, COALESCE(pg_relation_size(to_regclass($3)), 0) AS sparse`,
+    [n.documents, n.denseIndex, n.sparseIndex]);
+    const row = r.rows[0];
+    return { table: Number(row.heap), toast: Number(row.toast), denseIndex: Number(row.dense), sparseIndex: Number(row.sparse) };
+  }
+
   /** Whether both HNSW indexes exist. */
   async hasIndexes(): Promise<boolean> {
     this.check();

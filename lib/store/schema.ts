@@ -70,6 +70,8 @@ const MIGRATIONS: Array<{ to: number; sql: (n: StoreNames, s: StoreSettings) => 
         sparse_rest sparsevec(${s.vocabSize}),
         colbert bytea
       );
+      -- ColBERT bytes barely compress: keep them out of line without trying.
+      ALTER TABLE ${n.documents} ALTER COLUMN colbert SET STORAGE EXTERNAL;
       ${indexStatements(n, s)}`,
   },
 ];
