@@ -80,6 +80,19 @@ describe('PgStore', () => {
     assert.ok(recall >= 0.98, `recall@10 ${recall}`);
   });
 
+  it('colbertCandidates reranks only the best candidates by dense and lexical scores', async () => {
+    const R = 15;
+    for (let q = 0; q < 6; q++) {
+      // Independently: the R best by the dense + lexical part, then the full fused score among them.
+      const partial = oracle.search(qs.row(q), { k: R, exhaustive: true, weights: [1, 0.3, 0] }).map((h) => h.id);
+      const full = oracle.search(qs.row(q), { k: N, exhaustive: true }).filter((h) => partial.includes(h.id)).slice(0, K);
+      const got = await store.search(qs.row(q), { k: K, denseCandidates: N, sparseCandidates: N, colbertCandidates: R });
+      assert.deepEqual(got.map((h) => h.id), full.map((h) => h.id), `query ${q}`);
+      got.forEach((h, i) => assert.ok(Math.abs(h.score - full[i].score) <= 2e-6));
+    }
+    await rejectsWith(store.search(qs.row(0), { colbertCandidates: 0 }), 'ERR_INPUT', /colbertCandidates/);
+  });
+
   it('searches texts with the model it was opened with', async () => {
     const hits = await store.search(corpus.queries[0], { k: 3 });
     const want = oracle.search(qs.row(0), { k: 3, exhaustive: true });

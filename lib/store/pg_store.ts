@@ -27,7 +27,7 @@ import { maxSimSync } from '../scoring/maxsim';
 import { MetadataFilter } from '../retrieval/filter';
 import { identityOf, type DocumentId, type ModelLike, type SearchHit } from '../retrieval/hybrid_index';
 import type { ModelIdentity } from '../retrieval/index_store';
-import { searchParams, type SearchParamOptions, type SearchParams } from '../retrieval/search_params';
+import { MAX_COUNT, searchParams, type SearchParamOptions, type SearchParams } from '../retrieval/search_params';
 import { blobsAsDocuments, blobsAsFloats, colbertBlobs, mergeSparse, parseSparseText, parseVectorText, sparseColumns, vectorText, type ColbertFormat } from './codec';
 import { checkAdd, idKey, type StoreDocument } from './documents';
 import type { DocumentFields } from '../retrieval/document_fields';
@@ -76,12 +76,26 @@ export interface PgStoreOptions {
 export interface StoreSearchOptions extends SearchParamOptions {
   /** pgvector's hnsw.ef_search for both routes (default: the larger candidate count, 40 to 1000). */
   efSearch?: number;
+  /**
+   * Rerank with ColBERT only this many candidates, the best by the dense and lexical part of the
+   * fused score; the others are dropped (default: every candidate, as HybridIndex does). A query
+   * reads every reranked candidate's ColBERT rows, so on a large corpus this bounds its I/O.
+   */
+  colbertCandidates?: number;
   /** searchBatch(): queries run at once (default: the pool's size; 1 on pglite:). */
   concurrency?: number;
 }
 
 /** One hit: the id, the fused score and its three components, with the document's text and metadata (HybridIndex's SearchHit). */
 export type StoreHit = SearchHit;
+
+/** Checked search options. */
+interface SearchPlan {
+  params: SearchParams;
+  filter?: MetadataFilter;
+  efSearch?: number;
+  colbertCandidates?: number;
+}
 
 /** Rows per INSERT statement (8 parameters each; PostgreSQL allows 65535 per statement). */
 const INSERT_ROWS = 256;
@@ -278,18 +292,20 @@ export class PgStore {
    */
   async search(query: EncodeRow | string, options: StoreSearchOptions = {}): Promise<StoreHit[]> {
     this.check();
-    const { params, filter, efSearch } = this.searchOptions(options);
+    const plan = this.searchOptions(options);
+    const params = plan.params;
     if (typeof query === 'string') {
       query = (await this.encodeTexts([query], true, !!this.colbert && params.wColbert > 0)).row(0);
     }
     this.checkQuery(query, params, 'search');
-    return this.db.transaction(async (s) => this.searchIn(s, query as EncodeRow, params, filter, efSearch));
+    return this.db.transaction(async (s) => this.searchIn(s, query as EncodeRow, plan));
   }
 
   /** {@link search} for every text of an encode() result (or every string), in order. */
   async searchBatch(queries: EncodeOutput | readonly string[], options: StoreSearchOptions = {}): Promise<StoreHit[][]> {
     this.check();
-    const { params, filter, efSearch } = this.searchOptions(options);
+    const plan = this.searchOptions(options);
+    const params = plan.params;
     if (Array.isArray(queries)) {
       if (queries.length === 0) return [];
       queries = await this.encodeTexts(queries as string[], true, !!this.colbert && params.wColbert > 0);
@@ -304,19 +320,21 @@ export class PgStore {
     const worker = async () => {
       while (next < rows.length) {
         const i = next++;
-        out[i] = await this.db.transaction(async (s) => this.searchIn(s, rows[i], params, filter, efSearch));
+        out[i] = await this.db.transaction(async (s) => this.searchIn(s, rows[i], plan));
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, rows.length) }, worker));
     return out;
   }
 
-  private searchOptions(options: StoreSearchOptions): { params: SearchParams; filter?: MetadataFilter; efSearch?: number } {
+  private searchOptions(options: StoreSearchOptions): SearchPlan {
     checkOptions(options);
     const params = searchParams(options, !!this.colbert);
     const filter = options.filter === undefined ? undefined : MetadataFilter.parse(options.filter);
     const efSearch = options.efSearch === undefined ? undefined : checkInteger(options.efSearch, 'efSearch', 1, 1000);
-    return { params, filter, efSearch };
+    const colbertCandidates = options.colbertCandidates === undefined ? undefined
+      : Math.max(params.k, checkInteger(options.colbertCandidates, 'colbertCandidates', 1, MAX_COUNT));
+    return { params, filter, efSearch, colbertCandidates };
   }
 
   private checkQuery(query: EncodeRow, params: SearchParams, where: string): void {
@@ -339,11 +357,12 @@ export class PgStore {
     }
   }
 
-  private async searchIn(s: SqlSession, query: EncodeRow, p: SearchParams, filter: MetadataFilter | undefined, efSearch: number | undefined): Promise<StoreHit[]> {
-    const ef = efSearch ?? Math.min(1000, Math.max(40, p.denseRoute ? p.denseCandidates : 0, p.sparseRoute ? p.sparseCandidates : 0));
+  private async searchIn(s: SqlSession, query: EncodeRow, plan: SearchPlan): Promise<StoreHit[]> {
+    const p = plan.params;
+    const ef = plan.efSearch ?? Math.min(1000, Math.max(40, p.denseRoute ? p.denseCandidates : 0, p.sparseRoute ? p.sparseCandidates : 0));
     await s.exec(`SET LOCAL hnsw.ef_search = ${ef}${this.iterativeScans ? '; SET LOCAL hnsw.iterative_scan = relaxed_order' : ''}`);
     const useColbert = !!this.colbert && p.wColbert > 0 && query.colbert instanceof Float32Array;
-    const { sql, values } = candidateQuery(this.names, p, query, this.settings, filter, useColbert);
+    const { sql, values } = candidateQuery(this.names, plan, query, this.settings, useColbert);
     const rows = (await s.query(sql, values)).rows;
     if (rows.length === 0) return [];
     let colbert: Float32Array | undefined;
@@ -485,8 +504,9 @@ function batchOf(rows: Array<Record<string, unknown>>, dim: number, colbert: Col
  * union, and for each candidate its exact dense and lexical scores, text, metadata and ColBERT
  * bytes. Every value is a parameter.
  */
-function candidateQuery(n: StoreNames, p: SearchParams, query: EncodeRow, settings: StoreSettings,
-  filter: MetadataFilter | undefined, withColbert: boolean): { sql: string; values: unknown[] } {
+function candidateQuery(n: StoreNames, plan: SearchPlan, query: EncodeRow, settings: StoreSettings,
+  withColbert: boolean): { sql: string; values: unknown[] } {
+  const { params: p, filter } = plan;
   const values: unknown[] = [];
   const param = (v: unknown) => {
     values.push(v);
@@ -535,9 +555,21 @@ function candidateQuery(n: StoreNames, p: SearchParams, query: EncodeRow, settin
     candidates = parts.join(' UNION ');
   }
   ctes.push(`c AS (${candidates})`);
-  const sql = `WITH ${ctes.join(',\n')}
-    SELECT d.id, d.id_is_number, d.text, d.metadata, -(d.dense::vector <#> ${qVec}::vector) AS dense_score,
-      -((d.sparse <#> ${qSp}::sparsevec) + COALESCE(d.sparse_rest <#> ${qSp}::sparsevec, 0)) AS sparse_score${withColbert ? ', d.colbert' : ''}
-    FROM ${T} d WHERE d.id IN (SELECT id FROM c)`;
+  const scores = `d.id, d.id_is_number, d.text, d.metadata, -(d.dense::vector <#> ${qVec}::vector) AS dense_score,
+      -((d.sparse <#> ${qSp}::sparsevec) + COALESCE(d.sparse_rest <#> ${qSp}::sparsevec, 0)) AS sparse_score`;
+  let sql: string;
+  if (withColbert && plan.colbertCandidates !== undefined) {
+    // Only the best candidates by the dense and lexical part of the score read their ColBERT rows.
+    const wd = param(p.wDense);
+    const ws = param(p.wSparse);
+    const r = param(plan.colbertCandidates);
+    ctes.push(`s AS MATERIALIZED (SELECT ${scores} FROM ${T} d WHERE d.id IN (SELECT id FROM c))`,
+      `r AS (SELECT id FROM s ORDER BY ${wd}::float8 * dense_score + ${ws}::float8 * sparse_score DESC, id COLLATE "C" LIMIT ${r}::int)`);
+    sql = `WITH ${ctes.join(',\n')}
+    SELECT s.*, t.colbert FROM s JOIN r ON r.id = s.id JOIN ${T} t ON t.id = s.id`;
+  } else {
+    sql = `WITH ${ctes.join(',\n')}
+    SELECT ${scores}${withColbert ? ', d.colbert' : ''} FROM ${T} d WHERE d.id IN (SELECT id FROM c)`;
+  }
   return { sql, values };
 }
