@@ -38,31 +38,58 @@ export function progressReporter(enabled: boolean, unit: string): ((done: number
   };
 }
 
-/** A corpus JSONL: {"id"?: string | number, "text": string} per line (id defaults to the line number). */
-export function readCorpus(file: string): Array<{ id: DocumentId; text: string }> {
+/** One document of a corpus JSONL, with the line it came from. */
+export interface CorpusDocument {
+  id: DocumentId;
+  text: string;
+  metadata?: Record<string, unknown>;
+  line: number;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * A corpus JSONL: {"id"?: string | number, "text": string, "metadata"?: object} per line (id
+ * defaults to the line number; a null metadata is none).
+ */
+export function readCorpus(file: string): CorpusDocument[] {
   const lines = readTextInput(file, 'Corpus file').split(/\r?\n/);
   const lineOf = new Map<DocumentId, number>();
   return lines.flatMap((line, i) => {
     if (!line.trim()) return [];
-    let row: { id?: unknown; text?: unknown };
+    let row: { id?: unknown; text?: unknown; metadata?: unknown };
     try {
       row = JSON.parse(line);
     } catch (err) {
       throw new M3Error('ERR_INPUT', `${file}:${i + 1}: not valid JSON (${(err as Error).message})`);
     }
-    if (typeof row.text !== 'string') throw new M3Error('ERR_INPUT', `${file}:${i + 1}: expected {"id"?, "text": string}`);
+    if (!isPlainObject(row) || typeof row.text !== 'string') throw new M3Error('ERR_INPUT', `${file}:${i + 1}: expected {"id"?, "text": string, "metadata"?: object}`);
     const id = row.id ?? i + 1;
     if (typeof id !== 'string' && !(typeof id === 'number' && Number.isSafeInteger(id))) {
       throw new M3Error('ERR_INPUT', `${file}:${i + 1}: "id" must be a string or an integer`);
     }
+    if (row.metadata !== undefined && row.metadata !== null && !isPlainObject(row.metadata)) {
+      const got = Array.isArray(row.metadata) ? 'an array' : JSON.stringify(row.metadata);
+      throw new M3Error('ERR_INPUT', `${file}:${i + 1}: "metadata" must be an object such as {"lang": "en"}, got ${got}`);
+    }
     const first = lineOf.get(id as DocumentId);
     if (first !== undefined) throw new M3Error('ERR_INPUT', `${file}:${i + 1}: id ${JSON.stringify(id)} is already used on line ${first}`);
     lineOf.set(id as DocumentId, i + 1);
-    return [{ id: id as DocumentId, text: row.text }];
+    const doc: CorpusDocument = { id: id as DocumentId, text: row.text, line: i + 1 };
+    if (isPlainObject(row.metadata)) doc.metadata = row.metadata;
+    return [doc];
   });
 }
 
-export function formatHits(hits: SearchHit[], label: (id: DocumentId) => string): string {
+/** A text on one line, cut to `max` characters (for listing hits). */
+export function snippet(text: string, max = 100): string {
+  const line = text.replace(/\s+/g, ' ').trim();
+  return line.length <= max ? line : `${line.slice(0, max - 1)}\u2026`;
+}
+
+export function formatHits<H extends SearchHit>(hits: H[], label: (id: DocumentId, hit: H) => string): string {
   return hits.map((h, i) => `${String(i + 1).padStart(3)}. ${h.score.toFixed(4)}  (dense ${h.dense.toFixed(4)}, sparse ${h.sparse.toFixed(4)}, ` +
-    `colbert ${h.colbert.toFixed(4)})  ${label(h.id)}`).join('\n') + '\n';
+    `colbert ${h.colbert.toFixed(4)})  ${label(h.id, h)}`).join('\n') + '\n';
 }

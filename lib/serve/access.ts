@@ -33,7 +33,7 @@ export function checkAccess(options: AccessOptions): void {
 export async function registerAccess(app: FastifyInstance, ctx: RouteContext, options: AccessOptions, retryAfter: string): Promise<void> {
   if (options.cors) {
     const origins = options.cors.split(',').map((o) => o.trim()).filter(Boolean);
-    await app.register(cors, { origin: origins.includes('*') ? '*' : origins, methods: ['GET', 'POST'] });
+    await app.register(cors, { origin: origins.includes('*') ? '*' : origins, methods: ['GET', 'POST', 'DELETE'] });
   }
   if (options.apiKey) {
     const expected = digest(options.apiKey);

@@ -49,6 +49,20 @@ export const searchBody = body(['query'], {
   sparse_candidates: { type: 'integer', minimum: 1, maximum: 100000 },
   exhaustive: { type: 'boolean' },
   max_query_length: length,
+  filter: { type: 'object' },
+  ef_search: { type: 'integer', minimum: 1, maximum: 1000 },
+});
+
+export const documentsBody = body(['documents'], {
+  documents: {
+    type: 'array', minItems: 1,
+    items: {
+      type: 'object', required: ['id', 'text'], additionalProperties: false,
+      // id: a string or a safe integer, checked by the route (a store keeps ids as text, 1 to 512 characters).
+      properties: { id: {}, text: { type: 'string' }, metadata: { type: 'object', nullable: true } },
+    },
+  },
+  truncate: { type: 'boolean' },
 });
 
 export interface EmbeddingsBody {
@@ -85,4 +99,13 @@ export interface SearchBody {
   sparse_candidates?: number;
   exhaustive?: boolean;
   max_query_length?: number;
+  /** A metadata filter (retrieval/filter.ts); with a store only. */
+  filter?: Record<string, unknown>;
+  /** pgvector's hnsw.ef_search; with a store only. */
+  ef_search?: number;
+}
+
+export interface DocumentsBody {
+  documents: Array<{ id: string | number; text: string; metadata?: Record<string, unknown> | null }>;
+  truncate?: boolean;
 }

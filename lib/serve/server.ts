@@ -1,7 +1,8 @@
 /**
  * The HTTP server of `bge-m3 serve` (fastify + @fastify/under-pressure): OpenAI-compatible
  * embeddings, encode (JSON or binary), score, rerank (Cohere's, Jina's and TEI's bodies), TEI's
- * /embed and /embed_sparse, search, health and Prometheus metrics.
+ * /embed and /embed_sparse, search (a hybrid index or a PostgreSQL store, whose documents the
+ * server can also write), health and Prometheus metrics.
  * Requests go through a Batcher, whose bounded queue is the server's backpressure: a full queue
  * or a stalled event loop is answered 503 with Retry-After, never with a hang. Each group of
  * routes is a fastify plugin in routes/, sharing the server's RouteContext (context.ts).
@@ -16,10 +17,12 @@ import { Batcher, type BatcherOptions } from '../engine/batcher';
 import type { BGEM3 } from '../engine/model';
 import { capabilities, runtimeInfo } from '../engine/runtime';
 import type { HybridIndex } from '../retrieval/hybrid_index';
+import type { PgStore } from '../store/pg_store';
 import { checkAccess, registerAccess } from './access';
 import { RouteContext, type RequestLimits } from './context';
 import { classify, sendError } from './http_errors';
 import { createMetrics } from './metrics';
+import { documentRoutes } from './routes/documents';
 import { encodeRoutes } from './routes/encode';
 import { openaiRoutes } from './routes/openai';
 import { opsRoutes } from './routes/ops';
@@ -33,6 +36,11 @@ export interface ServerOptions {
   model: BGEM3;
   /** A loaded index for POST /search. */
   index?: HybridIndex;
+  /**
+   * A store (opened with the served model) for POST /search, POST /documents and
+   * DELETE /documents/:id; not with `index`. close() leaves it open: the caller closes it.
+   */
+  store?: PgStore;
   /** The model name the routes report and `model` fields must name (default: the model directory's name). */
   modelName?: string;
   /** Accept a `model` field naming any model (default false: another name is a 400 model_not_served). */
@@ -116,7 +124,8 @@ function checkSettings(options: ServerOptions): Settings {
 }
 
 export async function createServer(options: ServerOptions): Promise<M3Server> {
-  const { model, index } = options;
+  const { model, index, store } = options;
+  if (index && store) throw new M3Error('ERR_INPUT', 'serve an index or a store, not both');
   const settings = checkSettings(options);
   checkAccess(options);
   const modelName = options.modelName ?? path.basename(model.info().dir);
@@ -131,7 +140,7 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   });
   const ctx = new RouteContext(model, index, batcher, metrics, modelName, settings);
   const app = createApp(settings, options.logger ?? false);
-  handleErrors(app, settings, !!index);
+  handleErrors(app, settings, index ? 'index' : store ? 'store' : undefined);
   await app.register(underPressure, {
     maxEventLoopDelay: options.maxEventLoopDelayMs ?? 1000,
     retryAfter: Number(settings.retryAfter),
@@ -154,6 +163,10 @@ export async function createServer(options: ServerOptions): Promise<M3Server> {
   await registerAccess(app, ctx, options, settings.retryAfter);
   for (const routes of [opsRoutes, openaiRoutes, encodeRoutes, scoringRoutes, rerankRoutes, teiRoutes]) await app.register(routes, { ctx });
   if (index) await app.register(searchRoutes, { ctx, index });
+  if (store) {
+    await app.register(searchRoutes, { ctx, store });
+    await app.register(documentRoutes, { ctx, store });
+  }
   return {
     app,
     batcher,
@@ -194,7 +207,7 @@ function createApp(settings: Settings, logger: boolean): FastifyInstance {
 }
 
 /** Every error as an OpenAI-style answer (http_errors.ts); an unknown route names the routes there are. */
-function handleErrors(app: FastifyInstance, settings: Settings, hasIndex: boolean): void {
+function handleErrors(app: FastifyInstance, settings: Settings, serving: 'index' | 'store' | undefined): void {
   app.setErrorHandler((err, request, reply) => {
     const classified = classify(err as Error, settings);
     if (classified.status >= 500 && classified.code !== 'timeout' && classified.status !== 503) request.log.error(err);
@@ -202,9 +215,12 @@ function handleErrors(app: FastifyInstance, settings: Settings, hasIndex: boolea
   });
   app.setNotFoundHandler((request, reply) => sendError(reply, {
     status: 404, type: 'invalid_request_error', code: 'not_found',
-    message: request.url.startsWith('/search') && !hasIndex
-      ? 'No index is loaded: start the server with --index DIR to use POST /search.'
-      : `No route ${request.method} ${request.url}. Routes: POST /v1/embeddings, /v1/rerank, /encode, /score, /rerank, /embed, /embed_sparse${hasIndex ? ', /search' : ''}; GET /v1/models, /health, /metrics.`,
+    message: request.url.startsWith('/search') && !serving
+      ? 'No index or store is served: start the server with --index DIR or --store URL to use POST /search.'
+      : request.url.startsWith('/documents') && serving !== 'store'
+        ? 'No store is served: start the server with --store URL to write documents (POST /documents, DELETE /documents/:id).'
+        : `No route ${request.method} ${request.url}. Routes: POST /v1/embeddings, /v1/rerank, /encode, /score, /rerank, /embed, /embed_sparse` +
+          `${serving ? ', /search' : ''}${serving === 'store' ? ', /documents; DELETE /documents/:id' : ''}; GET /v1/models, /health, /metrics.`,
   }, settings.retryAfter));
 }
 

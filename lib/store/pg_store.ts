@@ -18,7 +18,7 @@
  * with pgvector 0.7 or later, through a pg pool). Tables: schema.ts; column formats: codec.ts.
  */
 import { M3Error, inputError } from '../base/errors';
-import { checkChoice, checkInteger, checkOptions, optionalInteger } from '../base/validate';
+import { checkBoolean, checkChoice, checkInteger, checkOptions, optionalInteger } from '../base/validate';
 import { queryLength } from '../base/defaults';
 import { BGE_M3_VOCAB_SIZE } from '../base/defaults';
 import type { EncodeOutput, EncodeRow } from '../engine/outputs';
@@ -64,6 +64,8 @@ export interface PgStoreOptions {
   colbert?: ColbertFormat | false;
   /** Prefix of the store's tables (default 'bge_m3'): several stores can share a database. */
   table?: string;
+  /** Create the store's tables when there are none (default true); false: a missing store is an ERR_STORE. */
+  create?: boolean;
   /** HNSW build parameters of a new store (pgvector's defaults: m 16, efConstruction 64). */
   hnsw?: { m?: number; efConstruction?: number };
   /** postgres://: connections in the pool (default 4). */
@@ -136,10 +138,11 @@ export class PgStore {
     };
     if (hnsw.efConstruction < 2 * hnsw.m) throw new M3Error('ERR_INPUT', `hnsw.efConstruction (${hnsw.efConstruction}) must be at least 2 * hnsw.m (${2 * hnsw.m})`);
     const poolSize = optionalInteger(options.poolSize, 'poolSize', 4, 1, 1000);
+    const create = checkBoolean(options.create, 'create', true);
     const db = await connect(where, { poolSize, connectTimeoutMs: optionalInteger(options.connectTimeoutMs, 'connectTimeoutMs', 10_000, 1, 3_600_000) });
     try {
       const opened = await db.transaction(async (s) => {
-        const o = await openSchema(s, names, where.display, dim === undefined ? undefined : () => ({ settings: { dim, vocabSize, colbert, hnsw }, model }));
+        const o = await openSchema(s, names, where.display, dim === undefined || !create ? undefined : () => ({ settings: { dim, vocabSize, colbert, hnsw }, model }));
         if (!o.created && model) {
           checkSameModel(o.settings, o.model, model, names, where.display);
           if (!o.model) await recordModel(s, names, model);

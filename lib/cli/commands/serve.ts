@@ -1,15 +1,20 @@
-/** `bge-m3 serve`: the model (and an index) over HTTP until SIGTERM or SIGINT, which drain the requests in flight. */
+/** `bge-m3 serve`: the model (and an index or a store) over HTTP until SIGTERM or SIGINT, which drain the requests in flight. */
 import type { Command, OptionValues } from 'commander';
 import { DEFAULT_MAX_BATCH_TOKENS } from '../../base/defaults';
+import { M3Error } from '../../base/errors';
 import type { BGEM3 } from '../../engine/model';
 import { HybridIndex } from '../../retrieval/hybrid_index';
 import { createServer, type M3Server } from '../../serve/server';
+import type { PgStore } from '../../store/pg_store';
 import { addModelFlags, nonNegativeInt, nonNegativeNumber, openModel, positiveInt } from '../args';
+import { addStoreFlags, checkStoreFlags, openStore } from '../store';
 
 export function registerServe(program: Command): void {
-  addModelFlags(program.command('serve')
-    .description('serve the model over HTTP (POST /v1/embeddings, /v1/rerank, /encode, /score, /rerank, /embed, /embed_sparse, /search; GET /v1/models, /health, /metrics)')
-    .option('-x, --index <dir>', 'a hybrid index for POST /search')
+  addModelFlags(addStoreFlags(program.command('serve')
+    .description('serve the model over HTTP (POST /v1/embeddings, /v1/rerank, /encode, /score, /rerank, /embed, /embed_sparse, /search, /documents; ' +
+      'DELETE /documents/:id; GET /v1/models, /health, /metrics)')
+    .option('-x, --index <dir>', 'a hybrid index for POST /search'),
+  'a store for POST /search, POST /documents and DELETE /documents/:id (created when missing)')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('-p, --port <n>', 'port (0 picks a free one)', nonNegativeInt, 8080)
     .option('--no-batching', 'encode each request alone instead of coalescing concurrent requests')
@@ -31,24 +36,29 @@ export function registerServe(program: Command): void {
     .option('--cors <origins>', "send CORS headers for these origins ('*' or a comma-separated list)")
     .option('--log', 'log requests (JSON lines on stdout)'))
     .action(async (opts) => {
+      if (opts.index !== undefined && opts.store !== undefined) throw new M3Error('ERR_INPUT', 'serve takes --index DIR or --store URL, not both');
+      checkStoreFlags(opts, { create: true });
       const model = await openModel(opts);
+      let store: PgStore | undefined;
       let server: M3Server | undefined;
       try {
-        server = await startServer(model, opts);
+        if (opts.store !== undefined) store = await openStore(opts, model, { create: true });
+        server = await startServer(model, store, opts);
       } catch (err) {
         await server?.close();
+        await store?.close();
         await model.dispose();
         throw err;
       }
-      stopOnSignals(server, model);
+      stopOnSignals(server, model, store);
     });
 }
 
-/** A server for the model (and the index --index names), listening where the flags say. */
-async function startServer(model: BGEM3, opts: OptionValues): Promise<M3Server> {
+/** A server for the model (and the index --index names, or the store), listening where the flags say. */
+async function startServer(model: BGEM3, store: PgStore | undefined, opts: OptionValues): Promise<M3Server> {
   const index = opts.index ? HybridIndex.load(opts.index, { model }) : undefined;
   const server = await createServer({
-    model, index, logger: !!opts.log, bodyLimit: opts.bodyLimit, maxTexts: opts.maxTexts, maxTextTokens: opts.maxTextTokens,
+    model, index, store, logger: !!opts.log, bodyLimit: opts.bodyLimit, maxTexts: opts.maxTexts, maxTextTokens: opts.maxTextTokens,
     requestTimeoutMs: opts.timeoutMs, drainTimeoutMs: opts.drainTimeoutMs, maxEventLoopDelayMs: opts.maxEventLoopDelay,
     modelName: opts.modelName, allowAnyModel: !!opts.allowAnyModel, autoTruncate: !!opts.autoTruncate,
     apiKey: opts.apiKey ?? (process.env.BGE_M3_API_KEY || undefined), cors: opts.cors,
@@ -62,8 +72,8 @@ async function startServer(model: BGEM3, opts: OptionValues): Promise<M3Server> 
   return server;
 }
 
-/** On SIGTERM or SIGINT: answer the requests in flight, dispose of the model, exit; a second signal exits at once. */
-function stopOnSignals(running: M3Server, model: BGEM3): void {
+/** On SIGTERM or SIGINT: answer the requests in flight, close the store, dispose of the model, exit; a second signal exits at once. */
+function stopOnSignals(running: M3Server, model: BGEM3, store: PgStore | undefined): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -72,7 +82,7 @@ function stopOnSignals(running: M3Server, model: BGEM3): void {
     }
     stopping = true;
     process.stderr.write(`bge-m3 serve: ${signal}: finishing requests in flight, then exiting\n`);
-    running.close().then(() => model.dispose()).then(() => process.exit(0), (err: Error) => {
+    running.close().then(() => store?.close()).then(() => model.dispose()).then(() => process.exit(0), (err: Error) => {
       process.stderr.write(`bge-m3 serve: shutdown failed: ${err.message}\n`);
       process.exit(1);
     });
