@@ -159,11 +159,11 @@ async function main(): Promise<void> {
       const indexHits = Array.from({ length: nq }, (_, q) => index.search(queries.row(q), defaults));
       log({ documents: size, engine: 'HybridIndex (in process)', search: 'default (200 + 200 candidates)', recallAt10: recall(indexHits),
         ...(await latency(runs, nq, (q) => index.search(queries.row(q), defaults))) });
-      for (const ef of [undefined, 400]) {
-        const options = { k: 10, ...(ef ? { efSearch: ef } : {}) };
+      for (const [label, extra] of [['', {}], [', ef_search 400', { efSearch: 400 }], [', ColBERT on the best 50', { colbertCandidates: 50 }]] as const) {
+        const options = { k: 10, ...extra };
         const storeHits = [];
         for (let q = 0; q < nq; q++) storeHits.push(await store.search(queries.row(q), options));
-        log({ documents: size, engine: 'PgStore', search: `default (200 + 200 candidates${ef ? `, ef_search ${ef}` : ''})`,
+        log({ documents: size, engine: 'PgStore', search: `default (200 + 200 candidates${label})`,
           recallAt10: recall(storeHits), ...(await latency(Math.min(runs, 3), nq, (q) => store.search(queries.row(q), options))) });
       }
       const filtered = { k: 10, filter: { shard: { in: [1, 2] } } };

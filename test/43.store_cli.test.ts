@@ -137,6 +137,52 @@ describe('bge-m3 CLI with --store', () => {
     assert.deepEqual([hits[0].id, hits[0].text, hits[0].metadata], ['new-1', extra[0].text, { lang: 'en' }]);
   });
 
+  it('index build --out keeps texts and metadata, and search --index takes --filter', async () => {
+    const dir = path.join(tmp, 'index');
+    const built = run(['index', 'build', '--in', corpusFile, '--out', dir, '--json']);
+    assert.equal(built.code, 0, built.stderr);
+    const reference = HybridIndex.create({ dim: model.dim, vocabSize: model.info().vocabSize, colbert: 'f32' });
+    reference.add(corpus.ids, await model.encode(corpus.texts, { colbert: true }));
+    const query = corpus.queries[1];
+    const q = await model.encode([query], { colbert: true, maxLength: queryLength(model.modelMaxLength) });
+    const want = reference.search(q.row(0), { k: N, exhaustive: true })
+      .filter((h) => corpus.metadata[corpus.ids.indexOf(h.id)].year < 2010).slice(0, 5).map((h) => h.id);
+    const r = run(['search', '--index', dir, query, '-k', '5', '--filter', '{"year": {"lt": 2010}}', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const hits = (JSON.parse(r.stdout) as { hits: Hit[] }).hits;
+    assert.deepEqual(hits.map((h) => h.id), want);
+    checkDocuments(hits);
+  });
+
+  it('store import and export move an index directory into a store and back; store info describes it', () => {
+    const dir = path.join(tmp, 'index');   // built by the test above
+    const imported = `pglite:${path.join(tmp, 'imported')}`;
+    const r = run(['store', 'import', '--index', dir, '--store', imported, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual([JSON.parse(r.stdout).written, JSON.parse(r.stdout).documents], [N, N]);
+    const info = run(['store', 'info', '--store', imported]);
+    assert.equal(info.code, 0, info.stderr);
+    const described = JSON.parse(info.stdout);
+    assert.deepEqual([described.documents, described.colbert, described.dim, described.indexes], [N, 'f32', model.dim, true]);
+    assert.ok(described.bytes.toast > 0 && described.bytes.denseIndex > 0);
+    const out = path.join(tmp, 'exported');
+    const e = run(['store', 'export', '--store', imported, '--out', out, '--json']);
+    assert.equal(e.code, 0, e.stderr);
+    assert.equal(JSON.parse(e.stdout).documents, N);
+    for (const query of corpus.queries) {
+      const fromStore = run(['search', '--store', imported, query, '--json', '--filter', '{"lang": {"ne": "de"}}']);
+      const fromIndex = run(['search', '--index', out, query, '--json', '--filter', '{"lang": {"ne": "de"}}']);
+      const a = (JSON.parse(fromStore.stdout) as { hits: Hit[] }).hits;
+      const b = (JSON.parse(fromIndex.stdout) as { hits: Hit[] }).hits;
+      assert.deepEqual(b.map((h) => h.id), a.map((h) => h.id));
+      b.forEach((h, i) => assert.ok(Math.abs(h.score - a[i].score) <= 1e-6));
+      checkDocuments(b);
+    }
+    const missing = run(['store', 'export', '--store', `pglite:${path.join(tmp, 'nothing')}`, '--out', path.join(tmp, 'x')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /no store at/i);
+  });
+
   it('refuses bad flags, URLs, filters and corpus lines with a clear message and exit code 1', () => {
     const fails = (args: string[], message: RegExp) => {
       const r = run(args);
@@ -152,7 +198,7 @@ describe('bge-m3 CLI with --store', () => {
     fails(['search', '--store', url, '--store-table', 'other', 'x'], /ERR_STORE: The store 'other' .* does not exist; build it with bge-m3 index build/);
     fails(['search', '--store', url, '--index', tmp, 'x'], /exactly one of --index DIR and --store URL, not both/);
     fails(['search', 'x'], /exactly one of --index DIR and --store URL, got neither/);
-    fails(['search', '--index', tmp, 'x', '--filter', '{"lang": "en"}'], /--filter needs --store/);
+    fails(['search', '--index', path.join(tmp, 'no-index'), 'x', '--filter', '{"lang": {"in": "en"}}'], /filter\.lang\.in/);
     fails(['index', 'build', '--in', corpusFile, '--store', url, '--out', path.join(tmp, 'ix')], /exactly one of --out DIR and --store URL, not both/);
     fails(['index', 'build', '--in', corpusFile], /exactly one of --out DIR and --store URL, got neither/);
     fails(['index', 'build', '--in', corpusFile, '--store', 'pglite:memory'], /pglite:memory is gone when this command ends/);

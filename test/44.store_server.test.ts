@@ -133,9 +133,12 @@ describe('bge-m3 serve with a store', () => {
     assert.equal(await store.count(), documents.length, 'a refused write writes nothing');
 
     const index = HybridIndex.create({ dim: model.dim, vocabSize: model.info().vocabSize, colbert: 'f32', model });
-    index.add([1], await model.encode(['one'], { colbert: true }));
+    index.add([1, 2], await model.encode(['one', 'two'], { colbert: true }), { texts: ['one', 'two'], metadata: [{ lang: 'en' }, { lang: 'de' }] });
     const withIndex = await make({ index });
-    expectError(await post(withIndex, '/search', { query: 'x', filter: { lang: 'en' } }), 400, 'invalid_input', /'filter' needs a store/);
+    const onIndex = (await post(withIndex, '/search', { query: 'one', filter: { lang: 'de' } })).json() as { hits: Array<{ id: number; text: string; metadata: unknown }> };
+    assert.deepEqual(onIndex.hits.map((h) => [h.id, h.text, h.metadata]), [[2, 'two', { lang: 'de' }]], 'an index server filters too');
+    expectError(await post(withIndex, '/search', { query: 'x', filter: { lang: { in: 'de' } } }), 400, 'invalid_input', /filter\.lang\.in/);
+    expectError(await post(withIndex, '/search', { query: 'x', ef_search: 100 }), 400, 'invalid_input', /'ef_search' needs a store/);
     expectError(await post(withIndex, '/documents', { documents: [{ id: 1, text: 'a' }] }), 404, 'not_found', /--store/);
     await assert.rejects(createServer({ model, index, store }), /an index or a store, not both/);
   });

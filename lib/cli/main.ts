@@ -15,13 +15,14 @@ import { registerInfo } from './commands/info';
 import { registerScore } from './commands/score';
 import { registerSearch } from './commands/search';
 import { registerServe } from './commands/serve';
+import { registerStore } from './commands/store';
 
 async function main(argv: string[]): Promise<void> {
   const program = new Command();
   program.name('bge-m3').description('BGE-M3 embeddings (dense, sparse, ColBERT) through ONNX Runtime')
     .version(VERSION, '-V, --version', 'print the version of bge-m3')
     .showHelpAfterError();
-  for (const register of [registerEncode, registerScore, registerInfo, registerEval, registerIndex, registerSearch, registerServe,
+  for (const register of [registerEncode, registerScore, registerInfo, registerEval, registerIndex, registerSearch, registerServe, registerStore,
     registerFinetune, registerDemo]) {
     register(program);
   }

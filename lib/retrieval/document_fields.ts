@@ -93,7 +93,7 @@ export function freezeJson(value: unknown, depth = 1): boolean {
 }
 
 /** One document's metadata, checked, as a frozen copy (undefined for none). */
-function checkMetadata(value: unknown, where: string): DocumentMetadata | undefined {
+export function checkMetadata(value: unknown, where: string): DocumentMetadata | undefined {
   if (value === undefined || value === null) return undefined;
   if (!isPlainObject(value)) throw inputError('a plain JSON object (or undefined for none)', where, value);
   checkJsonValue(value, where, 1, new Set());

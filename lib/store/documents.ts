@@ -6,7 +6,7 @@
 import { M3Error, inputError } from '../base/errors';
 import type { EncodeOutput } from '../engine/outputs';
 import type { StoredDocument } from '../retrieval/hybrid_index';
-import { checkFields, type DocumentFields, type DocumentMetadata } from '../retrieval/document_fields';
+import { checkFields, checkMetadata, type DocumentFields, type DocumentMetadata } from '../retrieval/document_fields';
 import { HALF_MAX } from './codec';
 
 /** A document as a store holds it (HybridIndex's StoredDocument). */
@@ -39,6 +39,20 @@ function metadataJson(value: DocumentMetadata | undefined, where: string): strin
   if (json.includes('\\u0000')) throw new M3Error('ERR_INPUT', `${where} holds a NUL character, which PostgreSQL's jsonb cannot store; remove it`);
   checkText(json, where);
   return json;
+}
+
+/**
+ * Checks one document as a store would take it (id, text, metadata), naming each field with
+ * `name` (a file and line, a request path); returns the id's key.
+ */
+export function checkStoreDocument(id: unknown, text: unknown, metadata: unknown, name: (field: 'id' | 'text' | 'metadata') => string): string {
+  const key = idKey(id, name('id'));
+  if (text !== undefined && text !== null) {
+    if (typeof text !== 'string') throw inputError('a string', name('text'), text);
+    checkText(text, name('text'));
+  }
+  metadataJson(checkMetadata(metadata, name('metadata')), name('metadata'));
+  return key;
 }
 
 /** The checks of an add() call: ids, fields and the encoded arrays. Returns the id keys. */

@@ -5,7 +5,7 @@ import { M3Error } from '../../base/errors';
 import type { BGEM3 } from '../../engine/model';
 import { HybridIndex } from '../../retrieval/hybrid_index';
 import type { ColbertFormat } from '../../store/codec';
-import { idKey, metadataJson, textValue } from '../../store/documents';
+import { checkStoreDocument } from '../../store/documents';
 import { ingest } from '../../store/ingest';
 import { addModelFlags, positiveInt, withModel } from '../args';
 import { progressReporter, readCorpus, type CorpusDocument } from '../io';
@@ -43,7 +43,8 @@ async function buildIndex(model: BGEM3, docs: CorpusDocument[], colbert: Colbert
   const progress = progressReporter(!opts.json, 'documents');
   for (let start = 0; start < docs.length; start += opts.batch) {
     const part = docs.slice(start, start + opts.batch);
-    ix.add(part.map((d) => d.id), await model.encode(part.map((d) => d.text), { colbert: !!colbert }));
+    ix.add(part.map((d) => d.id), await model.encode(part.map((d) => d.text), { colbert: !!colbert }),
+      { texts: part.map((d) => d.text), metadata: part.map((d) => d.metadata) });
     progress?.(Math.min(start + opts.batch, docs.length), docs.length);
   }
   ix.save(opts.out);
@@ -94,14 +95,12 @@ function checkForStore(docs: CorpusDocument[], file: string): void {
   const lineOf = new Map<string, number>();
   for (const d of docs) {
     const where = `${file}:${d.line}`;
-    const key = idKey(d.id, `${where}: "id"`);
+    const key = checkStoreDocument(d.id, d.text, d.metadata, (field) => `${where}: "${field}"`);
     const first = lineOf.get(key);
     if (first !== undefined) {
       throw new M3Error('ERR_INPUT', `${where}: id ${JSON.stringify(d.id)} names the same document as the id on line ${first} ` +
         '(a store keeps ids as text, so 5 and "5" are one id)');
     }
     lineOf.set(key, d.line);
-    textValue(d.text, `${where}: "text"`);
-    metadataJson(d.metadata, `${where}: "metadata"`);
   }
 }

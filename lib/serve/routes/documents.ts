@@ -6,7 +6,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { M3Error, abortedError } from '../../base/errors';
 import { EncodeOutput } from '../../engine/outputs';
-import { idKey, metadataJson, textValue } from '../../store/documents';
+import { checkStoreDocument } from '../../store/documents';
 import type { PgStore, StoreDocument } from '../../store/pg_store';
 import type { RouteContext, RouteOptions } from '../context';
 import * as schemas from '../schemas';
@@ -41,15 +41,13 @@ function checkDocuments(documents: schemas.DocumentsBody['documents']): StoreDoc
   const seen = new Map<string, number>();
   return documents.map((d, i) => {
     const where = `documents[${i}]`;
-    const key = idKey(d.id, `${where}.id`);
+    const key = checkStoreDocument(d.id, d.text, d.metadata, (field) => `${where}.${field}`);
     const first = seen.get(key);
     if (first !== undefined) {
       throw new M3Error('ERR_INPUT', `${where}.id ${JSON.stringify(d.id)} names the same document as documents[${first}].id ` +
         '(ids are kept as text, so 5 and "5" are one id); send each document once');
     }
     seen.set(key, i);
-    textValue(d.text, `${where}.text`);
-    metadataJson(d.metadata, `${where}.metadata`);
     const doc: StoreDocument = { id: d.id, text: d.text };
     if (d.metadata) doc.metadata = d.metadata;
     return doc;
