@@ -363,7 +363,10 @@ export class PgStore {
   private async searchIn(s: SqlSession, query: EncodeRow, plan: SearchPlan): Promise<StoreHit[]> {
     const p = plan.params;
     const ef = plan.efSearch ?? Math.min(1000, Math.max(40, p.denseRoute ? p.denseCandidates : 0, p.sparseRoute ? p.sparseCandidates : 0));
-    await s.exec(`SET LOCAL hnsw.ef_search = ${ef}${this.iterativeScans ? '; SET LOCAL hnsw.iterative_scan = relaxed_order' : ''}`);
+    // Transaction-local settings, as parameters like every other value.
+    await s.query(this.iterativeScans
+      ? "SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+      : "SELECT set_config('hnsw.ef_search', $1, true)", [String(ef)]);
     const useColbert = !!this.colbert && p.wColbert > 0 && query.colbert instanceof Float32Array;
     const { sql, values } = candidateQuery(this.names, plan, query, this.settings, useColbert);
     const rows = (await s.query(sql, values)).rows;
@@ -439,7 +442,7 @@ export class PgStore {
     this.check();
     const mem = optionalInteger(options.maintenanceWorkMemMb, 'maintenanceWorkMemMb', 256, 1, 1 << 20);
     await this.db.transaction(async (s) => {
-      await s.exec(`SET LOCAL maintenance_work_mem = '${mem}MB'`);
+      await s.query("SELECT set_config('maintenance_work_mem', $1, true)", [`${mem}MB`]);
       await s.exec(indexStatements(this.names, this.settings));
     });
   }
