@@ -154,6 +154,9 @@ describe('PgStore', () => {
       nan.dense![nan.dim + 1] = NaN;
       await rejectsWith(s.add(['n1', 'n2'], nan), 'ERR_INPUT', /dense vector holds NaN/);
       await rejectsWith(s.add(['n1', 'n2'], bad, { texts: ['ok', 'bad\0'] }), 'ERR_INPUT', /NUL/);
+      await rejectsWith(s.add(['n1', 'n2'], bad, { metadata: [{ ok: 1 }, { deep: ['x', 'y\0'] }] }), 'ERR_INPUT', /fields\.metadata\[1\]\.deep\[1\].*NUL/);
+      await rejectsWith(s.add(['n1', 'n2'], bad, { metadata: [{ ['k\uD800']: 1 }, undefined] }), 'ERR_INPUT', /surrogate/);
+      await rejectsWith(s.add(['n1', 'n2'], bad, { texts: ['\uDC00 lone', 'ok'] }), 'ERR_INPUT', /fields\.texts\[0\].*surrogate/);
       await rejectsWith(s.add([5, '5'], bad), 'ERR_INPUT', /same document/);
       await rejectsWith(s.add(['n1', 'n2'], bad, { metadata: [{ ok: 1 }, [1] as never] }), 'ERR_INPUT', /metadata\[1\]/);
       await rejectsWith(s.upsert([{ id: 'z' }]), 'ERR_INPUT', /no text/);

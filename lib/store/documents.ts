@@ -28,17 +28,29 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 
 /** PostgreSQL text cannot hold NUL, and UTF-8 cannot hold a lone surrogate: refuse both. */
 function checkText(text: string, where: string): void {
-  if (text.includes('\0')) throw new M3Error('ERR_INPUT', `${where} holds a NUL character, which PostgreSQL text cannot store; remove it`);
+  if (text.includes('\0')) throw new M3Error('ERR_INPUT', `${where} holds a NUL character, which PostgreSQL's text and jsonb cannot store; remove it`);
   if (LONE_SURROGATE.test(text)) throw new M3Error('ERR_INPUT', `${where} holds a lone UTF-16 surrogate (not valid Unicode); fix the string's encoding`);
 }
 
 /** Checked metadata (document_fields.ts) as the JSON the store writes, or null for none. */
 function metadataJson(value: DocumentMetadata | undefined, where: string): string | null {
   if (value === undefined) return null;
-  const json = JSON.stringify(value);
-  if (json.includes('\\u0000')) throw new M3Error('ERR_INPUT', `${where} holds a NUL character, which PostgreSQL's jsonb cannot store; remove it`);
-  checkText(json, where);
-  return json;
+  checkStrings(value, where);
+  return JSON.stringify(value);
+}
+
+/** checkText on every key and string of a JSON value (JSON.stringify would escape what jsonb refuses). */
+function checkStrings(value: unknown, where: string): void {
+  if (typeof value === 'string') {
+    checkText(value, where);
+  } else if (Array.isArray(value)) {
+    value.forEach((item, i) => checkStrings(item, `${where}[${i}]`));
+  } else if (value !== null && typeof value === 'object') {
+    for (const [key, item] of Object.entries(value)) {
+      checkText(key, `${where} (a key)`);
+      checkStrings(item, `${where}.${key}`);
+    }
+  }
 }
 
 /**

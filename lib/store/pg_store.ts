@@ -21,7 +21,7 @@ import { M3Error, inputError } from '../base/errors';
 import { checkBoolean, checkChoice, checkInteger, checkOptions, optionalInteger } from '../base/validate';
 import { queryLength } from '../base/defaults';
 import { BGE_M3_VOCAB_SIZE } from '../base/defaults';
-import type { EncodeOutput, EncodeRow } from '../engine/outputs';
+import { EncodeOutput, type EncodeRow } from '../engine/outputs';
 import { fuse } from '../scoring/fusion';
 import { maxSimSync } from '../scoring/maxsim';
 import { MetadataFilter } from '../retrieval/filter';
@@ -390,7 +390,7 @@ export class PgStore {
   }
 
   /**
-   * Every document in id order, in batches of `batchSize`, as HybridIndex.add and PgStore.add take
+   * Every document in id order (the database's collation; pages walk the primary key), in batches of `batchSize`, as HybridIndex.add and PgStore.add take
    * them (dense as stored, in fp16 precision; ColBERT widened to f32).
    */
   async *documents(batchSize = 1000): AsyncGenerator<DocumentBatch> {
@@ -401,7 +401,7 @@ export class PgStore {
     for (;;) {
       const r = await this.db.query(`SELECT id, id_is_number, text, metadata, dense::text AS dense, sparse::text AS sparse,
         sparse_rest::text AS sparse_rest${colbert ? ', colbert' : ''} FROM ${this.names.documents}
-        WHERE $1::text IS NULL OR id COLLATE "C" > $1::text ORDER BY id COLLATE "C" LIMIT $2::int`, [after, batchSize]);
+        WHERE $1::text IS NULL OR id > $1::text ORDER BY id LIMIT $2::int`, [after, batchSize]);
       if (r.rows.length === 0) return;
       yield batchOf(r.rows, dim, colbert);
       if (r.rows.length < batchSize) return;
@@ -478,8 +478,6 @@ function documentOf(r: Record<string, unknown>): StoreDocument {
 }
 
 function batchOf(rows: Array<Record<string, unknown>>, dim: number, colbert: ColbertFormat | false): DocumentBatch {
-  // Loaded here, not at the top: outputs.ts sits on the engine floor, which this floor may use.
-  const { EncodeOutput } = require('../engine/outputs') as typeof import('../engine/outputs');
   const dense = new Float32Array(rows.length * dim);
   const offsets = new Uint32Array(rows.length + 1);
   const sIds: number[] = [];
