@@ -10,7 +10,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BGEM3, HybridIndex, type EncodeOutput } from '../lib';
+import { BGEM3, EncodeOutput, HybridIndex } from '../lib';
 import { PgStore } from '../lib/store/pg_store';
 import { DEMO_MODEL, rejectsWith } from './helpers';
 import { generateCorpus, servePglite, withHalfDense, type Corpus } from './store_support';
@@ -211,6 +211,9 @@ describe('PgStore', () => {
         const b = await local.search(qs.row(q), { k: 5, filter: { lang: { ne: 'fr' } } });
         assert.deepEqual(a, b);
       }
+      // searchBatch runs its queries on the pool's connections at once, each with search()'s results.
+      const batch = await remote.searchBatch(sliceOutput(qs, 6), { k: 5, concurrency: 2 });
+      for (let q = 0; q < 6; q++) assert.deepEqual(batch[q], await local.search(qs.row(q), { k: 5 }));
       await local.close();
       const inFlight = remote.search(qs.row(0), { k: 5, exhaustive: true });
       await server.stop();
@@ -230,10 +233,9 @@ describe('PgStore', () => {
 });
 
 function sliceOutput(out: EncodeOutput, n: number): EncodeOutput {
-  const { EncodeOutput: Out } = require('../lib') as typeof import('../lib');
   const s = out.sparse!;
   const c = out.colbert!;
-  return new Out(n, out.dim, out.dense!.slice(0, n * out.dim),
+  return new EncodeOutput(n, out.dim, out.dense!.slice(0, n * out.dim),
     { offsets: s.offsets.slice(0, n + 1), ids: s.ids.slice(0, s.offsets[n]), weights: s.weights.slice(0, s.offsets[n]) },
     { offsets: c.offsets.slice(0, n + 1), data: c.data.slice(0, c.offsets[n] * out.dim) });
 }
