@@ -143,9 +143,14 @@ describe('bge-m3 serve with a store', () => {
     await assert.rejects(createServer({ model, index, store }), /an index or a store, not both/);
   });
 
-  it('DELETE /documents/:id removes a document ({deleted: 1}, then {deleted: 0}); upserts replace', async () => {
+  it('GET /documents/:id reads a document; DELETE /documents/:id removes it ({deleted: 1}, then {deleted: 0}); upserts replace', async () => {
     const id = corpus.ids[41];
+    const got = await server.app.inject({ method: 'GET', url: `/documents/${encodeURIComponent(String(id))}` });
+    assert.equal(got.statusCode, 200);
+    assert.deepEqual(got.json(), { id, text: corpus.texts[41], metadata: corpus.metadata[41] });
     assert.deepEqual((await del(server, String(id))).json(), { deleted: 1 });
+    const gone = await server.app.inject({ method: 'GET', url: `/documents/${encodeURIComponent(String(id))}` });
+    expectError(gone, 404, 'not_found', /no document with id/);
     assert.deepEqual((await del(server, String(id))).json(), { deleted: 0 });
     const hits = await search(server, { query: corpus.texts[41], k: 80, exhaustive: true });
     assert.ok(!hits.some((h) => h.id === id), 'a deleted document is not found');

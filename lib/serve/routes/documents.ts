@@ -1,5 +1,5 @@
 /**
- * POST /documents and DELETE /documents/:id: writes to the server's store (registered only when
+ * POST /documents, GET /documents/:id and DELETE /documents/:id: the server's store's documents (registered only when
  * it has one). POST encodes the texts with the served model through the server's batcher and
  * upserts them in one transaction: every document is written, or none.
  */
@@ -9,6 +9,7 @@ import { EncodeOutput } from '../../engine/outputs';
 import { checkStoreDocument } from '../../store/documents';
 import type { PgStore, StoreDocument } from '../../store/pg_store';
 import type { RouteContext, RouteOptions } from '../context';
+import { httpFailure } from '../http_errors';
 import * as schemas from '../schemas';
 
 /** Most texts of one write in a single encode request. */
@@ -24,6 +25,12 @@ export const documentRoutes: FastifyPluginAsync<RouteOptions & { store: PgStore 
     if (signal.aborted) throw abortedError();
     await store.upsert(documents, encoded);
     return { upserted: documents.length };
+  });
+
+  app.get<{ Params: { id: string } }>('/documents/:id', async (request) => {
+    const doc = await store.get(request.params.id);
+    if (!doc) throw httpFailure('not_found', `the store has no document with id ${JSON.stringify(request.params.id)}`, 404);
+    return doc;
   });
 
   app.delete<{ Params: { id: string } }>('/documents/:id', {
