@@ -215,6 +215,11 @@ describe('PgStore', () => {
       const batch = await remote.searchBatch(sliceOutput(qs, 6), { k: 5, concurrency: 2 });
       for (let q = 0; q < 6; q++) assert.deepEqual(batch[q], await local.search(qs.row(q), { k: 5 }));
       await local.close();
+      // statementTimeoutMs reaches every connection (the server, not PGlite, enforces it).
+      const limited = await PgStore.open(server.url, { model, statementTimeoutMs: 1500 });
+      const db = (limited as unknown as { db: { query(sql: string): Promise<{ rows: Array<Record<string, unknown>> }> } }).db;
+      assert.equal((await db.query('SHOW statement_timeout')).rows[0].statement_timeout, '1500ms');
+      await limited.close();
       const inFlight = remote.search(qs.row(0), { k: 5, exhaustive: true });
       await server.stop();
       await assert.rejects(Promise.all([inFlight, remote.search(qs.row(1), { k: 5 })]), (err: Error & { code?: string }) => {

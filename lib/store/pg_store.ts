@@ -72,6 +72,12 @@ export interface PgStoreOptions {
   poolSize?: number;
   /** postgres://: how long to wait for a connection, in ms (default 10000). */
   connectTimeoutMs?: number;
+  /**
+   * postgres://: the server cancels a statement that runs longer, in ms (default 0: no limit), so
+   * a search stuck behind a lock fails with ERR_STORE instead of waiting forever. Index builds
+   * (createIndexes, the end of an ingest) are exempt.
+   */
+  statementTimeoutMs?: number;
 }
 
 /** Options of {@link PgStore.search}: HybridIndex's, plus the HNSW search width. */
@@ -139,7 +145,11 @@ export class PgStore {
     if (hnsw.efConstruction < 2 * hnsw.m) throw new M3Error('ERR_INPUT', `hnsw.efConstruction (${hnsw.efConstruction}) must be at least 2 * hnsw.m (${2 * hnsw.m})`);
     const poolSize = optionalInteger(options.poolSize, 'poolSize', 4, 1, 1000);
     const create = checkBoolean(options.create, 'create', true);
-    const db = await connect(where, { poolSize, connectTimeoutMs: optionalInteger(options.connectTimeoutMs, 'connectTimeoutMs', 10_000, 1, 3_600_000) });
+    const db = await connect(where, {
+      poolSize,
+      connectTimeoutMs: optionalInteger(options.connectTimeoutMs, 'connectTimeoutMs', 10_000, 1, 3_600_000),
+      statementTimeoutMs: optionalInteger(options.statementTimeoutMs, 'statementTimeoutMs', 0, 0, 2 ** 31 - 1),
+    });
     try {
       const opened = await db.transaction(async (s) => {
         const o = await openSchema(s, names, where.display, dim === undefined || !create ? undefined : () => ({ settings: { dim, vocabSize, colbert, hnsw }, model }));
@@ -442,7 +452,8 @@ export class PgStore {
     this.check();
     const mem = optionalInteger(options.maintenanceWorkMemMb, 'maintenanceWorkMemMb', 256, 1, 1 << 20);
     await this.db.transaction(async (s) => {
-      await s.query("SELECT set_config('maintenance_work_mem', $1, true)", [`${mem}MB`]);
+      // A build takes as long as it takes: no statement timeout for it.
+      await s.query("SELECT set_config('maintenance_work_mem', $1, true), set_config('statement_timeout', '0', true)", [`${mem}MB`]);
       await s.exec(indexStatements(this.names, this.settings));
     });
   }

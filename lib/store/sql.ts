@@ -40,6 +40,8 @@ export interface ConnectOptions {
   poolSize?: number;
   /** postgres://: how long to wait for a connection, in ms (default 10000). */
   connectTimeoutMs?: number;
+  /** postgres://: the server cancels a statement that runs longer, in ms (default 0: no limit). */
+  statementTimeoutMs?: number;
 }
 
 /** SQLSTATE classes and socket errors that mean the connection, not the statement, failed. */
@@ -166,6 +168,14 @@ async function openPostgres(url: string, display: string, options: ConnectOption
   // An idle connection that the server drops emits 'error' on the pool; unheard, it would end
   // the process. The pool discards that connection and the next call opens a fresh one.
   pool.on('error', () => {});
+  // Set on each new connection (a startup parameter would be ignored by some proxies); queued
+  // before the connection's first query. The value is a checked integer.
+  const timeout = options.statementTimeoutMs ?? 0;
+  if (timeout > 0) {
+    pool.on('connect', (client) => {
+      client.query(`SET statement_timeout = ${Math.floor(timeout)}`).catch(() => {});
+    });
+  }
   let closed = false;
   const session = (client: import('pg').PoolClient): SqlSession => ({
     query: async (sql, params) => ({ rows: (await client.query(sql, params ? [...params] : undefined)).rows }),
