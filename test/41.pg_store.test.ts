@@ -36,7 +36,10 @@ describe('PgStore', () => {
     docs = await model.encode(corpus.texts, { colbert: true });
     qs = await model.encode(corpus.queries, { colbert: true });
     store = await PgStore.open('pglite:memory', { model, colbert: 'bf16' });
+    // As a bulk load does: the HNSW indexes built after the rows (the other tests insert into built ones).
+    await store.dropIndexes();
     await store.add(corpus.ids, docs, { texts: corpus.texts, metadata: corpus.metadata });
+    await store.createIndexes();
     oracle = HybridIndex.create({ dim: docs.dim, vocabSize: model.info().vocabSize, colbert: 'bf16' });
     oracle.add(corpus.ids, withHalfDense(docs));
     reference = HybridIndex.create({ dim: docs.dim, vocabSize: model.info().vocabSize, colbert: 'bf16' });
