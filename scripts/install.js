@@ -9,7 +9,8 @@
 //     library is the libonnxruntime.so.1 shipped inside the onnxruntime-node package.
 // Environment: BGE_M3_SKIP_BUILD=1 skips the build; BGE_M3_BUILD_TESTS=1 also builds the C++
 // test executables; BGE_M3_CUDA=0 skips the CUDA kernels even where nvcc is found; BGE_M3_DEBUG=1
-// builds with debug info.
+// builds with debug info; BGE_M3_BUILD_DIR=DIR builds into DIR instead of build/ (a second copy
+// of the addon, e.g. against another ONNX Runtime: load it with BGE_M3_ADDON=DIR/Release/bge_m3.node).
 
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
@@ -22,11 +23,12 @@ function main() {
   const library = resolveLibrary(ortRoot);
   const libDir = path.dirname(library);
   // $ORIGIN-relative first so the package keeps working when moved with its node_modules.
-  const addonDir = path.join(root, 'build', 'Release');
+  const buildDir = process.env.BGE_M3_BUILD_DIR ? path.resolve(process.env.BGE_M3_BUILD_DIR) : path.join(root, 'build');
+  const addonDir = path.join(buildDir, 'Release');
   const rpath = [`$ORIGIN/${path.relative(addonDir, libDir)}`, libDir].join(';');
 
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
-  const args = [cmakeJs, 'compile', '--directory', root, '--out', path.join(root, 'build'),
+  const args = [cmakeJs, 'compile', '--directory', root, '--out', buildDir,
     `--CDORT_INCLUDE_DIR=${includeDir}`, `--CDORT_LIBRARY=${library}`, `--CDORT_RPATH=${rpath}`,
     `--CDBGE_M3_BUILD_TESTS=${process.env.BGE_M3_BUILD_TESTS === '1' ? 'ON' : 'OFF'}`,
     `--CDBGE_M3_CUDA=${process.env.BGE_M3_CUDA === '0' ? 'OFF' : 'ON'}`,

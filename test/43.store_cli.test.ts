@@ -211,7 +211,7 @@ describe('bge-m3 CLI with --store', () => {
     fs.writeFileSync(bad, '{"id": 1, "text": "a"}\n{"id": "1", "text": "b"}\n');
     fails(['index', 'build', '--in', bad, '--store', `pglite:${path.join(tmp, 'bad-store')}`], /bad\.jsonl:2: id "1" names the same document as the id on line 1/);
     fs.writeFileSync(bad, '{"id": 1, "text": "a", "metadata": {"k": "\\u0000"}}\n');
-    fails(['index', 'build', '--in', bad, '--store', `pglite:${path.join(tmp, 'bad-store')}`], /bad\.jsonl:1: "metadata" holds a NUL character/);
+    fails(['index', 'build', '--in', bad, '--store', `pglite:${path.join(tmp, 'bad-store')}`], /bad\.jsonl:1: "metadata"\S* holds a NUL character/);
   });
 
   it('index build --out keeps working on a corpus with metadata', () => {

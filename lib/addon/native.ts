@@ -264,14 +264,18 @@ export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
 
 let cached: NativeModule | undefined;
 
-/** Loads build/Release/bge_m3.node once, with a checklist of fixes when that fails. */
+/**
+ * Loads build/Release/bge_m3.node once, with a checklist of fixes when that fails. BGE_M3_ADDON
+ * names another build (relative to the working directory); when it is set, only that one is
+ * tried, so a copy that fails to load is never silently replaced by the default one.
+ */
 export function native(): NativeModule {
   if (cached) return cached;
-  const candidates = [
-    process.env.BGE_M3_ADDON,
+  const chosen = process.env.BGE_M3_ADDON;
+  const candidates = chosen ? [path.resolve(chosen)] : [
     path.join(PACKAGE_ROOT, 'build', 'Release', 'bge_m3.node'),
     path.join(PACKAGE_ROOT, 'build', 'Debug', 'bge_m3.node'),
-  ].filter((p): p is string => !!p);
+  ];
   const errors: string[] = [];
   for (const file of candidates) {
     try {
@@ -287,7 +291,8 @@ export function native(): NativeModule {
     'Possible fixes:',
     '  - build it: npm install (or npm run build:native) in the package folder; it needs cmake and g++',
     '  - if libonnxruntime.so.1 is not found: reinstall onnxruntime-node, or rebuild with ORT_ROOT set',
-    '  - set BGE_M3_ADDON to the path of a bge_m3.node built for this platform',
+    chosen ? '  - BGE_M3_ADDON names the build above; unset it to load the package\'s own build'
+      : '  - set BGE_M3_ADDON to the path of a bge_m3.node built for this platform',
   ].join('\n'));
 }
 

@@ -38,8 +38,9 @@ class Cuda final : public ExecutionProvider {
     const std::string error = AppendCudaProvider(options, settings);
     if (!error.empty()) {
       throw CoreError("ERR_DEVICE", "The CUDA execution provider could not be enabled (device " + id + "): " + error +
-                                        ". Check that the GPU driver, CUDA 12 and cuDNN 9 libraries are installed and on the "
-                                        "library path.");
+                                        ". Check that the GPU driver and the CUDA libraries this ONNX Runtime was built for (CUDA 12 and "
+                                        "cuDNN 9 for onnxruntime-node's download, CUDA 13 for the 1.29 release of "
+                                        "scripts/fetch-ort-gpu.sh) are installed and on the library path.");
     }
   }
 
@@ -80,6 +81,58 @@ std::vector<std::string> MissingCudaProviderLibraries() {
   return missing;
 }
 
+namespace {
+
+/// The message of a failed ONNX Runtime call (released), without trailing dots and newlines; "" for success.
+std::string TakeMessage(OrtStatus* status) {
+  if (!status) return "";
+  const OrtApi& api = Ort::GetApi();
+  std::string message = api.GetErrorMessage(status);
+  api.ReleaseStatus(status);
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ' || message.back() == '.')) message.pop_back();
+  return message.empty() ? "unknown error" : message;
+}
+
+#if ORT_API_VERSION >= 22
+/// ONNX Runtime 1.22+ loads execution providers as plugin libraries: the CUDA provider's library
+/// is registered with the environment once (its error, if any, is kept), then each session
+/// appends the CUDA device numbered `device_id` among those the plugin reports, in its order.
+std::string AppendCudaPlugin(Ort::SessionOptions& options, const std::vector<std::pair<std::string, std::string>>& settings) {
+  const OrtApi& api = Ort::GetApi();
+  OrtEnv* env = SharedOrtEnv();
+  static const std::string registered = [&] {
+    const std::string path = OrtLibraryDir() + "/libonnxruntime_providers_cuda.so";
+    const std::string error = TakeMessage(api.RegisterExecutionProviderLibrary(env, "bge-m3-cuda", path.c_str()));
+    return error.empty() ? error : "loading the CUDA provider plugin " + path + " failed: " + error;
+  }();
+  if (!registered.empty()) return registered;
+  const OrtEpDevice* const* devices = nullptr;
+  size_t count = 0;
+  if (std::string error = TakeMessage(api.GetEpDevices(env, &devices, &count)); !error.empty()) return error;
+  std::vector<const OrtEpDevice*> cuda;
+  for (size_t i = 0; i < count; ++i)
+    if (std::string(api.EpDevice_EpName(devices[i])) == "CUDAExecutionProvider") cuda.push_back(devices[i]);
+  std::string id = "0";
+  std::vector<const char*> keys, values;
+  for (const auto& [k, v] : settings) {
+    if (k == "device_id") {
+      id = v;
+    } else {
+      keys.push_back(k.c_str());
+      values.push_back(v.c_str());
+    }
+  }
+  const size_t index = std::stoul(id);
+  if (index >= cuda.size()) {
+    return "ONNX Runtime's CUDA provider plugin reports " + std::to_string(cuda.size()) + " CUDA device(s), so there is no device " + id;
+  }
+  return TakeMessage(api.SessionOptionsAppendExecutionProvider_V2(options, env, &cuda[index], 1, keys.data(), values.data(),
+                                                                 keys.size()));
+}
+#endif
+
+}  // namespace
+
 std::string AppendCudaProvider(Ort::SessionOptions& options, const std::vector<std::pair<std::string, std::string>>& settings) {
   SharedOrtEnv();  // loading the provider logs through the environment, and fails without one
   const OrtApi& api = Ort::GetApi();
@@ -95,11 +148,12 @@ std::string AppendCudaProvider(Ort::SessionOptions& options, const std::vector<s
   }
   if (!status) status = api.SessionOptionsAppendExecutionProvider_CUDA_V2(options, cuda);
   if (cuda) api.ReleaseCUDAProviderOptions(cuda);
-  if (!status) return "";
-  std::string message = api.GetErrorMessage(status);
-  api.ReleaseStatus(status);
-  while (!message.empty() && (message.back() == '\n' || message.back() == ' ' || message.back() == '.')) message.pop_back();
-  return message.empty() ? "unknown error" : message;
+  std::string message = TakeMessage(status);
+#if ORT_API_VERSION >= 22
+  // A core built without the CUDA provider (ONNX Runtime's CPU release) takes it as a plugin.
+  if (message.find("not enabled") != std::string::npos) return AppendCudaPlugin(options, settings);
+#endif
+  return message;
 }
 
 const std::string& CudaProviderLoadError() {
