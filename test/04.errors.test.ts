@@ -191,6 +191,8 @@ describe('load errors', () => {
     ['maxLength beyond the position table', { maxLength: 100 }, /maxLength/],
     ['concurrency 0', { concurrency: 0 }, /concurrency/],
     ['gpuMemLimit on the CPU', { gpuMemLimit: 1 << 30 }, /gpuMemLimit limits the GPU arena of device 'cuda'/],
+    ['allowTf32 on the CPU', { allowTf32: true }, /allowTf32 applies to device 'cuda'/],
+    ['a non-boolean allowTf32', { device: 'cuda', allowTf32: 'yes' }, /true or false for allowTf32/],
     ['gpuMemLimit under 1 MiB', { device: 'cuda', gpuMemLimit: 1000 }, /gpuMemLimit/],
     ['a fractional gpuMemLimit', { device: 'cuda', gpuMemLimit: 1.5e9 + 0.5 }, /gpuMemLimit/],
   ];

@@ -97,6 +97,9 @@ describe('bge-m3 CLI', () => {
     r = run(['encode', 'x', '--gpu-mem-limit', '2G']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /ERR_INPUT: gpuMemLimit limits the GPU arena of device 'cuda'/);
+    r = run(['encode', 'x', '--allow-tf32']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /ERR_INPUT: allowTf32 applies to device 'cuda'/);
     // 512K is 524,288 bytes, under the 1 MiB floor.
     r = run(['encode', 'x', '--device', 'cuda', '--gpu-mem-limit', '512K']);
     assert.equal(r.code, 1);

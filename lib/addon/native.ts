@@ -17,6 +17,7 @@ export interface NativeLoadOptions {
   device?: string;
   deviceId?: number;
   gpuMemLimit?: number;
+  allowTf32?: boolean;
   onnxFile?: string;
   vocabSize: number;
   concurrency?: number;

@@ -53,6 +53,7 @@ export interface ModelFlags {
   device?: Device;
   deviceId?: number;
   gpuMemLimit?: number;
+  allowTf32?: boolean;
   fusedAttention?: boolean;
   precision?: 'fp32' | 'bf16';
   releaseMemoryAfterMs?: number;
@@ -65,6 +66,7 @@ export function loadOptions(flags: ModelFlags): LoadOptions {
   if (flags.revision !== undefined) options.revision = flags.revision;
   if (flags.deviceId !== undefined) options.deviceId = flags.deviceId;
   if (flags.gpuMemLimit !== undefined) options.gpuMemLimit = flags.gpuMemLimit;
+  if (flags.allowTf32) options.allowTf32 = true;
   if (flags.fusedAttention === false) options.fusedAttention = false;
   if (flags.precision !== undefined) options.precision = flags.precision;
   if (flags.releaseMemoryAfterMs !== undefined) options.releaseMemoryAfterMs = flags.releaseMemoryAfterMs;
@@ -91,7 +93,8 @@ export function addDeviceFlags(cmd: Command): Command {
   return cmd
     .option('--device <device>', DEVICES.map((d) => `'${d}'`).join(' or '), 'cpu')
     .option('--device-id <n>', 'CUDA device (with --device cuda)', nonNegativeInt)
-    .option('--gpu-mem-limit <bytes>', "ONNX Runtime's GPU arena limit, e.g. 8G (with --device cuda)", byteSize);
+    .option('--gpu-mem-limit <bytes>', "ONNX Runtime's GPU arena limit, e.g. 8G (with --device cuda)", byteSize)
+    .option('--allow-tf32', 'TF32 tensor-core math for fp32 products (with --device cuda; outputs move by about 1e-3)');
 }
 
 export function addModelFlags(cmd: Command): Command {

@@ -78,7 +78,7 @@ export class BGEM3 {
     let encoder: NativeEncoder;
     try {
       encoder = await native().Encoder.load(abs, {
-        device, deviceId: options.deviceId, gpuMemLimit: options.gpuMemLimit, threads: options.threads, interOpThreads: options.interOpThreads,
+        device, deviceId: options.deviceId, gpuMemLimit: options.gpuMemLimit, allowTf32: options.allowTf32, threads: options.threads, interOpThreads: options.interOpThreads,
         graphOptimization: options.graphOptimization, memoryArena, allowSpinning, fusedAttention, precision, onnxFile: options.onnxFile,
         vocabSize: tokenizer.vocabSize, concurrency: options.concurrency,
       });

@@ -21,6 +21,12 @@ export interface LoadOptions {
    * limit). The arena grows by what each run asks for, not by powers of two.
    */
   gpuMemLimit?: number;
+  /**
+   * device 'cuda' only: let fp32 matrix products use TF32 tensor-core math (default false). Faster
+   * on Ampere and later GPUs, with a 10-bit mantissa in the products: outputs move by about 1e-3,
+   * outside the fp32 parity the package otherwise keeps.
+   */
+  allowTf32?: boolean;
   /** ONNX Runtime intra-op threads per run (default: one per physical core). */
   threads?: number;
   /** ONNX Runtime inter-op threads (default 1). */
@@ -172,6 +178,10 @@ export function checkLoadOptions(options: LoadOptions): CheckedLoadOptions {
   if (options.gpuMemLimit !== undefined) {
     checkInteger(options.gpuMemLimit, 'gpuMemLimit', 1 << 20, Number.MAX_SAFE_INTEGER);
     if (device !== 'cuda') throw new M3Error('ERR_INPUT', "gpuMemLimit limits the GPU arena of device 'cuda'; pass device: 'cuda' or drop it");
+  }
+  if (options.allowTf32 !== undefined) {
+    if (typeof options.allowTf32 !== 'boolean') throw inputError('true or false', 'allowTf32', options.allowTf32);
+    if (options.allowTf32 && device !== 'cuda') throw new M3Error('ERR_INPUT', "allowTf32 applies to device 'cuda' (TF32 is a GPU tensor-core mode); pass device: 'cuda' or drop it");
   }
   if (options.graphOptimization !== undefined) {
     checkChoice(options.graphOptimization, 'graphOptimization', ['disabled', 'basic', 'extended', 'all'] as const);

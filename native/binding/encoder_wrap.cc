@@ -35,6 +35,7 @@ m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   }
   s.session.provider.device_id = static_cast<int>(num("deviceId", 0));
   s.session.provider.memory_limit = static_cast<int64_t>(num("gpuMemLimit", 0));
+  s.session.provider.allow_tf32 = o.Get("allowTf32").IsBoolean() && o.Get("allowTf32").As<Napi::Boolean>().Value();
   s.session.fused_attention = !o.Get("fusedAttention").IsBoolean() || o.Get("fusedAttention").As<Napi::Boolean>().Value();
   const std::string precision = str("precision", "fp32");
   if (!m3::ParsePrecision(precision, &s.session.precision))

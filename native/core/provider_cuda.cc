@@ -29,10 +29,11 @@ class Cuda final : public ExecutionProvider {
                           "on the library path.");
     }
     const std::string id = std::to_string(spec.device_id);
-    // TF32 off: BGE-M3 parity is defined in fp32 (docs/semantics.md). The arena grows by what a
+    // TF32 off unless asked for: BGE-M3 parity is defined in fp32 (docs/semantics.md). The arena grows by what a
     // run asks for: texts of every length make power-of-two growth hold up to twice the memory used.
     std::vector<std::pair<std::string, std::string>> settings = {
-        {"device_id", id}, {"cudnn_conv_algo_search", "DEFAULT"}, {"do_copy_in_default_stream", "1"}, {"use_tf32", "0"},
+        {"device_id", id}, {"cudnn_conv_algo_search", "DEFAULT"}, {"do_copy_in_default_stream", "1"},
+        {"use_tf32", spec.allow_tf32 ? "1" : "0"},
         {"arena_extend_strategy", "kSameAsRequested"}};
     if (spec.memory_limit > 0) settings.emplace_back("gpu_mem_limit", std::to_string(spec.memory_limit));
     const std::string error = AppendCudaProvider(options, settings);

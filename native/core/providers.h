@@ -42,6 +42,7 @@ struct ProviderSpec {
   const ExecutionProvider* provider = nullptr;  // null: the CPU
   int device_id = 0;
   int64_t memory_limit = 0;  // bytes the provider's arena may hold; 0: no limit
+  bool allow_tf32 = false;   // CUDA: TF32 tensor-core math for fp32 (off: fp32 parity)
 
   const ExecutionProvider& get() const;
 };
