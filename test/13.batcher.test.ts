@@ -36,6 +36,19 @@ describe('Batcher', () => {
     await model.dispose();
   });
 
+  it("sizes its batches by the model's device: 16384 tokens on the CPU, 131072 on a GPU, unless told", async () => {
+    assert.equal(model.device, 'cpu');
+    const cpu = new Batcher(model);
+    assert.equal(cpu.maxBatchTokens, 16384);
+    // A stand-in for a model loaded with device 'cuda' (no GPU here): the batcher reads only its device.
+    const onGpu = Object.assign(Object.create(Object.getPrototypeOf(model)), model, { device: 'cuda' }) as BGEM3;
+    const gpu = new Batcher(onGpu);
+    assert.equal(gpu.maxBatchTokens, 131072);
+    const told = new Batcher(onGpu, { maxBatchTokens: 4096 });
+    assert.equal(told.maxBatchTokens, 4096);
+    await Promise.all([cpu.close(), gpu.close(), told.close()]);
+  });
+
   it('coalesced requests match the PyTorch reference values', async () => {
     const batcher = new Batcher(model, { maxWaitMs: 50 });
     const batches: BatchInfo[] = [];

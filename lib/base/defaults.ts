@@ -16,6 +16,16 @@ export const DEFAULT_BATCH_SIZE = 32;
 /** Padded tokens per model run (and tokens per coalesced batch of the batcher). */
 export const DEFAULT_MAX_BATCH_TOKENS = 16384;
 
+/**
+ * Texts and padded tokens per model run by device: the CPU figures above (batches whose
+ * activations stay in cache), and on a GPU batches large enough to fill it (FlagEmbedding
+ * encodes passages 256 at a time on a GPU). The batcher coalesces up to the same token budget.
+ */
+export const DEFAULT_BATCH_LIMITS = {
+  cpu: { batchSize: DEFAULT_BATCH_SIZE, maxBatchTokens: DEFAULT_MAX_BATCH_TOKENS },
+  cuda: { batchSize: 256, maxBatchTokens: 131072 },
+} as const;
+
 /** BGE-M3's vocabulary size (XLM-RoBERTa's 250,002 tokens): the default bound on sparse ids. */
 export const BGE_M3_VOCAB_SIZE = 250002;
 

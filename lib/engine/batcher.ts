@@ -8,7 +8,7 @@
  * with different `maxLength`s share batches, since truncation happens when they are tokenized.
  */
 import { EventEmitter } from 'node:events';
-import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS } from '../base/defaults';
+import { DEFAULT_BATCH_LIMITS } from '../base/defaults';
 import { M3Error, abortedError, inputError } from '../base/errors';
 import { checkOptions, checkSignal, optionalInteger, optionalNumber } from '../base/validate';
 import type { BGEM3 } from './model';
@@ -17,7 +17,7 @@ import type { TokenizedBatch } from './tokenizer';
 
 /** Options of {@link Batcher}. */
 export interface BatcherOptions {
-  /** Most tokens (summed over texts) in one coalesced batch (default 16384). A larger request runs alone. */
+  /** Most tokens (summed over texts) in one coalesced batch (default 16384; 131072 for a model on a GPU). A larger request runs alone. */
   maxBatchTokens?: number;
   /** Most texts in one coalesced batch (default 256). */
   maxBatchTexts?: number;
@@ -34,9 +34,9 @@ export interface BatcherOptions {
   maxQueueTokens?: number;
   /** Batches handed to the model at once (default 1: the next batch gathers while one runs). */
   maxInFlight?: number;
-  /** Texts per model run inside a batch (encode's batchSize; default 32). */
+  /** Texts per model run inside a batch (encode's batchSize; default 32, 256 on a GPU). */
   batchSize?: number;
-  /** Padded tokens per model run inside a batch (encode's maxBatchTokens; default 16384). */
+  /** Padded tokens per model run inside a batch (encode's maxBatchTokens; default 16384, 131072 on a GPU). */
   runBatchTokens?: number;
 }
 
@@ -152,14 +152,16 @@ export class Batcher extends EventEmitter {
       throw inputError('a loaded BGEM3 model', 'model', model);
     }
     checkOptions(options);
-    this.maxBatchTokens = optionalInteger(options.maxBatchTokens, 'maxBatchTokens', DEFAULT_MAX_BATCH_TOKENS, 1, MAX_SETTING);
+    // A GPU model's batches are GPU-sized (base/defaults.ts).
+    const defaults = DEFAULT_BATCH_LIMITS[model.device === 'cuda' ? 'cuda' : 'cpu'];
+    this.maxBatchTokens = optionalInteger(options.maxBatchTokens, 'maxBatchTokens', defaults.maxBatchTokens, 1, MAX_SETTING);
     this.maxBatchTexts = optionalInteger(options.maxBatchTexts, 'maxBatchTexts', 256, 1, MAX_SETTING);
     this.maxWaitMs = optionalNumber(options.maxWaitMs, 'maxWaitMs', 2, 0, 60_000);
     this.maxQueue = optionalInteger(options.maxQueue, 'maxQueue', 1024, 1, MAX_SETTING);
     this.maxQueueTokens = optionalInteger(options.maxQueueTokens, 'maxQueueTokens', 8 * this.maxBatchTokens, 1, MAX_SETTING);
     this.maxInFlight = optionalInteger(options.maxInFlight, 'maxInFlight', 1, 1, 64);
-    this.batchSize = optionalInteger(options.batchSize, 'batchSize', DEFAULT_BATCH_SIZE, 1, MAX_SETTING);
-    this.runBatchTokens = optionalInteger(options.runBatchTokens, 'runBatchTokens', DEFAULT_MAX_BATCH_TOKENS, 2, MAX_SETTING);
+    this.batchSize = optionalInteger(options.batchSize, 'batchSize', defaults.batchSize, 1, MAX_SETTING);
+    this.runBatchTokens = optionalInteger(options.runBatchTokens, 'runBatchTokens', defaults.maxBatchTokens, 2, MAX_SETTING);
   }
 
   /**

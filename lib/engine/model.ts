@@ -51,7 +51,8 @@ export class BGEM3 {
     /** Self-attention heads, for the attention memory of a batch. */
     private readonly attentionHeads: number,
     /** Where the encoder runs (the default attention budget depends on it). */
-    private readonly device: Device,
+    /** Where the encoder runs: 'cpu' or 'cuda' (the load option). */
+    readonly device: Device,
     private readonly nativeInfo: NativeModelInfo,
     private readonly releaseMemoryAfterMs: number,
   ) {}

@@ -3,7 +3,7 @@
  * those options.
  */
 import { DEVICES, type Device, type NativeModelInfo } from '../addon/native';
-import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS } from '../base/defaults';
+import { DEFAULT_BATCH_LIMITS } from '../base/defaults';
 import { M3Error, inputError } from '../base/errors';
 import { checkBoolean, checkChoice, checkInteger, checkSignal, optionalInteger } from '../base/validate';
 import type { BatchLimits } from './batching';
@@ -94,9 +94,9 @@ export interface EncodeOptions {
   colbert?: boolean;
   /** Truncate each text to this many tokens including <s> and </s> (default: the model's maxLength). */
   maxLength?: number;
-  /** Most texts per batch (default 32). */
+  /** Most texts per batch (default 32 on the CPU, 256 on a GPU). */
   batchSize?: number;
-  /** Most padded tokens per batch (default 16384; a longer text gets a batch of its own). */
+  /** Most padded tokens per batch (default 16384 on the CPU, 131072 on a GPU; a longer text gets a batch of its own). */
   maxBatchTokens?: number;
   /**
    * Most bytes of one batch's attention scores, texts x heads x length² x 4 (default 16 MiB on
@@ -213,8 +213,9 @@ export interface RunOptions {
 /** Encode's output and batching options, checked, for a model on `device` with `attentionHeads` heads. */
 export function checkRunOptions(options: Omit<EncodeOptions, 'maxLength' | 'truncate'>, device: Device, attentionHeads: number): RunOptions {
   const flags = checkOutputs(options);
-  const batchSize = optionalInteger(options.batchSize, 'batchSize', DEFAULT_BATCH_SIZE, 1, 1 << 20);
-  const maxBatchTokens = optionalInteger(options.maxBatchTokens, 'maxBatchTokens', DEFAULT_MAX_BATCH_TOKENS, 2, 1 << 30);
+  const defaults = DEFAULT_BATCH_LIMITS[device];
+  const batchSize = optionalInteger(options.batchSize, 'batchSize', defaults.batchSize, 1, 1 << 20);
+  const maxBatchTokens = optionalInteger(options.maxBatchTokens, 'maxBatchTokens', defaults.maxBatchTokens, 2, 1 << 30);
   const maxAttentionBytes = optionalInteger(options.maxAttentionBytes, 'maxAttentionBytes', DEFAULT_MAX_ATTENTION_BYTES[device],
     1 << 20, Number.MAX_SAFE_INTEGER);
   // fp32 scores: 4 bytes a cell, one cell per head.

@@ -1,6 +1,6 @@
 /** `bge-m3 serve`: the model (and an index or a store) over HTTP until SIGTERM or SIGINT, which drain the requests in flight. */
 import type { Command, OptionValues } from 'commander';
-import { DEFAULT_MAX_BATCH_TOKENS } from '../../base/defaults';
+import { DEFAULT_BATCH_LIMITS } from '../../base/defaults';
 import { M3Error } from '../../base/errors';
 import type { BGEM3 } from '../../engine/model';
 import { HybridIndex } from '../../retrieval/hybrid_index';
@@ -19,7 +19,7 @@ export function registerServe(program: Command): void {
     .option('-p, --port <n>', 'port (0 picks a free one)', nonNegativeInt, 8080)
     .option('--no-batching', 'encode each request alone instead of coalescing concurrent requests')
     .option('--max-wait-ms <ms>', 'how long a request may wait for others to batch with', nonNegativeNumber, 2)
-    .option('--max-batch-tokens <n>', 'tokens per coalesced batch', positiveInt, DEFAULT_MAX_BATCH_TOKENS)
+    .option('--max-batch-tokens <n>', `tokens per coalesced batch (default ${DEFAULT_BATCH_LIMITS.cpu.maxBatchTokens}, ${DEFAULT_BATCH_LIMITS.cuda.maxBatchTokens} with --device cuda)`, positiveInt)
     .option('--max-queue <n>', 'requests waiting before 503s', positiveInt, 1024)
     .option('--max-queue-tokens <n>', 'tokens waiting before 503s (default 8 x --max-batch-tokens)', positiveInt)
     .option('--max-texts <n>', 'texts, pairs or documents per request', positiveInt, 2048)
