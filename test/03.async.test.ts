@@ -117,24 +117,31 @@ describe('dispose', () => {
 });
 
 describe('event loop', () => {
-  it('stays responsive during a long encode (no timer waits for the encode)', async () => {
-    const model = await BGEM3.load(DEMO_MODEL);
+  it('stays responsive during a long encode (timers keep firing while it runs)', async () => {
+    // One intra-op thread leaves the other core to the JS thread, so what is measured is
+    // whether the encode holds the event loop, not how the machine schedules busy threads.
+    const model = await BGEM3.load(DEMO_MODEL, { threads: 1 });
     try {
+      let ticks = 0;
       let worst = 0;
       let last = performance.now();
       const timer = setInterval(() => {
         const now = performance.now();
-        worst = Math.max(worst, now - last - 5);
+        worst = Math.max(worst, now - last);
         last = now;
+        ticks++;
       }, 5);
       const started = performance.now();
       await model.encode(manyTexts(2000), { batchSize: 2000, maxBatchTokens: 1 << 30 });
-      const elapsed = performance.now() - started;
+      const ended = performance.now();
       clearInterval(timer);
+      // The gap since the last tick counts too: an encode that blocked the thread would end
+      // with no tick at all during it, and one gap as long as the encode.
+      worst = Math.max(worst, ended - last);
+      const elapsed = ended - started;
       assert.ok(elapsed > 100, `the encode should be long enough to observe (${elapsed.toFixed(0)} ms)`);
-      // An encode that blocked the JS thread would delay a timer by about its whole duration;
-      // scheduling on a busy 2-vCPU machine can delay one by tens of milliseconds anyway.
-      assert.ok(worst < Math.max(100, elapsed / 4), `worst timer lag ${worst.toFixed(1)} ms during a ${elapsed.toFixed(0)} ms encode`);
+      assert.ok(ticks >= 3, `only ${ticks} timer ticks during a ${elapsed.toFixed(0)} ms encode`);
+      assert.ok(worst < elapsed * 0.6, `worst timer gap ${worst.toFixed(1)} ms during a ${elapsed.toFixed(0)} ms encode`);
     } finally {
       await model.dispose();
     }

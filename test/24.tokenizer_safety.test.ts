@@ -360,7 +360,7 @@ describe('valid tokenizer.json files', () => {
     }
   });
 
-  it('checks a charsmap the size of XLM-R\'s in well under 100 ms', () => {
+  it('checks a charsmap the size of XLM-R\'s in one linear pass', () => {
     const charsmap = buildCharsmap(nfkcRules());
     assert.ok(charsmap.length > 150_000, `a charsmap of ${charsmap.length} bytes`);
     let best = Infinity;
@@ -369,7 +369,9 @@ describe('valid tokenizer.json files', () => {
       assert.equal(charsmapProblem(charsmap), null);
       best = Math.min(best, performance.now() - start);
     }
-    assert.ok(best < 100, `${best.toFixed(1)} ms for ${charsmap.length} bytes`);
+    // A linear walk takes milliseconds; a quadratic one over 150 kB would take minutes, so the
+    // bound only separates the two, with room for a loaded machine.
+    assert.ok(best < 2000, `${best.toFixed(1)} ms for ${charsmap.length} bytes`);
   });
 });
 
