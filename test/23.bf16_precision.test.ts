@@ -246,8 +246,8 @@ describe("precision: 'bf16' on whole models", { skip: skipNoBf16 }, () => {
 });
 
 describe('precision option and flag', () => {
-  it('rejects anything but fp32 or bf16', async () => {
-    await assert.rejects(BGEM3.load(DEMO_MODEL, { precision: 'fp16' as 'bf16' }),
+  it('rejects anything but fp32, bf16 or fp16', async () => {
+    await assert.rejects(BGEM3.load(DEMO_MODEL, { precision: 'int8' as 'bf16' }),
       (e: { code?: string; message: string }) => e.code === 'ERR_INPUT' && /precision/.test(e.message) && /'bf16'/.test(e.message));
   });
 
@@ -260,6 +260,6 @@ describe('precision option and flag', () => {
     assert.equal(info.model.bf16Layers, BF16 ? 12 : 0);
     const bad = spawnSync(process.execPath, [cli, 'info', '--precision', 'int4'], { encoding: 'utf8' });
     assert.notEqual(bad.status, 0);
-    assert.match(bad.stderr, /'fp32' or 'bf16'/);
+    assert.match(bad.stderr, /'fp32', 'bf16' or 'fp16'/);
   });
 });

@@ -19,6 +19,7 @@ export interface NativeLoadOptions {
   gpuMemLimit?: number;
   allowTf32?: boolean;
   onnxFile?: string;
+  optimizedGraphPath?: string;
   vocabSize: number;
   concurrency?: number;
 }
@@ -70,8 +71,12 @@ export interface NativeModelInfo {
   fusedAttentionBlocks: number;
   /** Why no block runs fused, when the fusion was looked for (empty otherwise). */
   attentionNote: string;
-  /** 'bf16' when the graph's dense layers (and then the fused attention's products) run in bf16. */
-  precision: 'fp32' | 'bf16';
+  /** What runs: 'bf16' when the graph's dense layers (and then the fused attention's products) run in bf16, 'fp16' when the graph was converted to fp16. */
+  precision: 'fp32' | 'bf16' | 'fp16';
+  /** With precision 'fp16': float tensors stored as fp16 (of their values, `clamped` held at
+   * +-65504), decomposed LayerNorms whose statistics stay fp32, nodes kept in fp32 in all, and
+   * the Cast nodes added at the edges. */
+  fp16?: { tensors: number; clamped: number; layerNorms: number; fp32Nodes: number; casts: number };
   /** Dense layers (MatMul or Gemm by a weight) running on the bf16 kernel. */
   bf16Layers: number;
   /** Why the model runs in fp32 although bf16 was asked for (empty otherwise). */
@@ -181,6 +186,8 @@ export interface NativeIndexState {
 /** The addon's `testing` object: single kernels on a chosen tier, their timings and the core's
  * peak rates (tests and benchmarks), and the names of the addon's tables. Not part of the API. */
 export interface NativeTesting {
+  /** The graph file as precision 'fp16' converts it (graph/fp16_rewrite.h); model is empty and problem says why when it is not converted. */
+  fp16Graph(onnxPath: string): { model: Buffer; problem: string; tensors: number; clamped: number; layerNorms: number; fp32Nodes: number; casts: number };
   /** y = x · W + b on one tier (the f32 head kernel). */
   linearForward(w: Float32Array, b: Float32Array, out: number, inp: number, x: Float32Array,
                 rows: number, isa: IsaTierName): Float32Array;

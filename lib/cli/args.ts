@@ -41,8 +41,8 @@ export function weightList(value: string): [number, number, number] {
   return parts;
 }
 
-export function precisionArg(value: string): 'fp32' | 'bf16' {
-  if (value !== 'fp32' && value !== 'bf16') throw new InvalidArgumentError("expected 'fp32' or 'bf16'");
+export function precisionArg(value: string): 'fp32' | 'bf16' | 'fp16' {
+  if (value !== 'fp32' && value !== 'bf16' && value !== 'fp16') throw new InvalidArgumentError("expected 'fp32', 'bf16' or 'fp16'");
   return value;
 }
 
@@ -55,7 +55,7 @@ export interface ModelFlags {
   gpuMemLimit?: number;
   allowTf32?: boolean;
   fusedAttention?: boolean;
-  precision?: 'fp32' | 'bf16';
+  precision?: 'fp32' | 'bf16' | 'fp16';
   releaseMemoryAfterMs?: number;
 }
 
@@ -104,5 +104,5 @@ export function addModelFlags(cmd: Command): Command {
     .option('--revision <rev>', 'with a hub id: the branch, tag or commit (default main)')
     .option('-t, --threads <n>', 'ONNX Runtime threads', positiveInt)
     .option('--no-fused-attention', "run the graph's own attention ops instead of the fused CPU kernel")
-    .option('--precision <p>', "the dense layers' arithmetic: fp32, or bf16 (a CPU with AVX-512 BF16; about 1e-3 from fp32)", precisionArg));
+    .option('--precision <p>', "the encoder's arithmetic: fp32, bf16 (a CPU with AVX-512 BF16; about 1e-3 from fp32) or fp16 (the GPU's tensor cores)", precisionArg));
 }

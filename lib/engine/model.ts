@@ -81,6 +81,7 @@ export class BGEM3 {
       encoder = await native().Encoder.load(abs, {
         device, deviceId: options.deviceId, gpuMemLimit: options.gpuMemLimit, allowTf32: options.allowTf32, threads: options.threads, interOpThreads: options.interOpThreads,
         graphOptimization: options.graphOptimization, memoryArena, allowSpinning, fusedAttention, precision, onnxFile: options.onnxFile,
+        optimizedGraphPath: options.optimizedGraphPath === undefined ? undefined : path.resolve(options.optimizedGraphPath),
         vocabSize: tokenizer.vocabSize, concurrency: options.concurrency,
       });
     } catch (err) {

@@ -63,14 +63,24 @@ export interface LoadOptions {
    * products the same way (its softmax in fp32): about twice the multiply-adds per instruction,
    * at the cost of agreeing with the fp32 model only to about 1e-3 instead of 1e-6. The weights
    * are packed once at load (half the size of the fp32 ones, which ONNX Runtime keeps).
+   * 'fp16' is the GPU's path (device 'cuda'): the graph is converted at load to fp16 weights and
+   * activations for the tensor cores, with LayerNorm statistics and squared norms kept in fp32
+   * and the outputs cast back to fp32 (docs/gpu.md); `info().fp16` says what was converted. It
+   * also runs on the CPU, slowly, to check the conversion.
    * `info().precision` says what runs; elsewhere the model runs in fp32 and
    * `info().precisionNote` says why.
    */
-  precision?: 'fp32' | 'bf16';
+  precision?: 'fp32' | 'bf16' | 'fp16';
   /** Default truncation length for encode (default 8192, never more than the model's positions). */
   maxLength?: number;
   /** The graph file, relative to the model directory, when it is not onnx/model.onnx or model.onnx. */
   onnxFile?: string;
+  /**
+   * Where ONNX Runtime writes the graph as it optimized it for this device (an .onnx file), to
+   * see which of its fusions fired (`scripts/ort-fusions.js` counts them). For inspection only:
+   * the file holds the weights too, so leave it unset for a model over 2 GB.
+   */
+  optimizedGraphPath?: string;
   /** A model by hub id: the branch, tag or commit hash (default 'main'; `ORG/NAME@revision` says the same). */
   revision?: string;
   /** A model by hub id: the Hugging Face cache (default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub). */
@@ -165,7 +175,7 @@ export interface CheckedLoadOptions {
   releaseMemoryAfterMs: number;
   allowSpinning: boolean;
   fusedAttention: boolean;
-  precision: 'fp32' | 'bf16';
+  precision: 'fp32' | 'bf16' | 'fp16';
 }
 
 /** Checks every load option (maxLength excepted: it needs the model's positions). */
@@ -187,6 +197,8 @@ export function checkLoadOptions(options: LoadOptions): CheckedLoadOptions {
     checkChoice(options.graphOptimization, 'graphOptimization', ['disabled', 'basic', 'extended', 'all'] as const);
   }
   if (options.onnxFile !== undefined && typeof options.onnxFile !== 'string') throw inputError('a path', 'onnxFile', options.onnxFile);
+  if (options.optimizedGraphPath !== undefined && (typeof options.optimizedGraphPath !== 'string' || options.optimizedGraphPath === ''))
+    throw inputError('a file path', 'optimizedGraphPath', options.optimizedGraphPath);
   for (const key of ['revision', 'cacheDir', 'token'] as const) {
     const value = options[key];
     if (value !== undefined && (typeof value !== 'string' || value.length === 0)) throw inputError('a non-empty string', key, value);
@@ -198,7 +210,7 @@ export function checkLoadOptions(options: LoadOptions): CheckedLoadOptions {
   const releaseMemoryAfterMs = optionalInteger(options.releaseMemoryAfterMs, 'releaseMemoryAfterMs', 1000, 0, 2 ** 31 - 1);
   const allowSpinning = checkBoolean(options.allowSpinning, 'allowSpinning', false);
   const fusedAttention = checkBoolean(options.fusedAttention, 'fusedAttention', true);
-  const precision = checkChoice(options.precision, 'precision', ['fp32', 'bf16'] as const, 'fp32');
+  const precision = checkChoice(options.precision, 'precision', ['fp32', 'bf16', 'fp16'] as const, 'fp32');
   return { device, memoryArena, releaseMemoryAfterMs, allowSpinning, fusedAttention, precision };
 }
 

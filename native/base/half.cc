@@ -48,6 +48,38 @@ float HalfBitsToFloat(uint16_t bits) {
   return FloatFromBits(sign | (float_exponent << 23) | (mantissa << 13));
 }
 
+uint16_t FloatToHalfBits(float x, bool* clamped) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const auto sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu));  // NaN
+  if (magnitude == 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u);                            // inf
+  // 65520 and above round to infinity in IEEE arithmetic; a weight or constant that large is
+  // held at the largest finite half instead.
+  if (magnitude >= 0x477ff000u) {
+    if (clamped) *clamped = true;
+    return static_cast<uint16_t>(sign | 0x7bffu);
+  }
+  if (magnitude < 0x38800000u) {
+    // A subnormal half (or zero): the value in units of 2^-24, rounded to nearest even.
+    if (magnitude < 0x33000000u) return sign;  // below half the smallest subnormal
+    const uint32_t exponent = magnitude >> 23;
+    const uint32_t mantissa = (magnitude & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126u - exponent;  // 113 - exponent + 13
+    uint32_t half = mantissa >> shift;
+    const uint32_t rest = mantissa & ((1u << shift) - 1u);
+    const uint32_t midpoint = 1u << (shift - 1u);
+    if (rest > midpoint || (rest == midpoint && (half & 1u))) ++half;
+    return static_cast<uint16_t>(sign | half);
+  }
+  // Normal: rebias the exponent, then round the 13 dropped bits to nearest even (a carry into
+  // the exponent is the correctly rounded result).
+  const uint32_t rebased = magnitude - (112u << 23);
+  const uint32_t rounded = rebased + 0xfffu + ((rebased >> 13) & 1u);
+  return static_cast<uint16_t>(sign | (rounded >> 13));
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx,f16c"))) static void WidenHalfsF16c(const uint16_t* src, size_t count, float* dst) {
   size_t i = 0;

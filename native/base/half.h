@@ -17,6 +17,12 @@ float Bf16ToFloat(uint16_t bits);
 /// payloads are kept so a round trip through fp16 stays bit-identical.
 float HalfBitsToFloat(uint16_t bits);
 
+/// fp32 -> binary16 bits with round-to-nearest-even. A finite value beyond the fp16 range
+/// becomes +-65504 (the largest finite half) rather than infinity, and sets *clamped when given;
+/// infinities stay infinite and NaN stays NaN (quiet); values below the smallest subnormal
+/// round to signed zero.
+uint16_t FloatToHalfBits(float x, bool* clamped = nullptr);
+
 /// `count` binary16 values (native byte order) to float, as HalfBitsToFloat does (with the
 /// F16C instructions where the CPU has them, which quiet a signalling NaN).
 void WidenHalfs(const uint16_t* src, size_t count, float* dst);

@@ -9,6 +9,7 @@
 //   [sync] testing.linearForward(w, b, out, in, x, rows, isa) -> Float32Array (kernel checks)
 //   [sync] testing.attentionForward(q, kt, v, mask|null, dims, maskStrides, scale, isa, bf16?) -> Float32Array
 //   [sync] testing.attentionKernelTimes(dims, isa, runs, bf16?) -> Float64Array of ms per run (benchmark)
+//   [sync] testing.fp16Graph(path) -> { model: Buffer (empty: not converted), problem, tensors, clamped, layerNorms, fp32Nodes, casts }
 //          testing.outputKinds, testing.executionProviders: the names of the addon's tables
 #include <napi.h>
 
@@ -27,6 +28,7 @@
 #include "core/outputs.h"
 #include "core/provider_cuda.h"
 #include "core/providers.h"
+#include "graph/fp16_rewrite.h"
 #include "graph/graph_facts.h"
 #include "weights/tensor_file.h"
 #include "kernels/attention.h"
@@ -93,6 +95,28 @@ Napi::Value GraphPositionRows(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }, "graphPositionRows");
   return Napi::Number::New(env, static_cast<double>(rows));
+}
+
+Napi::Value Fp16Graph(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw MakeError(env, "ERR_INPUT", "Expected a path for fp16Graph");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  m3::Fp16Rewrite r;
+  GuardSync(env, [&] {
+    const std::vector<uint8_t> bytes = m3::weights::ReadFileBytes(path);
+    const size_t slash = path.find_last_of('/');
+    r = m3::RewriteFloat16(std::string(bytes.begin(), bytes.end()), slash == std::string::npos ? "." : path.substr(0, slash));
+    return env.Undefined();
+  }, "fp16Graph");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("model", Napi::Buffer<char>::Copy(env, r.model.data(), r.model.size()));
+  o.Set("problem", r.problem);
+  o.Set("tensors", Napi::Number::New(env, static_cast<double>(r.tensors)));
+  o.Set("clamped", Napi::Number::New(env, static_cast<double>(r.clamped)));
+  o.Set("layerNorms", Napi::Number::New(env, r.layer_norms));
+  o.Set("fp32Nodes", Napi::Number::New(env, r.fp32_nodes));
+  o.Set("casts", Napi::Number::New(env, r.casts));
+  return o;
 }
 
 Napi::Value ReadTensorFile(const Napi::CallbackInfo& info) {
@@ -249,6 +273,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   testing.Set("attentionKernelTimes", Napi::Function::New(env, AttentionKernelTimes, "attentionKernelTimes"));
   Napi::Array output_kinds = Napi::Array::New(env);
   for (const auto& k : m3::kOutputKinds) output_kinds.Set(output_kinds.Length(), k.name);
+  testing.Set("fp16Graph", Napi::Function::New(env, Fp16Graph, "fp16Graph"));
   testing.Set("outputKinds", output_kinds);
   testing.Set("executionProviders", StringArray(env, m3::ProviderNames()));
   exports.Set("testing", testing);

@@ -39,8 +39,9 @@ m3::LoadSettings ReadLoadSettings(const Napi::Object& o) {
   s.session.fused_attention = !o.Get("fusedAttention").IsBoolean() || o.Get("fusedAttention").As<Napi::Boolean>().Value();
   const std::string precision = str("precision", "fp32");
   if (!m3::ParsePrecision(precision, &s.session.precision))
-    throw MakeError(o.Env(), "ERR_INPUT", "precision must be 'fp32' or 'bf16', got '" + precision + "'.");
+    throw MakeError(o.Env(), "ERR_INPUT", "precision must be 'fp32', 'bf16' or 'fp16', got '" + precision + "'.");
   s.onnx_file = str("onnxFile", "");
+  s.session.optimized_graph_path = str("optimizedGraphPath", "");
   s.vocab_size = static_cast<int64_t>(num("vocabSize", 0));
   return s;
 }
@@ -178,7 +179,17 @@ Napi::Value EncoderWrap::Info(const Napi::CallbackInfo& info) {
   o.Set("headsDeviceWhy", e.gpu_heads_why());
   o.Set("fusedAttentionBlocks", Napi::Number::New(env, e.session().fused_attention_blocks()));
   o.Set("attentionNote", e.session().attention_note());
-  o.Set("precision", e.session().bf16_layers() > 0 ? "bf16" : "fp32");
+  o.Set("precision", e.session().precision_name());
+  if (e.session().fp16().tensors > 0) {
+    const auto& f = e.session().fp16();
+    Napi::Object fp16 = Napi::Object::New(env);
+    fp16.Set("tensors", Napi::Number::New(env, static_cast<double>(f.tensors)));
+    fp16.Set("clamped", Napi::Number::New(env, static_cast<double>(f.clamped)));
+    fp16.Set("layerNorms", Napi::Number::New(env, f.layer_norms));
+    fp16.Set("fp32Nodes", Napi::Number::New(env, f.fp32_nodes));
+    fp16.Set("casts", Napi::Number::New(env, f.casts));
+    o.Set("fp16", fp16);
+  }
   o.Set("bf16Layers", Napi::Number::New(env, e.session().bf16_layers()));
   o.Set("precisionNote", e.session().precision_note());
   return o;

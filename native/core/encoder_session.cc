@@ -6,6 +6,7 @@
 #include "graph/attention_fusion.h"
 #include "base/error.h"
 #include "graph/custom_ops.h"
+#include "graph/fp16_rewrite.h"
 #include "graph/linear_rewrite.h"
 #include "core/ort_env.h"
 #include "core/providers.h"
@@ -14,6 +15,19 @@
 
 namespace m3 {
 namespace {
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return false;
+  out->resize(static_cast<size_t>(in.tellg()));
+  in.seekg(0);
+  return static_cast<bool>(in.read(out->data(), static_cast<std::streamsize>(out->size())));
+}
+
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
 
 std::string FindName(const std::vector<std::string>& names, std::initializer_list<const char*> wanted) {
   for (const char* w : wanted)
@@ -26,6 +40,7 @@ std::string FindName(const std::vector<std::string>& names, std::initializer_lis
 bool ParsePrecision(const std::string& name, Precision* out) {
   if (name == "fp32") *out = Precision::kFp32;
   else if (name == "bf16") *out = Precision::kBf16;
+  else if (name == "fp16") *out = Precision::kFp16;
   else return false;
   return true;
 }
@@ -57,13 +72,7 @@ EncoderSession::Rewritten EncoderSession::TryOpenRewritten(const std::string& on
                                                            const Ort::SessionOptions& options) {
   std::string model;
   int fused = 0, layers = 0;
-  {
-    std::ifstream in(onnx_path, std::ios::binary | std::ios::ate);
-    if (!in) return Rewritten::kNothing;  // the plain load reports the file
-    model.resize(static_cast<size_t>(in.tellg()));
-    in.seekg(0);
-    if (!in.read(model.data(), static_cast<std::streamsize>(model.size()))) return Rewritten::kNothing;
-  }
+  if (!ReadFile(onnx_path, &model)) return Rewritten::kNothing;  // the plain load reports the file
   // Each rewrite holds the model and its rewritten copy (a graph with its weights inside may be
   // 2 GB); the older copy is freed before the next. The dense layers go first: the attention's
   // products are in bf16 only where they are.
@@ -82,12 +91,8 @@ EncoderSession::Rewritten EncoderSession::TryOpenRewritten(const std::string& on
   if (fused == 0 && layers == 0) return Rewritten::kNothing;
   Ort::SessionOptions rewritten = options.Clone();
   AddBgeM3Ops(rewritten);
-  // The rewritten graph is loaded from memory: external weights are found next to the file.
-  const size_t slash = onnx_path.find_last_of('/');
-  rewritten.AddConfigEntry("session.model_external_initializers_file_folder_path",
-                           slash == std::string::npos ? "." : onnx_path.substr(0, slash).c_str());
   try {
-    session_ = Ort::Session(SharedOrtEnv(), model.data(), model.size(), rewritten);
+    OpenFromMemory(onnx_path, model, rewritten);
     fused_blocks_ = fused;
     bf16_layers_ = layers;
     if (fused > 0) attention_note_.clear();  // a note from a refused first try
@@ -99,6 +104,40 @@ EncoderSession::Rewritten EncoderSession::TryOpenRewritten(const std::string& on
     if (layers > 0) precision_note_ = why + "; the model runs in fp32";
     return layers > 0 ? Rewritten::kRefusedBf16 : Rewritten::kRefused;
   }
+}
+
+void EncoderSession::OpenFromMemory(const std::string& onnx_path, const std::string& model,
+                                    const Ort::SessionOptions& options) {
+  Ort::SessionOptions opened = options.Clone();
+  opened.AddConfigEntry("session.model_external_initializers_file_folder_path", DirectoryOf(onnx_path).c_str());
+  session_ = Ort::Session(SharedOrtEnv(), model.data(), model.size(), opened);
+}
+
+void EncoderSession::OpenFp16(const std::string& onnx_path, const Ort::SessionOptions& options, bool host) {
+  Fp16Rewrite converted;
+  {
+    std::string model;
+    if (!ReadFile(onnx_path, &model)) return;  // the plain load reports the file
+    converted = RewriteFloat16(model, DirectoryOf(onnx_path));
+  }
+  if (converted.model.empty()) {
+    precision_note_ = "the graph was not converted to fp16 (" + converted.problem + "); the model runs in fp32";
+    return;
+  }
+  if (converted.tensors == 0) {
+    precision_note_ = "the graph holds no float weight to convert to fp16; the model runs as exported";
+    return;
+  }
+  try {
+    OpenFromMemory(onnx_path, converted.model, options);
+  } catch (const Ort::Exception& e) {
+    precision_note_ = std::string("ONNX Runtime refused the fp16 graph: ") + e.what() + "; the model runs in fp32";
+    return;
+  }
+  fp16_ = {converted.tensors, converted.clamped, converted.layer_norms, converted.fp32_nodes, converted.casts};
+  if (host)
+    precision_note_ = "fp16 is the GPU's path: on the CPU, ONNX Runtime runs the ops it has no fp16 kernel for "
+                      "through casts to fp32, which is slower than fp32 (bf16 is the CPU's fast path)";
 }
 
 EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettings& settings)
@@ -113,13 +152,15 @@ EncoderSession::EncoderSession(const std::string& onnx_path, const SessionSettin
   cpu_arena_ = settings.memory_arena;
   if (settings.memory_arena) options.EnableCpuMemArena();
   else options.DisableCpuMemArena();
+  if (!settings.optimized_graph_path.empty()) options.SetOptimizedModelFilePath(settings.optimized_graph_path.c_str());
   provider_ = settings.provider;
   const ExecutionProvider& provider = provider_.get();
   provider.Append(options, provider_);
   device_memory_ = provider.DeviceMemory(provider_);
   if (!provider.host() && settings.precision == Precision::kBf16)
     precision_note_ = "bf16 dense layers are a CPU path; on a GPU the graph runs as exported (load an fp16 export for 16-bit math)";
-  if (provider.host()) OpenRewritten(onnx_path, settings, options);
+  if (settings.precision == Precision::kFp16) OpenFp16(onnx_path, options, provider.host());
+  else if (provider.host()) OpenRewritten(onnx_path, settings, options);
   try {
     if (!session_) session_ = Ort::Session(SharedOrtEnv(), onnx_path.c_str(), options);
   } catch (const Ort::Exception& e) {

@@ -11,9 +11,10 @@
 
 namespace m3 {
 
-/// The dense layers' arithmetic: fp32, or bf16 (on a CPU with AVX-512 BF16) for the JS
-/// `precision: 'bf16'`.
-enum class Precision { kFp32, kBf16 };
+/// The encoder's arithmetic: fp32; bf16 dense layers (on a CPU with AVX-512 BF16) for the JS
+/// `precision: 'bf16'`; or the whole graph converted to fp16 (graph/fp16_rewrite.h) for
+/// `precision: 'fp16'`, the GPU's path.
+enum class Precision { kFp32, kBf16, kFp16 };
 
 /// The JS names of Precision and of ONNX Runtime's graph optimization levels (`precision`,
 /// `graphOptimization`); false for another name.
@@ -30,6 +31,7 @@ struct SessionSettings {
   ProviderSpec provider;                    // where the graph runs (the CPU by default)
   bool fused_attention = true;              // cpu, AVX2 / AVX-512: attention blocks as one fused node
   Precision precision = Precision::kFp32;
+  std::string optimized_graph_path;         // where ONNX Runtime writes the graph it optimized (empty: nowhere)
 };
 
 /// Which outputs the graph gives (docs/semantics.md, "Model files as users find them").
@@ -70,6 +72,15 @@ class EncoderSession {
   int bf16_layers() const { return bf16_layers_; }
   const std::string& precision_note() const { return precision_note_; }
 
+  /// What the fp16 conversion did (precision 'fp16'; tensors is 0 when the graph runs in fp32).
+  struct Fp16Facts {
+    int64_t tensors = 0, clamped = 0;
+    int layer_norms = 0, fp32_nodes = 0, casts = 0;
+  };
+  const Fp16Facts& fp16() const { return fp16_; }
+  /// "fp32", "bf16" or "fp16": what runs.
+  const char* precision_name() const { return bf16_layers_ > 0 ? "bf16" : fp16_.tensors > 0 ? "fp16" : "fp32"; }
+
   /// Whether ONNX Runtime's CPU arena is on (memoryArena), so that it can be shrunk.
   bool cpu_arena() const { return cpu_arena_; }
 
@@ -88,6 +99,10 @@ class EncoderSession {
   /// why (nothing matched, or ONNX Runtime refused the result, with or without bf16 layers).
   enum class Rewritten { kOpened, kNothing, kRefused, kRefusedBf16 };
   Rewritten TryOpenRewritten(const std::string& onnx_path, bool fuse, bool bf16, const Ort::SessionOptions& options);
+  /// Opens the graph converted to fp16 into session_; otherwise leaves it empty and the note says why.
+  void OpenFp16(const std::string& onnx_path, const Ort::SessionOptions& options, bool host);
+  /// Opens a rewritten copy of onnx_path from memory (external data found next to the file).
+  void OpenFromMemory(const std::string& onnx_path, const std::string& model, const Ort::SessionOptions& options);
 
   Ort::Session session_{nullptr};
   Ort::MemoryInfo cpu_memory_;
@@ -101,6 +116,7 @@ class EncoderSession {
   int fused_blocks_ = 0;
   std::string attention_note_;
   int bf16_layers_ = 0;
+  Fp16Facts fp16_;
   std::string precision_note_;
 };
 

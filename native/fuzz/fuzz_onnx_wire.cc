@@ -1,8 +1,9 @@
 // Fuzz target: the protobuf wire decoder and the ONNX graph view built on it (Fields,
-// ParseGraph, ParseTensorHeader, ScalarOf, SoleProducer, Reassemble). These return nullopt
+// ParseGraph, ParseTensorHeader, ScalarOf, SoleProducer, Reassemble) and the fp16 conversion. These return nullopt
 // for malformed input instead of throwing, so any exception is a finding. A graph that parses
 // is reassembled with every node kept, and with every node dropped: both must parse again,
-// with the same nodes and with none. Seeds: the demo model's graph, a cut-down copy of it and
+// with the same nodes and with none; one the fp16 conversion accepts parses again with its nodes
+// and the casts it added. Seeds: the demo model's graph, a cut-down copy of it and
 // small hand-built models.
 #include <cstddef>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "graph/fp16_rewrite.h"
 #include "graph/graph_facts.h"
 #include "graph/onnx_wire.h"
 #include "fuzz/fuzz_support.h"
@@ -38,7 +40,20 @@ void CheckGraph(const std::string& model) {
       }
     }
   }
-  for (const auto& [name, bytes] : g.initializer_bytes) ScalarOf(bytes);
+  for (const auto& [name, bytes] : g.initializer_bytes) {
+    ScalarOf(bytes);
+    FloatValues(bytes);
+    ParseExternalData(bytes);
+  }
+
+  // External data is looked for in a folder that does not exist: those graphs are refused.
+  const m3::Fp16Rewrite half = m3::RewriteFloat16(model, "/nonexistent-fuzz-dir");
+  m3::fuzz::Require(half.model.empty() != half.problem.empty(), "the fp16 conversion gives a model or a reason");
+  if (!half.model.empty()) {
+    const auto converted = ParseGraph(half.model);
+    m3::fuzz::Require(converted.has_value(), "an fp16 graph does not parse");
+    m3::fuzz::Require(converted->nodes.size() == g.nodes.size() + static_cast<size_t>(half.casts), "the fp16 graph's node count");
+  }
 
   const std::vector<std::string> no_replacements(g.nodes.size());
   const std::string kept = Reassemble(g, std::vector<Action>(g.nodes.size(), Action::kKeep), no_replacements, "fuzz.domain");

@@ -98,6 +98,7 @@ std::optional<Attribute> ParseAttribute(std::string_view bytes) {
   auto fields = Fields(bytes);
   if (!fields) return std::nullopt;
   Attribute a;
+  a.bytes = bytes;
   for (const auto& f : *fields) {
     if (f.number == 1 && f.wire == kBytes) a.name = f.bytes;
     else if (f.number == 2 && f.wire == kFixed32) {
@@ -146,6 +147,25 @@ std::optional<Node> ParseNode(const Field& field) {
   return n;
 }
 
+/// The element type a ValueInfoProto declares (type.tensor_type.elem_type); 0 when it has none.
+int64_t ValueInfoElemType(std::string_view bytes) {
+  auto info = Fields(bytes);
+  if (!info) return 0;
+  for (const auto& f : *info) {
+    if (f.number != 2 || f.wire != kBytes) continue;
+    auto type = Fields(f.bytes);
+    if (!type) return 0;
+    for (const auto& t : *type) {
+      if (t.number != 1 || t.wire != kBytes) continue;
+      auto tensor = Fields(t.bytes);
+      if (!tensor) return 0;
+      for (const auto& e : *tensor)
+        if (e.number == 1 && e.wire == kVarint) return static_cast<int64_t>(e.value);
+    }
+  }
+  return 0;
+}
+
 /// The `name` field (1) of a ValueInfoProto.
 std::string_view ValueInfoName(std::string_view bytes) {
   auto fields = Fields(bytes);
@@ -175,6 +195,84 @@ std::optional<TensorHeader> ParseTensorHeader(std::string_view tensor) {
     else if (f.number == 14 && f.wire == kVarint) t.external = f.value == 1;
   }
   return t;
+}
+
+std::optional<ExternalData> ParseExternalData(std::string_view tensor) {
+  auto fields = Fields(tensor);
+  if (!fields) return std::nullopt;
+  ExternalData d;
+  for (const auto& f : *fields) {
+    if (f.number != 13 || f.wire != kBytes) continue;
+    auto entry = Fields(f.bytes);
+    if (!entry) return std::nullopt;
+    std::string_view key, value;
+    for (const auto& e : *entry) {
+      if (e.number == 1 && e.wire == kBytes) key = e.bytes;
+      if (e.number == 2 && e.wire == kBytes) value = e.bytes;
+    }
+    auto number = [&](uint64_t* out) {
+      if (value.empty() || value.size() > 19) return false;
+      uint64_t v = 0;
+      for (char c : value) {
+        if (c < '0' || c > '9') return false;
+        v = v * 10 + static_cast<uint64_t>(c - '0');
+      }
+      *out = v;
+      return true;
+    };
+    if (key == "location") d.location = value;
+    else if (key == "offset" && !number(&d.offset)) return std::nullopt;
+    else if (key == "length") {
+      uint64_t v;
+      if (!number(&v)) return std::nullopt;
+      d.length = static_cast<int64_t>(v);
+    }
+  }
+  if (d.location.empty()) return std::nullopt;
+  return d;
+}
+
+std::optional<std::vector<float>> FloatValues(std::string_view tensor) {
+  auto fields = Fields(tensor);
+  if (!fields) return std::nullopt;
+  int64_t type = 0;
+  std::string_view raw;
+  std::vector<float> values;
+  for (const auto& f : *fields) {
+    if (f.number == 2 && f.wire == kVarint) type = static_cast<int64_t>(f.value);
+    else if (f.number == 9 && f.wire == kBytes) raw = f.bytes;
+    else if (f.number == 4 && f.wire == kBytes) {
+      if (f.bytes.size() % 4) return std::nullopt;
+      const size_t at = values.size();
+      values.resize(at + f.bytes.size() / 4);
+      std::memcpy(values.data() + at, f.bytes.data(), f.bytes.size());
+    } else if (f.number == 4 && f.wire == kFixed32) {
+      const auto bits = static_cast<uint32_t>(f.value);
+      float v;
+      std::memcpy(&v, &bits, 4);
+      values.push_back(v);
+    } else if (f.number == 14 && f.wire == kVarint && f.value == 1) return std::nullopt;  // external data
+  }
+  if (type != 1) return std::nullopt;
+  if (!raw.empty()) {
+    if (raw.size() % 4 || !values.empty()) return std::nullopt;
+    values.resize(raw.size() / 4);
+    std::memcpy(values.data(), raw.data(), raw.size());
+  }
+  return values;
+}
+
+std::string HalfTensor(std::string_view name, const std::vector<int64_t>& dims, const std::vector<uint16_t>& bits) {
+  std::string tensor;
+  if (!dims.empty()) {
+    std::string packed;
+    for (int64_t d : dims) PutVarint(packed, static_cast<uint64_t>(d));
+    PutBytes(tensor, 1, packed);
+  }
+  PutVarintField(tensor, 2, 10);  // FLOAT16
+  if (!name.empty()) PutBytes(tensor, 8, name);
+  PutBytes(tensor, 9, std::string_view(reinterpret_cast<const char*>(bits.data()), bits.size() * 2));
+  return tensor;
 }
 
 std::optional<float> ScalarOf(std::string_view tensor) {
@@ -270,8 +368,10 @@ std::optional<Graph> ParseGraph(const std::string& model_bytes) {
       g.initializers[t->name] = std::move(*t);
     } else if (f.number == 11) {  // input
       g.graph_inputs[ValueInfoName(f.bytes)] = 1;
+      g.declared_type[ValueInfoName(f.bytes)] = ValueInfoElemType(f.bytes);
     } else if (f.number == 12) {  // output
       g.graph_outputs[ValueInfoName(f.bytes)] = 1;
+      g.declared_type[ValueInfoName(f.bytes)] = ValueInfoElemType(f.bytes);
     }
   }
   for (size_t i = 0; i < g.nodes.size(); ++i) {
@@ -292,21 +392,10 @@ std::optional<size_t> SoleProducer(const Graph& g, std::string_view name, size_t
   return p->second;
 }
 
-std::string Reassemble(const Graph& g, const std::vector<Action>& action, const std::vector<std::string>& replacement,
-                       std::string_view domain) {
-  // The graph field by field: nodes dropped or replaced in place (a replacement sits where the
-  // node it replaces was, so after everything it reads), everything else copied as it was. It is
-  // written straight into the model (its length first), so the weights are copied once.
-  std::unordered_map<size_t, size_t> node_at;
-  for (size_t n = 0; n < g.node_field.size(); ++n) node_at[g.node_field[n]] = n;
-  auto piece = [&](size_t i) -> std::string_view {
-    auto it = node_at.find(i);
-    if (it == node_at.end() || action[it->second] == Action::kKeep) return g.fields[i].whole;
-    if (action[it->second] == Action::kReplace) return replacement[it->second];
-    return {};
-  };
+std::string ReassembleGraph(const Graph& g, const std::vector<std::string_view>& pieces) {
+  // Written straight into the model (the graph's length first), so the weights are copied once.
   size_t graph_size = 0;
-  for (size_t i = 0; i < g.fields.size(); ++i) graph_size += piece(i).size();
+  for (const auto& p : pieces) graph_size += p.size();
   size_t model_size = graph_size + 64;
   for (size_t i = 0; i < g.model.size(); ++i)
     if (i != g.graph_index) model_size += g.model[i].whole.size();
@@ -319,11 +408,24 @@ std::string Reassemble(const Graph& g, const std::vector<Action>& action, const 
     }
     PutVarint(out, (uint64_t{7} << 3) | kBytes);
     PutVarint(out, graph_size);
-    for (size_t f = 0; f < g.fields.size(); ++f) {
-      const std::string_view p = piece(f);
-      out.append(p.data(), p.size());
-    }
+    for (const auto& p : pieces) out.append(p.data(), p.size());
   }
+  return out;
+}
+
+std::string Reassemble(const Graph& g, const std::vector<Action>& action, const std::vector<std::string>& replacement,
+                       std::string_view domain) {
+  // Nodes dropped or replaced in place (a replacement sits where the node it replaces was, so
+  // after everything it reads), everything else copied as it was.
+  std::unordered_map<size_t, size_t> node_at;
+  for (size_t n = 0; n < g.node_field.size(); ++n) node_at[g.node_field[n]] = n;
+  std::vector<std::string_view> pieces(g.fields.size());
+  for (size_t i = 0; i < g.fields.size(); ++i) {
+    auto it = node_at.find(i);
+    if (it == node_at.end() || action[it->second] == Action::kKeep) pieces[i] = g.fields[i].whole;
+    else if (action[it->second] == Action::kReplace) pieces[i] = replacement[it->second];
+  }
+  std::string out = ReassembleGraph(g, pieces);
   if (std::find(g.domains.begin(), g.domains.end(), domain) == g.domains.end()) {
     std::string opset_id;
     PutBytes(opset_id, 1, domain);
@@ -333,18 +435,25 @@ std::string Reassemble(const Graph& g, const std::vector<Action>& action, const 
   return out;
 }
 
-std::string EncodeNode(const std::vector<std::string_view>& inputs, std::string_view output, const std::string& name,
-                       std::string_view op_type, std::string_view domain, const std::vector<std::string>& attributes) {
+std::string EncodeNodeOutputs(const std::vector<std::string_view>& inputs, const std::vector<std::string_view>& outputs,
+                              std::string_view name, std::string_view op_type, std::string_view domain,
+                              const std::vector<std::string_view>& attributes) {
   std::string node;
   for (const auto& in : inputs) PutBytes(node, 1, in);
-  PutBytes(node, 2, output);
+  for (const auto& out : outputs) PutBytes(node, 2, out);
   PutBytes(node, 3, name);
   PutBytes(node, 4, op_type);
   for (const auto& a : attributes) PutBytes(node, 5, a);
-  PutBytes(node, 7, domain);
+  if (!domain.empty()) PutBytes(node, 7, domain);
   std::string field;
   PutBytes(field, 1, node);
   return field;
+}
+
+std::string EncodeNode(const std::vector<std::string_view>& inputs, std::string_view output, const std::string& name,
+                       std::string_view op_type, std::string_view domain, const std::vector<std::string>& attributes) {
+  const std::vector<std::string_view> encoded(attributes.begin(), attributes.end());
+  return EncodeNodeOutputs(inputs, {output}, name, op_type, domain, encoded);
 }
 
 std::string FloatAttribute(std::string_view name, float value) {
@@ -354,6 +463,14 @@ std::string FloatAttribute(std::string_view name, float value) {
   std::memcpy(&bits, &value, 4);
   PutFixed32(attr, 2, bits);
   PutVarintField(attr, 20, 1);  // AttributeProto.FLOAT
+  return attr;
+}
+
+std::string TensorAttribute(std::string_view name, std::string_view tensor) {
+  std::string attr;
+  PutBytes(attr, 1, name);
+  PutBytes(attr, 5, tensor);
+  PutVarintField(attr, 20, 4);  // AttributeProto.TENSOR
   return attr;
 }
 

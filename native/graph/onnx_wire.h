@@ -38,6 +38,7 @@ struct Attribute {
   std::vector<int64_t> ints;
   std::string_view tensor;  // TensorProto bytes
   bool subgraph = false;    // a graph-valued attribute (control flow)
+  std::string_view bytes;   // the AttributeProto as encoded (without its tag)
 };
 
 struct Node {
@@ -58,6 +59,21 @@ struct TensorHeader {
 };
 std::optional<TensorHeader> ParseTensorHeader(std::string_view tensor);
 
+/// Where an external tensor's bytes are (its external_data entries); length -1 when not given.
+struct ExternalData {
+  std::string_view location;
+  uint64_t offset = 0;
+  int64_t length = -1;
+};
+std::optional<ExternalData> ParseExternalData(std::string_view tensor);
+
+/// A float TensorProto's values, read from raw_data or float_data (not external data); nullopt
+/// for another element type or a malformed message.
+std::optional<std::vector<float>> FloatValues(std::string_view tensor);
+
+/// An encoded TensorProto of element type FLOAT16 (dims, name when not empty, raw_data).
+std::string HalfTensor(std::string_view name, const std::vector<int64_t>& dims, const std::vector<uint16_t>& bits);
+
 /// The value of a one-element float (or double) TensorProto held in the message itself.
 std::optional<float> ScalarOf(std::string_view tensor);
 
@@ -71,6 +87,9 @@ struct Graph {
   std::unordered_map<std::string_view, TensorHeader> initializers;
   std::unordered_map<std::string_view, std::string_view> initializer_bytes;
   std::unordered_map<std::string_view, int> graph_inputs, graph_outputs;
+  // The element type (TensorProto.DataType) the graph declares for each input and output; 0 when
+  // the declaration has none.
+  std::unordered_map<std::string_view, int64_t> declared_type;
   int64_t opset = 0;               // the default domain's version
   std::vector<std::string_view> domains;  // every imported domain
   // Readers and writers of each value name.
@@ -93,6 +112,15 @@ enum class Action : char { kKeep, kDrop, kReplace };
 std::string Reassemble(const Graph& g, const std::vector<Action>& action, const std::vector<std::string>& replacement,
                        std::string_view domain);
 
+/// The model again with each graph field replaced by pieces[i] (its encoded field or fields; empty
+/// drops it), everything outside the graph copied as it was.
+std::string ReassembleGraph(const Graph& g, const std::vector<std::string_view>& pieces);
+
+/// An encoded `node` field with any number of outputs.
+std::string EncodeNodeOutputs(const std::vector<std::string_view>& inputs, const std::vector<std::string_view>& outputs,
+                              std::string_view name, std::string_view op_type, std::string_view domain,
+                              const std::vector<std::string_view>& attributes);
+
 /// An encoded `node` field: inputs, one output, name, op type and domain, attributes already encoded.
 std::string EncodeNode(const std::vector<std::string_view>& inputs, std::string_view output, const std::string& name,
                        std::string_view op_type, std::string_view domain, const std::vector<std::string>& attributes);
@@ -100,5 +128,7 @@ std::string EncodeNode(const std::vector<std::string_view>& inputs, std::string_
 /// An encoded AttributeProto of type FLOAT, and of type INT.
 std::string FloatAttribute(std::string_view name, float value);
 std::string IntAttribute(std::string_view name, int64_t value);
+/// An encoded AttributeProto of type TENSOR holding an encoded TensorProto.
+std::string TensorAttribute(std::string_view name, std::string_view tensor);
 
 }  // namespace m3::onnx

@@ -87,6 +87,32 @@ void TestHalfConversion() {
     }
     Check(bulk_mismatches == 0, "WidenHalfs / WidenBf16s match the scalar conversions at offset " + std::to_string(offset));
   }
+  // fp32 -> fp16: every half round-trips, the midpoint between two neighbours rounds to the even
+  // one, a hair either side rounds to the nearer, and what lies past 65504 is held there.
+  int narrow_mismatches = 0;
+  for (uint32_t bits = 0; bits < 0x7C00u; ++bits) {  // the finite non-negative halves, and their negatives
+    for (const uint32_t sign : {0u, 0x8000u}) {
+      const auto h = static_cast<uint16_t>(bits | sign);
+      if (m3::FloatToHalfBits(m3::HalfBitsToFloat(h)) != h) ++narrow_mismatches;
+      if (bits + 1 >= 0x7C00u) continue;
+      const double lo = m3::HalfBitsToFloat(h), hi = m3::HalfBitsToFloat(static_cast<uint16_t>(h + 1));
+      const auto mid = static_cast<float>((lo + hi) / 2);  // exact in fp32: halves have 11 significant bits
+      const uint16_t even = (h & 1u) ? static_cast<uint16_t>(h + 1) : h;
+      if (m3::FloatToHalfBits(mid) != even) ++narrow_mismatches;
+      if (m3::FloatToHalfBits(std::nextafter(mid, static_cast<float>(lo))) != h) ++narrow_mismatches;
+      if (m3::FloatToHalfBits(std::nextafter(mid, static_cast<float>(hi))) != static_cast<uint16_t>(h + 1)) ++narrow_mismatches;
+    }
+  }
+  Check(narrow_mismatches == 0, "FloatToHalfBits rounds to nearest even for every pair of neighbouring halves (" +
+                                    std::to_string(narrow_mismatches) + " mismatches)");
+  bool clamped = false;
+  Check(m3::FloatToHalfBits(-3.4028235e38f, &clamped) == 0xFBFFu && clamped, "the float32 minimum is held at -65504");
+  clamped = false;
+  Check(m3::FloatToHalfBits(65519.0f, &clamped) == 0x7BFFu && !clamped, "65519 rounds to 65504");
+  Check(m3::FloatToHalfBits(65520.0f, &clamped) == 0x7BFFu && clamped, "65520 (rounds to infinity in IEEE) is held at 65504");
+  Check(m3::FloatToHalfBits(-INFINITY) == 0xFC00u && (m3::FloatToHalfBits(NAN) & 0x7FFFu) > 0x7C00u, "infinity and NaN stay");
+  Check(m3::FloatToHalfBits(1e-10f) == 0 && m3::FloatToHalfBits(-1e-10f) == 0x8000u, "below the smallest subnormal: signed zero");
+
   Check(m3::Bf16ToFloat(0x3F80) == 1.0f, "bf16 0x3F80 is 1.0");
   Check(m3::Bf16ToFloat(0xC049) == -3.140625f, "bf16 0xC049 is -3.140625");
 }
