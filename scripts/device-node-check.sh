@@ -40,8 +40,10 @@ else
   DEVICE=${CHECK_DEVICE:-cuda}  # cpu: the staged files on a machine without a GPU (device-stage.sh dry-run)
   NODE=$STAGED/bin/node
   export BGE_M3_ADDON=$STAGED/build-gpu/Release/bge_m3.node
-  # The repository copy there has no build outputs: the staged ones stand in.
-  for d in dist node_modules; do [ -e "$d" ] || ln -s "$STAGED/$d" "$d"; done
+  # The repository copy there has no build outputs: the staged ones stand in (dist/ copied, as it
+  # finds package.json above its real path; the packages linked).
+  [ -e dist ] || cp -r "$STAGED/dist" dist
+  [ -e node_modules ] || ln -s "$STAGED/node_modules" node_modules
   # CUDA 13's runtime, cuBLAS and cuRAND from the NVIDIA wheels PyTorch installed.
   nvidia_libs=$(python3 - <<'PY' 2>/dev/null
 import glob, os, site
