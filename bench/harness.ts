@@ -5,10 +5,14 @@
  *   npm run bench -- [scenario...] [--quick] [--model DIR] [--full-model DIR] [--threads 1,2] [--runs 5]
  *
  * Scenarios (default: all that can run here):
- *   encode      this package against onnxruntime-node from JS, @huggingface/transformers and the
- *               PyTorch reference on the same ONNX file, thread counts and texts: uniform 32 / 128
- *               / 512 tokens and a shuffled mixed-length corpus; dense only and all three outputs;
- *               batch sizes; load time, time to first result, peak RSS
+ *   encode      this package against onnxruntime-node from JS (the naive way and a careful user's),
+ *               @huggingface/transformers and the hand-written PyTorch model on the same weights,
+ *               thread counts and texts: uniform 32 / 128 / 512 tokens and a shuffled mixed-length
+ *               corpus; dense only and all three outputs; batch sizes; load time, time to first
+ *               result, peak RSS. Every peer's outputs (dense, lexical, ColBERT) are compared with
+ *               this package's on every workload (bench/agreement.ts); one that disagrees is left
+ *               out of the ratios, with the reason. Every engine's tokenizer gets as many threads
+ *               as its session (RAYON_NUM_THREADS).
  *   full-shape  this package on BGE-M3's own shape (24 x 1024) at 512 tokens against this
  *               machine's fp32 ceiling per core (needs scripts/gen-bench-model.sh full)
  *   maxsim, lexical, index, serve   the kernel, index and server benchmarks (bench/*.ts)
@@ -25,11 +29,13 @@ import { BGEM3, capabilities, runtimeInfo } from '../lib';
 import { native } from '../lib/addon/native';
 import { machineInfo, parseFlags, resultsDir, writeResult } from './common';
 import { workloads } from './workloads';
+import { type Agreement, type RecordedOutputs, compareOutputs } from './agreement';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const NODE_SCRIPTS = path.join(ROOT, 'dist', 'bench');
 const SCENARIOS = ['encode', 'full-shape', 'maxsim', 'lexical', 'index', 'serve', 'finetune'];
-const ENGINES = ['bge-m3', 'ort-js', 'transformers'];
+const ENGINES = ['bge-m3', 'ort-js', 'ort-js-careful', 'transformers'];
+const PEERS = ['ort-js', 'ort-js-careful', 'transformers', 'torch'];
 
 interface ChildResult {
   ok: boolean;
@@ -84,10 +90,28 @@ async function tokenizedJob(model: string, mode: 'quick' | 'full', threads: numb
   }
 }
 
-type EngineResult = Record<string, unknown> & { engine: string; threads: number; rows?: Array<Record<string, unknown>>; skipped?: string };
+type EngineResult = Record<string, unknown> & {
+  engine: string; threads: number; rows?: Array<Record<string, unknown>>; skipped?: string; outputs?: Record<string, RecordedOutputs>;
+};
 
-/** Ratios of this package against each peer, from the same run, with the targets. */
-function encodeRatios(results: EngineResult[]): Record<string, unknown>[] {
+/** Each peer's outputs against this package's, per thread count and workload; the recorded outputs are dropped. */
+function agreements(results: EngineResult[]): Array<{ peer: string; threads: number; workload: string } & Agreement> {
+  const out: Array<{ peer: string; threads: number; workload: string } & Agreement> = [];
+  for (const r of results) {
+    if (r.engine === 'bge-m3' || !r.outputs) continue;
+    const ours = results.find((x) => x.engine === 'bge-m3' && x.threads === r.threads)?.outputs;
+    for (const [workload, theirs] of Object.entries(r.outputs)) {
+      const mine = ours?.[workload];
+      out.push({ peer: r.engine, threads: r.threads, workload,
+        ...(mine ? compareOutputs(mine, theirs) : { dense: NaN, sparse: null, colbert: null, problem: 'this package recorded no outputs' }) });
+    }
+  }
+  for (const r of results) delete r.outputs;
+  return out;
+}
+
+/** Ratios of this package against each peer that agrees with it, from the same run. */
+function encodeRatios(results: EngineResult[], agreed: ReturnType<typeof agreements>): Record<string, unknown>[] {
   const find = (engine: string, threads: number, workload: string, outputs: string) =>
     results.find((r) => r.engine === engine && r.threads === threads)?.rows?.find((x) => x.workload === workload && x.outputs === outputs && x.batchSize === 32) as
       { tokensPerSecMedian: number; secondsMedian: number } | undefined;
@@ -99,14 +123,19 @@ function encodeRatios(results: EngineResult[]): Record<string, unknown>[] {
       if (!dense) continue;
       const row: Record<string, unknown> = { threads, workload };
       if (all) row.allOverDenseTime = all.secondsMedian / dense.secondsMedian;
-      const firstDense = (x: unknown) => (x as { firstDense: number[] }).firstDense;
-      for (const peer of ['ort-js', 'transformers', 'torch']) {
+      for (const peer of PEERS) {
         const p = find(peer, threads, workload, 'dense');
-        if (p) {
-          row[`denseVs_${peer}`] = dense.tokensPerSecMedian / p.tokensPerSecMedian;
-          // The same model and texts must give the same vectors: the first one's largest difference.
-          row[`firstDenseMaxDiff_${peer}`] = Math.max(...firstDense(dense).map((v, k) => Math.abs(v - firstDense(p)[k])));
+        if (!p) continue;
+        // The same weights and texts must give the same outputs, or the speeds are not comparable.
+        const a = agreed.find((x) => x.peer === peer && x.threads === threads && x.workload === workload);
+        if (!a || a.problem) {
+          row[`excluded_${peer}`] = a ? a.problem : 'recorded no outputs';
+          continue;
         }
+        row[`denseMaxDiff_${peer}`] = a.dense;
+        if (a.sparse !== null) row[`sparseMaxDiff_${peer}`] = a.sparse;
+        if (a.colbert !== null) row[`colbertMaxDiff_${peer}`] = a.colbert;
+        row[`denseVs_${peer}`] = dense.tokensPerSecMedian / p.tokensPerSecMedian;
         const pa = find(peer, threads, workload, 'all');
         if (pa && all) row[`allVs_${peer}`] = all.tokensPerSecMedian / pa.tokensPerSecMedian;
       }
@@ -123,9 +152,9 @@ async function scenarioEncode(o: Options): Promise<string> {
   for (const threads of o.threads) {
     for (const engine of ENGINES) {
       const out = path.join(tmp, `${engine}-${threads}.json`);
-      const args = ['--engine', engine, '--model', o.model, '--threads', String(threads), '--mode', o.mode, '--runs', String(o.runs), '--out', out];
+      const args = ['--engine', engine, '--model', o.model, '--threads', String(threads), '--mode', o.mode, '--runs', String(o.runs), '--out', out, '--outputs', '1'];
       if (engine === 'bge-m3') args.push('--batch-sizes', o.quick ? '8,32' : '8,32,128');
-      const r = runNode('encode_peers.js', args);
+      const r = runNode('encode_peers.js', args, { RAYON_NUM_THREADS: String(threads) });
       results.push(r.ok ? JSON.parse(fs.readFileSync(out, 'utf8')) : { engine, threads, skipped: r.error });
     }
     if (!py) {
@@ -142,10 +171,17 @@ async function scenarioEncode(o: Options): Promise<string> {
     results.push(r.status === 0 ? JSON.parse(r.stdout) : { engine: 'torch', threads, skipped: (r.stderr || '').trim().split('\n').slice(-3).join('\n') });
   }
   fs.rmSync(tmp, { recursive: true, force: true });
-  const ratios = encodeRatios(results);
+  const agreement = agreements(results);
+  for (const a of agreement) {
+    const fmt = (x: number | null) => (x === null ? '-' : x.toExponential(1));
+    console.log(`agreement ${a.peer.padEnd(14)} t${a.threads} ${a.workload.padEnd(11)} dense ${fmt(a.dense)} lexical ${fmt(a.sparse)} colbert ${fmt(a.colbert)}` +
+      (a.problem ? `  DISAGREES: ${a.problem} (left out of the ratios)` : ''));
+  }
+  const ratios = encodeRatios(results, agreement);
   for (const r of ratios) console.log(JSON.stringify(r));
   return writeResult('encode-peers', {
-    benchmark: 'encode-peers', mode: o.mode, environment: environment(o.threads), model: o.model, results, ratios,
+    benchmark: 'encode-peers', mode: o.mode, environment: environment(o.threads), model: o.model, results, agreement, ratios,
+    tokenizerThreads: 'RAYON_NUM_THREADS = the thread count, for every engine that uses the tokenizers package (transformers.js tokenizes in JS on one thread; the PyTorch peer gets token ids)',
     targets: { allOverDenseTime: '<= 1.1', denseVs_ortJs_uniform: '>= 1.0', denseVs_ortJs_mixed: '>= 2.0', denseVs_transformers: '>= 1.2', denseVs_torch: '>= 2.0' },
   });
 }

@@ -1,5 +1,17 @@
 #!/usr/bin/python3
-"""The PyTorch reference peer of the encoder benchmark: FlagEmbedding's computation on CPU.
+"""The PyTorch peer of the encoder benchmark: FlagEmbedding's computation on CPU, run by the
+hand-written PyTorch model of scripts/m3_reference_model.py (not Hugging Face transformers, which
+Debian does not package; bench/torch_gpu_peer.py runs transformers' XLMRobertaModel on a GPU).
+
+Tuned as a careful PyTorch user would: denormals flushed, and the attention as fast as the
+installed torch allows: scaled_dot_product_attention (torch 2.0+), else the scale folded into the
+query and the mask added inside the score product (baddbmm), so the [B, heads, L, L] scores are
+written once and read once by softmax. The eager form (a product, a division and an addition over
+that tensor, each a full pass through memory) ran 2.5x slower at 512 tokens than at 128 on one
+Zen 4 core, where the extra work per token is 1.2x: those passes, not the products, made the
+difference. torch's matrix products go through the system BLAS: Debian's default libblas3 is the
+netlib reference implementation (about 5 GFLOP/s on one core, 30x below OpenBLAS), so the result
+states which BLAS ran ("blas"); install libopenblas0-pthread for a fair figure.
 
 BGEM3FlagModel.encode sorts texts by length (longest first), pads each batch to its longest
 text, runs the XLM-R encoder in eager PyTorch, takes the normalised <s> vector, applies the
@@ -8,15 +20,18 @@ dropped), and applies the ColBERT head to the rows after <s>, normalised. This s
 same with the independent PyTorch model of scripts/m3_reference_model.py.
 
 The weights are rebuilt from the generator's seed (scripts/gen_fixtures.py), so they equal the
-ONNX file's without reading it back; the first dense vector is reported so the harness can check
+ONNX file's without reading it back; every output is recorded so the harness can check
 that. Texts arrive tokenized (the npm `tokenizers` on the same tokenizer.json; Debian has no
 Python binding), so tokenization time is not counted here.
 
 stdin: {"model": dir, "threads": n, "runs": n, "batchSize": n,
         "workloads": [{"name", "maxLength", "ids": [[...], ...]}]}
-stdout: one JSON object (rows like bench/encode_peers.ts).
+stdout: one JSON object (rows like bench/encode_peers.ts, and each workload's outputs recorded as
+bench/agreement.ts reads them).
 """
+import base64
 import json
+import math
 import os
 import resource
 import statistics
@@ -30,6 +45,53 @@ import torch.nn.functional as F  # noqa: E402
 
 from gen_fixtures import build_model  # noqa: E402
 from m3_fixture_tokenizer import BOS, EOS, PAD, UNK, PRESETS, build_pieces, tokenizer_json  # noqa: E402
+import m3_reference_model  # noqa: E402
+
+COLBERT_SAMPLE = 8  # as bench/agreement.ts
+SDPA = hasattr(F, "scaled_dot_product_attention")
+
+
+def fast_layer_forward(self, x, key_bias):
+    """m3_reference_model.Layer.forward with the attention computed in as few passes as torch allows."""
+    b, n, hd = x.size(0), x.size(1), self.head_dim
+
+    def split(t):
+        return t.reshape(b, n, self.heads, hd).transpose(1, 2)
+
+    q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+    if SDPA:
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias)
+    else:
+        scale = 1.0 / math.sqrt(hd)
+        q3, k3 = (q * scale).reshape(b * self.heads, n, hd), k.reshape(b * self.heads, n, hd)
+        bias = key_bias.expand(b, self.heads, n, n).reshape(b * self.heads, n, n)
+        scores = torch.baddbmm(bias, q3, k3.transpose(1, 2))
+        ctx = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(b * self.heads, n, hd)).reshape(b, self.heads, n, hd)
+    ctx = ctx.transpose(1, 2).reshape(b, n, self.heads * hd)
+    x = self.attn_ln(x + self.o(ctx))
+    return self.ff_ln(x + self.ff_out(F.gelu(self.ff_in(x))))
+
+
+def blas():
+    """Which BLAS torch's products use here: torch's own build note and the system library it loads."""
+    note = next((line.strip() for line in torch.__config__.show().splitlines() if "BLAS" in line), "unknown")
+    try:
+        lib = os.path.realpath("/etc/alternatives/libblas.so.3-x86_64-linux-gnu")
+    except OSError:
+        lib = ""
+    return f"{note}; libblas.so.3 -> {lib}" if lib else note
+
+
+def record(dense, sparse, colbert):
+    """One workload's outputs as bench/agreement.ts records them."""
+    f32 = lambda a: base64.b64encode(a.astype("<f4").tobytes()).decode()  # noqa: E731
+    import numpy as np
+    rec = {"dim": int(dense[0].shape[0]), "texts": len(dense), "dense": f32(np.stack(dense))}
+    if sparse[0] is not None:
+        rec["sparse"] = [[list(s.keys()), list(s.values())] for s in sparse]
+        sample = colbert[:COLBERT_SAMPLE]
+        rec["colbert"] = {"rows": [int(c.shape[0]) for c in sample], "data": f32(np.concatenate([c.reshape(-1) for c in sample]))}
+    return rec
 
 
 def preset_for(config):
@@ -68,12 +130,14 @@ def encode(encoder, heads, ids, batch_size, outputs):
                         lexical[tid] = w
                 sparse_out[i] = lexical
                 colbert_out[i] = colbert[b, :len(ids[i]) - 1].numpy()
-    return dense_out
+    return dense_out, sparse_out, colbert_out
 
 
 def main():
     job = json.load(sys.stdin)
     torch.set_num_threads(job["threads"])
+    torch.set_flush_denormal(True)
+    m3_reference_model.Layer.forward = fast_layer_forward
     with open(os.path.join(job["model"], "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     preset = preset_for(config)
@@ -85,11 +149,14 @@ def main():
     encode(encoder, heads, [[BOS, 10, 11, EOS]], 1, "dense")
     first_s = time.perf_counter() - start
     rows = []
+    outputs_recorded = {}
     for w in job["workloads"]:
         ids = w["ids"]
         tokens = sum(len(x) for x in ids)
         for outputs in ("dense", "all"):
-            first = encode(encoder, heads, ids, job["batchSize"], outputs)[0]
+            result = encode(encoder, heads, ids, job["batchSize"], outputs)
+            if outputs == "all":
+                outputs_recorded[w["name"]] = record(*result)
             seconds = []
             for _ in range(job["runs"]):
                 t = time.perf_counter()
@@ -100,12 +167,15 @@ def main():
                 "workload": w["name"], "maxLength": w["maxLength"], "texts": len(ids), "tokens": tokens,
                 "outputs": outputs, "batchSize": job["batchSize"], "tokensPerSecMedian": tokens / med,
                 "tokensPerSecBest": tokens / best, "docsPerSecMedian": len(ids) / med, "secondsMedian": med,
-                "secondsBest": best, "runs": job["runs"], "firstDense": [float(x) for x in first[:8]],
+                "secondsBest": best, "runs": job["runs"],
             })
             print(f"torch        t{job['threads']} {w['name']:11s} {outputs:5s} bs {job['batchSize']:3d}  "
                   f"{tokens / med:7.0f} tok/s median  {tokens / best:7.0f} best", file=sys.stderr)
     json.dump({
         "engine": "torch", "engineVersion": torch.__version__, "threads": job["threads"], "preset": preset,
+        "implementation": f"hand-written PyTorch model (scripts/m3_reference_model.py), torch {torch.__version__}, "
+                          f"attention {'scaled_dot_product_attention' if SDPA else 'baddbmm + softmax'}, denormals flushed",
+        "blas": blas(), "outputs": outputs_recorded,
         "loadMs": init_s * 1000, "loadNote": "weights rebuilt from the generator's seed, not read from disk",
         "firstResultMs": first_s * 1000, "peakRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rows": rows,

@@ -11,6 +11,13 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { FIXTURES, ROOT } from './helpers';
 import { encoderFlops } from '../bench/common';
+import { compareOutputs, recordOutputs } from '../bench/agreement';
+
+/** Whether the PyTorch peer can run here (the harness looks for the same modules). */
+function torchAvailable(): boolean {
+  return [process.env.PYTHON, '/usr/bin/python3', 'python3'].filter((p): p is string => !!p)
+    .some((py) => spawnSync(py, ['-c', 'import torch, numpy, onnx'], { encoding: 'utf8' }).status === 0);
+}
 
 const MODEL = path.join(FIXTURES, 'tiny-m3-safetensors');
 
@@ -38,7 +45,8 @@ describe('benchmark harness (quick)', () => {
     assert.ok(Array.isArray(env.onnxruntime.providers));
 
     const encode = JSON.parse(fs.readFileSync(run.files.encode, 'utf8'));
-    for (const engine of ['bge-m3', 'ort-js', 'transformers']) {
+    const expected = ['bge-m3', 'ort-js', 'ort-js-careful', 'transformers', ...(torchAvailable() ? ['torch'] : [])];
+    for (const engine of expected) {
       const e = encode.results.find((x: { engine: string }) => x.engine === engine);
       assert.ok(e && !e.skipped, `${engine} ran: ${e?.skipped}`);
       assert.ok(e.rows.length >= 4, `${engine} measured every workload`);
@@ -46,15 +54,34 @@ describe('benchmark harness (quick)', () => {
         assert.ok(row.runs >= 5 && row.tokensPerSecMedian > 0 && row.tokensPerSecBest >= row.tokensPerSecMedian);
       }
       assert.ok(e.loadMs > 0 && e.firstResultMs > 0 && e.peakRssMiB > 0);
+      assert.equal(e.outputs, undefined, 'the recorded outputs stay out of the result file');
     }
-    assert.ok(encode.results.some((x: { engine: string }) => x.engine === 'torch'), 'the PyTorch peer ran or says why not');
-    // Same ONNX file, same texts: the peers' first vectors equal this package's.
-    for (const ratio of encode.ratios) {
-      for (const peer of ['ort-js', 'transformers', 'torch']) {
-        const diff = ratio[`firstDenseMaxDiff_${peer}`];
-        if (diff !== undefined) assert.ok(diff < 1e-4, `${peer} ${ratio.workload}: first vector differs by ${diff}`);
+    if (!expected.includes('torch')) assert.match(encode.results.find((x: { engine: string }) => x.engine === 'torch').skipped, /python3 with torch/);
+    // Same weights, same texts: every peer's outputs equal this package's, on every workload and
+    // every output it computes (transformers.js: dense only), so every ratio is computed.
+    for (const peer of expected.filter((e) => e !== 'bge-m3')) {
+      const rows = encode.agreement.filter((a: { peer: string }) => a.peer === peer);
+      assert.equal(rows.length, 4, `${peer} was compared on every workload`);
+      for (const a of rows) {
+        assert.equal(a.problem, '', `${peer} ${a.workload}: ${a.problem}`);
+        assert.ok(a.dense < 1e-4 && (peer === 'transformers' ? a.sparse === null && a.colbert === null : a.sparse < 1e-4 && a.colbert < 1e-4), JSON.stringify(a));
       }
+      for (const ratio of encode.ratios) assert.ok(ratio[`denseVs_${peer}`] > 0 && ratio[`excluded_${peer}`] === undefined, `${peer} ${ratio.workload} has a ratio`);
     }
+  });
+
+  it('output agreement: a peer with a wrong head or other rows is caught, and says which output', () => {
+    const dense = [Float32Array.of(0.6, 0.8), Float32Array.of(1, 0)];
+    const ours = recordOutputs({ dense, sparse: [new Map([[5, 0.25]]), new Map([[7, 0.5]])], colbert: [Float32Array.of(1, 0, 0, 1), Float32Array.of(0, 1)] });
+    const same = compareOutputs(ours, recordOutputs({ dense, sparse: [new Map([[5, 0.25]]), new Map([[7, 0.5]])], colbert: [Float32Array.of(1, 0, 0, 1), Float32Array.of(0, 1)] }));
+    assert.deepEqual(same, { dense: 0, sparse: 0, colbert: 0, problem: '' });
+    const lexical = compareOutputs(ours, recordOutputs({ dense, sparse: [new Map([[5, 0.25], [9, 0.01]]), new Map([[7, 0.5]])], colbert: [Float32Array.of(1, 0, 0, 1), Float32Array.of(0, 1)] }));
+    assert.match(lexical.problem, /lexical weights differ by 1\.00e-2/);
+    const rows = compareOutputs(ours, recordOutputs({ dense, sparse: [new Map([[5, 0.25]]), new Map([[7, 0.5]])], colbert: [Float32Array.of(1, 0), Float32Array.of(0, 1)] }));
+    assert.match(rows.problem, /ColBERT row counts 1,1 where this package has 2,1/);
+    const vectors = compareOutputs(ours, recordOutputs({ dense: [Float32Array.of(0.6, 0.8), Float32Array.of(0.999, 0.001)] }));
+    assert.match(vectors.problem, /dense differs by 1\.00e-3/);
+    assert.equal(vectors.sparse, null, 'a dense-only peer is compared on dense alone');
   });
 
   it('renders the report with its charts', () => {
