@@ -2,12 +2,13 @@
  * Fine-tuning the heads, measured: on the synthetic task of bench/finetune_task.ts (held-out
  * rows never trained on), retrieval MRR@10 per mode before fine-tuning, after fine-tuning with
  * self-knowledge distillation and after fine-tuning without it (the paper's ablation in
- * miniature); and the cost: the one-time encoding of the texts into the hidden-state cache
+ * miniature), over several seeds (each a new task and a new sampling order): the mean and standard
+ * deviation of each, and the paired difference of the two fine-tunings with its 95% interval; and the cost: the one-time encoding of the texts into the hidden-state cache
  * against the training steps (examples/s at 1 and 2 threads, median and best of `--runs`).
  * Not a test: it writes JSON to bench/results/ and prints tables.
  *
  *   npm run bench:finetune -- [--model .cache/bench-model] [--train 2000] [--held-out 300]
- *                             [--epochs 3] [--lr 3e-4] [--runs 5] [--full-steps 5]
+ *                             [--epochs 3] [--lr 3e-4] [--runs 5] [--full-steps 5] [--seeds 7,8,9,10,11]
  *
  * The starting model is the generated one with its sparse head made live (bench/finetune_task.ts,
  * withLiveSparseHead): every token weighted positively, on the published model's scale.
@@ -74,37 +75,47 @@ function toJsonl(file: string, rows: unknown[]): void {
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), {
     model: path.resolve(__dirname, '..', '..', '.cache', 'bench-model'), train: '2000', 'held-out': '300', epochs: '3',
-    lr: '3e-4', runs: '5', topics: '30', fillers: '30', seed: '7', 'full-steps': '5',
+    lr: '3e-4', runs: '5', topics: '30', fillers: '30', seeds: '7,8,9,10,11', 'full-steps': '5',
   });
+  const seeds = flags.seeds.split(',').map(Number);
+  if (seeds.length < 2 || seeds.some((x) => !Number.isInteger(x))) throw new Error('--seeds takes at least two integers, e.g. 7,8,9,10,11');
   const generated = path.resolve(flags.model);
   if (!fs.existsSync(generated)) throw new Error(`no model at ${generated}; run scripts/gen-bench-model.sh first`);
   const probe = await BGEM3.load(generated);
   const info = probe.info();
   await probe.dispose();
-  const task = syntheticTask(singlePieceWords(info.tokenizer), {
-    trainRows: Number(flags.train), heldOutRows: Number(flags['held-out']), topics: Number(flags.topics), fillers: Number(flags.fillers),
-    seed: Number(flags.seed),
-  });
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bge-m3-finetune-'));
-  const modelDir = path.join(work, 'start-model');
-  await withLiveSparseHead(generated, modelDir, task.train.slice(0, 200).flatMap((r) => [r.query, ...r.pos, ...(r.neg ?? [])]));
-  const trainFile = path.join(work, 'train.jsonl');
-  const heldOutFile = path.join(work, 'held-out.jsonl');
-  toJsonl(trainFile, task.train);
-  toJsonl(heldOutFile, task.heldOut);
-  const workDir = path.join(work, 'cache');
-  const common = { model: modelDir, data: trainFile, epochs: Number(flags.epochs), lr: Number(flags.lr), workDir, keepWorkDir: true };
+  const modes = ['dense', 'sparse', 'colbert', 'all'] as const;
+  type Mrr = Record<(typeof modes)[number], number>;
+  const mrr = (e: EvaluateResult): Mrr => Object.fromEntries(modes.map((m) => [m, e.modes[m].mrr10])) as Mrr;
+  const perSeed: Array<{ seed: number; before: Mrr; selfDistill: Mrr; noSelfDistill: Mrr }> = [];
+  let first: { common: Omit<Parameters<typeof finetuneHeads>[0], 'out'>; task: ReturnType<typeof syntheticTask>; before: EvaluateResult;
+    runs: Record<string, { result: FinetuneResult; eval: EvaluateResult }> } | undefined;
   try {
-    process.stderr.write(`model ${generated} (hidden ${info.hidden}), ${task.train.length} training rows, ${task.heldOut.length} held-out rows\n`);
-    const before = await evalModel(modelDir, task.heldOut);
-    const runs: Record<string, { result: FinetuneResult; eval: EvaluateResult }> = {};
-    for (const [name, selfDistill] of [['self-distill', true], ['no-self-distill', false]] as const) {
-      const out = path.join(work, name);
-      const result = await finetuneHeads({ ...common, out, selfDistill });
-      runs[name] = { result, eval: await evalModel(out, task.heldOut) };
-      process.stderr.write(`${name}: ${result.steps} steps, last epoch loss ${result.lastEpoch.loss.toFixed(4)}\n`);
+    for (const seed of seeds) {
+      const task = syntheticTask(singlePieceWords(info.tokenizer), {
+        trainRows: Number(flags.train), heldOutRows: Number(flags['held-out']), topics: Number(flags.topics), fillers: Number(flags.fillers), seed,
+      });
+      const dir = path.join(work, `seed-${seed}`);
+      const modelDir = path.join(dir, 'start-model');
+      await withLiveSparseHead(generated, modelDir, task.train.slice(0, 200).flatMap((r) => [r.query, ...r.pos, ...(r.neg ?? [])]));
+      const trainFile = path.join(dir, 'train.jsonl');
+      toJsonl(trainFile, task.train);
+      const common = { model: modelDir, data: trainFile, epochs: Number(flags.epochs), lr: Number(flags.lr), workDir: path.join(dir, 'cache'), keepWorkDir: true, seed };
+      process.stderr.write(`seed ${seed}: model ${generated} (hidden ${info.hidden}), ${task.train.length} training rows, ${task.heldOut.length} held-out rows\n`);
+      const before = await evalModel(modelDir, task.heldOut);
+      const runs: Record<string, { result: FinetuneResult; eval: EvaluateResult }> = {};
+      for (const [name, selfDistill] of [['self-distill', true], ['no-self-distill', false]] as const) {
+        const out = path.join(dir, name);
+        const result = await finetuneHeads({ ...common, out, selfDistill });
+        runs[name] = { result, eval: await evalModel(out, task.heldOut) };
+        process.stderr.write(`  ${name}: ${result.steps} steps, last epoch loss ${result.lastEpoch.loss.toFixed(4)}, ` +
+          `MRR@10 ${modes.map((m) => `${m} ${runs[name].eval.modes[m].mrr10.toFixed(3)}`).join(' ')}\n`);
+      }
+      perSeed.push({ seed, before: mrr(before), selfDistill: mrr(runs['self-distill'].eval), noSelfDistill: mrr(runs['no-self-distill'].eval) });
+      first ??= { common, task, before, runs };
     }
-
+    const { common, task, before, runs } = first!;
     // Cost: encoding (done once, above) against training steps at 1 and 2 threads.
     const encode = runs['self-distill'].result;
     const speed: Record<string, number[]> = { '1': [], '2': [] };
@@ -116,15 +127,37 @@ async function main(): Promise<void> {
       }
     }
     const fullShape = await fullShapeStep(work, Number(flags.runs), Number(flags['full-steps']));
-    const modes = ['dense', 'sparse', 'colbert', 'all'] as const;
+    // Mean and spread over the seeds; the paired difference of the two fine-tunings per seed,
+    // with a 95% interval for its mean (Student's t).
+    const stats = (values: number[]) => {
+      const mean = values.reduce((a, b) => a + b, 0) / values.length;
+      const sd = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / (values.length - 1));
+      return { mean, sd, n: values.length };
+    };
+    const T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262][Math.min(seeds.length - 2, 8)];
+    const summaryOf = (key: 'before' | 'selfDistill' | 'noSelfDistill') => Object.fromEntries(modes.map((m) => [m, stats(perSeed.map((r) => r[key][m]))]));
+    const ablation = {
+      before: summaryOf('before'), selfDistill: summaryOf('selfDistill'), noSelfDistill: summaryOf('noSelfDistill'),
+      difference: Object.fromEntries(modes.map((m) => {
+        const d = stats(perSeed.map((r) => r.selfDistill[m] - r.noSelfDistill[m]));
+        const half = (T975 * d.sd) / Math.sqrt(d.n);
+        return [m, { ...d, ci95: [d.mean - half, d.mean + half], beyondNoise: d.mean - half > 0 || d.mean + half < 0 }];
+      })),
+    };
+    const pm = (x: { mean: number; sd: number }) => `${x.mean.toFixed(3)} ± ${x.sd.toFixed(3)}`;
     const table = [
       ['heads', ...modes.map((m) => `${m} MRR@10`)],
-      ['original (random)', ...modes.map((m) => before.modes[m].mrr10.toFixed(3))],
-      ['fine-tuned, self-distillation', ...modes.map((m) => runs['self-distill'].eval.modes[m].mrr10.toFixed(3))],
-      ['fine-tuned, no self-distillation', ...modes.map((m) => runs['no-self-distill'].eval.modes[m].mrr10.toFixed(3))],
+      ['original (random)', ...modes.map((m) => pm(ablation.before[m]))],
+      ['fine-tuned, self-distillation', ...modes.map((m) => pm(ablation.selfDistill[m]))],
+      ['fine-tuned, no self-distillation', ...modes.map((m) => pm(ablation.noSelfDistill[m]))],
+      ['difference (95% interval)', ...modes.map((m) => {
+        const d = ablation.difference[m];
+        return `${d.mean >= 0 ? '+' : ''}${d.mean.toFixed(3)} [${d.ci95[0].toFixed(3)}, ${d.ci95[1].toFixed(3)}]${d.beyondNoise ? '' : ' (within noise)'}`;
+      })],
     ];
     const widths = table[0].map((_, i) => Math.max(...table.map((r) => r[i].length)));
-    process.stdout.write(`${table.map((r) => r.map((c, i) => c.padEnd(widths[i])).join(' | ')).join('\n')}\n\n`);
+    process.stdout.write(`MRR@10, mean ± standard deviation over ${seeds.length} seeds (${seeds.join(', ')}):\n` +
+      `${table.map((r) => r.map((c, i) => c.padEnd(widths[i])).join(' | ')).join('\n')}\n\n`);
     const encodePerExample = encode.encodeSeconds / task.train.length;
     const summary = Object.fromEntries(Object.entries(speed).map(([t, v]) => [t, { median: median(v), best: Math.max(...v), runs: v }]));
     for (const [t, s] of Object.entries(summary)) {
@@ -141,12 +174,13 @@ async function main(): Promise<void> {
     const file = writeResult('finetune', {
       machine: machineInfo(), model: generated, hidden: info.hidden, flags,
       task: { train: task.train.length, heldOut: task.heldOut.length, topics: task.topicWords.length, fillers: task.fillerWords.length },
+      seeds, ablation, perSeed,
       mrr10: {
-        before: Object.fromEntries(modes.map((m) => [m, before.modes[m].mrr10])),
-        selfDistill: Object.fromEntries(modes.map((m) => [m, runs['self-distill'].eval.modes[m].mrr10])),
-        noSelfDistill: Object.fromEntries(modes.map((m) => [m, runs['no-self-distill'].eval.modes[m].mrr10])),
+        before: Object.fromEntries(modes.map((m) => [m, ablation.before[m].mean])),
+        selfDistill: Object.fromEntries(modes.map((m) => [m, ablation.selfDistill[m].mean])),
+        noSelfDistill: Object.fromEntries(modes.map((m) => [m, ablation.noSelfDistill[m].mean])),
       },
-      evaluations: { before, selfDistill: runs['self-distill'].eval, noSelfDistill: runs['no-self-distill'].eval },
+      evaluationsFirstSeed: { before, selfDistill: runs['self-distill'].eval, noSelfDistill: runs['no-self-distill'].eval },
       training: { selfDistill: runs['self-distill'].result, noSelfDistill: runs['no-self-distill'].result },
       cost: { encodeSeconds: encode.encodeSeconds, encodedTexts: encode.encodedTexts, encodeMsPerRow: encodePerExample * 1000, examplesPerSecond: summary, fullShapeExamplesPerSecond: fullSummary,
         encodeOverStep2Threads: encodePerExample * summary['2'].median },

@@ -269,7 +269,7 @@ async function main(): Promise<void> {
     else if (s === 'index') r = runNode('index.js', quick ? ['--sizes', '2000', '--clustered-sizes', '2000', '--queries', '20', '--colbert-docs', '200'] : [], env);
     else if (s === 'finetune') {
       r = runNode('finetune.js', ['--model', o.model,
-        ...(quick ? ['--train', '120', '--held-out', '30', '--epochs', '1', '--runs', '1', '--full-steps', '1'] : [])], env);
+        ...(quick ? ['--train', '120', '--held-out', '30', '--epochs', '1', '--runs', '1', '--full-steps', '1', '--seeds', '7,8'] : [])], env);
     } else if (s === 'serve') {
       r = runNode('serve.js', ['--model', o.model, ...(quick ? ['--seconds', '1', '--concurrency', '1,4', '--overload', '0'] : [])], env);
     }

@@ -1,9 +1,11 @@
 """numpy + OpenBLAS baseline for bench/maxsim.ts: "GEMM then max" on the same shapes.
 
-Reads {"nq", "dim", "rows": [rows per document], "runs"} as JSON on stdin and prints
-{"seconds": [...], "numpy": version, "blas": ...} as JSON. One GEMM of the query against every
-document row (the fastest way numpy has), then the max per document segment (reduceat) and the
-mean over query rows. Run it with OPENBLAS_CORETYPE=SkylakeX and OPENBLAS_NUM_THREADS set.
+Reads {"nq", "dim", "rows": [rows per document], "runs"} as JSON on the first line of stdin and
+prints {"seconds": [...], "numpy": version, "blas": ...} as JSON. One GEMM of the query against
+every document row (the fastest way numpy has), then the max per document segment (reduceat) and
+the mean over query rows. With "runs": 0 it stays up instead, for runs interleaved with the
+native kernel: each further line "run" times one call and prints its seconds; "exit" ends it.
+Run it with OPENBLAS_CORETYPE=SkylakeX and OPENBLAS_NUM_THREADS set.
 """
 import json
 import sys
@@ -13,7 +15,7 @@ import numpy as np
 
 
 def main():
-    spec = json.load(sys.stdin)
+    spec = json.loads(sys.stdin.readline())
     nq, dim, rows, runs = spec["nq"], spec["dim"], spec["rows"], spec["runs"]
     rng = np.random.default_rng(7)
     q = rng.standard_normal((nq, dim), dtype=np.float32)
@@ -21,14 +23,24 @@ def main():
     d = rng.standard_normal((sum(rows), dim), dtype=np.float32)
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     starts = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
-    seconds = []
-    for _ in range(runs + 1):
+
+    def once():
         t = time.perf_counter()
         sim = q @ d.T                                    # [nq, total rows]
         best = np.maximum.reduceat(sim, starts, axis=1)  # [nq, docs]
         scores = best.mean(axis=0)
-        seconds.append(time.perf_counter() - t)
-    assert scores.shape == (len(rows),)
+        assert scores.shape == (len(rows),)
+        return time.perf_counter() - t
+
+    if runs == 0:
+        once()
+        print(json.dumps({"ready": True, "numpy": np.__version__, "blas": loaded_blas()}), flush=True)
+        for line in sys.stdin:
+            if line.strip() != "run":
+                break
+            print(json.dumps({"seconds": once()}), flush=True)
+        return
+    seconds = [once() for _ in range(runs + 1)]
     print(json.dumps({"seconds": seconds[1:], "numpy": np.__version__, "blas": loaded_blas()}))
 
 

@@ -45,7 +45,8 @@ async function encodeSection(r: Json, out: string, charts: string[]): Promise<st
   const lines: string[] = ['## Encoding: this package and its peers', ''];
   const env = r.environment ?? {};
   const torchPeer = (r.results as Json[]).find((e) => e.engine === 'torch' && !e.skipped);
-  lines.push(`Model \`${path.basename(r.model)}\`; ${env.machine?.cpu ?? '?'}, ${env.machine?.logicalCores ?? '?'} cores, SIMD tier ` +
+  lines.push(`Model \`${path.basename(r.model)}\`; ${env.machine?.cpu ?? '?'}, ${env.machine?.logicalCores ?? '?'} cores` +
+    `${env.fp32PeakGflopsPerCore ? ` (fp32 FMA peak ${fmt(env.fp32PeakGflopsPerCore)} GFLOP/s per core measured)` : ''}, SIMD tier ` +
     `${env.simd?.active ?? '?'}, ONNX Runtime ${env.onnxruntime?.version ?? '?'}, Node ${env.node ?? '?'}; result \`${r._file}\`. ` +
     'Tokens/s count real tokens (no padding); medians of at least 5 runs after a warm-up (the best run beside it), each engine ' +
     'in its own process, each tokenizer given as many threads as its session.', '',
@@ -53,7 +54,8 @@ async function encodeSection(r: Json, out: string, charts: string[]): Promise<st
     'the given order, heads in plain JS loops); **ort-js-careful**, the same runtime as a careful user writes it (texts sorted ' +
     'by length into batches under a 16,384-token budget, heads over typed arrays); **transformers**, transformers.js in fp32 ' +
     'with batches sorted by length (dense only); **torch**, ' +
-    (torchPeer?.implementation ?? 'the PyTorch peer') + (torchPeer?.blas ? ` (BLAS: ${torchPeer.blas})` : '') +
+    (torchPeer?.implementation ?? 'the PyTorch peer') +
+    (torchPeer?.blas ? ` (${[/BLAS_INFO=[^,;]*/.exec(torchPeer.blas)?.[0], /libblas\.so\.3 -> \S+/.exec(torchPeer.blas)?.[0]].filter(Boolean).join('; ')})` : '') +
     '. Every peer ran the same weights on the same texts.', '');
   const data: Json[] = [];
   for (const e of r.results as Json[]) {
@@ -136,7 +138,7 @@ async function encodeSection(r: Json, out: string, charts: string[]): Promise<st
     '(no scaled_dot_product_attention before torch 2.0: the scale folded into the query and the mask added inside the ' +
     'score product). What remains at 512 tokens is the [batch, heads, L, L] score tensor written, read by softmax and ' +
     'written again (at 16 texts of 512 tokens, 200 MB per layer, far beyond the caches), where this package\'s fused ' +
-    'attention keeps each score tile in cache; per token it does 1.2x the work of 128 tokens.',
+    'attention keeps each score tile in cache; per token it does 1.2x the work of 128 tokens and runs about 2.2x slower.',
     '- **All three outputs against dense only**: the native heads are about 1% of encode time; single figures above 1.1 ' +
     'are this shared machine\'s run-to-run noise (the same ratio reads about 1.0 to 1.1 at the other lengths of the same run).', '');
   return lines.join('\n');
@@ -220,7 +222,17 @@ async function maxsimSection(r: Json, out: string, charts: string[]): Promise<st
     '![MaxSim against the peak](report/maxsim.svg)', '',
     `- fp32 of the peak (1 thread): ${check((r.results as Json[]).find((x) => x.name === 'native f32' && x.threads === 1)?.fractionOfPeakBest, '>=', 0.75)}`,
     `- fp32 / numpy (1 thread): ${check(ra.f32OverNumpy1, '>=', 2)}; bf16 / fp32: ${check(ra.bf16OverF32, '>=', 1.6)}; int8 / fp32: ${check(ra.i8OverF32, '>=', 2.5)}`,
-    `- 2 threads / 1 (fp32): ${check(ra.twoThreadsOverOne, '>=', 1.7)} (this shared 2-vCPU machine's second core comes and goes with other tenants' load)`, ''].join('\n');
+    `- 2 threads / 1 (fp32): ${check(ra.twoThreadsOverOne, '>=', 1.7)} (this shared 2-vCPU machine's second core comes and goes with other tenants' load)`,
+    `- Peers: numpy timed call for call in turn with the native fp32 kernel (its own process kept up); fp32 / plain JS ` +
+    `${fmt(ra.f32OverJs, 1)}x; fp32 / simsimd ${fmt(ra.f32OverSimsimd, 1)}x${r.simsimdOverhead ? `, simsimd called once per row pair (it has no batch ` +
+    `API) on views made before the timing, ${fmt(r.simsimdOverhead.nsPerCall, 0)} ns of overhead per call, ${fmt(100 * r.simsimdOverhead.shareOfTime, 0)}% of its time` : ''}.`,
+    ...(r.storageAccuracy ? ['', `Storage accuracy on a retrieval-shaped corpus (${r.storageAccuracy.documents} documents of 32 to 128 rows around ` +
+      `${r.storageAccuracy.topics} shared topics, ${r.storageAccuracy.queries} queries near one document's rows), against fp32:`, '',
+      '| storage | max score error | mean score error | top-10 agreement | top-1 agreement |', '| --- | ---: | ---: | ---: | ---: |',
+      ...['bf16', 'i8'].map((k) => {
+        const x = r.storageAccuracy[k];
+        return `| ${k} | ${x.maxScoreError.toExponential(1)} | ${x.meanScoreError.toExponential(1)} | ${fmt(100 * x.top10Agreement, 1)}% | ${fmt(100 * x.top1Agreement, 1)}% |`;
+      })] : []), ''].join('\n');
 }
 
 function lexicalSection(r: Json): string {
@@ -269,19 +281,28 @@ async function serveSection(r: Json, out: string, charts: string[]): Promise<str
 
 function finetuneSection(r: Json): string {
   const modes = ['dense', 'sparse', 'colbert', 'all'];
-  const row = (name: string, m: Json) => `| ${name} | ${modes.map((k) => fmt(m?.[k], 3)).join(' | ')} |`;
+  const a = r.ablation;
+  // Mean ± standard deviation over the seeds (older results: one run).
+  const cell = (key: string, k: string) => (a ? `${fmt(a[key][k].mean, 3)} ± ${fmt(a[key][k].sd, 3)}` : fmt(r.mrr10?.[key]?.[k], 3));
+  const row = (name: string, key: string) => `| ${name} | ${modes.map((k) => cell(key, k)).join(' | ')} |`;
   const c = r.cost ?? {};
   const ratio = c.encodeOverStep2Threads ?? (c.encodeMsPerRow * c.examplesPerSecond?.['2']?.median) / 1000;
-  const speed = (s: Json) => `${fmt(s?.median, 1)} (best ${fmt(s?.best, 1)})`;
+  const speed = (s: Json) => `${fmt(s?.median, 1)} (best ${fmt(s?.best, 1)}, ${s?.runs?.length ?? '?'} runs)`;
   const gain = (k: string) => (r.mrr10?.selfDistill?.[k] ?? 0) - (r.mrr10?.before?.[k] ?? 0);
+  const diff = a ? [`| self-distillation minus none (95% interval) | ${modes.map((k) => {
+    const d = a.difference[k];
+    return `${d.mean >= 0 ? '+' : ''}${fmt(d.mean, 3)} [${fmt(d.ci95[0], 3)}, ${fmt(d.ci95[1], 3)}]${d.beyondNoise ? '' : ', within noise'}`;
+  }).join(' | ')} |`] : [];
   return ['## Fine-tuning the heads', '',
-    `Synthetic task (${r.task?.train} training rows, ${r.task?.heldOut} held-out rows), model \`${r.model}\` (hidden ${r.hidden}). ` +
+    `Synthetic task (${r.task?.train} training rows, ${r.task?.heldOut} held-out rows), model \`${r.model}\` (hidden ${r.hidden}); ` +
+    (a ? `MRR@10 as mean ± standard deviation over ${r.seeds.length} seeds (${r.seeds.join(', ')}; each a new task and sampling order), ` +
+      'and the paired difference of the two fine-tunings with the 95% interval of its mean. ' : 'one run. ') +
     `Result \`${r._file}\`.`, '',
     `| heads | ${modes.map((m) => `${m} MRR@10`).join(' | ')} |`, `| --- | ${modes.map(() => '---:').join(' | ')} |`,
-    row('before', r.mrr10?.before), row('self-distillation', r.mrr10?.selfDistill), row('no self-distillation', r.mrr10?.noSelfDistill), '',
-    `- Fine-tuning improves held-out sparse MRR@10 by ${fmt(gain('sparse'), 3)} and ColBERT by ${fmt(gain('colbert'), 3)}: ` +
+    row('before', 'before'), row('self-distillation', 'selfDistill'), row('no self-distillation', 'noSelfDistill'), ...diff, '',
+    `- Fine-tuning improves held-out sparse MRR@10 by ${fmt(gain('sparse'), 3)} and ColBERT by ${fmt(gain('colbert'), 3)} (means): ` +
     `${check(Math.min(gain('sparse'), gain('colbert')), '>=', 0.1, 3)} (target: a clear margin, >= 0.1)`,
-    `- Training step, examples/s: ${speed(c.examplesPerSecond?.['1'])} at 1 thread, ${speed(c.examplesPerSecond?.['2'])} at 2; ` +
+    `- Training step, examples/s, median: ${speed(c.examplesPerSecond?.['1'])} at 1 thread, ${speed(c.examplesPerSecond?.['2'])} at 2; ` +
     `at BGE-M3's shape (hidden 1024): ${speed(c.fullShapeExamplesPerSecond?.['1'])} and ${speed(c.fullShapeExamplesPerSecond?.['2'])}`,
     `- One-time encoding ${fmt(c.encodeMsPerRow, 2)} ms per training row = ${fmt(ratio, 1)}x a step's cost per row ` +
     `(target: the step small next to encoding, >= 5x): ${check(ratio, '>=', 5, 1)}`, ''].join('\n');

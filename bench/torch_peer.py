@@ -6,12 +6,13 @@ Debian does not package; bench/torch_gpu_peer.py runs transformers' XLMRobertaMo
 Tuned as a careful PyTorch user would: denormals flushed, and the attention as fast as the
 installed torch allows: scaled_dot_product_attention (torch 2.0+), else the scale folded into the
 query and the mask added inside the score product (baddbmm), so the [B, heads, L, L] scores are
-written once and read once by softmax. The eager form (a product, a division and an addition over
-that tensor, each a full pass through memory) ran 2.5x slower at 512 tokens than at 128 on one
-Zen 4 core, where the extra work per token is 1.2x: those passes, not the products, made the
-difference. torch's matrix products go through the system BLAS: Debian's default libblas3 is the
-netlib reference implementation (about 5 GFLOP/s on one core, 30x below OpenBLAS), so the result
-states which BLAS ran ("blas"); install libopenblas0-pthread for a fair figure.
+written once and read once by softmax. The eager form (a product, a division, an addition and a
+softmax over that tensor, each a full pass through memory) ran 2.3x slower per token at 512 tokens
+than at 128 on one Zen 4 core, where the extra work per token is 1.2x; this form, 2.2x (those
+passes dominate the profile at 512 tokens). torch's matrix products go through the system BLAS:
+Debian's default libblas3 is the netlib reference implementation (about 5 GFLOP/s on one core,
+30x below OpenBLAS), so the result states which BLAS ran ("blas"); install libopenblas0-pthread
+for a fair figure.
 
 BGEM3FlagModel.encode sorts texts by length (longest first), pads each batch to its longest
 text, runs the XLM-R encoder in eager PyTorch, takes the normalised <s> vector, applies the
@@ -74,7 +75,8 @@ def fast_layer_forward(self, x, key_bias):
 
 def blas():
     """Which BLAS torch's products use here: torch's own build note and the system library it loads."""
-    note = next((line.strip() for line in torch.__config__.show().splitlines() if "BLAS" in line), "unknown")
+    info = torch.__config__.show()
+    note = next((part.strip() for part in info.replace("\n", ",").split(",") if part.strip().startswith("BLAS_INFO=")), "BLAS_INFO unknown")
     try:
         lib = os.path.realpath("/etc/alternatives/libblas.so.3-x86_64-linux-gnu")
     except OSError:
