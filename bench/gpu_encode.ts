@@ -12,7 +12,8 @@
  *
  *   node dist/bench/gpu_encode.js [--model .cache/bench-model-full] [--runs 5] [--device cuda]
  *        [--precision fp16,fp32] [--peer python3|none] [--texts 512]
- * --device cpu runs the same harness on the CPU without the peer (a dry run of the script).
+ * --device cpu runs the same comparison on the CPU, the peer in fp32 on every core (where the
+ * machine's Python has transformers; --peer none leaves it out).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -93,16 +94,16 @@ function row(engine: string, precision: string, w: Workload, seconds: number[], 
   };
 }
 
-async function runPeer(python: string, model: string, runs: number, ws: Workload[]): Promise<{ rows: Row[]; info: Record<string, unknown>; firstDense: Record<string, number[]> }> {
+async function runPeer(python: string, model: string, runs: number, ws: Workload[], device: string): Promise<{ rows: Row[]; info: Record<string, unknown>; firstDense: Record<string, number[]> }> {
   const script = path.resolve(__dirname, '..', '..', 'bench', 'torch_gpu_peer.py');
   const child = spawn(python, [script], { stdio: ['pipe', 'pipe', 'inherit'] });
   let stdout = '';
   child.stdout.on('data', (d) => { stdout += d; });
-  child.stdin.end(JSON.stringify({ model, runs, batchSize: 32, workloads: ws }));
+  child.stdin.end(JSON.stringify({ model, runs, batchSize: 32, device, workloads: ws }));
   const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
   if (code !== 0) throw new Error(`the PyTorch peer exited with ${code}`);
   const out = JSON.parse(stdout) as { rows: Array<{ name: string; seconds: number[]; peakBytes: number; firstDense: number[] }> } & Record<string, unknown>;
-  const rows = out.rows.map((r) => row('pytorch', 'fp16', ws.find((w) => w.name === r.name)!, r.seconds, r.peakBytes));
+  const rows = out.rows.map((r) => row('pytorch', device === 'cuda' ? 'fp16' : 'fp32', ws.find((w) => w.name === r.name)!, r.seconds, r.peakBytes));
   const firstDense = Object.fromEntries(out.rows.map((r) => [r.name, r.firstDense]));
   const { rows: _rows, ...info } = out;
   return { rows, info, firstDense };
@@ -158,12 +159,12 @@ async function main(): Promise<void> {
   }
   let peer: Awaited<ReturnType<typeof runPeer>> | null = null;
   const agreement: Record<string, number> = {};
-  if (flags.peer !== 'none' && device === 'cuda') {
+  if (flags.peer !== 'none') {
     try {
-      peer = await runPeer(flags.peer, dir, runs, ws);
+      peer = await runPeer(flags.peer, dir, runs, ws, device);
       rows.push(...peer.rows);
-      for (const r of peer.rows) console.log(`pytorch fp16 ${r.workload.padEnd(9)} ${r.tokensPerSecMedian.toFixed(0).padStart(9)} tok/s median ` +
-        `${r.tokensPerSecBest.toFixed(0).padStart(9)} best  peak ${(r.peakGpuBytes! / 2 ** 30).toFixed(2)} GiB`);
+      for (const r of peer.rows) console.log(`pytorch ${r.precision} ${r.workload.padEnd(9)} ${r.tokensPerSecMedian.toFixed(0).padStart(9)} tok/s median ` +
+        `${r.tokensPerSecBest.toFixed(0).padStart(9)} best` + (r.peakGpuBytes ? `  peak ${(r.peakGpuBytes / 2 ** 30).toFixed(2)} GiB` : ''));
       for (const [precision, firsts] of Object.entries(ourFirst))
         for (const [name, dense] of Object.entries(firsts)) agreement[`${precision}/${name}`] = cosine(dense, peer.firstDense[name]);
       console.log('first dense vector, cosine to the peer\'s:', JSON.stringify(agreement));
@@ -174,6 +175,8 @@ async function main(): Promise<void> {
   const ratios: Record<string, number> = {};
   for (const r of rows.filter((x) => x.engine === 'bge-m3')) {
     const p = rows.find((x) => x.engine === 'pytorch' && x.workload === r.workload);
+    // On the CPU the peer runs fp32: compare like with like.
+    if (p && device === 'cpu' && r.precision !== 'fp32') continue;
     if (p) ratios[`${r.precision}/${r.workload}`] = r.tokensPerSecMedian / p.tokensPerSecMedian;
   }
   if (Object.keys(ratios).length) console.log('ours / pytorch (medians):', JSON.stringify(ratios));

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The PyTorch peer of the GPU encoder benchmark (bench/gpu_encode.ts): BGE-M3 the way
-FlagEmbedding's BGEM3FlagModel.encode runs it on a GPU.
+FlagEmbedding's BGEM3FlagModel.encode runs it on a GPU (or, with "device": "cpu", on the CPU).
 
-Hugging Face transformers' XLMRobertaModel with SDPA attention in fp16, holding the generator's
+Hugging Face transformers' XLMRobertaModel with SDPA attention in fp16 (fp32 on the CPU), holding the generator's
 weights (scripts/gen_fixtures.py rebuilds them from the preset's seed, so they equal the ONNX
 file's), and BGE-M3's heads: texts sorted by length (longest first) in batches of 32, each padded
 to its longest text; the normalised <s> vector, the sparse head's ReLU weights kept as the max per
@@ -10,7 +10,8 @@ token id in a Python dict (special tokens dropped), and the ColBERT head on the 
 normalised, copied to the host. Texts arrive as token ids (the same ids the Node side encodes), so
 tokenization is not timed on either side.
 
-stdin: {"model": dir, "runs": n, "batchSize": n, "workloads": [{"name", "ids": [[...], ...]}]}
+stdin: {"model": dir, "runs": n, "batchSize": n, "device": "cuda" | "cpu", "threads": n (CPU),
+        "workloads": [{"name", "ids": [[...], ...]}]}
 stdout: one JSON object: {"peer", "weights", "rows": [{"name", "texts", "tokens", "seconds": [...],
         "peakBytes"}], "firstDense": [...] per workload}
 """
@@ -47,7 +48,7 @@ def hf_state_dict(encoder):
     return out
 
 
-def load(model_dir, device):
+def load(model_dir, device, dtype):
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     with open(os.path.join(model_dir, "config.json")) as f:
@@ -71,8 +72,8 @@ def load(model_dir, device):
         colbert.load_state_dict(heads.colbert.state_dict())
         sparse.load_state_dict(heads.sparse.state_dict())
         del encoder, heads
-    model = model.to(device=device, dtype=torch.float16).eval()
-    return model, colbert.to(device, torch.float16).eval(), sparse.to(device, torch.float16).eval(), weights
+    model = model.to(device=device, dtype=dtype).eval()
+    return model, colbert.to(device, dtype).eval(), sparse.to(device, dtype).eval(), weights
 
 
 @torch.inference_mode()
@@ -108,26 +109,35 @@ def encode(model, colbert, sparse, ids, batch_size, device):
 
 def main():
     request = json.load(sys.stdin)
-    device = "cuda"
-    model, colbert, sparse, weights = load(request["model"], device)
+    device = request.get("device", "cuda")
+    gpu = device == "cuda"
+    dtype = torch.float16 if gpu else torch.float32
+    if not gpu:
+        torch.set_num_threads(request.get("threads") or os.cpu_count())
+        torch.set_flush_denormal(True)
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    model, colbert, sparse, weights = load(request["model"], device, dtype)
     batch_size = request.get("batchSize", 32)
     rows = []
     for w in request["workloads"]:
         ids = w["ids"]
         encode(model, colbert, sparse, ids[:batch_size], batch_size, device)  # warm-up
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        sync()
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
         seconds, first = [], None
         for _ in range(request["runs"]):
             start = time.perf_counter()
             dense, _, _ = encode(model, colbert, sparse, ids, batch_size, device)
-            torch.cuda.synchronize()
+            sync()
             seconds.append(time.perf_counter() - start)
             first = dense[0]
         rows.append({"name": w["name"], "texts": len(ids), "tokens": sum(len(t) for t in ids), "seconds": seconds,
-                     "peakBytes": torch.cuda.max_memory_allocated(), "firstDense": [float(x) for x in first]})
-    print(json.dumps({"peer": f"transformers XLMRobertaModel (SDPA, fp16), torch {torch.__version__}",
-                      "gpu": torch.cuda.get_device_name(0), "weights": weights, "batchSize": batch_size, "rows": rows}))
+                     "peakBytes": torch.cuda.max_memory_allocated() if gpu else None, "firstDense": [float(x) for x in first]})
+    import transformers
+    print(json.dumps({"peer": f"transformers {transformers.__version__} XLMRobertaModel (SDPA, {'fp16' if gpu else 'fp32'}), torch {torch.__version__}",
+                      "device": torch.cuda.get_device_name(0) if gpu else f"CPU, {torch.get_num_threads()} threads",
+                      "weights": weights, "batchSize": batch_size, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@
 #   fusions   which of ONNX Runtime's fusions fire on the bench model on CUDA, fp32 and fp16
 #   encode    bench/gpu_encode.js on the full shape: ours fp16 and fp32 against PyTorch
 #             (transformers' XLMRobertaModel, SDPA, fp16) at 512 tokens, a mixed corpus, 8,192 tokens
+#   cpu-peer  on that machine's CPU (all cores): ours in fp32 against transformers' XLMRobertaModel
+#             (SDPA, fp32, same weights) on the bench model
 #   serve     the server load test at 1, 16 and 64 clients, on the GPU and on this machine's CPU
 # STEPS="tests fusions" runs only those; SKIP_FULL=1 benchmarks the bench model instead of the full shape;
 # CHECK_DEVICE=cpu runs a staged payload on the CPU.
@@ -25,7 +27,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-/tmp/bge-m3-node-check}
 mkdir -p "$OUT"
-STEPS=${STEPS:-machine runtime models tests fusions encode serve}
+STEPS=${STEPS:-machine runtime models tests fusions encode cpu-peer serve}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
@@ -108,9 +110,16 @@ fi
 
 if want encode; then
   peer=python3; [ "$DEVICE" = cuda ] || peer=none
-  BGE_M3_BENCH_RESULTS=$OUT run encode 420 "$NODE" dist/bench/gpu_encode.js --model "$FULL" --device "$DEVICE" --peer $peer \
+  BGE_M3_BENCH_RESULTS=$OUT run encode 420 "$NODE" dist/bench/gpu_encode.js --model "$FULL" --device "$DEVICE" --peer $peer --texts 256 \
     $( [ "$DEVICE" = cpu ] && echo "--texts 16 --precision fp32" )
   while IFS= read -r line; do note "$line"; done < <(grep -E '^(ours|pytorch|first dense|PyTorch peer)' "$OUT/encode.log")
+fi
+
+if want cpu-peer; then
+  peer=python3; python3 -c 'import torch, transformers' 2>/dev/null || peer=none
+  BGE_M3_BENCH_RESULTS=$OUT run cpu-peer 300 "$NODE" dist/bench/gpu_encode.js --model .cache/bench-model --device cpu \
+    --precision fp32 --peer $peer --texts 64
+  while IFS= read -r line; do note "cpu: $line"; done < <(grep -E '^(ours|pytorch|first dense|PyTorch peer)' "$OUT/cpu-peer.log")
 fi
 
 if want serve; then
